@@ -1,0 +1,149 @@
+//! The one Envoy bootstrap template. Rendered as JSON (which Envoy and func-e
+//! read directly) so the embedded profile never needs YAML escaping.
+
+use meshware_common::metrics::stats_tags;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+
+pub struct Upstream {
+    pub name: String,
+    pub port: u16,
+}
+
+pub struct BootstrapParams {
+    pub listen_port: u16,
+    pub admin_port: u16,
+    /// The first upstream receives the default route.
+    pub upstreams: Vec<Upstream>,
+    /// Folder holding `<filter>.wasm`; made absolute by the caller.
+    pub wasm_dir: PathBuf,
+    /// Filter names in chain order (see `FILTERS`).
+    pub filters: Vec<String>,
+    /// The tenant profile document, passed verbatim as plugin configuration.
+    pub profile: String,
+}
+
+pub fn wasm_filter(name: &str, wasm_dir: &std::path::Path, profile: &str) -> Value {
+    let id = format!("meshware.{name}");
+    json!({
+        "name": id,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": id,
+                "root_id": name,
+                "configuration": {
+                    "@type": "type.googleapis.com/google.protobuf.StringValue",
+                    "value": profile
+                },
+                "vm_config": {
+                    "vm_id": id,
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"local": {"filename": wasm_dir.join(format!("{name}.wasm"))}}
+                },
+                "fail_open": false
+            }
+        }
+    })
+}
+
+fn cluster(up: &Upstream) -> Value {
+    json!({
+        "name": up.name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": up.name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+                "socket_address": {"address": "127.0.0.1", "port_value": up.port}
+            }}}]}]
+        }
+    })
+}
+
+pub fn render(p: &BootstrapParams) -> Value {
+    let mut http_filters: Vec<Value> = p
+        .filters
+        .iter()
+        .map(|f| wasm_filter(f, &p.wasm_dir, &p.profile))
+        .collect();
+    http_filters.push(json!({
+        "name": "envoy.filters.http.router",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
+    }));
+    let default_cluster = p
+        .upstreams
+        .first()
+        .map(|u| u.name.as_str())
+        .unwrap_or("echo");
+    let tags: Vec<Value> = stats_tags()
+        .into_iter()
+        .map(|(name, regex)| json!({"tag_name": name, "regex": regex}))
+        .collect();
+    json!({
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": p.admin_port}}},
+        "stats_config": {"stats_tags": tags},
+        "static_resources": {
+            "listeners": [{
+                "name": "ingress",
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": p.listen_port}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "ingress",
+                        "use_remote_address": true,
+                        // trace-context decides which incoming request ids to keep.
+                        "preserve_external_request_id": true,
+                        "route_config": {
+                            "name": "local",
+                            "virtual_hosts": [{
+                                "name": "all",
+                                "domains": ["*"],
+                                "routes": [{"match": {"prefix": "/"}, "route": {"cluster": default_cluster}}]
+                            }]
+                        },
+                        "http_filters": http_filters
+                    }
+                }]}]
+            }],
+            "clusters": p.upstreams.iter().map(cluster).collect::<Vec<_>>()
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_filters_in_order_before_the_router() {
+        let v = render(&BootstrapParams {
+            listen_port: 1,
+            admin_port: 2,
+            upstreams: vec![Upstream {
+                name: "echo".into(),
+                port: 3,
+            }],
+            wasm_dir: "/d".into(),
+            filters: vec!["trace_context".into()],
+            profile: "{\"x\":1}".into(),
+        });
+        let hcm = &v["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+            ["typed_config"];
+        let filters = hcm["http_filters"].as_array().unwrap();
+        assert_eq!(filters[0]["name"], "meshware.trace_context");
+        assert_eq!(filters[1]["name"], "envoy.filters.http.router");
+        let cfg = &filters[0]["typed_config"]["config"];
+        assert_eq!(cfg["configuration"]["value"], "{\"x\":1}");
+        assert_eq!(
+            cfg["vm_config"]["code"]["local"]["filename"],
+            "/d/trace_context.wasm"
+        );
+        assert_eq!(
+            v["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"]
+                [0]["endpoint"]["address"]["socket_address"]["port_value"],
+            3
+        );
+    }
+}

@@ -1,0 +1,113 @@
+//! `meshware validate <profile.json>`: checks a tenant profile for every filter
+//! with the filters' own code (run it in CI before deploying).
+//! `meshware bootstrap --profile <f> --wasm-dir <d> [...]`: prints the Envoy
+//! bootstrap (JSON) with every filter, for `envoy -c` or `func-e run -c`.
+
+use meshware_cli::bootstrap::{render, BootstrapParams, Upstream};
+use meshware_cli::{validate_profile, FILTERS};
+use std::process::ExitCode;
+
+const USAGE: &str = "usage:
+  meshware validate <profile.json>
+  meshware bootstrap --profile <profile.json> --wasm-dir <dir>
+                     [--listen-port 10000] [--admin-port 9901] [--upstream-port 8080]
+                     [--filters a,b,...]";
+
+fn read(path: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))
+}
+
+fn validate(args: &[String]) -> Result<ExitCode, String> {
+    let [path] = args else {
+        return Err(USAGE.to_string());
+    };
+    let json = read(path)?;
+    match validate_profile(&json) {
+        Ok(()) => {
+            let names: Vec<&str> = FILTERS.iter().map(|f| f.name).collect();
+            println!("{path}: valid for {}", names.join(", "));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) => {
+            eprintln!("{path}: {} problem(s)", errors.len());
+            for e in errors.iter() {
+                eprintln!("{e}");
+            }
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn bootstrap(args: &[String]) -> Result<ExitCode, String> {
+    let mut profile = None;
+    let mut wasm_dir = None;
+    let mut listen_port = 10000u16;
+    let mut admin_port = 9901u16;
+    let mut upstream_port = 8080u16;
+    let mut filters: Vec<String> = FILTERS.iter().map(|f| f.name.to_string()).collect();
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let value = it
+            .next()
+            .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
+        let port = || {
+            value
+                .parse::<u16>()
+                .map_err(|_| format!("{flag}: not a port: {value}"))
+        };
+        match flag.as_str() {
+            "--profile" => profile = Some(value.clone()),
+            "--wasm-dir" => wasm_dir = Some(value.clone()),
+            "--listen-port" => listen_port = port()?,
+            "--admin-port" => admin_port = port()?,
+            "--upstream-port" => upstream_port = port()?,
+            "--filters" => {
+                filters = value.split(',').map(str::to_string).collect();
+                for f in &filters {
+                    if meshware_cli::filter(f).is_none() {
+                        return Err(format!("--filters: unknown filter {f}"));
+                    }
+                }
+            }
+            _ => return Err(format!("unknown option {flag}\n{USAGE}")),
+        }
+    }
+    let profile_path = profile.ok_or_else(|| format!("--profile is required\n{USAGE}"))?;
+    let wasm_dir = wasm_dir.ok_or_else(|| format!("--wasm-dir is required\n{USAGE}"))?;
+    let json = read(&profile_path)?;
+    if let Err(errors) = validate_profile(&json) {
+        return Err(format!("{profile_path} is invalid:\n{errors}"));
+    }
+    let wasm_dir = std::fs::canonicalize(&wasm_dir).map_err(|e| format!("{wasm_dir}: {e}"))?;
+    let profile = String::from_utf8(json).map_err(|_| "profile is not UTF-8".to_string())?;
+    let value = render(&BootstrapParams {
+        listen_port,
+        admin_port,
+        upstreams: vec![Upstream {
+            name: "echo".into(),
+            port: upstream_port,
+        }],
+        wasm_dir,
+        filters,
+        profile,
+    });
+    let text = serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?;
+    println!("{text}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.split_first() {
+        Some((cmd, rest)) if cmd == "validate" => validate(rest),
+        Some((cmd, rest)) if cmd == "bootstrap" => bootstrap(rest),
+        _ => Err(USAGE.to_string()),
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("{message}");
+            ExitCode::from(2)
+        }
+    }
+}

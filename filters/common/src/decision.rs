@@ -1,0 +1,114 @@
+//! What a filter core decides for one request; the host adapter applies it.
+
+use std::borrow::Cow;
+
+/// One header change. Names borrow from the compiled config (or are static).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderOp<'a> {
+    /// Replace every value of the header with this one.
+    Set(&'a str, String),
+    /// Add one more value, keeping existing ones.
+    Append(&'a str, String),
+    Remove(&'a str),
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct HeaderEdits<'a> {
+    pub ops: Vec<HeaderOp<'a>>,
+    /// Set when an edited header can change route selection: Envoy must
+    /// re-evaluate the route, or it keeps the one chosen before the edit.
+    pub clear_route_cache: bool,
+}
+
+impl<'a> HeaderEdits<'a> {
+    pub fn set(&mut self, name: &'a str, value: String) {
+        self.ops.push(HeaderOp::Set(name, value));
+    }
+    pub fn append(&mut self, name: &'a str, value: String) {
+        self.ops.push(HeaderOp::Append(name, value));
+    }
+    pub fn remove(&mut self, name: &'a str) {
+        self.ops.push(HeaderOp::Remove(name));
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty() && !self.clear_route_cache
+    }
+    /// The value a `Set` or `Append` gives `name`, for tests and chaining.
+    pub fn value_of(&self, name: &str) -> Option<&str> {
+        self.ops.iter().rev().find_map(|op| match op {
+            HeaderOp::Set(n, v) | HeaderOp::Append(n, v) if *n == name => Some(v.as_str()),
+            _ => None,
+        })
+    }
+    pub fn removes(&self, name: &str) -> bool {
+        self.ops
+            .iter()
+            .any(|op| matches!(op, HeaderOp::Remove(n) if *n == name))
+    }
+}
+
+/// An answer given by the proxy without reaching the upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalReply<'a> {
+    pub status: u32,
+    pub headers: Vec<(&'a str, String)>,
+    pub body: Cow<'a, [u8]>,
+}
+
+/// Outcome indices (into the filter's `OUTCOMES`) to count for this request.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Outcomes(u64);
+
+impl Outcomes {
+    pub fn one(index: usize) -> Self {
+        let mut o = Outcomes::default();
+        o.add(index);
+        o
+    }
+    pub fn add(&mut self, index: usize) {
+        if index < 64 {
+            self.0 |= 1 << index;
+        }
+    }
+    pub fn contains(&self, index: usize) -> bool {
+        index < 64 && self.0 & (1 << index) != 0
+    }
+    pub fn iter(self) -> impl Iterator<Item = usize> {
+        (0..64).filter(move |i| self.0 & (1u64 << i) != 0)
+    }
+}
+
+/// The request-phase decision: continue with edits, or reply locally.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Decision<'a> {
+    pub request: HeaderEdits<'a>,
+    pub reply: Option<LocalReply<'a>>,
+    pub outcomes: Outcomes,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn outcomes_are_a_small_set() {
+        let mut o = Outcomes::one(2);
+        o.add(5);
+        o.add(64); // out of range: ignored, never panics
+        assert!(o.contains(2) && o.contains(5) && !o.contains(0));
+        assert_eq!(o.iter().collect::<Vec<_>>(), vec![2, 5]);
+    }
+
+    #[test]
+    fn edits_report_what_they_do() {
+        let mut e = HeaderEdits::default();
+        assert!(e.is_empty());
+        e.set("a", "1".into());
+        e.remove("b");
+        e.append("a", "2".into());
+        assert_eq!(e.value_of("a"), Some("2"));
+        assert!(e.removes("b") && !e.removes("a"));
+    }
+}

@@ -1,0 +1,100 @@
+//! The contract between a filter's pure core and the common host adapter.
+
+use crate::decision::{Decision, HeaderEdits};
+use crate::headers::Headers;
+use crate::rng::Rng;
+use crate::section::SectionReader;
+
+/// What the core knows about the request's tenant.
+#[derive(Debug, Clone, Copy)]
+pub struct Tenant<'a> {
+    pub slot: usize,
+    pub name: &'a str,
+}
+
+/// Everything a core may read for one request; read from the host once.
+pub struct RequestCtx<'a> {
+    pub tenant: Tenant<'a>,
+    pub headers: &'a Headers,
+    pub rng: &'a mut Rng,
+}
+
+/// One filter of the suite. Implemented by each filter's core; the host adapter
+/// (common `host` module) drives it inside Envoy, tests drive it natively.
+pub trait HttpFilter: 'static {
+    /// Section name in the profile and `filter` metric label, e.g. `trace_context`.
+    const NAME: &'static str;
+    /// Outcome labels counted per tenant; `Decision::outcomes` indexes this list.
+    const OUTCOMES: &'static [&'static str];
+    /// One tenant's compiled settings.
+    type Settings: 'static;
+    /// Per-request state carried from the request to the response phase.
+    type Stream: Default + 'static;
+    /// Filters that run before the identity filter strip a tenant header the
+    /// profile does not trust, so no client-set value reaches the upstream.
+    const STRIP_UNTRUSTED_TENANT_HEADER: bool = false;
+    /// Whether `on_response` needs the response headers (reading costs a hostcall).
+    const READS_RESPONSE_HEADERS: bool = false;
+
+    fn parse(reader: &mut SectionReader<'_>) -> Self::Settings;
+
+    /// Whether the filter does anything for this tenant (it is skipped otherwise).
+    fn enabled(settings: &Self::Settings) -> bool;
+
+    fn on_request<'s>(
+        settings: &'s Self::Settings,
+        ctx: &mut RequestCtx<'_>,
+        stream: &mut Self::Stream,
+    ) -> Decision<'s>;
+
+    fn on_response<'s>(
+        _settings: &'s Self::Settings,
+        _headers: &Headers,
+        _stream: &mut Self::Stream,
+    ) -> HeaderEdits<'s> {
+        HeaderEdits::default()
+    }
+}
+
+/// Compiles a profile for one filter: the code Envoy runs in `on_configure`
+/// and the CLI runs in `validate`.
+pub fn compile<F: HttpFilter>(
+    json: &[u8],
+) -> Result<crate::profile::Profile<F::Settings>, crate::errors::ConfigErrors> {
+    crate::profile::compile(json, F::NAME, F::parse)
+}
+
+/// `[trace_context tenant=acme rid=abc] message`: the prefix of every log line.
+pub fn log_line(filter: &str, tenant: &str, request_id: Option<&str>, message: &str) -> String {
+    // Request ids come from clients: keep only a short, safe rendering.
+    let rid: String = request_id
+        .unwrap_or("-")
+        .chars()
+        .take(64)
+        .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+        .collect();
+    format!("[{filter} tenant={tenant} rid={rid}] {message}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn log_lines_are_prefixed_and_sanitized() {
+        assert_eq!(
+            log_line("f", "acme", Some("r1"), "hi"),
+            "[f tenant=acme rid=r1] hi"
+        );
+        assert_eq!(
+            log_line("f", "acme", None, "hi"),
+            "[f tenant=acme rid=-] hi"
+        );
+        assert_eq!(
+            log_line("f", "t", Some("a b\n"), "m"),
+            "[f tenant=t rid=a?b?] m"
+        );
+    }
+}

@@ -1,0 +1,281 @@
+//! The host adapter: the only code that talks to Envoy through proxy-wasm.
+//! It reads the plugin configuration once, resolves the tenant, reads request
+//! headers once, calls the filter's pure core and applies its decision.
+//!
+//! SDK helpers that panic on unexpected input (non-UTF-8 header values) are
+//! avoided: headers are read as bytes and hostcall errors degrade to "continue".
+
+use crate::decision::{HeaderEdits, HeaderOp};
+use crate::filter::{compile, log_line, HttpFilter, RequestCtx, Tenant};
+use crate::headers::Headers;
+use crate::metrics::decision_metric;
+use crate::profile::Profile;
+use crate::rng::Rng;
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
+use std::cell::RefCell;
+use std::marker::PhantomData;
+use std::rc::Rc;
+
+/// Installs logging and a panic hook that reports at critical level with the
+/// filter's name: a panic aborts the VM, so the log line is all that is left.
+pub fn init(filter: &'static str) {
+    proxy_wasm::set_log_level(LogLevel::Trace);
+    std::panic::set_hook(Box::new(move |info| {
+        let _ = hostcalls::log(LogLevel::Critical, &format!("[{filter}] panic: {info}"));
+    }));
+}
+
+/// A VM-wide seed from the host's entropy (WASI `random_get`), mixed with time
+/// so a failing entropy source still gives distinct ids per VM.
+fn seed() -> u64 {
+    let mut bytes = [0u8; 8];
+    let random = getrandom::fill(&mut bytes).is_ok();
+    let time = hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let value = u64::from_le_bytes(bytes);
+    if random {
+        value ^ time.rotate_left(32)
+    } else {
+        time
+    }
+}
+
+/// Everything prepared at configure time.
+struct Compiled<F: HttpFilter> {
+    profile: Profile<F::Settings>,
+    /// Counter ids, `slot * OUTCOMES.len() + outcome`.
+    counters: Vec<Option<u32>>,
+    /// The tenant header to strip from requests when the profile does not trust it.
+    strip_header: Option<String>,
+}
+
+pub struct Root<F: HttpFilter> {
+    compiled: Option<Rc<Compiled<F>>>,
+    rng: Rc<RefCell<Rng>>,
+}
+
+impl<F: HttpFilter> Default for Root<F> {
+    fn default() -> Self {
+        Root {
+            compiled: None,
+            rng: Rc::new(RefCell::new(Rng::from_seed(seed()))),
+        }
+    }
+}
+
+impl<F: HttpFilter> Context for Root<F> {}
+
+impl<F: HttpFilter> RootContext for Root<F> {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let config = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        match compile::<F>(&config) {
+            Ok(profile) => {
+                let counters = define_counters::<F>(&profile);
+                let strip_header = match profile.tenancy.header() {
+                    Some(h) if !h.trusted && F::STRIP_UNTRUSTED_TENANT_HEADER => {
+                        Some(h.name.clone())
+                    }
+                    _ => None,
+                };
+                log::info!(
+                    "[{}] configured {} tenants",
+                    F::NAME,
+                    profile.tenant_names().len().saturating_sub(1)
+                );
+                self.compiled = Some(Rc::new(Compiled {
+                    profile,
+                    counters,
+                    strip_header,
+                }));
+                true
+            }
+            Err(errors) => {
+                log::error!(
+                    "[{}] invalid profile ({} problems):\n{errors}",
+                    F::NAME,
+                    errors.len()
+                );
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Stream::<F> {
+            compiled: self.compiled.clone(),
+            rng: self.rng.clone(),
+            active_slot: None,
+            state: F::Stream::default(),
+            _filter: PhantomData,
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+fn define_counters<F: HttpFilter>(profile: &Profile<F::Settings>) -> Vec<Option<u32>> {
+    let mut ids = Vec::with_capacity(profile.tenant_names().len() * F::OUTCOMES.len());
+    for tenant in profile.tenant_names() {
+        for outcome in F::OUTCOMES {
+            let name = decision_metric(F::NAME, tenant, outcome);
+            let id = hostcalls::define_metric(MetricType::Counter, &name);
+            if id.is_err() {
+                log::warn!("[{}] could not define metric {name}", F::NAME);
+            }
+            ids.push(id.ok());
+        }
+    }
+    ids
+}
+
+pub struct Stream<F: HttpFilter> {
+    compiled: Option<Rc<Compiled<F>>>,
+    rng: Rc<RefCell<Rng>>,
+    /// The tenant slot when the filter acted on the request phase.
+    active_slot: Option<usize>,
+    state: F::Stream,
+    _filter: PhantomData<F>,
+}
+
+impl<F: HttpFilter> Context for Stream<F> {}
+
+fn apply(map: MapType, edits: &HeaderEdits<'_>) {
+    for op in &edits.ops {
+        let result = match op {
+            HeaderOp::Set(name, value) => hostcalls::set_map_value(map, name, Some(value)),
+            HeaderOp::Append(name, value) => hostcalls::add_map_value(map, name, value),
+            HeaderOp::Remove(name) => hostcalls::remove_map_value(map, name),
+        };
+        if result.is_err() {
+            log::warn!("header edit failed: {op:?}");
+        }
+    }
+    if edits.clear_route_cache
+        && hostcalls::call_foreign_function("clear_route_cache", None).is_err()
+    {
+        log::warn!("clear_route_cache is not available on this host");
+    }
+}
+
+impl<F: HttpFilter> HttpContext for Stream<F> {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let Some(compiled) = self.compiled.clone() else {
+            return Action::Continue;
+        };
+        let Ok(pairs) = hostcalls::get_map_bytes(MapType::HttpRequestHeaders) else {
+            return Action::Continue;
+        };
+        let headers = Headers::from_bytes(pairs);
+        let profile = &compiled.profile;
+        let header_value = profile.tenancy.header().and_then(|h| headers.get(&h.name));
+        let (slot, _source) = profile.resolve(
+            headers.get(":authority"),
+            headers.get(":path"),
+            header_value,
+        );
+        if let Some(name) = &compiled.strip_header {
+            if headers.contains(name) {
+                let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
+            }
+        }
+        let Some(settings) = profile.settings(slot) else {
+            return Action::Continue;
+        };
+        if !F::enabled(settings) {
+            return Action::Continue;
+        }
+        let Ok(mut rng) = self.rng.try_borrow_mut() else {
+            return Action::Continue;
+        };
+        let tenant = Tenant {
+            slot,
+            name: profile.tenant_name(slot),
+        };
+        let mut ctx = RequestCtx {
+            tenant,
+            headers: &headers,
+            rng: &mut rng,
+        };
+        let decision = F::on_request(settings, &mut ctx, &mut self.state);
+        drop(rng);
+        self.active_slot = Some(slot);
+
+        let per_tenant = F::OUTCOMES.len();
+        for outcome in decision.outcomes.iter() {
+            if let Some(Some(id)) = compiled.counters.get(slot * per_tenant + outcome) {
+                let _ = hostcalls::increment_metric(*id, 1);
+            }
+        }
+        if let Some(reply) = &decision.reply {
+            let reply_headers: Vec<(&str, &str)> = reply
+                .headers
+                .iter()
+                .map(|(k, v)| (*k, v.as_str()))
+                .collect();
+            let request_id = decision
+                .request
+                .value_of("x-request-id")
+                .or_else(|| headers.get("x-request-id"));
+            log::debug!(
+                "{}",
+                log_line(
+                    F::NAME,
+                    tenant.name,
+                    request_id,
+                    &format!("local reply {}", reply.status)
+                )
+            );
+            if hostcalls::send_http_response(reply.status, reply_headers, Some(&reply.body)).is_ok()
+            {
+                return Action::Pause;
+            }
+            return Action::Continue;
+        }
+        apply(MapType::HttpRequestHeaders, &decision.request);
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let (Some(compiled), Some(slot)) = (self.compiled.clone(), self.active_slot) else {
+            return Action::Continue;
+        };
+        let Some(settings) = compiled.profile.settings(slot) else {
+            return Action::Continue;
+        };
+        let headers = if F::READS_RESPONSE_HEADERS {
+            match hostcalls::get_map_bytes(MapType::HttpResponseHeaders) {
+                Ok(pairs) => Headers::from_bytes(pairs),
+                Err(_) => return Action::Continue,
+            }
+        } else {
+            Headers::default()
+        };
+        let edits = F::on_response(settings, &headers, &mut self.state);
+        apply(MapType::HttpResponseHeaders, &edits);
+        Action::Continue
+    }
+}
+
+/// Exports a filter type as a proxy-wasm module:
+/// `meshware_common::export_filter!(TraceContext);` in the filter's `lib.rs`.
+#[macro_export]
+macro_rules! export_filter {
+    ($filter:ty) => {
+        proxy_wasm::main! {{
+            $crate::host::init(<$filter as $crate::HttpFilter>::NAME);
+            proxy_wasm::set_root_context(|_| {
+                Box::new($crate::host::Root::<$filter>::default())
+            });
+        }}
+    };
+}

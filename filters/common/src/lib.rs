@@ -1,0 +1,23 @@
+//! Shared by every meshware filter: the tenant profile model and its
+//! validation, tenant resolution, the decision type filters return, metric
+//! naming, and (in the proxy-wasm build only) the host adapter.
+
+pub mod decision;
+pub mod errors;
+pub mod filter;
+pub mod headers;
+pub mod metrics;
+pub mod profile;
+pub mod rng;
+pub mod section;
+pub mod tenancy;
+
+#[cfg(target_os = "wasi")]
+pub mod host;
+
+pub use decision::{Decision, HeaderEdits, HeaderOp, LocalReply, Outcomes};
+pub use errors::{ConfigError, ConfigErrors};
+pub use filter::{HttpFilter, RequestCtx, Tenant};
+pub use headers::Headers;
+pub use profile::{Profile, KNOWN_SECTIONS};
+pub use section::SectionReader;

@@ -1,0 +1,258 @@
+//! Reading one filter's section of the profile with path-naming errors.
+//!
+//! A tenant's section overrides the `defaults` section field by field: a field
+//! is read from the tenant's section when present there, else from `defaults`,
+//! else the built-in default applies. Errors name the layer the value came from.
+
+use crate::errors::{join, ConfigErrors};
+use serde_json::{Map, Value};
+
+/// One layer of a section: its JSON object and the path it lives at.
+#[derive(Clone, Copy)]
+pub struct Layer<'a> {
+    pub fields: &'a Map<String, Value>,
+    pub path: &'a str,
+}
+
+pub struct SectionReader<'a> {
+    /// Most specific first: the tenant's section, then `defaults`.
+    layers: Vec<Layer<'a>>,
+    errors: &'a mut ConfigErrors,
+    known: Vec<&'static str>,
+}
+
+impl<'a> SectionReader<'a> {
+    pub fn new(layers: Vec<Layer<'a>>, errors: &'a mut ConfigErrors) -> Self {
+        SectionReader {
+            layers,
+            errors,
+            known: Vec::new(),
+        }
+    }
+
+    /// The value of `key` from the most specific layer that sets it, with its path.
+    pub fn raw(&mut self, key: &'static str) -> Option<(&'a Value, String)> {
+        self.known.push(key);
+        self.layers
+            .iter()
+            .find_map(|l| l.fields.get(key).map(|v| (v, join(l.path, key))))
+    }
+
+    /// Records an error at a path.
+    pub fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(path, message);
+    }
+
+    /// Where a field would be reported: the most specific layer's path.
+    pub fn path_of(&self, key: &str) -> String {
+        let base = self.layers.first().map(|l| l.path).unwrap_or("");
+        join(base, key)
+    }
+
+    pub fn bool(&mut self, key: &'static str, default: bool) -> bool {
+        match self.raw(key) {
+            None => default,
+            Some((Value::Bool(b), _)) => *b,
+            Some((_, path)) => {
+                self.error(path, "must be a boolean");
+                default
+            }
+        }
+    }
+
+    pub fn f64_in(&mut self, key: &'static str, default: f64, min: f64, max: f64) -> f64 {
+        match self.raw(key) {
+            None => default,
+            Some((Value::Number(n), path)) => match n.as_f64() {
+                Some(v) if v < min => {
+                    self.error(path, format!("must be >= {min}"));
+                    default
+                }
+                Some(v) if v > max => {
+                    self.error(path, format!("must be <= {max}"));
+                    default
+                }
+                Some(v) => v,
+                None => {
+                    self.error(path, "must be a number");
+                    default
+                }
+            },
+            Some((_, path)) => {
+                self.error(path, "must be a number");
+                default
+            }
+        }
+    }
+
+    pub fn u64_in(&mut self, key: &'static str, default: u64, min: u64, max: u64) -> u64 {
+        match self.raw(key) {
+            None => default,
+            Some((Value::Number(n), path)) => match n.as_u64() {
+                Some(v) if v < min => {
+                    self.error(path, format!("must be >= {min}"));
+                    default
+                }
+                Some(v) if v > max => {
+                    self.error(path, format!("must be <= {max}"));
+                    default
+                }
+                Some(v) => v,
+                None => {
+                    self.error(path, "must be a non-negative integer");
+                    default
+                }
+            },
+            Some((_, path)) => {
+                self.error(path, "must be a non-negative integer");
+                default
+            }
+        }
+    }
+
+    /// An optional string (absent or `null` -> None) checked by `check`.
+    pub fn opt_string(
+        &mut self,
+        key: &'static str,
+        check: impl Fn(&str) -> Result<(), String>,
+    ) -> Option<String> {
+        match self.raw(key) {
+            None | Some((Value::Null, _)) => None,
+            Some((Value::String(s), path)) => match check(s) {
+                Ok(()) => Some(s.clone()),
+                Err(msg) => {
+                    self.error(path, msg);
+                    None
+                }
+            },
+            Some((_, path)) => {
+                self.error(path, "must be a string or null");
+                None
+            }
+        }
+    }
+
+    /// Reports fields no reader asked for, in every layer: unknown fields are errors.
+    pub fn finish(self) {
+        for layer in &self.layers {
+            for key in layer.fields.keys() {
+                if !self.known.contains(&key.as_str()) {
+                    self.errors.push(
+                        join(layer.path, key),
+                        format!("unknown field (expected one of: {})", self.known.join(", ")),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// HTTP header names as Envoy stores them: lowercase tokens.
+pub fn check_header_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err("must be a lowercase header name ([a-z0-9-_.], 1..128 chars)".to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        }
+    }
+
+    #[test]
+    fn tenant_layer_overrides_defaults_field_by_field() {
+        let t = obj(json!({"rate": 0.5}));
+        let d = obj(json!({"rate": 0.1, "on": false}));
+        let mut errors = ConfigErrors::default();
+        let mut r = SectionReader::new(
+            vec![
+                Layer {
+                    fields: &t,
+                    path: "tenants.a.s",
+                },
+                Layer {
+                    fields: &d,
+                    path: "defaults.s",
+                },
+            ],
+            &mut errors,
+        );
+        assert_eq!(r.f64_in("rate", 1.0, 0.0, 1.0), 0.5);
+        assert!(!r.bool("on", true));
+        assert!(r.bool("missing", true));
+        r.finish();
+        assert!(errors.is_empty(), "{errors}");
+    }
+
+    #[test]
+    fn errors_name_the_layer_the_value_came_from() {
+        let t = obj(json!({"rate": "x", "typo": 1}));
+        let d = obj(json!({"on": 3}));
+        let mut errors = ConfigErrors::default();
+        let mut r = SectionReader::new(
+            vec![
+                Layer {
+                    fields: &t,
+                    path: "tenants.a.s",
+                },
+                Layer {
+                    fields: &d,
+                    path: "defaults.s",
+                },
+            ],
+            &mut errors,
+        );
+        r.f64_in("rate", 1.0, 0.0, 1.0);
+        r.bool("on", true);
+        r.finish();
+        let text = errors.finish().to_string();
+        assert!(text.contains("defaults.s.on: must be a boolean"), "{text}");
+        assert!(
+            text.contains("tenants.a.s.rate: must be a number"),
+            "{text}"
+        );
+        assert!(text.contains("tenants.a.s.typo: unknown field"), "{text}");
+    }
+
+    #[test]
+    fn ranges_are_enforced() {
+        let t = obj(json!({"rate": 1.5, "n": 0}));
+        let mut errors = ConfigErrors::default();
+        let mut r = SectionReader::new(
+            vec![Layer {
+                fields: &t,
+                path: "p",
+            }],
+            &mut errors,
+        );
+        r.f64_in("rate", 1.0, 0.0, 1.0);
+        r.u64_in("n", 1, 1, 10);
+        r.finish();
+        let text = errors.finish().to_string();
+        assert_eq!(text, "p.n: must be >= 1\np.rate: must be <= 1");
+    }
+
+    #[test]
+    fn header_names_must_be_lowercase_tokens() {
+        assert!(check_header_name("x-tenant-id").is_ok());
+        assert!(check_header_name("X-Tenant").is_err());
+        assert!(check_header_name("").is_err());
+        assert!(check_header_name("a b").is_err());
+    }
+}

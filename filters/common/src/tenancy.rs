@@ -1,0 +1,131 @@
+//! Tenant resolution. Order: host map (exact, then the longest `*.suffix`),
+//! then path prefixes (longest first), then the tenant header only when the
+//! profile marks it trusted, else the default tenant.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+/// Index of a tenant in the compiled profile. The last slot is "other":
+/// a trusted header naming no configured tenant; it uses the default
+/// tenant's settings and keeps metric cardinality bounded.
+pub type Slot = usize;
+
+/// Why a tenant was chosen (for logs and tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Host,
+    PathPrefix,
+    Header,
+    Default,
+}
+
+#[derive(Debug, Clone)]
+pub struct TenantHeader {
+    pub name: String,
+    pub trusted: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Tenancy {
+    pub(crate) exact_hosts: HashMap<String, Slot>,
+    /// `(".globex.example", slot)`, longest suffix first.
+    pub(crate) wildcard_hosts: Vec<(String, Slot)>,
+    /// Longest prefix first.
+    pub(crate) path_prefixes: Vec<(String, Slot)>,
+    pub(crate) header: Option<TenantHeader>,
+    pub(crate) by_name: HashMap<String, Slot>,
+    pub(crate) default_slot: Slot,
+    pub(crate) other_slot: Slot,
+}
+
+/// `Shop.Acme.Example:8443.` -> `shop.acme.example`; `[::1]:80` -> `[::1]`.
+pub fn normalize_host(authority: &str) -> Cow<'_, str> {
+    let host = if authority.starts_with('[') {
+        match authority.find(']') {
+            Some(end) => authority.get(..=end).unwrap_or(authority),
+            None => authority,
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => authority,
+        }
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
+}
+
+impl Tenancy {
+    pub fn header(&self) -> Option<&TenantHeader> {
+        self.header.as_ref()
+    }
+
+    pub fn default_slot(&self) -> Slot {
+        self.default_slot
+    }
+
+    pub fn other_slot(&self) -> Slot {
+        self.other_slot
+    }
+
+    /// Resolves the tenant of one request from its `:authority`, `:path` and
+    /// the tenant header's value.
+    pub fn resolve(
+        &self,
+        authority: Option<&str>,
+        path: Option<&str>,
+        header_value: Option<&str>,
+    ) -> (Slot, Source) {
+        if let Some(authority) = authority {
+            let host = normalize_host(authority);
+            if let Some(slot) = self.exact_hosts.get(host.as_ref()) {
+                return (*slot, Source::Host);
+            }
+            for (suffix, slot) in &self.wildcard_hosts {
+                if host.len() > suffix.len() && host.ends_with(suffix.as_str()) {
+                    return (*slot, Source::Host);
+                }
+            }
+        }
+        if let Some(path) = path {
+            let path = path.split(['?', '#']).next().unwrap_or(path);
+            for (prefix, slot) in &self.path_prefixes {
+                if path.starts_with(prefix.as_str()) {
+                    return (*slot, Source::PathPrefix);
+                }
+            }
+        }
+        if let (Some(h), Some(value)) = (&self.header, header_value) {
+            if h.trusted {
+                let value = value.trim();
+                let slot = self.by_name.get(value).copied().unwrap_or(self.other_slot);
+                return (slot, Source::Header);
+            }
+        }
+        (self.default_slot, Source::Default)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn hosts_are_normalized() {
+        assert_eq!(
+            normalize_host("Shop.Acme.Example:8443"),
+            "shop.acme.example"
+        );
+        assert_eq!(normalize_host("shop.acme.example."), "shop.acme.example");
+        assert_eq!(normalize_host("SHOP.acme.example.:80"), "shop.acme.example");
+        assert_eq!(normalize_host("[::1]:10000"), "[::1]");
+        assert_eq!(normalize_host("[::1]"), "[::1]");
+        assert_eq!(normalize_host("localhost"), "localhost");
+    }
+}

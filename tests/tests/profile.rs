@@ -1,0 +1,80 @@
+//! Profile validation through real Envoy: a bad profile is rejected by Envoy
+//! with the same path-naming messages the CLI prints; shipped configs pass
+//! `envoy --mode validate`.
+
+use meshware_e2e::envoy::{expect_rejected, validate};
+use meshware_e2e::suite::{bootstrap, Suite};
+
+const WRONG_TYPE: &str = r#"{
+  "tenancy": {"default": "acme"},
+  "tenants": {"acme": {"trace_context": {"sample_rate": "high", "echo_everything": true}}}
+}"#;
+
+#[test]
+fn envoy_rejects_a_bad_profile_with_the_cli_messages() {
+    let cli = meshware_cli::validate_profile(WRONG_TYPE.as_bytes()).unwrap_err();
+    let expected: Vec<String> = cli.iter().map(|e| e.to_string()).collect();
+    assert_eq!(
+        expected,
+        [
+            "tenants.acme.trace_context.echo_everything: unknown field (expected one of: enabled, sample_rate, trust_incoming_sampling, translate_b3, translate_jaeger, generate_request_id, baggage_tenant_key, echo_request_id, echo_traceparent)",
+            "tenants.acme.trace_context.sample_rate: must be a number",
+        ]
+    );
+    let (config, _, _) = bootstrap(WRONG_TYPE, &["trace_context"], 1);
+    let (code, log) = expect_rejected(&config);
+    assert!(
+        matches!(code, Some(c) if c != 0),
+        "envoy did not exit non-zero: {code:?}\n{log}"
+    );
+    for line in &expected {
+        assert!(
+            log.contains(line.as_str()),
+            "envoy log lacks {line:?}:\n{log}"
+        );
+    }
+}
+
+#[test]
+fn envoy_rejects_invalid_json_and_bad_tenancy() {
+    for (profile, message) in [
+        ("{not json", "(root): invalid JSON"),
+        (
+            r#"{"tenancy": {"default": "nobody"}, "tenants": {}}"#,
+            "tenancy.default: unknown tenant \"nobody\"",
+        ),
+    ] {
+        let (config, _, _) = bootstrap(profile, &["trace_context"], 1);
+        let (code, log) = expect_rejected(&config);
+        assert!(
+            matches!(code, Some(c) if c != 0),
+            "{profile}: {code:?}\n{log}"
+        );
+        assert!(
+            log.contains(message),
+            "{profile}: log lacks {message:?}:\n{log}"
+        );
+    }
+}
+
+#[test]
+fn demo_bootstrap_passes_envoy_validate_mode() {
+    let profile =
+        std::fs::read_to_string(meshware_e2e::root().join("examples/tenants.json")).unwrap();
+    let names: Vec<&str> = meshware_cli::FILTERS.iter().map(|f| f.name).collect();
+    let (config, _, _) = bootstrap(&profile, &names, 8080);
+    let (ok, out) = validate(&config);
+    assert!(ok, "{out}");
+}
+
+#[test]
+fn a_valid_profile_serves() {
+    let profile =
+        std::fs::read_to_string(meshware_e2e::root().join("examples/tenants.json")).unwrap();
+    let s = Suite::start(&profile, &["trace_context"]);
+    assert_eq!(s.get("/", &[]).status, 200);
+    assert!(s
+        .envoy
+        .log()
+        .contains("[trace_context] configured 4 tenants"));
+}

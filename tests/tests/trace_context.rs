@@ -1,0 +1,323 @@
+//! trace-context through real Envoy with the example profile.
+
+use meshware_e2e::suite::Suite;
+
+const SPEC_TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+fn profile() -> String {
+    std::fs::read_to_string(meshware_e2e::root().join("examples/tenants.json")).unwrap()
+}
+
+fn start() -> Suite {
+    Suite::start(&profile(), &["trace_context"])
+}
+
+/// A traceparent as the W3C spec draws it, checked independently of the filter.
+fn assert_fresh_traceparent(tp: &str) {
+    let parts: Vec<&str> = tp.split('-').collect();
+    assert_eq!(
+        parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+        [2, 32, 16, 2],
+        "{tp}"
+    );
+    assert_eq!(parts[0], "00");
+    assert!(
+        tp.bytes()
+            .all(|b| b == b'-' || b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        "{tp}"
+    );
+    assert_ne!(parts[1], "0".repeat(32));
+    assert_ne!(parts[2], "0".repeat(16));
+}
+
+fn assert_uuid_v4(id: &str) {
+    let parts: Vec<&str> = id.split('-').collect();
+    assert_eq!(
+        parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+        [8, 4, 4, 4, 12],
+        "{id}"
+    );
+    assert!(
+        parts[2].starts_with('4') && "89ab".contains(&parts[3][..1]),
+        "{id}"
+    );
+}
+
+const ACME: (&str, &str) = ("host", "shop.acme.example");
+const GLOBEX: (&str, &str) = ("host", "api.globex.example");
+
+fn metric(s: &Suite, tenant: &str, outcome: &str) -> f64 {
+    let sample = format!(
+        "meshware_decisions{{filter=\"trace_context\",tenant=\"{tenant}\",outcome=\"{outcome}\"}}"
+    );
+    s.metric(&sample)
+        .unwrap_or_else(|| panic!("no sample {sample} in:\n{}", s.envoy.prometheus()))
+}
+
+#[test]
+fn invalid_traceparent_is_replaced_and_request_id_added() {
+    let s = start();
+    let r = s.get("/x", &[ACME, ("traceparent", "00-ZZ")]);
+    assert_eq!(r.status, 200);
+    let seen = s.echo.last().unwrap();
+    let tp = seen.header("traceparent").unwrap();
+    assert_fresh_traceparent(tp);
+    assert!(seen.header("x-request-id").is_some());
+    // The example profile echoes both for acme.
+    assert_eq!(r.header("traceparent"), Some(tp));
+    assert_eq!(r.header("x-request-id"), seen.header("x-request-id"));
+    assert_eq!(metric(&s, "acme", "invalid_replaced"), 1.0);
+    assert_eq!(metric(&s, "acme", "started"), 0.0);
+}
+
+#[test]
+fn every_bad_traceparent_starts_a_new_trace() {
+    let s = start();
+    let bad = [
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01",
+        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+        "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01.x",
+    ];
+    for tp in bad {
+        s.get(
+            "/",
+            &[
+                ACME,
+                ("traceparent", tp),
+                ("tracestate", "congo=t61rcWkgMzE"),
+            ],
+        );
+        let seen = s.echo.last().unwrap();
+        let out = seen.header("traceparent").unwrap();
+        assert_fresh_traceparent(out);
+        assert!(
+            !out.contains("4bf92f3577b34da6a3ce929d0e0e4736"),
+            "{tp} kept: {out}"
+        );
+        assert_eq!(seen.header("tracestate"), None, "tracestate kept for {tp}");
+    }
+    // Two traceparent headers: ambiguous, so a new single one.
+    s.get(
+        "/",
+        &[ACME, ("traceparent", SPEC_TP), ("traceparent", SPEC_TP)],
+    );
+    let seen = s.echo.last().unwrap();
+    assert_eq!(seen.header_count("traceparent"), 1);
+    assert_ne!(seen.header("traceparent"), Some(SPEC_TP));
+    assert_eq!(
+        metric(&s, "acme", "invalid_replaced"),
+        (bad.len() + 1) as f64
+    );
+}
+
+#[test]
+fn non_utf8_header_bytes_do_not_break_the_filter() {
+    let s = start();
+    let r = s.send(
+        "GET",
+        "/",
+        &[
+            ("host", b"shop.acme.example"),
+            ("traceparent", b"00-\xff\xfe-01"),
+        ],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    assert_fresh_traceparent(s.echo.last().unwrap().header("traceparent").unwrap());
+    // The VM is still alive for the next request.
+    assert_eq!(s.get("/", &[ACME]).status, 200);
+}
+
+#[test]
+fn valid_context_continues_with_clean_tracestate() {
+    let s = start();
+    let many: Vec<String> = (0..33).map(|i| format!("k{i}=v")).collect();
+    let state = format!("dup=1,{},dup=2", many.join(","));
+    s.get(
+        "/",
+        &[ACME, ("traceparent", SPEC_TP), ("tracestate", &state)],
+    );
+    let seen = s.echo.last().unwrap();
+    assert_eq!(seen.header("traceparent"), Some(SPEC_TP));
+    let out = seen.header("tracestate").unwrap();
+    let members: Vec<&str> = out.split(',').collect();
+    assert_eq!(members.len(), 32, "{out}");
+    assert_eq!(members[0], "dup=1");
+    assert!(!out.contains("dup=2") && !out.contains("k31="), "{out}");
+    // Two tracestate headers combine in order.
+    s.get(
+        "/",
+        &[
+            ACME,
+            ("traceparent", SPEC_TP),
+            ("tracestate", "a=1"),
+            ("tracestate", "b=2"),
+        ],
+    );
+    assert_eq!(s.echo.last().unwrap().header("tracestate"), Some("a=1,b=2"));
+    assert_eq!(metric(&s, "acme", "continued"), 2.0);
+}
+
+#[test]
+fn sampled_flag_from_untrusted_callers_follows_the_tenant_rate() {
+    let s = start();
+    // globex: rate 0, caller's flag not trusted -> not sampled.
+    s.get("/", &[GLOBEX, ("traceparent", SPEC_TP)]);
+    assert_eq!(
+        s.echo.last().unwrap().header("traceparent"),
+        Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00")
+    );
+    // acme trusts the caller's flag.
+    let unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+    s.get("/", &[ACME, ("traceparent", unsampled)]);
+    assert_eq!(
+        s.echo.last().unwrap().header("traceparent"),
+        Some(unsampled)
+    );
+    // New traces: acme samples everything, globex nothing.
+    s.get("/", &[ACME]);
+    assert!(s
+        .echo
+        .last()
+        .unwrap()
+        .header("traceparent")
+        .unwrap()
+        .ends_with("-01"));
+    s.get("/", &[GLOBEX]);
+    assert!(s
+        .echo
+        .last()
+        .unwrap()
+        .header("traceparent")
+        .unwrap()
+        .ends_with("-00"));
+}
+
+#[test]
+fn b3_and_jaeger_are_translated_per_tenant() {
+    let s = start();
+    s.get(
+        "/",
+        &[
+            ACME,
+            (
+                "b3",
+                "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90",
+            ),
+        ],
+    );
+    assert_eq!(
+        s.echo.last().unwrap().header("traceparent"),
+        Some("00-80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-01")
+    );
+    s.get(
+        "/",
+        &[
+            ACME,
+            ("x-b3-traceid", "463ac35c9f6413ad48485a3953bb6124"),
+            ("x-b3-spanid", "a2fb4a1d1a96d312"),
+            ("x-b3-sampled", "1"),
+        ],
+    );
+    assert_eq!(
+        s.echo.last().unwrap().header("traceparent"),
+        Some("00-463ac35c9f6413ad48485a3953bb6124-a2fb4a1d1a96d312-01")
+    );
+    s.get(
+        "/",
+        &[
+            ACME,
+            ("uber-trace-id", "5af7183fb1d4cf5f:6d1a3e6c5ee5ba3b:0:1"),
+        ],
+    );
+    assert_eq!(
+        s.echo.last().unwrap().header("traceparent"),
+        Some("00-00000000000000005af7183fb1d4cf5f-6d1a3e6c5ee5ba3b-01")
+    );
+    assert_eq!(metric(&s, "acme", "translated"), 3.0);
+    // globex turned Jaeger translation off.
+    s.get(
+        "/",
+        &[
+            GLOBEX,
+            ("uber-trace-id", "5af7183fb1d4cf5f:6d1a3e6c5ee5ba3b:0:1"),
+        ],
+    );
+    assert!(!s
+        .echo
+        .last()
+        .unwrap()
+        .header("traceparent")
+        .unwrap()
+        .contains("5af7183fb1d4cf5f"));
+    assert_eq!(metric(&s, "globex", "started"), 1.0);
+    assert_eq!(metric(&s, "globex", "translated"), 0.0);
+}
+
+#[test]
+fn request_id_kept_when_valid_replaced_when_not() {
+    let s = start();
+    s.get("/", &[GLOBEX, ("x-request-id", "order-42.retry:1")]);
+    assert_eq!(
+        s.echo.last().unwrap().header("x-request-id"),
+        Some("order-42.retry:1")
+    );
+    let r = s.get(
+        "/",
+        &[GLOBEX, ("x-request-id", "<script>alert(1)</script>")],
+    );
+    let id = s
+        .echo
+        .last()
+        .unwrap()
+        .header("x-request-id")
+        .unwrap()
+        .to_string();
+    assert_uuid_v4(&id);
+    // globex echoes the request id but not the traceparent.
+    assert_eq!(r.header("x-request-id"), Some(id.as_str()));
+    assert_eq!(r.header("traceparent"), None);
+}
+
+#[test]
+fn tenant_baggage_replaces_a_spoofed_member_and_tenant_header_is_stripped() {
+    let s = start();
+    s.get(
+        "/",
+        &[
+            ACME,
+            ("baggage", "user=alice,tenant=evil"),
+            ("x-tenant-id", "globex"),
+        ],
+    );
+    let seen = s.echo.last().unwrap();
+    assert_eq!(seen.header("baggage"), Some("user=alice,tenant=acme"));
+    // The profile does not trust x-tenant-id: it never reaches the upstream
+    // and does not pick the tenant.
+    assert_eq!(seen.header("x-tenant-id"), None);
+    s.get("/", &[("x-tenant-id", "globex")]);
+    assert_eq!(s.echo.last().unwrap().header("x-tenant-id"), None);
+    assert_eq!(metric(&s, "public", "started"), 1.0);
+    assert_eq!(metric(&s, "globex", "started"), 0.0);
+}
+
+#[test]
+fn metrics_have_a_bounded_label_set() {
+    let s = start();
+    s.get("/", &[("host", "random-1.example")]);
+    s.get("/", &[("host", "random-2.example")]);
+    let text = s.envoy.prometheus();
+    let tenants: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("meshware_decisions{"))
+        .filter_map(|l| l.split("tenant=\"").nth(1)?.split('"').next())
+        .collect();
+    assert_eq!(
+        tenants.into_iter().collect::<Vec<_>>(),
+        ["acme", "globex", "initech", "other", "public"]
+    );
+    assert_eq!(metric(&s, "public", "started"), 2.0);
+}
