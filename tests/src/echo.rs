@@ -132,10 +132,22 @@ fn serve(stream: TcpStream, log: &Mutex<Vec<Recorded>>) -> std::io::Result<()> {
         if let Some(ms) = get("x-echo-delay-ms").and_then(|v| v.parse().ok()) {
             thread::sleep(Duration::from_millis(ms));
         }
+        // Headers as an object for people reading curl output; a repeated
+        // header becomes an array of its values.
+        let mut shown = serde_json::Map::new();
+        for (k, v) in &headers {
+            match shown.get_mut(k) {
+                Some(serde_json::Value::Array(values)) => values.push(json!(v)),
+                Some(first) => *first = json!([first.clone(), v]),
+                None => {
+                    shown.insert(k.clone(), json!(v));
+                }
+            }
+        }
         let reply = json!({
             "method": method,
             "path": path,
-            "headers": headers.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>(),
+            "headers": shown,
             "body": String::from_utf8_lossy(&body),
         });
         if let Ok(mut seen) = log.lock() {
