@@ -321,3 +321,68 @@ fn metrics_have_a_bounded_label_set() {
     );
     assert_eq!(metric(&s, "public", "started"), 2.0);
 }
+
+#[test]
+fn oversized_and_malformed_tracestate_follow_the_spec_rules() {
+    let s = start();
+    // Over 512 chars: the member over 128 chars goes first, the rest stays.
+    let big = format!("big={}", "x".repeat(200));
+    let small: Vec<String> = (0..20)
+        .map(|i| format!("m{i}={}", "y".repeat(20)))
+        .collect();
+    let state = format!("{},{big},{}", small[..10].join(","), small[10..].join(","));
+    s.get(
+        "/",
+        &[ACME, ("traceparent", SPEC_TP), ("tracestate", &state)],
+    );
+    let out = s
+        .echo
+        .last()
+        .unwrap()
+        .header("tracestate")
+        .unwrap()
+        .to_string();
+    assert_eq!(out, small.join(","));
+    // A malformed member drops the whole header.
+    s.get(
+        "/",
+        &[
+            ACME,
+            ("traceparent", SPEC_TP),
+            ("tracestate", "good=1,Bad Key=2"),
+        ],
+    );
+    assert_eq!(s.echo.last().unwrap().header("tracestate"), None);
+}
+
+#[test]
+fn invalid_b3_and_jaeger_headers_start_a_new_trace() {
+    let s = start();
+    for (name, value) in [
+        ("b3", "80F198EE56343BA864FE8B2A57D3EFF7-e457b5a2e4d86bd1-1"),
+        ("b3", "80f198ee56343ba864fe8b2a57d3eff7"),
+        ("uber-trace-id", "0:6d1a3e6c5ee5ba3b:0:1"),
+        ("uber-trace-id", "not-hex:1:0:1"),
+    ] {
+        s.get("/", &[ACME, (name, value)]);
+        assert_fresh_traceparent(s.echo.last().unwrap().header("traceparent").unwrap());
+    }
+    assert_eq!(metric(&s, "acme", "started"), 4.0);
+    assert_eq!(metric(&s, "acme", "translated"), 0.0);
+}
+
+#[test]
+fn a_disabled_tenant_passes_through_untouched() {
+    let profile = r#"{
+      "tenancy": {"default": "quiet"},
+      "tenants": {"quiet": {"trace_context": {"enabled": false}}}
+    }"#;
+    let s = Suite::start(profile, &["trace_context"]);
+    s.get(
+        "/",
+        &[("traceparent", "00-ZZ"), ("x-request-id", "keep me")],
+    );
+    let seen = s.echo.last().unwrap();
+    assert_eq!(seen.header("traceparent"), Some("00-ZZ"));
+    assert_eq!(seen.header("x-request-id"), Some("keep me"));
+}
