@@ -9,7 +9,8 @@ SHELL := /bin/bash
 
 ENVOY_VERSION  := 1.40.0
 VENV           := .venv
-TOOLS          := $(CURDIR)/.tools
+# Built tools are cached per user, so a fresh clone on the same machine reuses them.
+TOOLS          ?= $(HOME)/.cache/meshware/tools
 DIST           := dist
 # The filter crates under filters/ (common is a library, not a module).
 FILTER_CRATES  := trace-context
