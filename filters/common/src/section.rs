@@ -60,54 +60,43 @@ impl<'a> SectionReader<'a> {
         }
     }
 
-    pub fn f64_in(&mut self, key: &'static str, default: f64, min: f64, max: f64) -> f64 {
-        match self.raw(key) {
-            None => default,
-            Some((Value::Number(n), path)) => match n.as_f64() {
-                Some(v) if v < min => {
-                    self.error(path, format!("must be >= {min}"));
-                    default
-                }
-                Some(v) if v > max => {
-                    self.error(path, format!("must be <= {max}"));
-                    default
-                }
-                Some(v) => v,
-                None => {
-                    self.error(path, "must be a number");
-                    default
-                }
+    /// A number in `min..=max`; `extract` picks the numeric type, `kind` names it in errors.
+    fn number_in<T: PartialOrd + std::fmt::Display + Copy>(
+        &mut self,
+        key: &'static str,
+        default: T,
+        (min, max): (T, T),
+        extract: fn(&serde_json::Number) -> Option<T>,
+        kind: &str,
+    ) -> T {
+        let Some((value, path)) = self.raw(key) else {
+            return default;
+        };
+        match value {
+            Value::Number(n) => match extract(n) {
+                Some(v) if v < min => self.error(path, format!("must be >= {min}")),
+                Some(v) if v > max => self.error(path, format!("must be <= {max}")),
+                Some(v) => return v,
+                None => self.error(path, format!("must be {kind}")),
             },
-            Some((_, path)) => {
-                self.error(path, "must be a number");
-                default
-            }
+            _ => self.error(path, format!("must be {kind}")),
         }
+        default
+    }
+
+    pub fn f64_in(&mut self, key: &'static str, default: f64, min: f64, max: f64) -> f64 {
+        self.number_in(
+            key,
+            default,
+            (min, max),
+            serde_json::Number::as_f64,
+            "a number",
+        )
     }
 
     pub fn u64_in(&mut self, key: &'static str, default: u64, min: u64, max: u64) -> u64 {
-        match self.raw(key) {
-            None => default,
-            Some((Value::Number(n), path)) => match n.as_u64() {
-                Some(v) if v < min => {
-                    self.error(path, format!("must be >= {min}"));
-                    default
-                }
-                Some(v) if v > max => {
-                    self.error(path, format!("must be <= {max}"));
-                    default
-                }
-                Some(v) => v,
-                None => {
-                    self.error(path, "must be a non-negative integer");
-                    default
-                }
-            },
-            Some((_, path)) => {
-                self.error(path, "must be a non-negative integer");
-                default
-            }
-        }
+        let kind = "a non-negative integer";
+        self.number_in(key, default, (min, max), serde_json::Number::as_u64, kind)
     }
 
     /// An optional string (absent or `null` -> None) checked by `check`.
