@@ -386,3 +386,22 @@ fn a_disabled_tenant_passes_through_untouched() {
     assert_eq!(seen.header("traceparent"), Some("00-ZZ"));
     assert_eq!(seen.header("x-request-id"), Some("keep me"));
 }
+
+#[test]
+fn decisions_are_logged_with_filter_tenant_and_request_id() {
+    let s = start();
+    s.get(
+        "/",
+        &[
+            ACME,
+            ("x-request-id", "log-check-1"),
+            ("traceparent", SPEC_TP),
+        ],
+    );
+    let line = "[trace_context tenant=acme rid=log-check-1] outcome=continued";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !s.envoy.log().contains(line) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(s.envoy.log().contains(line), "no {line:?} in the envoy log");
+}

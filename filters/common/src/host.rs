@@ -72,6 +72,11 @@ impl<F: HttpFilter> Context for Root<F> {}
 
 impl<F: HttpFilter> RootContext for Root<F> {
     fn on_configure(&mut self, _size: usize) -> bool {
+        // Follow Envoy's wasm log level, so debug lines are not even formatted
+        // on the request path unless an operator asked for them.
+        if let Ok(level) = hostcalls::get_log_level() {
+            proxy_wasm::set_log_level(level);
+        }
         let config = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
             .ok()
             .flatten()
@@ -216,16 +221,25 @@ impl<F: HttpFilter> HttpContext for Stream<F> {
                 let _ = hostcalls::increment_metric(*id, 1);
             }
         }
+        let request_id = decision
+            .request
+            .value_of("x-request-id")
+            .or_else(|| headers.get("x-request-id"));
+        if log::log_enabled!(log::Level::Debug) {
+            let outcomes: Vec<&str> = decision
+                .outcomes
+                .iter()
+                .filter_map(|i| F::OUTCOMES.get(i).copied())
+                .collect();
+            let message = format!("outcome={}", outcomes.join(","));
+            log::debug!("{}", log_line(F::NAME, tenant.name, request_id, &message));
+        }
         if let Some(reply) = &decision.reply {
             let reply_headers: Vec<(&str, &str)> = reply
                 .headers
                 .iter()
                 .map(|(k, v)| (*k, v.as_str()))
                 .collect();
-            let request_id = decision
-                .request
-                .value_of("x-request-id")
-                .or_else(|| headers.get("x-request-id"));
             log::debug!(
                 "{}",
                 log_line(
