@@ -78,3 +78,14 @@ fn a_valid_profile_serves() {
         .log()
         .contains("[trace_context] configured 4 tenants"));
 }
+
+#[test]
+fn envoy_validate_mode_rejects_a_bad_profile_too() {
+    let (config, _, _) = bootstrap(WRONG_TYPE, &["trace_context"], 1);
+    let (ok, out) = validate(&config);
+    assert!(!ok, "validate mode accepted a bad profile:\n{out}");
+    assert!(
+        out.contains("tenants.acme.trace_context.sample_rate: must be a number"),
+        "{out}"
+    );
+}
