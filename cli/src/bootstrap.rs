@@ -23,6 +23,30 @@ pub struct BootstrapParams {
     pub profile: String,
 }
 
+impl BootstrapParams {
+    /// Every filter of the suite in order, one upstream cluster named `echo`
+    /// (the default route): the shape of the demo, the tests and the CLI output.
+    pub fn suite(
+        listen_port: u16,
+        admin_port: u16,
+        upstream_port: u16,
+        wasm_dir: PathBuf,
+        profile: String,
+    ) -> Self {
+        BootstrapParams {
+            listen_port,
+            admin_port,
+            upstreams: vec![Upstream {
+                name: "echo".into(),
+                port: upstream_port,
+            }],
+            wasm_dir,
+            filters: crate::FILTERS.iter().map(|f| f.name.to_string()).collect(),
+            profile,
+        }
+    }
+}
+
 pub fn wasm_filter(name: &str, wasm_dir: &std::path::Path, profile: &str) -> Value {
     let id = format!("meshware.{name}");
     json!({

@@ -3,7 +3,7 @@
 //! `meshware bootstrap --profile <f> --wasm-dir <d> [...]`: prints the Envoy
 //! bootstrap (JSON) with every filter, for `envoy -c` or `func-e run -c`.
 
-use meshware_cli::bootstrap::{render, BootstrapParams, Upstream};
+use meshware_cli::bootstrap::{render, BootstrapParams};
 use meshware_cli::{validate_profile, FILTERS};
 use std::process::ExitCode;
 
@@ -44,7 +44,7 @@ fn bootstrap(args: &[String]) -> Result<ExitCode, String> {
     let mut listen_port = 10000u16;
     let mut admin_port = 9901u16;
     let mut upstream_port = 8080u16;
-    let mut filters: Vec<String> = FILTERS.iter().map(|f| f.name.to_string()).collect();
+    let mut filters = None;
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let value = it
@@ -62,12 +62,11 @@ fn bootstrap(args: &[String]) -> Result<ExitCode, String> {
             "--admin-port" => admin_port = port()?,
             "--upstream-port" => upstream_port = port()?,
             "--filters" => {
-                filters = value.split(',').map(str::to_string).collect();
-                for f in &filters {
-                    if meshware_cli::filter(f).is_none() {
-                        return Err(format!("--filters: unknown filter {f}"));
-                    }
+                let names: Vec<String> = value.split(',').map(str::to_string).collect();
+                if let Some(f) = names.iter().find(|f| meshware_cli::filter(f).is_none()) {
+                    return Err(format!("--filters: unknown filter {f}"));
                 }
+                filters = Some(names);
             }
             _ => return Err(format!("unknown option {flag}\n{USAGE}")),
         }
@@ -80,17 +79,12 @@ fn bootstrap(args: &[String]) -> Result<ExitCode, String> {
     }
     let wasm_dir = std::fs::canonicalize(&wasm_dir).map_err(|e| format!("{wasm_dir}: {e}"))?;
     let profile = String::from_utf8(json).map_err(|_| "profile is not UTF-8".to_string())?;
-    let value = render(&BootstrapParams {
-        listen_port,
-        admin_port,
-        upstreams: vec![Upstream {
-            name: "echo".into(),
-            port: upstream_port,
-        }],
-        wasm_dir,
-        filters,
-        profile,
-    });
+    let mut params =
+        BootstrapParams::suite(listen_port, admin_port, upstream_port, wasm_dir, profile);
+    if let Some(filters) = filters {
+        params.filters = filters;
+    }
+    let value = render(&params);
     let text = serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?;
     println!("{text}");
     Ok(ExitCode::SUCCESS)

@@ -4,7 +4,7 @@
 use crate::echo::Echo;
 use crate::envoy::{free_port, Envoy};
 use crate::http::{self, Response};
-use meshware_cli::bootstrap::{render, BootstrapParams, Upstream};
+use meshware_cli::bootstrap::{render, BootstrapParams};
 use serde_json::Value;
 
 pub struct Suite {
@@ -26,17 +26,9 @@ pub fn bootstrap(profile: &str, filters: &[&str], upstream_port: u16) -> (Value,
             wasm.display()
         );
     }
-    let value = render(&BootstrapParams {
-        listen_port: port,
-        admin_port: admin,
-        upstreams: vec![Upstream {
-            name: "echo".into(),
-            port: upstream_port,
-        }],
-        wasm_dir: dist,
-        filters: filters.iter().map(|s| s.to_string()).collect(),
-        profile: profile.to_string(),
-    });
+    let mut params = BootstrapParams::suite(port, admin, upstream_port, dist, profile.to_string());
+    params.filters = filters.iter().map(|s| s.to_string()).collect();
+    let value = render(&params);
     (value, port, admin)
 }
 

@@ -221,10 +221,13 @@ impl<F: HttpFilter> HttpContext for Stream<F> {
                 let _ = hostcalls::increment_metric(*id, 1);
             }
         }
-        let request_id = decision
-            .request
-            .value_of("x-request-id")
-            .or_else(|| headers.get("x-request-id"));
+        // Looked up only when a line is actually logged.
+        let request_id = || {
+            decision
+                .request
+                .value_of("x-request-id")
+                .or_else(|| headers.get("x-request-id"))
+        };
         if log::log_enabled!(log::Level::Debug) {
             let outcomes: Vec<&str> = decision
                 .outcomes
@@ -232,7 +235,7 @@ impl<F: HttpFilter> HttpContext for Stream<F> {
                 .filter_map(|i| F::OUTCOMES.get(i).copied())
                 .collect();
             let message = format!("outcome={}", outcomes.join(","));
-            log::debug!("{}", log_line(F::NAME, tenant.name, request_id, &message));
+            log::debug!("{}", log_line(F::NAME, tenant.name, request_id(), &message));
         }
         if let Some(reply) = &decision.reply {
             let reply_headers: Vec<(&str, &str)> = reply
@@ -245,7 +248,7 @@ impl<F: HttpFilter> HttpContext for Stream<F> {
                 log_line(
                     F::NAME,
                     tenant.name,
-                    request_id,
+                    request_id(),
                     &format!("local reply {}", reply.status)
                 )
             );

@@ -1,7 +1,7 @@
 //! `make run`: Envoy with every filter on 127.0.0.1:10000 (admin :9901), the
 //! echo upstream on 127.0.0.1:8080, and `examples/tenants.json`. Ctrl-C stops all.
 
-use meshware_cli::bootstrap::{render, BootstrapParams, Upstream};
+use meshware_cli::bootstrap::{render, BootstrapParams};
 use meshware_e2e::echo::Echo;
 use std::process::{Command, ExitCode};
 
@@ -28,20 +28,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let config = render(&BootstrapParams {
-        listen_port: 10000,
-        admin_port: 9901,
-        upstreams: vec![Upstream {
-            name: "echo".into(),
-            port: echo.port,
-        }],
-        wasm_dir: meshware_e2e::dist(),
-        filters: meshware_cli::FILTERS
-            .iter()
-            .map(|f| f.name.to_string())
-            .collect(),
+    let config = render(&BootstrapParams::suite(
+        10000,
+        9901,
+        echo.port,
+        meshware_e2e::dist(),
         profile,
-    });
+    ));
     let path = meshware_e2e::dist().join("demo-bootstrap.json");
     let text = serde_json::to_string_pretty(&config).unwrap_or_default();
     if let Err(e) = std::fs::write(&path, text) {
