@@ -21,10 +21,16 @@ fn validate_with<F: meshware_common::HttpFilter>(json: &[u8]) -> Result<(), Conf
 
 /// The suite's filters in request order (docs/ARCHITECTURE.md explains it).
 /// The demo bootstrap, the tests and the Istio manifests all take this order.
-pub const FILTERS: &[FilterSpec] = &[FilterSpec {
-    name: "trace_context",
-    validate: validate_with::<trace_context::TraceContext>,
-}];
+pub const FILTERS: &[FilterSpec] = &[
+    FilterSpec {
+        name: "trace_context",
+        validate: validate_with::<trace_context::TraceContext>,
+    },
+    FilterSpec {
+        name: "endpoint_guard",
+        validate: validate_with::<endpoint_guard::EndpointGuard>,
+    },
+];
 
 pub fn filter(name: &str) -> Option<&'static FilterSpec> {
     FILTERS.iter().find(|f| f.name == name)

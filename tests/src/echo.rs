@@ -72,9 +72,13 @@ fn read_chunked(r: &mut BufReader<TcpStream>) -> std::io::Result<Vec<u8>> {
     let mut body = Vec::new();
     loop {
         let mut line = String::new();
-        r.read_line(&mut line)?;
-        let size_hex = line.trim().split(';').next().unwrap_or("0");
-        let size = usize::from_str_radix(size_hex, 16).unwrap_or(0);
+        // A connection closed mid-body is a truncated request, not the end of one.
+        if r.read_line(&mut line)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let size_hex = line.trim().split(';').next().unwrap_or("");
+        let size = usize::from_str_radix(size_hex, 16)
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "bad chunk size"))?;
         if size == 0 {
             // Trailers until the empty line.
             loop {

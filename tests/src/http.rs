@@ -109,3 +109,40 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+/// Sends a request with a chunked body, one chunk at a time with a pause in
+/// between so Envoy sees them as separate body callbacks. Write errors after
+/// the head are tolerated: a proxy that rejects the body may close early.
+pub fn send_chunked(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    chunks: &[Vec<u8>],
+) -> std::io::Result<Response> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        head.push_str("host: localhost\r\n");
+    }
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("transfer-encoding: chunked\r\nconnection: close\r\n\r\n");
+    s.write_all(head.as_bytes())?;
+    for chunk in chunks {
+        let mut frame = format!("{:x}\r\n", chunk.len()).into_bytes();
+        frame.extend_from_slice(chunk);
+        frame.extend_from_slice(b"\r\n");
+        if s.write_all(&frame).is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = s.write_all(b"0\r\n\r\n");
+    let mut raw = Vec::new();
+    // A reset after the response was sent still leaves the response readable.
+    let _ = s.read_to_end(&mut raw);
+    parse(&raw)
+}

@@ -2,6 +2,7 @@
 
 use crate::decision::{Decision, HeaderEdits};
 use crate::headers::Headers;
+use crate::net::SourceAddress;
 use crate::rng::Rng;
 use crate::section::SectionReader;
 
@@ -17,6 +18,8 @@ pub struct RequestCtx<'a> {
     pub tenant: Tenant<'a>,
     pub headers: &'a Headers,
     pub rng: &'a mut Rng,
+    /// Envoy's trusted downstream address, read on first use.
+    pub source: &'a mut SourceAddress,
 }
 
 /// One filter of the suite. Implemented by each filter's core; the host adapter
@@ -33,6 +36,8 @@ pub trait HttpFilter: 'static {
     /// Filters that run before the identity filter strip a tenant header the
     /// profile does not trust, so no client-set value reaches the upstream.
     const STRIP_UNTRUSTED_TENANT_HEADER: bool = false;
+    /// Whether `on_request_body` is called for request body chunks.
+    const READS_REQUEST_BODY: bool = false;
     /// Whether `on_response` needs the response headers (reading costs a hostcall).
     const READS_RESPONSE_HEADERS: bool = false;
 
@@ -46,6 +51,17 @@ pub trait HttpFilter: 'static {
         ctx: &mut RequestCtx<'_>,
         stream: &mut Self::Stream,
     ) -> Decision<'s>;
+
+    /// One chunk of the request body (`chunk_len` bytes; the adapter never
+    /// buffers, so chunks add up to the body). A local reply aborts the stream.
+    fn on_request_body<'s>(
+        _settings: &'s Self::Settings,
+        _stream: &mut Self::Stream,
+        _chunk_len: usize,
+        _end_of_stream: bool,
+    ) -> Decision<'s> {
+        Decision::default()
+    }
 
     fn on_response<'s>(
         _settings: &'s Self::Settings,

@@ -5,10 +5,11 @@
 //! SDK helpers that panic on unexpected input (non-UTF-8 header values) are
 //! avoided: headers are read as bytes and hostcall errors degrade to "continue".
 
-use crate::decision::{HeaderEdits, HeaderOp};
+use crate::decision::{Decision, HeaderEdits, HeaderOp, Outcomes};
 use crate::filter::{compile, log_line, HttpFilter, RequestCtx, Tenant};
 use crate::headers::Headers;
 use crate::metrics::decision_metric;
+use crate::net::{parse_source_address, SourceAddress};
 use crate::profile::Profile;
 use crate::rng::Rng;
 use proxy_wasm::hostcalls;
@@ -118,6 +119,7 @@ impl<F: HttpFilter> RootContext for Root<F> {
             compiled: self.compiled.clone(),
             rng: self.rng.clone(),
             active_slot: None,
+            request_id: None,
             state: F::Stream::default(),
             _filter: PhantomData,
         }))
@@ -148,6 +150,8 @@ pub struct Stream<F: HttpFilter> {
     rng: Rc<RefCell<Rng>>,
     /// The tenant slot when the filter acted on the request phase.
     active_slot: Option<usize>,
+    /// For log lines of later phases.
+    request_id: Option<String>,
     state: F::Stream,
     _filter: PhantomData<F>,
 }
@@ -169,6 +173,48 @@ fn apply(map: MapType, edits: &HeaderEdits<'_>) {
         && hostcalls::call_foreign_function("clear_route_cache", None).is_err()
     {
         log::warn!("clear_route_cache is not available on this host");
+    }
+}
+
+/// Envoy's downstream address as the listener saw it (after
+/// `use_remote_address`/original-src handling, never a client header).
+fn source_address() -> Option<std::net::IpAddr> {
+    let bytes = hostcalls::get_property(vec!["source", "address"]).ok()??;
+    parse_source_address(std::str::from_utf8(&bytes).ok()?)
+}
+
+impl<F: HttpFilter> Stream<F> {
+    /// Counts a decision's outcomes, logs it and sends its local reply.
+    /// Returns true when a reply was sent (the stream must pause).
+    fn act(&self, compiled: &Compiled<F>, slot: usize, decision: &Decision<'_>) -> bool {
+        let per_tenant = F::OUTCOMES.len();
+        for outcome in decision.outcomes.iter() {
+            if let Some(Some(id)) = compiled.counters.get(slot * per_tenant + outcome) {
+                let _ = hostcalls::increment_metric(*id, 1);
+            }
+        }
+        let tenant = compiled.profile.tenant_name(slot);
+        let request_id = self.request_id.as_deref();
+        if log::log_enabled!(log::Level::Debug) && decision.outcomes != Outcomes::default() {
+            let outcomes: Vec<&str> = decision
+                .outcomes
+                .iter()
+                .filter_map(|i| F::OUTCOMES.get(i).copied())
+                .collect();
+            let message = format!("outcome={}", outcomes.join(","));
+            log::debug!("{}", log_line(F::NAME, tenant, request_id, &message));
+        }
+        let Some(reply) = &decision.reply else {
+            return false;
+        };
+        let reply_headers: Vec<(&str, &str)> = reply
+            .headers
+            .iter()
+            .map(|(k, v)| (*k, v.as_str()))
+            .collect();
+        let message = format!("local reply {}", reply.status);
+        log::debug!("{}", log_line(F::NAME, tenant, request_id, &message));
+        hostcalls::send_http_response(reply.status, reply_headers, Some(&reply.body)).is_ok()
     }
 }
 
@@ -206,59 +252,43 @@ impl<F: HttpFilter> HttpContext for Stream<F> {
             slot,
             name: profile.tenant_name(slot),
         };
+        let mut source = SourceAddress::lazy(source_address);
         let mut ctx = RequestCtx {
             tenant,
             headers: &headers,
             rng: &mut rng,
+            source: &mut source,
         };
         let decision = F::on_request(settings, &mut ctx, &mut self.state);
         drop(rng);
         self.active_slot = Some(slot);
-
-        let per_tenant = F::OUTCOMES.len();
-        for outcome in decision.outcomes.iter() {
-            if let Some(Some(id)) = compiled.counters.get(slot * per_tenant + outcome) {
-                let _ = hostcalls::increment_metric(*id, 1);
-            }
-        }
-        // Looked up only when a line is actually logged.
-        let request_id = || {
-            decision
-                .request
-                .value_of("x-request-id")
-                .or_else(|| headers.get("x-request-id"))
-        };
-        if log::log_enabled!(log::Level::Debug) {
-            let outcomes: Vec<&str> = decision
-                .outcomes
-                .iter()
-                .filter_map(|i| F::OUTCOMES.get(i).copied())
-                .collect();
-            let message = format!("outcome={}", outcomes.join(","));
-            log::debug!("{}", log_line(F::NAME, tenant.name, request_id(), &message));
-        }
-        if let Some(reply) = &decision.reply {
-            let reply_headers: Vec<(&str, &str)> = reply
-                .headers
-                .iter()
-                .map(|(k, v)| (*k, v.as_str()))
-                .collect();
-            log::debug!(
-                "{}",
-                log_line(
-                    F::NAME,
-                    tenant.name,
-                    request_id(),
-                    &format!("local reply {}", reply.status)
-                )
-            );
-            if hostcalls::send_http_response(reply.status, reply_headers, Some(&reply.body)).is_ok()
-            {
-                return Action::Pause;
-            }
-            return Action::Continue;
+        let request_id = headers.get("x-request-id");
+        self.request_id = decision
+            .request
+            .value_of("x-request-id")
+            .or(request_id)
+            .map(str::to_string);
+        if self.act(&compiled, slot, &decision) {
+            return Action::Pause;
         }
         apply(MapType::HttpRequestHeaders, &decision.request);
+        Action::Continue
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !F::READS_REQUEST_BODY {
+            return Action::Continue;
+        }
+        let (Some(compiled), Some(slot)) = (self.compiled.clone(), self.active_slot) else {
+            return Action::Continue;
+        };
+        let Some(settings) = compiled.profile.settings(slot) else {
+            return Action::Continue;
+        };
+        let decision = F::on_request_body(settings, &mut self.state, body_size, end_of_stream);
+        if self.act(&compiled, slot, &decision) {
+            return Action::Pause;
+        }
         Action::Continue
     }
 

@@ -32,7 +32,9 @@ impl<'a> SectionReader<'a> {
 
     /// The value of `key` from the most specific layer that sets it, with its path.
     pub fn raw(&mut self, key: &'static str) -> Option<(&'a Value, String)> {
-        self.known.push(key);
+        if !self.known.contains(&key) {
+            self.known.push(key);
+        }
         self.layers
             .iter()
             .find_map(|l| l.fields.get(key).map(|v| (v, join(l.path, key))))
@@ -97,6 +99,52 @@ impl<'a> SectionReader<'a> {
     pub fn u64_in(&mut self, key: &'static str, default: u64, min: u64, max: u64) -> u64 {
         let kind = "a non-negative integer";
         self.number_in(key, default, (min, max), serde_json::Number::as_u64, kind)
+    }
+
+    /// An optional integer in `min..=max`; absent or `null` -> None (feature off).
+    pub fn opt_u64_in(&mut self, key: &'static str, min: u64, max: u64) -> Option<u64> {
+        match self.raw(key) {
+            None | Some((Value::Null, _)) => None,
+            Some(_) => Some(self.u64_in(key, min, min, max)),
+        }
+    }
+
+    /// An array of strings, each checked by `check`; absent -> `default`.
+    /// Errors name the element: `path.key[2]`.
+    pub fn string_list(
+        &mut self,
+        key: &'static str,
+        default: &[&str],
+        check: impl Fn(&str) -> Result<(), String>,
+    ) -> Vec<String> {
+        let Some((value, path)) = self.raw(key) else {
+            return default.iter().map(|s| s.to_string()).collect();
+        };
+        let Value::Array(items) = value else {
+            self.error(path, "must be an array of strings");
+            return default.iter().map(|s| s.to_string()).collect();
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            match item {
+                Value::String(s) => match check(s) {
+                    Ok(()) => out.push(s.clone()),
+                    Err(msg) => self.error(format!("{path}[{i}]"), msg),
+                },
+                _ => self.error(format!("{path}[{i}]"), "must be a string"),
+            }
+        }
+        out
+    }
+
+    /// A reader over one nested object (an array element, say) at `path`,
+    /// reporting into the same error list; call `finish` on it for unknown fields.
+    pub fn nested<'b>(
+        &'b mut self,
+        fields: &'b Map<String, Value>,
+        path: &'b str,
+    ) -> SectionReader<'b> {
+        SectionReader::new(vec![Layer { fields, path }], self.errors)
     }
 
     /// An optional string (absent or `null` -> None) checked by `check`.

@@ -1,0 +1,371 @@
+//! The `endpoint_guard` section of the profile.
+
+use crate::normalize::PathPattern;
+use meshware_common::section::check_header_name;
+use meshware_common::{Cidr, SectionReader};
+use serde_json::Value;
+
+/// Paths services keep exposing by accident: heap dumps, env vars, configs.
+pub const DEFAULT_PROTECTED_PATHS: &[&str] = &[
+    "/debug/pprof",
+    "/debug/vars",
+    "/actuator",
+    "/metrics",
+    "/admin",
+    "/.env",
+    "/server-status",
+    "/.git",
+];
+
+pub const DEFAULT_ADMIN_TOKEN_HEADER: &str = "x-admin-token";
+/// Shorter admin tokens are guessable.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
+
+/// One protected path and who may reach it.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub pattern: PathPattern,
+    /// The rule's own `allow_cidrs`, else the section's.
+    pub allow_cidrs: Vec<Cidr>,
+}
+
+/// Request limits; `None` means no limit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Upper-case methods; `None`: any method.
+    pub methods: Option<Vec<String>>,
+    /// The `allow` header value of a 405, prepared once.
+    pub allow_header: String,
+    pub max_body_bytes: Option<u64>,
+    pub max_header_count: Option<u64>,
+    pub max_header_bytes: Option<u64>,
+    pub max_url_length: Option<u64>,
+}
+
+/// Limits for requests whose path matches `pattern`.
+#[derive(Debug, Clone)]
+pub struct RouteLimits {
+    pub pattern: PathPattern,
+    pub methods: Option<Vec<String>>,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone)]
+pub struct GuardSettings {
+    pub enabled: bool,
+    pub case_insensitive: bool,
+    pub rules: Vec<Rule>,
+    pub admin_token_header: String,
+    pub admin_tokens: Vec<Vec<u8>>,
+    /// 404 (default: scanners learn nothing) or 403.
+    pub block_status: u32,
+    /// Tenant-wide limits.
+    pub limits: Limits,
+    /// Longest pattern first; the first match replaces the tenant-wide limits it sets.
+    pub routes: Vec<RouteLimits>,
+}
+
+fn check_method(m: &str) -> Result<(), String> {
+    let ok = !m.is_empty() && m.len() <= 32 && m.bytes().all(|b| b.is_ascii_uppercase());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "\"{m}\": methods are upper-case tokens such as GET"
+        ))
+    }
+}
+
+fn check_token(t: &str) -> Result<(), String> {
+    if t.len() < MIN_ADMIN_TOKEN_LEN {
+        return Err(format!(
+            "admin tokens are at least {MIN_ADMIN_TOKEN_LEN} characters"
+        ));
+    }
+    if !t.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("admin tokens are printable ASCII without spaces".to_string());
+    }
+    Ok(())
+}
+
+fn check_cidr(c: &str) -> Result<(), String> {
+    Cidr::parse(c).map(|_| ())
+}
+
+fn cidrs(list: &[String]) -> Vec<Cidr> {
+    list.iter().filter_map(|c| Cidr::parse(c).ok()).collect()
+}
+
+fn compile_pattern(
+    r: &mut SectionReader<'_>,
+    path: String,
+    text: &str,
+    lowercase: bool,
+) -> Option<PathPattern> {
+    match PathPattern::compile(text, lowercase) {
+        Ok(p) => Some(p),
+        Err(msg) => {
+            r.error(path, msg);
+            None
+        }
+    }
+}
+
+fn allow_header(methods: &Option<Vec<String>>) -> String {
+    methods.as_ref().map(|m| m.join(", ")).unwrap_or_default()
+}
+
+/// Reads the limit fields shared by the section and each route.
+fn read_limits(r: &mut SectionReader<'_>, inherited: &Limits) -> Limits {
+    let methods = match r.raw("allowed_methods") {
+        None => inherited.methods.clone(),
+        Some((Value::Null, _)) => None,
+        Some(_) => Some(r.string_list("allowed_methods", &[], check_method)),
+    };
+    fn number(r: &mut SectionReader<'_>, key: &'static str, inherited: Option<u64>) -> Option<u64> {
+        match r.raw(key) {
+            None => inherited,
+            Some(_) => r.opt_u64_in(key, 1, u64::MAX),
+        }
+    }
+    let max_body_bytes = number(r, "max_body_bytes", inherited.max_body_bytes);
+    let max_header_count = number(r, "max_header_count", inherited.max_header_count);
+    let max_header_bytes = number(r, "max_header_bytes", inherited.max_header_bytes);
+    let max_url_length = number(r, "max_url_length", inherited.max_url_length);
+    Limits {
+        allow_header: allow_header(&methods),
+        methods,
+        max_body_bytes,
+        max_header_count,
+        max_header_bytes,
+        max_url_length,
+    }
+}
+
+fn read_rules(r: &mut SectionReader<'_>, section_cidrs: &[Cidr], lowercase: bool) -> Vec<Rule> {
+    let mut rules = Vec::new();
+    for key in ["protected_paths", "extra_protected_paths"] {
+        let Some((value, path)) = r.raw(key) else {
+            if key == "protected_paths" {
+                for p in DEFAULT_PROTECTED_PATHS {
+                    if let Ok(pattern) = PathPattern::compile(p, lowercase) {
+                        rules.push(Rule {
+                            pattern,
+                            allow_cidrs: section_cidrs.to_vec(),
+                        });
+                    }
+                }
+            }
+            continue;
+        };
+        let Value::Array(items) = value else {
+            r.error(
+                path,
+                "must be an array of paths or {path, allow_cidrs} objects",
+            );
+            continue;
+        };
+        for (i, item) in items.iter().enumerate() {
+            let item_path = format!("{path}[{i}]");
+            match item {
+                Value::String(text) => {
+                    if let Some(pattern) = compile_pattern(r, item_path, text, lowercase) {
+                        rules.push(Rule {
+                            pattern,
+                            allow_cidrs: section_cidrs.to_vec(),
+                        });
+                    }
+                }
+                Value::Object(fields) => {
+                    let mut n = r.nested(fields, &item_path);
+                    let text = n.opt_string("path", |_| Ok(()));
+                    let own = n
+                        .raw("allow_cidrs")
+                        .is_some()
+                        .then(|| n.string_list("allow_cidrs", &[], check_cidr));
+                    n.finish();
+                    let Some(text) = text else {
+                        r.error(format!("{item_path}.path"), "is required");
+                        continue;
+                    };
+                    let pattern_path = format!("{item_path}.path");
+                    if let Some(pattern) = compile_pattern(r, pattern_path, &text, lowercase) {
+                        rules.push(Rule {
+                            pattern,
+                            allow_cidrs: own.map(|c| cidrs(&c)).unwrap_or(section_cidrs.to_vec()),
+                        });
+                    }
+                }
+                _ => r.error(item_path, "must be a path or a {path, allow_cidrs} object"),
+            }
+        }
+    }
+    rules
+}
+
+fn read_routes(r: &mut SectionReader<'_>, tenant: &Limits, lowercase: bool) -> Vec<RouteLimits> {
+    let Some((value, path)) = r.raw("routes") else {
+        return Vec::new();
+    };
+    let Value::Array(items) = value else {
+        r.error(path, "must be an array of route objects");
+        return Vec::new();
+    };
+    let mut routes = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let item_path = format!("{path}[{i}]");
+        let Value::Object(fields) = item else {
+            r.error(
+                item_path,
+                "must be an object {prefix, allowed_methods, max_*}",
+            );
+            continue;
+        };
+        let mut n = r.nested(fields, &item_path);
+        let prefix = n.opt_string("prefix", |_| Ok(()));
+        let limits = read_limits(&mut n, tenant);
+        n.finish();
+        let Some(prefix) = prefix else {
+            r.error(format!("{item_path}.prefix"), "is required");
+            continue;
+        };
+        if let Some(pattern) = compile_pattern(r, format!("{item_path}.prefix"), &prefix, lowercase)
+        {
+            routes.push(RouteLimits {
+                pattern,
+                methods: limits.methods.clone(),
+                limits,
+            });
+        }
+    }
+    // Most specific first, like Envoy's longest-prefix intuition.
+    routes.sort_by_key(|route| std::cmp::Reverse(route.pattern.len()));
+    routes
+}
+
+pub fn parse(r: &mut SectionReader<'_>) -> GuardSettings {
+    let enabled = r.bool("enabled", true);
+    let case_insensitive = r.bool("case_insensitive", true);
+    let section_cidrs = cidrs(&r.string_list("allow_cidrs", &[], check_cidr));
+    let rules = read_rules(r, &section_cidrs, case_insensitive);
+    let admin_token_header = r
+        .opt_string("admin_token_header", check_header_name)
+        .unwrap_or_else(|| DEFAULT_ADMIN_TOKEN_HEADER.to_string());
+    let admin_tokens = r
+        .string_list("admin_tokens", &[], check_token)
+        .into_iter()
+        .map(String::into_bytes)
+        .collect();
+    let block_status = match r.u64_in("block_status", 404, 403, 404) {
+        403 => 403,
+        404 => 404,
+        _ => {
+            let path = r.path_of("block_status");
+            r.error(path, "must be 403 or 404");
+            404
+        }
+    };
+    let limits = read_limits(r, &Limits::default());
+    let routes = read_routes(r, &limits, case_insensitive);
+    GuardSettings {
+        enabled,
+        case_insensitive,
+        rules,
+        admin_token_header,
+        admin_tokens,
+        block_status,
+        limits,
+        routes,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use meshware_common::section::Layer;
+    use meshware_common::ConfigErrors;
+    use serde_json::json;
+
+    pub(crate) fn parse_json(v: Value) -> (GuardSettings, String) {
+        let Value::Object(m) = v else { unreachable!() };
+        let mut errors = ConfigErrors::default();
+        let mut r = SectionReader::new(
+            vec![Layer {
+                fields: &m,
+                path: "t",
+            }],
+            &mut errors,
+        );
+        let s = parse(&mut r);
+        r.finish();
+        (s, errors.finish().to_string())
+    }
+
+    #[test]
+    fn defaults_protect_the_usual_suspects() {
+        let (s, e) = parse_json(json!({}));
+        assert_eq!(e, "");
+        assert!(s.enabled && s.case_insensitive);
+        assert_eq!(s.rules.len(), DEFAULT_PROTECTED_PATHS.len());
+        assert_eq!(s.block_status, 404);
+        assert_eq!(s.admin_token_header, "x-admin-token");
+        assert_eq!(s.limits, Limits::default());
+    }
+
+    #[test]
+    fn routes_inherit_and_override_tenant_limits() {
+        let (s, e) = parse_json(json!({
+            "max_body_bytes": 100, "allowed_methods": ["GET", "POST"],
+            "routes": [
+                {"prefix": "/upload", "max_body_bytes": 1000},
+                {"prefix": "/upload/big", "max_body_bytes": null, "allowed_methods": ["PUT"]}
+            ]
+        }));
+        assert_eq!(e, "");
+        assert_eq!(s.routes.len(), 2);
+        let big = &s.routes[0];
+        assert_eq!(big.limits.max_body_bytes, None);
+        assert_eq!(big.limits.allow_header, "PUT");
+        let upload = &s.routes[1];
+        assert_eq!(upload.limits.max_body_bytes, Some(1000));
+        assert_eq!(upload.limits.allow_header, "GET, POST");
+    }
+
+    #[test]
+    fn every_bad_value_names_its_path() {
+        let (_, e) = parse_json(json!({
+            "allow_cidrs": ["10.0.0.0/8", "10.0.0.0/33", 7],
+            "protected_paths": ["/ok", "nope", {"path": "/x", "allow_cidrs": ["1.2.3.4/40"], "typo": 1}, {"allow_cidrs": []}],
+            "admin_tokens": ["short"],
+            "block_status": 401,
+            "allowed_methods": ["get"],
+            "max_body_bytes": 0,
+            "routes": [{"prefix": "/a", "max_url_length": -1, "extra": true}, 5],
+        }));
+        for expected in [
+            "t.allow_cidrs[1]: \"10.0.0.0/33\": prefix length must be 0..=32",
+            "t.allow_cidrs[2]: must be a string",
+            "t.protected_paths[1]: \"nope\": a path starts with",
+            "t.protected_paths[2].allow_cidrs[0]: \"1.2.3.4/40\"",
+            "t.protected_paths[2].typo: unknown field",
+            "t.protected_paths[3].path: is required",
+            "t.admin_tokens[0]: admin tokens are at least 16 characters",
+            "t.block_status: must be >= 403",
+            "t.allowed_methods[0]: \"get\": methods are upper-case",
+            "t.max_body_bytes: must be >= 1",
+            "t.routes[0].max_url_length: must be a non-negative integer",
+            "t.routes[0].extra: unknown field",
+            "t.routes[1]: must be an object",
+        ] {
+            assert!(e.contains(expected), "missing {expected:?} in:\n{e}");
+        }
+    }
+
+    #[test]
+    fn block_status_accepts_only_403_and_404() {
+        let (s, e) = parse_json(json!({"block_status": 403}));
+        assert_eq!((s.block_status, e.as_str()), (403, ""));
+        let (_, e) = parse_json(json!({"block_status": 404.5}));
+        assert!(e.contains("t.block_status"), "{e}");
+    }
+}

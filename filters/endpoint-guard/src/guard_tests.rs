@@ -1,0 +1,192 @@
+//! The endpoint-guard core, driven natively.
+
+use crate::config::tests::parse_json;
+use crate::config::GuardSettings;
+use crate::guard::*;
+use meshware_common::{Decision, Headers, SourceAddress};
+use serde_json::json;
+
+const TOKEN: &str = "s3cret-admin-token-0123";
+
+fn settings() -> GuardSettings {
+    let (s, e) = parse_json(json!({
+        "allow_cidrs": ["10.0.0.0/8"],
+        "protected_paths": ["/debug/pprof", {"path": "/metrics", "allow_cidrs": ["192.168.1.0/24"]}],
+        "extra_protected_paths": ["/.env*"],
+        "admin_tokens": [TOKEN],
+        "allowed_methods": ["GET", "POST"],
+        "max_body_bytes": 100,
+        "max_header_count": 5,
+        "max_url_length": 64,
+        "routes": [{"prefix": "/upload", "max_body_bytes": 1000, "allowed_methods": ["PUT"]}]
+    }));
+    assert_eq!(e, "");
+    s
+}
+
+fn request(
+    s: &GuardSettings,
+    method: &str,
+    path: &str,
+    extra: &[(&str, &str)],
+    from: &str,
+) -> (Decision<'static>, BodyBudget) {
+    let mut pairs = vec![
+        (":method".to_string(), method.to_string()),
+        (":path".to_string(), path.to_string()),
+    ];
+    pairs.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let headers = Headers::new(pairs);
+    let mut source = SourceAddress::known(from.parse().ok());
+    let mut budget = BodyBudget::default();
+    // Settings outlive the decision in the adapter; tests leak to keep it simple.
+    let s: &'static GuardSettings = Box::leak(Box::new(s.clone()));
+    let d = on_request(s, &headers, &mut source, &mut budget);
+    (d, budget)
+}
+
+fn status(d: &Decision<'_>) -> Option<u32> {
+    d.reply.as_ref().map(|r| r.status)
+}
+
+#[test]
+fn protected_paths_are_hidden_from_outsiders() {
+    let s = settings();
+    for p in [
+        "/debug/pprof",
+        "/DEBUG/pprof/heap",
+        "/debug%2Fpprof",
+        "/metrics",
+        "/.env.local",
+    ] {
+        let (d, _) = request(&s, "GET", p, &[], "203.0.113.9");
+        assert_eq!(status(&d), Some(404), "{p}");
+        assert!(d.outcomes.contains(BLOCKED));
+        assert!(d.reply.unwrap().body.is_empty());
+    }
+    let (d, _) = request(&s, "GET", "/debug/pprofile", &[], "203.0.113.9");
+    assert_eq!(status(&d), None);
+    assert!(d.outcomes.contains(PASSED));
+}
+
+#[test]
+fn allowed_ranges_are_per_rule() {
+    let s = settings();
+    let (d, _) = request(&s, "GET", "/debug/pprof", &[], "10.1.2.3");
+    assert_eq!(status(&d), None);
+    assert!(d.outcomes.contains(ALLOWED_CIDR) && !d.outcomes.contains(PASSED));
+    // /metrics has its own range: the section's 10/8 does not apply.
+    let (d, _) = request(&s, "GET", "/metrics", &[], "10.1.2.3");
+    assert_eq!(status(&d), Some(404));
+    let (d, _) = request(&s, "GET", "/metrics", &[], "192.168.1.20");
+    assert!(d.outcomes.contains(ALLOWED_CIDR));
+    // No known source address: never allowed by range.
+    let (d, _) = request(&s, "GET", "/debug/pprof", &[], "not-an-ip");
+    assert_eq!(status(&d), Some(404));
+}
+
+#[test]
+fn the_admin_token_opens_and_is_never_forwarded() {
+    let s = settings();
+    let (d, _) = request(
+        &s,
+        "GET",
+        "/debug/pprof",
+        &[("x-admin-token", TOKEN)],
+        "203.0.113.9",
+    );
+    assert_eq!(status(&d), None);
+    assert!(d.outcomes.contains(ALLOWED_TOKEN));
+    assert!(d.request.removes("x-admin-token"));
+    let wrong = format!("{TOKEN}x");
+    for bad in [
+        "",
+        "s3cret-admin-token-012",
+        wrong.as_str(),
+        "S3CRET-ADMIN-TOKEN-0123",
+    ] {
+        let (d, _) = request(
+            &s,
+            "GET",
+            "/debug/pprof",
+            &[("x-admin-token", bad)],
+            "203.0.113.9",
+        );
+        assert_eq!(status(&d), Some(404), "{bad:?}");
+    }
+    // Stripped on ordinary paths too.
+    let (d, _) = request(&s, "GET", "/", &[("x-admin-token", "x")], "203.0.113.9");
+    assert!(d.request.removes("x-admin-token"));
+}
+
+#[test]
+fn token_comparison_checks_every_byte_and_length() {
+    let tokens = vec![b"aaaaaaaaaaaaaaaa".to_vec(), b"bbbbbbbbbbbbbbbbbb".to_vec()];
+    assert!(token_matches(b"aaaaaaaaaaaaaaaa", &tokens));
+    assert!(token_matches(b"bbbbbbbbbbbbbbbbbb", &tokens));
+    assert!(!token_matches(b"aaaaaaaaaaaaaaa", &tokens));
+    assert!(!token_matches(b"aaaaaaaaaaaaaaaaa", &tokens));
+    assert!(!token_matches(b"", &tokens));
+    assert!(!token_matches(b"aaaaaaaaaaaaaaaa", &[]));
+}
+
+#[test]
+fn invalid_paths_are_400() {
+    let s = settings();
+    for p in ["/a%zz", "/a%00", "/debug%252525252Fpprof"] {
+        let (d, _) = request(&s, "GET", p, &[], "10.0.0.1");
+        assert_eq!(status(&d), Some(400), "{p}");
+        assert!(d.outcomes.contains(INVALID_PATH));
+    }
+}
+
+#[test]
+fn limits_apply_per_route() {
+    let s = settings();
+    let (d, _) = request(&s, "DELETE", "/x", &[], "10.0.0.1");
+    assert_eq!(status(&d), Some(405));
+    let reply = d.reply.unwrap();
+    assert!(reply.headers.contains(&("allow", "GET, POST".to_string())));
+    // The upload route allows PUT only, and bigger bodies.
+    let (d, _) = request(
+        &s,
+        "PUT",
+        "/upload/file",
+        &[("content-length", "500")],
+        "10.0.0.1",
+    );
+    assert_eq!(status(&d), None);
+    let (d, _) = request(&s, "POST", "/upload", &[], "10.0.0.1");
+    assert_eq!(status(&d), Some(405));
+    let (d, _) = request(&s, "POST", "/x", &[("content-length", "101")], "10.0.0.1");
+    assert_eq!(status(&d), Some(413));
+    assert!(d.outcomes.contains(REJECTED_BODY_SIZE));
+    let long = format!("/{}", "a".repeat(64));
+    let (d, _) = request(&s, "GET", &long, &[], "10.0.0.1");
+    assert_eq!(status(&d), Some(414));
+    let many: Vec<(&str, &str)> = vec![
+        ("a", "1"),
+        ("b", "1"),
+        ("c", "1"),
+        ("d", "1"),
+        ("e", "1"),
+        ("f", "1"),
+    ];
+    let (d, _) = request(&s, "GET", "/x", &many, "10.0.0.1");
+    assert_eq!(status(&d), Some(431));
+    let (d, _) = request(&s, "GET", "/x", &many[..5], "10.0.0.1");
+    assert_eq!(status(&d), None);
+}
+
+#[test]
+fn streamed_bodies_are_counted_until_the_limit() {
+    let s = settings();
+    let (d, mut budget) = request(&s, "POST", "/x", &[], "10.0.0.1");
+    assert_eq!(status(&d), None);
+    assert!(on_body(&mut budget, 60).reply.is_none());
+    assert!(on_body(&mut budget, 40).reply.is_none());
+    let d = on_body(&mut budget, 1);
+    assert_eq!(status(&d), Some(413));
+    // Answered once; later chunks are not counted again.
+    assert!(on_body(&mut budget, 1000).reply.is_none());
+}
