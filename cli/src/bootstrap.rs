@@ -10,11 +10,21 @@ pub struct Upstream {
     pub port: u16,
 }
 
+/// A route taken before the default one: requests whose `header` equals
+/// `value` go to `cluster` (canary versions).
+pub struct HeaderRoute {
+    pub header: String,
+    pub value: String,
+    pub cluster: String,
+}
+
 pub struct BootstrapParams {
     pub listen_port: u16,
     pub admin_port: u16,
     /// The first upstream receives the default route.
     pub upstreams: Vec<Upstream>,
+    /// Checked in order before the default route.
+    pub header_routes: Vec<HeaderRoute>,
     /// Folder holding `<filter>.wasm`; made absolute by the caller.
     pub wasm_dir: PathBuf,
     /// Filter names in chain order (see `FILTERS`).
@@ -40,9 +50,28 @@ impl BootstrapParams {
                 name: "echo".into(),
                 port: upstream_port,
             }],
+            header_routes: Vec::new(),
             wasm_dir,
             filters: crate::FILTERS.iter().map(|f| f.name.to_string()).collect(),
             profile,
+        }
+    }
+
+    /// Adds an upstream cluster `name` on `port` and routes every canary
+    /// version the profile names (other than a tenant's default) to it, on the
+    /// routing header the profile configures. The canary filter clears the
+    /// route cache after writing that header, so these routes see its value.
+    pub fn route_canary_versions(&mut self, profile: &str, name: &str, port: u16) {
+        self.upstreams.push(Upstream {
+            name: name.to_string(),
+            port,
+        });
+        for (header, version) in crate::canary_routes(profile.as_bytes()) {
+            self.header_routes.push(HeaderRoute {
+                header,
+                value: version,
+                cluster: name.to_string(),
+            });
         }
     }
 }
@@ -95,11 +124,22 @@ pub fn render(p: &BootstrapParams) -> Value {
         "name": "envoy.filters.http.router",
         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
     }));
+    let mut routes: Vec<Value> = p
+        .header_routes
+        .iter()
+        .map(|r| {
+            json!({
+                "match": {"prefix": "/", "headers": [{"name": r.header, "string_match": {"exact": r.value}}]},
+                "route": {"cluster": r.cluster}
+            })
+        })
+        .collect();
     let default_cluster = p
         .upstreams
         .first()
         .map(|u| u.name.as_str())
         .unwrap_or("echo");
+    routes.push(json!({"match": {"prefix": "/"}, "route": {"cluster": default_cluster}}));
     let tags: Vec<Value> = stats_tags()
         .into_iter()
         .map(|(name, regex)| json!({"tag_name": name, "regex": regex}))
@@ -124,7 +164,7 @@ pub fn render(p: &BootstrapParams) -> Value {
                             "virtual_hosts": [{
                                 "name": "all",
                                 "domains": ["*"],
-                                "routes": [{"match": {"prefix": "/"}, "route": {"cluster": default_cluster}}]
+                                "routes": routes
                             }]
                         },
                         "http_filters": http_filters
@@ -149,6 +189,11 @@ mod tests {
                 name: "echo".into(),
                 port: 3,
             }],
+            header_routes: vec![HeaderRoute {
+                header: "x-v".into(),
+                value: "v2".into(),
+                cluster: "canary".into(),
+            }],
             wasm_dir: "/d".into(),
             filters: vec!["trace_context".into()],
             profile: "{\"x\":1}".into(),
@@ -156,6 +201,10 @@ mod tests {
         let hcm = &v["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
             ["typed_config"];
         let filters = hcm["http_filters"].as_array().unwrap();
+        let routes = &hcm["route_config"]["virtual_hosts"][0]["routes"];
+        assert_eq!(routes[0]["match"]["headers"][0]["name"], "x-v");
+        assert_eq!(routes[0]["route"]["cluster"], "canary");
+        assert_eq!(routes[1]["route"]["cluster"], "echo");
         assert_eq!(filters[0]["name"], "meshware.trace_context");
         assert_eq!(filters[1]["name"], "envoy.filters.http.router");
         let cfg = &filters[0]["typed_config"]["config"];

@@ -30,7 +30,33 @@ pub const FILTERS: &[FilterSpec] = &[
         name: "endpoint_guard",
         validate: validate_with::<endpoint_guard::EndpointGuard>,
     },
+    FilterSpec {
+        name: "canary",
+        validate: validate_with::<canary::Canary>,
+    },
 ];
+
+/// Every `(routing header, version)` the profile's canary rules can choose
+/// besides a tenant's default version, sorted and unique: what a bootstrap
+/// or an Istio VirtualService must route. Empty for an invalid profile.
+pub fn canary_routes(json: &[u8]) -> Vec<(String, String)> {
+    let Ok(profile) = compile::<canary::Canary>(json) else {
+        return Vec::new();
+    };
+    let mut routes: Vec<(String, String)> = (0..profile.tenant_names().len())
+        .filter_map(|slot| profile.settings(slot))
+        .filter(|s| s.enabled)
+        .flat_map(|s| {
+            s.versions
+                .iter()
+                .skip(1)
+                .map(|v| (s.routing_header.clone(), v.clone()))
+        })
+        .collect();
+    routes.sort();
+    routes.dedup();
+    routes
+}
 
 pub fn filter(name: &str) -> Option<&'static FilterSpec> {
     FILTERS.iter().find(|f| f.name == name)

@@ -8,13 +8,26 @@ use meshware_cli::bootstrap::{render, BootstrapParams};
 use serde_json::Value;
 
 pub struct Suite {
+    /// The default (stable) upstream.
     pub echo: Echo,
+    /// The upstream of canary versions, when started with `start_with_canary`.
+    pub canary: Option<Echo>,
     pub envoy: Envoy,
     pub port: u16,
 }
 
 /// The bootstrap for a profile and filters, on fresh ports.
 pub fn bootstrap(profile: &str, filters: &[&str], upstream_port: u16) -> (Value, u16, u16) {
+    bootstrap_with(profile, filters, upstream_port, None)
+}
+
+/// As `bootstrap`, plus a second upstream for every canary version.
+pub fn bootstrap_with(
+    profile: &str,
+    filters: &[&str],
+    upstream_port: u16,
+    canary_port: Option<u16>,
+) -> (Value, u16, u16) {
     let port = free_port();
     let admin = free_port();
     let dist = crate::dist();
@@ -28,19 +41,38 @@ pub fn bootstrap(profile: &str, filters: &[&str], upstream_port: u16) -> (Value,
     }
     let mut params = BootstrapParams::suite(port, admin, upstream_port, dist, profile.to_string());
     params.filters = filters.iter().map(|s| s.to_string()).collect();
+    if let Some(canary) = canary_port {
+        params.route_canary_versions(profile, "echo-canary", canary);
+    }
     let value = render(&params);
     (value, port, admin)
 }
 
 impl Suite {
     pub fn start(profile: &str, filters: &[&str]) -> Suite {
+        Self::start_inner(profile, filters, false)
+    }
+
+    /// With a second upstream receiving every canary version.
+    pub fn start_with_canary(profile: &str, filters: &[&str]) -> Suite {
+        Self::start_inner(profile, filters, true)
+    }
+
+    fn start_inner(profile: &str, filters: &[&str], with_canary: bool) -> Suite {
         let echo = Echo::start(0).expect("echo upstream");
-        let (config, port, admin) = bootstrap(profile, filters, echo.port);
+        let canary = with_canary.then(|| Echo::start(0).expect("canary upstream"));
+        let canary_port = canary.as_ref().map(|c| c.port);
+        let (config, port, admin) = bootstrap_with(profile, filters, echo.port, canary_port);
         let envoy = match Envoy::start(&config, admin) {
             Ok(e) => e,
             Err(e) => panic!("{e}"),
         };
-        Suite { echo, envoy, port }
+        Suite {
+            echo,
+            canary,
+            envoy,
+            port,
+        }
     }
 
     pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> Response {

@@ -43,6 +43,12 @@ pub trait HttpFilter: 'static {
 
     fn parse(reader: &mut SectionReader<'_>) -> Self::Settings;
 
+    /// Outcome labels that depend on a tenant's settings (canary versions),
+    /// counted after `OUTCOMES`: `Decision::outcomes` index `OUTCOMES.len() + i`.
+    fn tenant_outcomes(_settings: &Self::Settings) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Whether the filter does anything for this tenant (it is skipped otherwise).
     fn enabled(settings: &Self::Settings) -> bool;
 

@@ -49,8 +49,10 @@ fn seed() -> u64 {
 /// Everything prepared at configure time.
 struct Compiled<F: HttpFilter> {
     profile: Profile<F::Settings>,
-    /// Counter ids, `slot * OUTCOMES.len() + outcome`.
-    counters: Vec<Option<u32>>,
+    /// Per slot: counter ids by outcome index (static, then tenant outcomes).
+    counters: Vec<Vec<Option<u32>>>,
+    /// Per slot: the tenant outcome labels, for log lines.
+    tenant_outcomes: Vec<Vec<String>>,
     /// The tenant header to strip from requests when the profile does not trust it.
     strip_header: Option<String>,
 }
@@ -84,7 +86,15 @@ impl<F: HttpFilter> RootContext for Root<F> {
             .unwrap_or_default();
         match compile::<F>(&config) {
             Ok(profile) => {
-                let counters = define_counters::<F>(&profile);
+                let tenant_outcomes: Vec<Vec<String>> = (0..profile.tenant_names().len())
+                    .map(|slot| {
+                        profile
+                            .settings(slot)
+                            .map(F::tenant_outcomes)
+                            .unwrap_or_default()
+                    })
+                    .collect();
+                let counters = define_counters::<F>(&profile, &tenant_outcomes);
                 let strip_header = match profile.tenancy.header() {
                     Some(h) if !h.trusted && F::STRIP_UNTRUSTED_TENANT_HEADER => {
                         Some(h.name.clone())
@@ -99,6 +109,7 @@ impl<F: HttpFilter> RootContext for Root<F> {
                 self.compiled = Some(Rc::new(Compiled {
                     profile,
                     counters,
+                    tenant_outcomes,
                     strip_header,
                 }));
                 true
@@ -130,10 +141,19 @@ impl<F: HttpFilter> RootContext for Root<F> {
     }
 }
 
-fn define_counters<F: HttpFilter>(profile: &Profile<F::Settings>) -> Vec<Option<u32>> {
-    let mut ids = Vec::with_capacity(profile.tenant_names().len() * F::OUTCOMES.len());
-    for tenant in profile.tenant_names() {
-        for outcome in F::OUTCOMES {
+fn define_counters<F: HttpFilter>(
+    profile: &Profile<F::Settings>,
+    tenant_outcomes: &[Vec<String>],
+) -> Vec<Vec<Option<u32>>> {
+    let mut all = Vec::with_capacity(profile.tenant_names().len());
+    for (slot, tenant) in profile.tenant_names().iter().enumerate() {
+        let dynamic = tenant_outcomes.get(slot).map(Vec::as_slice).unwrap_or(&[]);
+        let outcomes = F::OUTCOMES
+            .iter()
+            .copied()
+            .chain(dynamic.iter().map(String::as_str));
+        let mut ids = Vec::with_capacity(F::OUTCOMES.len() + dynamic.len());
+        for outcome in outcomes {
             let name = decision_metric(F::NAME, tenant, outcome);
             let id = hostcalls::define_metric(MetricType::Counter, &name);
             if id.is_err() {
@@ -141,8 +161,9 @@ fn define_counters<F: HttpFilter>(profile: &Profile<F::Settings>) -> Vec<Option<
             }
             ids.push(id.ok());
         }
+        all.push(ids);
     }
-    ids
+    all
 }
 
 pub struct Stream<F: HttpFilter> {
@@ -187,19 +208,29 @@ impl<F: HttpFilter> Stream<F> {
     /// Counts a decision's outcomes, logs it and sends its local reply.
     /// Returns true when a reply was sent (the stream must pause).
     fn act(&self, compiled: &Compiled<F>, slot: usize, decision: &Decision<'_>) -> bool {
-        let per_tenant = F::OUTCOMES.len();
+        let counters = compiled
+            .counters
+            .get(slot)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
         for outcome in decision.outcomes.iter() {
-            if let Some(Some(id)) = compiled.counters.get(slot * per_tenant + outcome) {
+            if let Some(Some(id)) = counters.get(outcome) {
                 let _ = hostcalls::increment_metric(*id, 1);
             }
         }
         let tenant = compiled.profile.tenant_name(slot);
         let request_id = self.request_id.as_deref();
         if log::log_enabled!(log::Level::Debug) && decision.outcomes != Outcomes::default() {
+            let dynamic = compiled.tenant_outcomes.get(slot);
             let outcomes: Vec<&str> = decision
                 .outcomes
                 .iter()
-                .filter_map(|i| F::OUTCOMES.get(i).copied())
+                .filter_map(|i| match F::OUTCOMES.get(i) {
+                    Some(name) => Some(*name),
+                    None => dynamic
+                        .and_then(|d| d.get(i - F::OUTCOMES.len()))
+                        .map(String::as_str),
+                })
                 .collect();
             let message = format!("outcome={}", outcomes.join(","));
             log::debug!("{}", log_line(F::NAME, tenant, request_id, &message));

@@ -2,6 +2,7 @@
 //! validation, tenant resolution, the decision type filters return, metric
 //! naming, and (in the proxy-wasm build only) the host adapter.
 
+pub mod bucket;
 pub mod decision;
 pub mod errors;
 pub mod filter;

@@ -1,5 +1,6 @@
 //! `make run`: Envoy with every filter on 127.0.0.1:10000 (admin :9901), the
-//! echo upstream on 127.0.0.1:8080, and `examples/tenants.json`. Ctrl-C stops all.
+//! echo upstream on 127.0.0.1:8080 (a second one on :8081 receives canary
+//! versions), and `examples/tenants.json`. Ctrl-C stops all.
 
 use meshware_cli::bootstrap::{render, BootstrapParams};
 use meshware_e2e::echo::Echo;
@@ -28,13 +29,22 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let config = render(&BootstrapParams::suite(
+    let canary = match Echo::start(8081) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("cannot listen on 127.0.0.1:8081: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut params = BootstrapParams::suite(
         10000,
         9901,
         echo.port,
         meshware_e2e::dist(),
-        profile,
-    ));
+        profile.clone(),
+    );
+    params.route_canary_versions(&profile, "echo-canary", canary.port);
+    let config = render(&params);
     let path = meshware_e2e::dist().join("demo-bootstrap.json");
     let text = serde_json::to_string_pretty(&config).unwrap_or_default();
     if let Err(e) = std::fs::write(&path, text) {
@@ -42,7 +52,8 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     println!(
-        "meshware demo: Envoy on http://127.0.0.1:10000 (admin http://127.0.0.1:9901), echo upstream on 127.0.0.1:8080
+        "meshware demo: Envoy on http://127.0.0.1:10000 (admin http://127.0.0.1:9901), echo upstream on 127.0.0.1:8080,
+canary versions on the echo upstream on 127.0.0.1:8081
 bootstrap: {} (also runs with `func-e run -c <that file>`)
 
 Try:
@@ -50,6 +61,8 @@ Try:
   curl -si -H 'host: shop.acme.example' -H 'traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' http://127.0.0.1:10000/orders
   curl -s -H 'host: api.globex.example' -H 'b3: 80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1' http://127.0.0.1:10000/
   curl -s -H 'x-tenant-id: acme' http://127.0.0.1:10000/   # untrusted header: stripped, tenant stays 'public'
+  curl -s -H 'host: shop.acme.example' http://127.0.0.1:10000/debug/pprof   # 404: hidden
+  curl -si -H 'host: shop.acme.example' -H 'x-env-tag: canary' http://127.0.0.1:10000/   # canary upstream :8081
   curl -s http://127.0.0.1:9901/stats/prometheus | grep meshware_
 
 Ctrl-C stops everything.",
