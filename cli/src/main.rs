@@ -11,7 +11,8 @@ const USAGE: &str = "usage:
   meshware validate <profile.json>
   meshware bootstrap --profile <profile.json> --wasm-dir <dir>
                      [--listen-port 10000] [--admin-port 9901] [--upstream-port 8080]
-                     [--filters a,b,...]";
+                     [--filters a,b,...]
+  meshware istio-canary --profile <profile.json> --service <host> [--namespace default]";
 
 fn read(path: &str) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))
@@ -90,11 +91,43 @@ fn bootstrap(args: &[String]) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn istio_canary(args: &[String]) -> Result<ExitCode, String> {
+    let (mut profile, mut service, mut namespace) = (None, None, "default".to_string());
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let value = it
+            .next()
+            .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?
+            .clone();
+        match flag.as_str() {
+            "--profile" => profile = Some(value),
+            "--service" => service = Some(value),
+            "--namespace" => namespace = value,
+            _ => return Err(format!("unknown option {flag}\n{USAGE}")),
+        }
+    }
+    let path = profile.ok_or_else(|| format!("--profile is required\n{USAGE}"))?;
+    let service = service.ok_or_else(|| format!("--service is required\n{USAGE}"))?;
+    let json = read(&path)?;
+    if let Err(errors) = validate_profile(&json) {
+        return Err(format!("{path} is invalid:\n{errors}"));
+    }
+    let docs = meshware_cli::istio::canary_routing(&json, &service, &namespace)
+        .map_err(|e| e.to_string())?;
+    print!(
+        "{}{}",
+        meshware_cli::GENERATED_HEADER,
+        meshware_cli::yaml::documents(&docs)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.split_first() {
         Some((cmd, rest)) if cmd == "validate" => validate(rest),
         Some((cmd, rest)) if cmd == "bootstrap" => bootstrap(rest),
+        Some((cmd, rest)) if cmd == "istio-canary" => istio_canary(rest),
         _ => Err(USAGE.to_string()),
     };
     match result {
