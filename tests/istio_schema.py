@@ -8,10 +8,24 @@ import jsonschema
 import yaml
 
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-crd_file = os.environ.get(
-    "ISTIO_CRDS",
-    os.path.join(root, "..", "shared", "istio-crds", "customresourcedefinitions.gen.yaml"),
-)
+
+
+def find_crds():
+    if os.environ.get("ISTIO_CRDS"):
+        return os.environ["ISTIO_CRDS"]
+    # ../shared/istio-crds next to the checkout, or next to any parent folder.
+    here = root
+    while True:
+        candidate = os.path.join(here, "..", "shared", "istio-crds", "customresourcedefinitions.gen.yaml")
+        if os.path.exists(candidate):
+            return os.path.normpath(candidate)
+        parent = os.path.dirname(here)
+        if parent == here:
+            sys.exit("Istio CRD schemas not found: expected ../shared/istio-crds/ (or set ISTIO_CRDS)")
+        here = parent
+
+
+crd_file = find_crds()
 
 
 def without_k8s_extensions(node):
