@@ -40,6 +40,10 @@ pub const FILTERS: &[FilterSpec] = &[
         validate: validate_with::<endpoint_guard::EndpointGuard>,
     },
     FilterSpec {
+        name: "rate_limit",
+        validate: validate_with::<rate_limit::RateLimit>,
+    },
+    FilterSpec {
         name: "canary",
         validate: validate_with::<canary::Canary>,
     },

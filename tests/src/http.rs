@@ -53,8 +53,7 @@ pub fn send(
     req.extend_from_slice(b"connection: close\r\n\r\n");
     req.extend_from_slice(body);
     s.write_all(&req)?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
+    let raw = read_response(&mut s)?;
     parse(&raw)
 }
 
@@ -65,6 +64,50 @@ pub fn get(port: u16, path: &str, headers: &[(&str, &str)]) -> std::io::Result<R
 
 fn bad(msg: &str) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, msg.to_string())
+}
+
+/// Whether `raw` holds a complete response: the head, then a body framed by
+/// content-length or chunked encoding (else the body runs to EOF).
+fn complete(raw: &[u8]) -> bool {
+    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+    let body = &raw[end + 4..];
+    let header = |name: &str| {
+        head.split("\r\n")
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.trim() == name)
+            .map(|(_, v)| v.trim().to_string())
+    };
+    if let Some(len) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        return body.len() >= len;
+    }
+    if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        return body.ends_with(b"0\r\n\r\n");
+    }
+    false
+}
+
+/// Reads one response and stops when it is complete, without waiting for the
+/// server to close: Envoy delays closing after a local reply until the peer
+/// closes (delayed_close_timeout), which would cost a second per request.
+fn read_response(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16384];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return Ok(raw),
+            Ok(n) => {
+                raw.extend_from_slice(&buf[..n]);
+                if complete(&raw) {
+                    return Ok(raw);
+                }
+            }
+            Err(e) if raw.is_empty() => return Err(e),
+            Err(_) => return Ok(raw),
+        }
+    }
 }
 
 fn parse(raw: &[u8]) -> std::io::Result<Response> {
@@ -141,8 +184,7 @@ pub fn send_chunked(
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = s.write_all(b"0\r\n\r\n");
-    let mut raw = Vec::new();
     // A reset after the response was sent still leaves the response readable.
-    let _ = s.read_to_end(&mut raw);
+    let raw = read_response(&mut s).unwrap_or_default();
     parse(&raw)
 }

@@ -5,6 +5,7 @@ use crate::headers::Headers;
 use crate::net::SourceAddress;
 use crate::rng::Rng;
 use crate::section::SectionReader;
+use crate::store::HostEnv;
 
 /// What the core knows about the request's tenant.
 #[derive(Debug, Clone, Copy)]
@@ -20,6 +21,8 @@ pub struct RequestCtx<'a> {
     pub rng: &'a mut Rng,
     /// Envoy's trusted downstream address, read on first use.
     pub source: &'a mut SourceAddress,
+    /// Clock and shared data (cross-worker state).
+    pub env: &'a dyn HostEnv,
 }
 
 /// One filter of the suite. Implemented by each filter's core; the host adapter
@@ -36,6 +39,8 @@ pub trait HttpFilter: 'static {
     /// Filters that run before the identity filter strip a tenant header the
     /// profile does not trust, so no client-set value reaches the upstream.
     const STRIP_UNTRUSTED_TENANT_HEADER: bool = false;
+    /// Period of `on_tick` in milliseconds; 0 = no tick.
+    const TICK_PERIOD_MS: u32 = 0;
     /// Whether `on_request_body` is called for request body chunks.
     const READS_REQUEST_BODY: bool = false;
     /// Whether `on_response` needs the response headers (reading costs a hostcall).
@@ -68,6 +73,9 @@ pub trait HttpFilter: 'static {
     ) -> Decision<'s> {
         Decision::default()
     }
+
+    /// Background work per tenant (every `TICK_PERIOD_MS`, on every worker).
+    fn on_tick(_settings: &Self::Settings, _tenant: &str, _env: &dyn HostEnv) {}
 
     fn on_response<'s>(
         _settings: &'s Self::Settings,

@@ -12,9 +12,10 @@ use crate::metrics::decision_metric;
 use crate::net::{parse_source_address, SourceAddress};
 use crate::profile::Profile;
 use crate::rng::Rng;
+use crate::store::{HostEnv, SetError, SharedStore};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
 use std::cell::RefCell;
 use std::marker::PhantomData;
 use std::rc::Rc;
@@ -106,6 +107,12 @@ impl<F: HttpFilter> RootContext for Root<F> {
                     F::NAME,
                     profile.tenant_names().len().saturating_sub(1)
                 );
+                if F::TICK_PERIOD_MS > 0 {
+                    hostcalls::set_tick_period(std::time::Duration::from_millis(u64::from(
+                        F::TICK_PERIOD_MS,
+                    )))
+                    .ok();
+                }
                 self.compiled = Some(Rc::new(Compiled {
                     profile,
                     counters,
@@ -121,6 +128,19 @@ impl<F: HttpFilter> RootContext for Root<F> {
                     errors.len()
                 );
                 false
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let Some(compiled) = &self.compiled else {
+            return;
+        };
+        for (slot, tenant) in compiled.profile.tenant_names().iter().enumerate() {
+            if let Some(settings) = compiled.profile.settings(slot) {
+                if F::enabled(settings) {
+                    F::on_tick(settings, tenant, &EnvoyEnv);
+                }
             }
         }
     }
@@ -194,6 +214,38 @@ fn apply(map: MapType, edits: &HeaderEdits<'_>) {
         && hostcalls::call_foreign_function("clear_route_cache", None).is_err()
     {
         log::warn!("clear_route_cache is not available on this host");
+    }
+}
+
+/// Envoy's clock and shared data (one key-value map per VM id, shared by
+/// every worker thread, with CAS).
+pub struct EnvoyEnv;
+
+impl SharedStore for EnvoyEnv {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        match hostcalls::get_shared_data(key) {
+            Ok((Some(value), Some(cas))) => Some((value, cas)),
+            Ok((Some(value), None)) => Some((value, 0)),
+            _ => None,
+        }
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SetError> {
+        match hostcalls::set_shared_data(key, Some(value), cas) {
+            Ok(()) => Ok(()),
+            Err(Status::CasMismatch) => Err(SetError::CasMismatch),
+            Err(_) => Err(SetError::Failed),
+        }
+    }
+}
+
+impl HostEnv for EnvoyEnv {
+    fn now_ms(&self) -> u64 {
+        hostcalls::get_current_time()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
     }
 }
 
@@ -289,6 +341,7 @@ impl<F: HttpFilter> HttpContext for Stream<F> {
             headers: &headers,
             rng: &mut rng,
             source: &mut source,
+            env: &EnvoyEnv,
         };
         let decision = F::on_request(settings, &mut ctx, &mut self.state);
         drop(rng);

@@ -12,6 +12,7 @@ pub mod net;
 pub mod profile;
 pub mod rng;
 pub mod section;
+pub mod store;
 pub mod tenancy;
 
 #[cfg(target_os = "wasi")]
@@ -24,3 +25,4 @@ pub use headers::Headers;
 pub use net::{Cidr, SourceAddress};
 pub use profile::{Profile, KNOWN_SECTIONS};
 pub use section::SectionReader;
+pub use store::{HostEnv, SharedStore};

@@ -7,8 +7,18 @@
 /// The metric kind used for per-request decisions.
 pub const DECISIONS: &str = "decisions";
 
+/// `outcome` is a plain label (`started`) or qualified by one extra dimension,
+/// `limit.<name>.<outcome>`, which becomes a `limit` label.
 pub fn decision_metric(filter: &str, tenant: &str, outcome: &str) -> String {
-    format!("meshware.{DECISIONS}.filter.{filter}.tenant.{tenant}.outcome.{outcome}")
+    match outcome.split_once('.') {
+        Some((dimension, rest)) => match rest.rsplit_once('.') {
+            Some((value, outcome)) => format!(
+                "meshware.{DECISIONS}.filter.{filter}.tenant.{tenant}.{dimension}.{value}.outcome.{outcome}"
+            ),
+            None => format!("meshware.{DECISIONS}.filter.{filter}.tenant.{tenant}.outcome.{rest}"),
+        },
+        None => format!("meshware.{DECISIONS}.filter.{filter}.tenant.{tenant}.outcome.{outcome}"),
+    }
 }
 
 /// Envoy `stats_config.stats_tags`: `(tag_name, regex)`. The first capture
@@ -21,11 +31,15 @@ pub fn stats_tags() -> Vec<(&'static str, &'static str)> {
         ),
         (
             "tenant",
-            r"^(?:wasmcustom\.)?meshware\.\w+(?:\.filter\.[^.]+)?(\.tenant\.([^.]+))\.outcome\.",
+            r"^(?:wasmcustom\.)?meshware\.\w+(?:\.filter\.[^.]+)?(\.tenant\.([^.]+))\.(?:limit\.[^.]+\.)?outcome\.",
+        ),
+        (
+            "limit",
+            r"^(?:wasmcustom\.)?meshware\.\w+(?:\.filter\.[^.]+)?(?:\.tenant\.[^.]+)?(\.limit\.([^.]+))\.outcome\.",
         ),
         (
             "outcome",
-            r"^(?:wasmcustom\.)?meshware\.\w+(?:\.filter\.[^.]+)?(?:\.tenant\.[^.]+)?(\.outcome\.([^.]+))$",
+            r"^(?:wasmcustom\.)?meshware\.\w+(?:\.filter\.[^.]+)?(?:\.tenant\.[^.]+)?(?:\.limit\.[^.]+)?(\.outcome\.([^.]+))$",
         ),
     ]
 }
@@ -41,6 +55,10 @@ mod tests {
         assert_eq!(
             decision_metric("trace_context", "acme", "started"),
             "meshware.decisions.filter.trace_context.tenant.acme.outcome.started"
+        );
+        assert_eq!(
+            decision_metric("rate_limit", "acme", "limit.per_client.limited"),
+            "meshware.decisions.filter.rate_limit.tenant.acme.limit.per_client.outcome.limited"
         );
     }
 }

@@ -1,0 +1,121 @@
+//! Shared state across Envoy worker threads: proxy-wasm shared data, seen
+//! through a trait so cores stay pure and tests can use `MemoryStore`.
+//!
+//! Semantics follow Envoy's: `get` returns the value and its CAS token; `set`
+//! with `Some(cas)` fails with `CasMismatch` when the key changed since; `set`
+//! with `None` writes unconditionally. Values never expire by themselves, and
+//! keys cannot be deleted (callers write an empty value and bound their key
+//! space by construction).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetError {
+    /// Another worker wrote the key since it was read: read again and retry.
+    CasMismatch,
+    /// The host refused the write.
+    Failed,
+}
+
+pub trait SharedStore {
+    /// The value and its CAS token; `None` when the key was never written.
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)>;
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SetError>;
+}
+
+/// The host services a core may use on the request path or on tick.
+pub trait HostEnv: SharedStore {
+    /// Wall-clock milliseconds since the Unix epoch.
+    fn now_ms(&self) -> u64;
+}
+
+/// An in-memory store with Envoy's CAS rules, for native tests.
+#[derive(Default)]
+pub struct MemoryStore {
+    entries: RefCell<HashMap<String, (Vec<u8>, u32)>>,
+    next_cas: RefCell<u32>,
+    /// Test hook: fail this many upcoming CAS writes with `CasMismatch`, as if
+    /// another worker had raced each one.
+    pub forced_conflicts: RefCell<u32>,
+    pub now: RefCell<u64>,
+}
+
+impl MemoryStore {
+    pub fn len(&self) -> usize {
+        self.entries.borrow().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.borrow().is_empty()
+    }
+
+    /// Keys holding a non-empty value.
+    pub fn occupied(&self) -> usize {
+        self.entries
+            .borrow()
+            .values()
+            .filter(|(v, _)| !v.is_empty())
+            .count()
+    }
+
+    pub fn advance_ms(&self, ms: u64) {
+        *self.now.borrow_mut() += ms;
+    }
+}
+
+impl SharedStore for MemoryStore {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.entries.borrow().get(key).cloned()
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SetError> {
+        if cas.is_some() {
+            let mut forced = self.forced_conflicts.borrow_mut();
+            if *forced > 0 {
+                *forced -= 1;
+                return Err(SetError::CasMismatch);
+            }
+        }
+        let mut entries = self.entries.borrow_mut();
+        if let (Some(expected), Some((_, current))) = (cas, entries.get(key)) {
+            if expected != *current {
+                return Err(SetError::CasMismatch);
+            }
+        }
+        let mut next = self.next_cas.borrow_mut();
+        *next = next.wrapping_add(1).max(1);
+        entries.insert(key.to_string(), (value.to_vec(), *next));
+        Ok(())
+    }
+}
+
+impl HostEnv for MemoryStore {
+    fn now_ms(&self) -> u64 {
+        *self.now.borrow()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn cas_detects_a_concurrent_write() {
+        let s = MemoryStore::default();
+        assert_eq!(s.get("k"), None);
+        s.set("k", b"a", None).unwrap();
+        let (v, cas) = s.get("k").unwrap();
+        assert_eq!(v, b"a");
+        s.set("k", b"b", Some(cas)).unwrap();
+        assert_eq!(s.set("k", b"c", Some(cas)), Err(SetError::CasMismatch));
+        assert_eq!(s.get("k").unwrap().0, b"b");
+        *s.forced_conflicts.borrow_mut() = 1;
+        let (_, cas) = s.get("k").unwrap();
+        assert_eq!(s.set("k", b"d", Some(cas)), Err(SetError::CasMismatch));
+        assert!(s.set("k", b"d", Some(cas)).is_ok());
+        assert_eq!((s.len(), s.occupied()), (1, 1));
+    }
+}

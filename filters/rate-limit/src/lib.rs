@@ -1,0 +1,68 @@
+//! rate-limit filter: per-tenant token buckets shared by every Envoy worker
+//! through proxy-wasm shared data, with IETF RateLimit fields and bounded keys.
+//!
+//! This file is the adapter: it binds the pure core (`config`, `limiter`,
+//! `quota`) to the common host adapter, which does all proxy-wasm calls.
+
+pub mod config;
+pub mod limiter;
+pub mod quota;
+
+#[cfg(test)]
+mod quota_tests;
+
+use meshware_common::{
+    Decision, HeaderEdits, Headers, HostEnv, HttpFilter, RequestCtx, SectionReader,
+};
+
+pub struct RateLimit;
+
+impl HttpFilter for RateLimit {
+    const NAME: &'static str = "rate_limit";
+    const OUTCOMES: &'static [&'static str] = quota::OUTCOMES;
+    const TICK_PERIOD_MS: u32 = 1000;
+    type Settings = config::RateLimitSettings;
+    type Stream = quota::Fields;
+
+    fn parse(reader: &mut SectionReader<'_>) -> Self::Settings {
+        config::parse(reader)
+    }
+
+    fn tenant_outcomes(settings: &Self::Settings) -> Vec<String> {
+        quota::limit_outcomes(settings)
+    }
+
+    fn enabled(settings: &Self::Settings) -> bool {
+        settings.enabled && !settings.limits.is_empty()
+    }
+
+    fn on_request<'s>(
+        settings: &'s Self::Settings,
+        ctx: &mut RequestCtx<'_>,
+        stream: &mut Self::Stream,
+    ) -> Decision<'s> {
+        quota::on_request(
+            settings,
+            ctx.tenant.name,
+            ctx.headers,
+            ctx.source,
+            ctx.env,
+            stream,
+        )
+    }
+
+    fn on_tick(settings: &Self::Settings, tenant: &str, env: &dyn HostEnv) {
+        limiter::sweep(env, tenant, settings);
+    }
+
+    fn on_response<'s>(
+        _settings: &'s Self::Settings,
+        _headers: &Headers,
+        stream: &mut Self::Stream,
+    ) -> HeaderEdits<'s> {
+        quota::on_response(stream)
+    }
+}
+
+#[cfg(target_os = "wasi")]
+meshware_common::export_filter!(RateLimit);

@@ -1,0 +1,213 @@
+//! Token buckets in shared data, as GCRA (generic cell rate algorithm): one
+//! number per bucket, the theoretical arrival time (TAT) of the next request,
+//! in microseconds. A request at `now` is allowed when
+//! `max(TAT, now) + interval - now <= tolerance + interval`, i.e. the bucket
+//! still holds a token; allowing it moves TAT one interval ahead. Exact
+//! integer arithmetic, no refill rounding, and an idle bucket (TAT <= now) is
+//! a full one, so it can be evicted without changing any decision.
+//!
+//! Memory is bounded by construction: a per-value limit (client, user,
+//! header) hashes each value to one of two of `max_keys` slots; a slot held by
+//! another value's busy bucket is skipped, an idle one is taken over, and when
+//! both are busy the request is charged to the limit's shared overflow bucket.
+
+use crate::config::{Limit, RateLimitSettings};
+use meshware_common::bucket::{fnv1a_64, splitmix64_finalize};
+use meshware_common::store::SetError;
+use meshware_common::{HostEnv, SharedStore};
+
+/// CAS attempts per bucket before giving up. Past this the request is
+/// allowed (fail open) and counted as `store_contention`: losing eight races
+/// in a row means heavy contention, and rejecting traffic for it would turn
+/// a proxy hiccup into an outage.
+pub const MAX_CAS_RETRIES: usize = 8;
+/// Slots the tick sweep inspects per limit per tick.
+pub const SWEEP_PER_TICK: u64 = 256;
+const SLOT_LEN: usize = 16;
+
+/// One bucket as stored: the owning value's hash and its TAT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot {
+    pub key_hash: u64,
+    pub tat_us: u64,
+}
+
+impl Slot {
+    pub fn encode(&self) -> [u8; SLOT_LEN] {
+        let mut out = [0u8; SLOT_LEN];
+        let (a, b) = out.split_at_mut(8);
+        a.copy_from_slice(&self.key_hash.to_le_bytes());
+        b.copy_from_slice(&self.tat_us.to_le_bytes());
+        out
+    }
+
+    /// `None` for an empty (evicted) or foreign value.
+    pub fn decode(bytes: &[u8]) -> Option<Slot> {
+        let hash: [u8; 8] = bytes.get(0..8)?.try_into().ok()?;
+        let tat: [u8; 8] = bytes.get(8..16)?.try_into().ok()?;
+        (bytes.len() == SLOT_LEN).then(|| Slot {
+            key_hash: u64::from_le_bytes(hash),
+            tat_us: u64::from_le_bytes(tat),
+        })
+    }
+}
+
+/// The result of one limit for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Allowed; whole tokens left and seconds until the bucket is full.
+    Allowed { remaining: u64, reset_s: u64 },
+    /// Empty bucket; seconds until one token is back.
+    Limited { retry_after_s: u64 },
+    /// Could not update the bucket (contention or host error): allowed.
+    StoreError,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Taken {
+    pub verdict: Verdict,
+    /// Charged to the overflow bucket: every slot for the value was busy.
+    pub overflow: bool,
+}
+
+fn ceil_s(us: u64) -> u64 {
+    us.div_ceil(1_000_000)
+}
+
+enum SlotResult {
+    Done(Verdict),
+    /// Held by another value's bucket that is not idle.
+    Busy,
+}
+
+/// GCRA on one shared-data key, with CAS retries.
+fn take_slot(
+    env: &dyn SharedStore,
+    key: &str,
+    hash: u64,
+    limit: &Limit,
+    now_us: u64,
+) -> SlotResult {
+    let interval = limit.interval_us();
+    let tolerance = limit.tolerance_us();
+    for _ in 0..MAX_CAS_RETRIES {
+        let (current, cas) = match env.get(key) {
+            Some((bytes, cas)) => (Slot::decode(&bytes), Some(cas)),
+            None => (None, None),
+        };
+        let tat = match current {
+            Some(s) if s.key_hash == hash => s.tat_us.max(now_us),
+            Some(s) if s.tat_us > now_us => return SlotResult::Busy,
+            // Empty, evicted or idle: a full bucket for this value.
+            _ => now_us,
+        };
+        let next_tat = tat.saturating_add(interval);
+        let ahead = next_tat - now_us;
+        if ahead > tolerance.saturating_add(interval) {
+            let wait = ahead - tolerance - interval;
+            return SlotResult::Done(Verdict::Limited {
+                retry_after_s: ceil_s(wait).max(1),
+            });
+        }
+        let slot = Slot {
+            key_hash: hash,
+            tat_us: next_tat,
+        };
+        match env.set(key, &slot.encode(), cas) {
+            Ok(()) => {
+                let remaining = (tolerance.saturating_add(interval) - ahead) / interval;
+                return SlotResult::Done(Verdict::Allowed {
+                    remaining,
+                    reset_s: ceil_s(ahead),
+                });
+            }
+            Err(SetError::CasMismatch) => continue,
+            Err(SetError::Failed) => return SlotResult::Done(Verdict::StoreError),
+        }
+    }
+    SlotResult::Done(Verdict::StoreError)
+}
+
+/// Shared-data key of a limit's bucket or slot.
+pub fn bucket_key(tenant: &str, limit: &str, slot: Option<&str>) -> String {
+    match slot {
+        None => format!("mw.rl.{tenant}.{limit}"),
+        Some(s) => format!("mw.rl.{tenant}.{limit}.{s}"),
+    }
+}
+
+/// Takes one token for `value` (the client address, user, header value;
+/// `None` for tenant- and route-wide limits).
+pub fn take(
+    env: &dyn HostEnv,
+    tenant: &str,
+    limit: &Limit,
+    value: Option<&str>,
+    max_keys: u64,
+) -> Taken {
+    let now_us = env.now_ms().saturating_mul(1000);
+    let Some(value) = value else {
+        let key = bucket_key(tenant, &limit.name, None);
+        let verdict = match take_slot(env, &key, 0, limit, now_us) {
+            SlotResult::Done(v) => v,
+            SlotResult::Busy => Verdict::StoreError,
+        };
+        return Taken {
+            verdict,
+            overflow: false,
+        };
+    };
+    // Never 0: 0 marks the overflow bucket.
+    let hash = fnv1a_64(&[
+        tenant.as_bytes(),
+        &[0],
+        limit.name.as_bytes(),
+        &[0],
+        value.as_bytes(),
+    ])
+    .max(1);
+    let slots = [hash % max_keys, splitmix64_finalize(hash) % max_keys];
+    for slot in slots {
+        let key = bucket_key(tenant, &limit.name, Some(&slot.to_string()));
+        if let SlotResult::Done(verdict) = take_slot(env, &key, hash, limit, now_us) {
+            return Taken {
+                verdict,
+                overflow: false,
+            };
+        }
+    }
+    let key = bucket_key(tenant, &limit.name, Some("overflow"));
+    let verdict = match take_slot(env, &key, 0, limit, now_us) {
+        SlotResult::Done(v) => v,
+        SlotResult::Busy => Verdict::StoreError,
+    };
+    Taken {
+        verdict,
+        overflow: true,
+    }
+}
+
+/// Clears idle slots of per-value limits, a window per tick, so shared data
+/// holds only live buckets. Idle buckets are full, so clearing one changes no
+/// decision; a write that loses a CAS race is simply skipped.
+pub fn sweep(env: &dyn HostEnv, tenant: &str, settings: &RateLimitSettings) -> u64 {
+    let now_us = env.now_ms().saturating_mul(1000);
+    let mut cleared = 0;
+    for limit in settings.limits.iter().filter(|l| l.key.is_per_value()) {
+        let start = limit.sweep_cursor.get() % settings.max_keys;
+        let count = SWEEP_PER_TICK.min(settings.max_keys);
+        for i in 0..count {
+            let slot = (start + i) % settings.max_keys;
+            let key = bucket_key(tenant, &limit.name, Some(&slot.to_string()));
+            if let Some((bytes, cas)) = env.get(&key) {
+                if Slot::decode(&bytes).is_some_and(|s| s.tat_us <= now_us)
+                    && env.set(&key, &[], Some(cas)).is_ok()
+                {
+                    cleared += 1;
+                }
+            }
+        }
+        limit.sweep_cursor.set((start + count) % settings.max_keys);
+    }
+    cleared
+}

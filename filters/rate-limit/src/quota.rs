@@ -1,0 +1,187 @@
+//! The rate-limit decision for one request: which limits apply, whose bucket
+//! each charges, and the 429 (or the RateLimit fields) that follow.
+
+use crate::config::{KeyKind, Limit, RateLimitSettings};
+use crate::limiter::{take, Verdict};
+use meshware_common::net::parse_source_address;
+use meshware_common::{
+    Decision, HeaderEdits, Headers, HostEnv, LocalReply, Outcomes, SourceAddress,
+};
+use std::borrow::Cow;
+
+pub const OUTCOMES: &[&str] = &[
+    "allowed",
+    "limited",
+    "shadow_limited",
+    "key_overflow",
+    "store_contention",
+    "no_key",
+];
+pub const ALLOWED: usize = 0;
+pub const LIMITED: usize = 1;
+pub const SHADOW_LIMITED: usize = 2;
+pub const KEY_OVERFLOW: usize = 3;
+pub const STORE_CONTENTION: usize = 4;
+pub const NO_KEY: usize = 5;
+
+/// Per limit: `limit.<name>.allowed|limited|shadow_limited`, after `OUTCOMES`.
+pub const PER_LIMIT: [&str; 3] = ["allowed", "limited", "shadow_limited"];
+
+pub fn limit_outcomes(s: &RateLimitSettings) -> Vec<String> {
+    s.limits
+        .iter()
+        .flat_map(|l| {
+            PER_LIMIT
+                .iter()
+                .map(move |o| format!("limit.{}.{o}", l.name))
+        })
+        .collect()
+}
+
+fn limit_outcome(index: usize, which: usize) -> usize {
+    OUTCOMES.len() + index * PER_LIMIT.len() + which
+}
+
+/// The RateLimit fields for allowed responses, when the tenant wants them.
+#[derive(Debug, Default)]
+pub struct Fields {
+    policy: Option<String>,
+    current: Option<String>,
+}
+
+/// The client's address: Envoy's downstream address, or with `hops` trusted
+/// proxies in front, the address `hops` places left of the last entry of
+/// `x-forwarded-for` (Envoy appends the peer with `use_remote_address`).
+/// Anything a client writes further left is ignored.
+pub fn client_address(headers: &Headers, source: &mut SourceAddress, hops: u64) -> Option<String> {
+    if hops > 0 {
+        let entries: Vec<&str> = headers
+            .get_all("x-forwarded-for")
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .collect();
+        let from_right = usize::try_from(hops).ok()?;
+        if let Some(index) = entries.len().checked_sub(from_right + 1) {
+            if let Some(ip) = entries.get(index).and_then(|e| parse_source_address(e)) {
+                return Some(ip.to_string());
+            }
+        }
+    }
+    source.get().map(|ip| ip.to_string())
+}
+
+fn key_value(
+    s: &RateLimitSettings,
+    limit: &Limit,
+    headers: &Headers,
+    source: &mut SourceAddress,
+) -> Option<Option<String>> {
+    match &limit.key {
+        KeyKind::Tenant | KeyKind::Route => Some(None),
+        KeyKind::ClientAddress => client_address(headers, source, s.xff_trusted_hops).map(Some),
+        KeyKind::User => headers
+            .get(&s.user_header)
+            .filter(|v| !v.is_empty())
+            .map(|v| Some(v.to_string())),
+        KeyKind::Header(name) => headers
+            .get(name)
+            .filter(|v| !v.is_empty())
+            .map(|v| Some(v.to_string())),
+    }
+}
+
+fn too_many<'s>(limit: &Limit, retry_after_s: u64, outcomes: Outcomes) -> Decision<'s> {
+    let body = serde_json::json!({
+        "type": "urn:meshware:problem:quota-exceeded",
+        "title": "Too Many Requests",
+        "status": 429,
+        "detail": format!("quota \"{}\" exceeded; retry after {retry_after_s} s", limit.name),
+    })
+    .to_string();
+    Decision {
+        reply: Some(LocalReply {
+            status: 429,
+            headers: vec![
+                ("content-type", "application/problem+json".to_string()),
+                ("retry-after", retry_after_s.to_string()),
+                ("ratelimit-policy", limit.policy.clone()),
+                (
+                    "ratelimit",
+                    format!("\"{}\";r=0;t={retry_after_s}", limit.name),
+                ),
+            ],
+            body: Cow::Owned(body.into_bytes()),
+        }),
+        outcomes,
+        ..Decision::default()
+    }
+}
+
+pub fn on_request<'s>(
+    s: &'s RateLimitSettings,
+    tenant: &str,
+    headers: &Headers,
+    source: &mut SourceAddress,
+    env: &dyn HostEnv,
+    fields: &mut Fields,
+) -> Decision<'s> {
+    let mut outcomes = Outcomes::default();
+    let path = headers.get(":path").unwrap_or("/");
+    let method = headers.get(":method").unwrap_or("");
+    // The tightest allowed limit, for the optional response fields.
+    let mut tightest: Option<(&Limit, u64, u64)> = None;
+    for (i, limit) in s.limits.iter().enumerate() {
+        if !limit.applies(path, method) {
+            continue;
+        }
+        let Some(value) = key_value(s, limit, headers, source) else {
+            outcomes.add(NO_KEY);
+            continue;
+        };
+        let taken = take(env, tenant, limit, value.as_deref(), s.max_keys);
+        if taken.overflow {
+            outcomes.add(KEY_OVERFLOW);
+        }
+        match taken.verdict {
+            Verdict::Allowed { remaining, reset_s } => {
+                outcomes.add(limit_outcome(i, 0));
+                if tightest.is_none_or(|(_, r, _)| remaining < r) {
+                    tightest = Some((limit, remaining, reset_s));
+                }
+            }
+            Verdict::StoreError => outcomes.add(STORE_CONTENTION),
+            Verdict::Limited { retry_after_s } => {
+                if s.shadow || limit.shadow {
+                    outcomes.add(limit_outcome(i, 2));
+                    outcomes.add(SHADOW_LIMITED);
+                } else {
+                    outcomes.add(limit_outcome(i, 1));
+                    outcomes.add(LIMITED);
+                    return too_many(limit, retry_after_s, outcomes);
+                }
+            }
+        }
+    }
+    outcomes.add(ALLOWED);
+    if s.response_headers {
+        if let Some((limit, remaining, reset_s)) = tightest {
+            fields.policy = Some(limit.policy.clone());
+            fields.current = Some(format!("\"{}\";r={remaining};t={reset_s}", limit.name));
+        }
+    }
+    Decision {
+        outcomes,
+        ..Decision::default()
+    }
+}
+
+pub fn on_response<'s>(fields: &mut Fields) -> HeaderEdits<'s> {
+    let mut edits = HeaderEdits::default();
+    if let Some(policy) = fields.policy.take() {
+        edits.set("ratelimit-policy", policy);
+    }
+    if let Some(current) = fields.current.take() {
+        edits.set("ratelimit", current);
+    }
+    edits
+}

@@ -1,0 +1,256 @@
+//! The rate-limit core against an in-memory store with Envoy's CAS rules.
+
+use crate::config::tests::parse_json;
+use crate::config::RateLimitSettings;
+use crate::limiter::{sweep, Slot};
+use crate::quota::*;
+use meshware_common::store::MemoryStore;
+use meshware_common::{Decision, Headers, SourceAddress};
+use serde_json::{json, Value};
+
+fn settings(v: Value) -> &'static RateLimitSettings {
+    let (s, e) = parse_json(v);
+    assert_eq!(e, "");
+    Box::leak(Box::new(s))
+}
+
+fn tiered() -> &'static RateLimitSettings {
+    settings(json!({
+        "response_headers": true,
+        "limits": [
+            {"name": "tenant", "key": "tenant", "rate": 10, "burst": 10},
+            {"name": "client", "key": "client_address", "rate": 2, "burst": 3}
+        ]
+    }))
+}
+
+fn request(
+    s: &'static RateLimitSettings,
+    store: &MemoryStore,
+    tenant: &str,
+    from: &str,
+    extra: &[(&str, &str)],
+) -> Decision<'static> {
+    let mut pairs = vec![
+        (":path".to_string(), "/x".to_string()),
+        (":method".to_string(), "GET".to_string()),
+    ];
+    pairs.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let headers = Headers::new(pairs);
+    let mut source = SourceAddress::known(from.parse().ok());
+    on_request(
+        s,
+        tenant,
+        &headers,
+        &mut source,
+        store,
+        &mut Fields::default(),
+    )
+}
+
+fn status(d: &Decision<'_>) -> Option<u32> {
+    d.reply.as_ref().map(|r| r.status)
+}
+
+fn store() -> MemoryStore {
+    let s = MemoryStore::default();
+    *s.now.borrow_mut() = 1_700_000_000_000;
+    s
+}
+
+#[test]
+fn burst_then_refill() {
+    let s = tiered();
+    let st = store();
+    for i in 0..3 {
+        assert_eq!(
+            status(&request(s, &st, "acme", "10.0.0.1", &[])),
+            None,
+            "request {i}"
+        );
+    }
+    let d = request(s, &st, "acme", "10.0.0.1", &[]);
+    assert_eq!(status(&d), Some(429));
+    let reply = d.reply.unwrap();
+    let header = |n: &str| {
+        reply
+            .headers
+            .iter()
+            .find(|(k, _)| *k == n)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(header("retry-after").as_deref(), Some("1"));
+    assert_eq!(
+        header("ratelimit-policy").as_deref(),
+        Some("\"client\";q=2;w=1")
+    );
+    assert_eq!(header("ratelimit").as_deref(), Some("\"client\";r=0;t=1"));
+    assert_eq!(
+        header("content-type").as_deref(),
+        Some("application/problem+json")
+    );
+    let body: Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(body["type"], "urn:meshware:problem:quota-exceeded");
+    assert_eq!(body["status"], 429);
+    assert!(d.outcomes.contains(LIMITED));
+    // 2 per second: after 500 ms one token is back, and only one.
+    st.advance_ms(500);
+    assert_eq!(status(&request(s, &st, "acme", "10.0.0.1", &[])), None);
+    assert_eq!(status(&request(s, &st, "acme", "10.0.0.1", &[])), Some(429));
+}
+
+#[test]
+fn two_limits_apply_and_clients_are_isolated() {
+    let s = tiered();
+    let st = store();
+    // Four clients x 3 = 12 > tenant burst 10: the tenant-wide limit bites.
+    let mut allowed = 0;
+    for c in 1..=4 {
+        for _ in 0..3 {
+            if status(&request(s, &st, "acme", &format!("10.0.0.{c}"), &[])).is_none() {
+                allowed += 1;
+            }
+        }
+    }
+    assert_eq!(allowed, 10);
+    let d = request(s, &st, "acme", "10.0.0.9", &[]);
+    let reply = d.reply.unwrap();
+    assert!(reply
+        .headers
+        .contains(&("ratelimit-policy", "\"tenant\";q=10;w=1".to_string())));
+    // Another tenant has its own buckets.
+    assert_eq!(status(&request(s, &st, "globex", "10.0.0.1", &[])), None);
+}
+
+#[test]
+fn forwarded_for_cannot_change_the_client_key() {
+    let s = tiered();
+    let st = store();
+    for i in 0..3 {
+        let spoof = format!("198.51.100.{i}");
+        assert_eq!(
+            status(&request(
+                s,
+                &st,
+                "acme",
+                "10.0.0.1",
+                &[("x-forwarded-for", &spoof)]
+            )),
+            None
+        );
+    }
+    let d = request(
+        s,
+        &st,
+        "acme",
+        "10.0.0.1",
+        &[("x-forwarded-for", "203.0.113.7")],
+    );
+    assert_eq!(status(&d), Some(429));
+}
+
+#[test]
+fn trusted_hops_pick_the_address_left_of_the_proxies() {
+    let h = Headers::new(vec![(
+        "x-forwarded-for".into(),
+        "1.1.1.1, 203.0.113.5, 10.0.0.2".into(),
+    )]);
+    let mut src = SourceAddress::known("10.0.0.2".parse().ok());
+    assert_eq!(client_address(&h, &mut src, 0).as_deref(), Some("10.0.0.2"));
+    assert_eq!(
+        client_address(&h, &mut src, 1).as_deref(),
+        Some("203.0.113.5")
+    );
+    assert_eq!(client_address(&h, &mut src, 2).as_deref(), Some("1.1.1.1"));
+    // Fewer entries than hops: the request did not come through the proxies.
+    assert_eq!(client_address(&h, &mut src, 3).as_deref(), Some("10.0.0.2"));
+    let junk = Headers::new(vec![("x-forwarded-for".into(), "evil, 10.0.0.2".into())]);
+    assert_eq!(
+        client_address(&junk, &mut src, 1).as_deref(),
+        Some("10.0.0.2")
+    );
+}
+
+#[test]
+fn shadow_limits_count_but_never_reject() {
+    let s = settings(json!({"limits": [
+        {"name": "strict", "key": "tenant", "rate": 1, "burst": 1, "shadow": true}
+    ]}));
+    let st = store();
+    assert!(request(s, &st, "a", "10.0.0.1", &[])
+        .outcomes
+        .contains(ALLOWED));
+    let d = request(s, &st, "a", "10.0.0.1", &[]);
+    assert_eq!(status(&d), None);
+    assert!(d.outcomes.contains(SHADOW_LIMITED) && d.outcomes.contains(ALLOWED));
+    assert!(
+        d.outcomes.contains(OUTCOMES.len() + 2),
+        "per-limit shadow_limited"
+    );
+}
+
+#[test]
+fn keys_stay_bounded_under_thousands_of_random_values() {
+    let s = settings(json!({"max_keys": 100, "limits": [
+        {"name": "per_key", "key": {"header": "x-api-key"}, "rate": 1, "per": "hour", "burst": 5}
+    ]}));
+    let st = store();
+    let mut overflowed = 0;
+    for i in 0..5000u64 {
+        let value = format!("{:x}", meshware_common::bucket::splitmix64_finalize(i));
+        let d = request(s, &st, "a", "10.0.0.1", &[("x-api-key", &value)]);
+        if d.outcomes.contains(KEY_OVERFLOW) {
+            overflowed += 1;
+        }
+    }
+    // 100 slots plus the overflow bucket, whatever the traffic.
+    assert!(st.len() <= 101, "{} keys", st.len());
+    assert!(overflowed > 4000, "{overflowed}");
+    // A value without a header is not limited by this limit.
+    let d = request(s, &st, "a", "10.0.0.1", &[]);
+    assert!(d.outcomes.contains(NO_KEY));
+    // Once the buckets are idle (full) again the sweep clears them.
+    st.advance_ms(5 * 3_600_000);
+    for _ in 0..1 {
+        sweep(&st, "a", s);
+    }
+    assert_eq!(st.occupied(), 1, "only the overflow bucket is left");
+}
+
+#[test]
+fn cas_conflicts_are_retried_then_fail_open() {
+    let s = tiered();
+    let st = store();
+    request(s, &st, "acme", "10.0.0.1", &[]); // creates both buckets
+    *st.forced_conflicts.borrow_mut() = 3;
+    let d = request(s, &st, "acme", "10.0.0.1", &[]);
+    assert!(!d.outcomes.contains(STORE_CONTENTION));
+    *st.forced_conflicts.borrow_mut() = 1000;
+    let d = request(s, &st, "acme", "10.0.0.1", &[]);
+    assert_eq!(status(&d), None);
+    assert!(d.outcomes.contains(STORE_CONTENTION));
+}
+
+#[test]
+fn allowed_responses_carry_the_tightest_limit() {
+    let s = tiered();
+    let st = store();
+    let mut fields = Fields::default();
+    let headers = Headers::new(vec![(":path".into(), "/".into())]);
+    let mut src = SourceAddress::known("10.0.0.1".parse().ok());
+    on_request(s, "acme", &headers, &mut src, &st, &mut fields);
+    let e = on_response(&mut fields);
+    assert_eq!(e.value_of("ratelimit-policy"), Some("\"client\";q=2;w=1"));
+    assert_eq!(e.value_of("ratelimit"), Some("\"client\";r=2;t=1"));
+}
+
+#[test]
+fn slots_round_trip_and_reject_foreign_bytes() {
+    let slot = Slot {
+        key_hash: 42,
+        tat_us: 7,
+    };
+    assert_eq!(Slot::decode(&slot.encode()), Some(slot));
+    assert_eq!(Slot::decode(b""), None);
+    assert_eq!(Slot::decode(&[0u8; 17]), None);
+}
