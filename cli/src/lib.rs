@@ -36,8 +36,16 @@ pub const FILTERS: &[FilterSpec] = &[
         validate: validate_with::<trace_context::TraceContext>,
     },
     FilterSpec {
+        name: "security_headers",
+        validate: validate_with::<security_headers::SecurityHeaders>,
+    },
+    FilterSpec {
         name: "endpoint_guard",
         validate: validate_with::<endpoint_guard::EndpointGuard>,
+    },
+    FilterSpec {
+        name: "cors",
+        validate: validate_with::<cors::Cors>,
     },
     FilterSpec {
         name: "rate_limit",

@@ -1,6 +1,7 @@
 //! An HTTP/1.1 echo upstream. Answers every request with JSON of the method,
 //! path, headers and body it received, and records each request for asserts.
-//! Test hooks: `x-echo-status` picks the status, `x-echo-delay-ms` delays.
+//! Test hooks: `x-echo-status` picks the status, `x-echo-delay-ms` delays,
+//! `x-echo-response-header: name: value` adds a response header.
 
 use serde_json::json;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -154,6 +155,13 @@ fn serve(stream: TcpStream, log: &Mutex<Vec<Recorded>>) -> std::io::Result<()> {
             "headers": shown,
             "body": String::from_utf8_lossy(&body),
         });
+        // `x-echo-response-header: name: value` (repeatable) adds a response header.
+        let extra: String = headers
+            .iter()
+            .filter(|(k, _)| k == "x-echo-response-header")
+            .filter_map(|(_, v)| v.split_once(':'))
+            .map(|(n, v)| format!("{}: {}\r\n", n.trim(), v.trim()))
+            .collect();
         if let Ok(mut seen) = log.lock() {
             seen.push(Recorded {
                 method,
@@ -165,7 +173,7 @@ fn serve(stream: TcpStream, log: &Mutex<Vec<Recorded>>) -> std::io::Result<()> {
         let text = serde_json::to_string_pretty(&reply).unwrap_or_default() + "\n";
         write!(
             writer,
-            "HTTP/1.1 {status} Echo\r\ncontent-type: application/json\r\ncontent-length: {}\r\nserver: echo\r\n\r\n{text}",
+            "HTTP/1.1 {status} Echo\r\ncontent-type: application/json\r\ncontent-length: {}\r\nserver: echo\r\n{extra}\r\n{text}",
             text.len()
         )?;
         writer.flush()?;

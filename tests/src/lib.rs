@@ -5,6 +5,7 @@
 pub mod echo;
 pub mod envoy;
 pub mod http;
+pub mod page;
 pub mod suite;
 
 use std::path::PathBuf;

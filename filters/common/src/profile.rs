@@ -18,7 +18,14 @@ use std::collections::HashMap;
 
 /// Section names of the filters in this suite. A section name not listed here
 /// is a typo and an error; a filter reads only its own section.
-pub const KNOWN_SECTIONS: &[&str] = &["trace_context", "endpoint_guard", "rate_limit", "canary"];
+pub const KNOWN_SECTIONS: &[&str] = &[
+    "trace_context",
+    "security_headers",
+    "endpoint_guard",
+    "cors",
+    "rate_limit",
+    "canary",
+];
 
 /// The metric label and log name of the overflow tenant slot.
 pub const OTHER_TENANT: &str = "other";

@@ -1,0 +1,242 @@
+//! cors and security-headers through real Envoy with the example profile:
+//! acme allows `https://shop.acme.example` and `https://*.acme.example`
+//! without credentials; initech allows `https://*.initech.example` and `null`
+//! with credentials. Security headers: defaults for everyone, acme overwrites
+//! HSTS and X-Frame-Options and sets a CSP if absent.
+
+use meshware_e2e::envoy::expect_rejected;
+use meshware_e2e::http::Response;
+use meshware_e2e::suite::{bootstrap, Suite};
+
+const ACME: (&str, &str) = ("host", "shop.acme.example");
+
+fn profile() -> String {
+    std::fs::read_to_string(meshware_e2e::root().join("examples/tenants.json")).unwrap()
+}
+
+fn start() -> Suite {
+    Suite::start(&profile(), &["trace_context", "security_headers", "cors"])
+}
+
+fn preflight(
+    s: &Suite,
+    host: &str,
+    path: &str,
+    origin: &str,
+    method: &str,
+    headers: &str,
+) -> Response {
+    s.send(
+        "OPTIONS",
+        path,
+        &[
+            ("host", host.as_bytes()),
+            ("origin", origin.as_bytes()),
+            ("access-control-request-method", method.as_bytes()),
+            ("access-control-request-headers", headers.as_bytes()),
+        ],
+        b"",
+    )
+}
+
+fn metric(s: &Suite, tenant: &str, outcome: &str) -> f64 {
+    let sample =
+        format!("meshware_decisions{{filter=\"cors\",tenant=\"{tenant}\",outcome=\"{outcome}\"}}");
+    s.metric(&sample)
+        .unwrap_or_else(|| panic!("no sample {sample} in:\n{}", s.envoy.prometheus()))
+}
+
+#[test]
+fn patterns_are_anchored_to_one_label() {
+    let s = start();
+    for (origin, allowed) in [
+        ("https://shop.acme.example", true),
+        ("https://admin.acme.example", true),
+        ("https://evil.acme.example.attacker.test", false),
+        ("https://a.b.acme.example", false),
+        ("http://admin.acme.example", false),
+        ("https://acme.example", false),
+        ("null", false),
+    ] {
+        let r = s.get("/cart", &[ACME, ("origin", origin)]);
+        assert_eq!(r.status, 200, "actual requests pass either way");
+        let expected = allowed.then_some(origin);
+        assert_eq!(
+            r.header("access-control-allow-origin"),
+            expected,
+            "{origin}"
+        );
+        assert_eq!(r.header("vary"), Some("Origin"), "{origin}");
+        let p = preflight(
+            &s,
+            "shop.acme.example",
+            "/cart",
+            origin,
+            "POST",
+            "content-type",
+        );
+        assert_eq!(p.status, if allowed { 204 } else { 403 }, "{origin}");
+        if !allowed {
+            assert!(
+                p.headers
+                    .iter()
+                    .all(|(k, _)| !k.starts_with("access-control-")),
+                "{origin}: {:?}",
+                p.headers
+            );
+        }
+    }
+    // Preflights never reach the upstream; the 7 actual requests do.
+    assert_eq!(s.echo.count(), 7);
+    assert!(s.echo.requests().iter().all(|r| r.method != "OPTIONS"));
+    assert_eq!(metric(&s, "acme", "preflight_allowed"), 2.0);
+    assert_eq!(metric(&s, "acme", "preflight_denied"), 5.0);
+    assert_eq!(metric(&s, "acme", "actual_allowed"), 2.0);
+    assert_eq!(metric(&s, "acme", "actual_denied"), 5.0);
+}
+
+#[test]
+fn null_is_allowed_only_where_listed_and_credentials_need_the_exact_origin() {
+    let s = start();
+    let r = s.get("/t/initech/x", &[("origin", "null")]);
+    assert_eq!(r.header("access-control-allow-origin"), Some("null"));
+    assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
+    assert_eq!(
+        r.header("access-control-expose-headers"),
+        Some("x-request-id")
+    );
+    let p = preflight(
+        &s,
+        "localhost",
+        "/t/initech/x",
+        "https://app.initech.example",
+        "PUT",
+        "X-Custom",
+    );
+    assert_eq!(p.status, 204);
+    assert_eq!(
+        p.header("access-control-allow-origin"),
+        Some("https://app.initech.example")
+    );
+    assert_eq!(
+        p.header("access-control-allow-headers"),
+        Some("x-custom, content-type")
+    );
+    assert_eq!(p.header("access-control-max-age"), Some("60"));
+    // A method or header not listed: denied.
+    assert_eq!(
+        preflight(
+            &s,
+            "localhost",
+            "/t/initech/x",
+            "https://app.initech.example",
+            "DELETE",
+            ""
+        )
+        .status,
+        403
+    );
+    assert_eq!(
+        preflight(
+            &s,
+            "localhost",
+            "/t/initech/x",
+            "https://app.initech.example",
+            "PUT",
+            "x-secret"
+        )
+        .status,
+        403
+    );
+}
+
+#[test]
+fn upstream_cors_headers_cannot_undo_the_policy() {
+    let s = start();
+    let r = s.get(
+        "/x",
+        &[
+            ACME,
+            ("origin", "https://attacker.test"),
+            (
+                "x-echo-response-header",
+                "access-control-allow-origin: https://attacker.test",
+            ),
+            (
+                "x-echo-response-header",
+                "access-control-allow-credentials: true",
+            ),
+        ],
+    );
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        None,
+        "{:?}",
+        r.headers
+    );
+    assert_eq!(r.header("access-control-allow-credentials"), None);
+}
+
+#[test]
+fn credentials_with_a_wildcard_origin_are_rejected_by_envoy() {
+    let profile = r#"{"tenancy": {"default": "a"}, "tenants": {"a": {"cors": {
+        "allowed_origins": ["*"], "allow_credentials": true}}}}"#;
+    let (config, _, _) = bootstrap(profile, &["cors"], 1);
+    let (code, log) = expect_rejected(&config);
+    assert!(matches!(code, Some(c) if c != 0), "{code:?}\n{log}");
+    assert!(
+        log.contains(
+            "tenants.a.cors.allow_credentials: cannot be true when allowed_origins contains \"*\""
+        ),
+        "{log}"
+    );
+}
+
+#[test]
+fn security_headers_are_set_kept_or_overwritten_and_fingerprints_removed() {
+    let s = start();
+    let r = s.get(
+        "/",
+        &[
+            ACME,
+            (
+                "x-echo-response-header",
+                "strict-transport-security: max-age=0",
+            ),
+            (
+                "x-echo-response-header",
+                "content-security-policy: default-src *",
+            ),
+            ("x-echo-response-header", "x-frame-options: ALLOWALL"),
+            ("x-echo-response-header", "x-powered-by: PHP/5.4"),
+            ("x-echo-response-header", "x-aspnet-version: 4.0"),
+        ],
+    );
+    assert_eq!(r.status, 200);
+    // Overwritten by acme's profile.
+    assert_eq!(
+        r.header("strict-transport-security"),
+        Some("max-age=31536000; includeSubDomains")
+    );
+    assert_eq!(r.header("x-frame-options"), Some("DENY"));
+    // Set if absent: the upstream's CSP is kept.
+    assert_eq!(r.header("content-security-policy"), Some("default-src *"));
+    // Defaults for everyone.
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(
+        r.header("referrer-policy"),
+        Some("strict-origin-when-cross-origin")
+    );
+    for gone in ["server", "x-powered-by", "x-aspnet-version"] {
+        assert_eq!(r.header(gone), None, "{gone}: {:?}", r.headers);
+    }
+    // Without upstream values, acme's CSP is added; the public tenant has no HSTS.
+    let r = s.get("/", &[ACME]);
+    assert_eq!(
+        r.header("content-security-policy"),
+        Some("default-src 'self'; frame-ancestors 'none'")
+    );
+    let r = s.get("/", &[]);
+    assert_eq!(r.header("strict-transport-security"), None);
+    assert_eq!(r.header("x-frame-options"), Some("SAMEORIGIN"));
+}
