@@ -55,6 +55,10 @@ pub const FILTERS: &[FilterSpec] = &[
         name: "canary",
         validate: validate_with::<canary::Canary>,
     },
+    FilterSpec {
+        name: "circuit_breaker",
+        validate: validate_with::<circuit_breaker::CircuitBreaker>,
+    },
 ];
 
 /// Every `(routing header, version)` the profile's canary rules can choose

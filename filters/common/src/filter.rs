@@ -39,6 +39,8 @@ pub trait HttpFilter: 'static {
     /// Filters that run before the identity filter strip a tenant header the
     /// profile does not trust, so no client-set value reaches the upstream.
     const STRIP_UNTRUSTED_TENANT_HEADER: bool = false;
+    /// Whether `on_complete` is called at the end of every acted-on stream.
+    const OBSERVES_COMPLETION: bool = false;
     /// Period of `on_tick` in milliseconds; 0 = no tick.
     const TICK_PERIOD_MS: u32 = 0;
     /// Whether `on_request_body` is called for request body chunks.
@@ -72,6 +74,17 @@ pub trait HttpFilter: 'static {
         _end_of_stream: bool,
     ) -> Decision<'s> {
         Decision::default()
+    }
+
+    /// Called once when a stream the filter acted on ends, however it ends
+    /// (complete, upstream reset, local reply, client abort): Envoy's access
+    /// log phase. Returns outcomes to count.
+    fn on_complete(
+        _settings: &Self::Settings,
+        _stream: &mut Self::Stream,
+        _env: &dyn HostEnv,
+    ) -> crate::decision::Outcomes {
+        crate::decision::Outcomes::default()
     }
 
     /// Background work per tenant (every `TICK_PERIOD_MS`, on every worker).

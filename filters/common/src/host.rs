@@ -240,6 +240,10 @@ impl SharedStore for EnvoyEnv {
 }
 
 impl HostEnv for EnvoyEnv {
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        hostcalls::get_property(path.to_vec()).ok().flatten()
+    }
+
     fn now_ms(&self) -> u64 {
         hostcalls::get_current_time()
             .ok()
@@ -374,6 +378,24 @@ impl<F: HttpFilter> HttpContext for Stream<F> {
             return Action::Pause;
         }
         Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        if !F::OBSERVES_COMPLETION {
+            return;
+        }
+        let (Some(compiled), Some(slot)) = (self.compiled.clone(), self.active_slot) else {
+            return;
+        };
+        let Some(settings) = compiled.profile.settings(slot) else {
+            return;
+        };
+        let outcomes = F::on_complete(settings, &mut self.state, &EnvoyEnv);
+        let decision = Decision {
+            outcomes,
+            ..Decision::default()
+        };
+        self.act(&compiled, slot, &decision);
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {

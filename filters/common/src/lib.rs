@@ -25,4 +25,4 @@ pub use headers::Headers;
 pub use net::{Cidr, SourceAddress};
 pub use profile::{Profile, KNOWN_SECTIONS};
 pub use section::SectionReader;
-pub use store::{HostEnv, SharedStore};
+pub use store::{property_u64, HostEnv, SharedStore};

@@ -25,6 +25,7 @@ pub const KNOWN_SECTIONS: &[&str] = &[
     "cors",
     "rate_limit",
     "canary",
+    "circuit_breaker",
 ];
 
 /// The metric label and log name of the overflow tenant slot.

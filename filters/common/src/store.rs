@@ -28,6 +28,15 @@ pub trait SharedStore {
 pub trait HostEnv: SharedStore {
     /// Wall-clock milliseconds since the Unix epoch.
     fn now_ms(&self) -> u64;
+    /// An Envoy attribute (`["xds", "cluster_name"]`, `["response", "code"]`),
+    /// raw as the host serializes it (integers: 8 bytes little-endian).
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
+}
+
+/// An integer attribute as Envoy serializes it.
+pub fn property_u64(bytes: &[u8]) -> Option<u64> {
+    let raw: [u8; 8] = bytes.get(0..8)?.try_into().ok()?;
+    Some(u64::from_le_bytes(raw))
 }
 
 /// An in-memory store with Envoy's CAS rules, for native tests.
@@ -39,6 +48,8 @@ pub struct MemoryStore {
     /// another worker had raced each one.
     pub forced_conflicts: RefCell<u32>,
     pub now: RefCell<u64>,
+    /// Attributes for `HostEnv::property`, keyed by the path joined with `.`.
+    pub properties: RefCell<HashMap<String, Vec<u8>>>,
 }
 
 impl MemoryStore {
@@ -93,6 +104,10 @@ impl SharedStore for MemoryStore {
 impl HostEnv for MemoryStore {
     fn now_ms(&self) -> u64 {
         *self.now.borrow()
+    }
+
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        self.properties.borrow().get(&path.join(".")).cloned()
     }
 }
 

@@ -1,0 +1,214 @@
+//! The circuit-breaker decision per request, and the bookkeeping when the
+//! stream ends.
+
+use crate::circuit::{acquire, admit, record, release, Admission, State, Transition};
+use crate::config::{BreakerSettings, CircuitKey, CLIENT_BUDGET_HEADERS};
+use meshware_common::{property_u64, Decision, Headers, HostEnv, LocalReply, Outcomes};
+use std::borrow::Cow;
+
+pub const OUTCOMES: &[&str] = &[
+    "allowed",
+    "rejected",
+    "bulkhead_rejected",
+    "opened",
+    "half_opened",
+    "closed",
+    "probe_succeeded",
+    "probe_failed",
+    "failure_recorded",
+    "client_budget_stripped",
+    "client_aborted",
+];
+pub const ALLOWED: usize = 0;
+pub const REJECTED: usize = 1;
+pub const BULKHEAD_REJECTED: usize = 2;
+pub const OPENED: usize = 3;
+pub const HALF_OPENED: usize = 4;
+pub const CLOSED: usize = 5;
+pub const PROBE_SUCCEEDED: usize = 6;
+pub const PROBE_FAILED: usize = 7;
+pub const FAILURE_RECORDED: usize = 8;
+pub const CLIENT_BUDGET_STRIPPED: usize = 9;
+pub const CLIENT_ABORTED: usize = 10;
+
+/// Envoy's response flag `DC` (downstream connection termination).
+pub const DOWNSTREAM_CONNECTION_TERMINATION: u64 = 0x4000;
+
+/// Carried from admission to the end of the stream.
+#[derive(Debug, Default)]
+pub struct Admitted {
+    circuit_key: Option<String>,
+    probe: bool,
+    /// The bulkhead slot to give back, exactly once.
+    in_flight_key: Option<String>,
+    started_ms: u64,
+}
+
+/// The circuit's shared-data key: tenant and cluster or route.
+fn circuit_key(s: &BreakerSettings, tenant: &str, path: &str, env: &dyn HostEnv) -> String {
+    let scope = match s.key {
+        CircuitKey::Route => s
+            .routes
+            .iter()
+            .find(|r| path.starts_with(&r.prefix))
+            .map(|r| r.name.clone())
+            .unwrap_or_else(|| "default".to_string()),
+        CircuitKey::Cluster => env
+            .property(&["xds", "cluster_name"])
+            .and_then(|b| String::from_utf8(b).ok())
+            .unwrap_or_else(|| "unknown".to_string()),
+    };
+    format!("mw.cb.{tenant}.{scope}")
+}
+
+fn reject<'s>(
+    s: &'s BreakerSettings,
+    state: State,
+    retry_after_s: u64,
+    outcomes: Outcomes,
+) -> Decision<'s> {
+    Decision {
+        reply: Some(LocalReply {
+            status: s.status,
+            headers: vec![
+                ("content-type", s.fallback_content_type.clone()),
+                ("retry-after", retry_after_s.to_string()),
+                ("x-circuit-state", state.label().to_string()),
+            ],
+            body: Cow::Borrowed(s.fallback_body.as_bytes()),
+        }),
+        outcomes,
+        ..Decision::default()
+    }
+}
+
+pub fn on_request<'s>(
+    s: &'s BreakerSettings,
+    tenant: &str,
+    headers: &Headers,
+    env: &dyn HostEnv,
+    admitted: &mut Admitted,
+) -> Decision<'s> {
+    let mut decision = Decision::default();
+    let path = headers.get(":path").unwrap_or("/");
+    if s.strip_client_envoy_headers {
+        for name in CLIENT_BUDGET_HEADERS {
+            if headers.contains(name) {
+                decision.request.remove(name);
+                decision.outcomes.add(CLIENT_BUDGET_STRIPPED);
+            }
+        }
+    }
+    if let Some(route) = s.routes.iter().find(|r| path.starts_with(&r.prefix)) {
+        if let Some(v) = &route.timeout_ms {
+            decision
+                .request
+                .set("x-envoy-upstream-rq-timeout-ms", v.clone());
+        }
+        if let Some(v) = &route.max_retries {
+            decision.request.set("x-envoy-max-retries", v.clone());
+        }
+        if let Some(v) = &route.retry_on {
+            decision.request.set("x-envoy-retry-on", v.clone());
+        }
+    }
+    let key = circuit_key(s, tenant, path, env);
+    let now = env.now_ms();
+    match admit(env, &key, s, now) {
+        Admission::Rejected {
+            state,
+            retry_after_s,
+        } => {
+            decision.outcomes.add(REJECTED);
+            return reject(s, state, retry_after_s, decision.outcomes);
+        }
+        Admission::Probe { half_opened } => {
+            if half_opened {
+                decision.outcomes.add(HALF_OPENED);
+            }
+            admitted.probe = true;
+        }
+        Admission::Allowed => {}
+    }
+    if let Some(max) = s.max_in_flight {
+        let slot = format!("{key}.inflight");
+        match acquire(env, &slot, max) {
+            Some(false) => {
+                decision.outcomes.add(BULKHEAD_REJECTED);
+                if admitted.probe {
+                    // The probe never ran: count it as failed so the circuit
+                    // does not wait for it forever.
+                    record(env, &key, s, now, true, true);
+                }
+                let mut d = reject(s, State::Closed, 1, decision.outcomes);
+                if let Some(reply) = &mut d.reply {
+                    reply.headers.retain(|(k, _)| *k != "x-circuit-state");
+                    reply
+                        .headers
+                        .push(("x-circuit-state", "bulkhead-full".to_string()));
+                }
+                return d;
+            }
+            Some(true) => admitted.in_flight_key = Some(slot),
+            // Store unavailable: fail open without holding a slot.
+            None => {}
+        }
+    }
+    admitted.circuit_key = Some(key);
+    admitted.started_ms = now;
+    decision.outcomes.add(ALLOWED);
+    decision
+}
+
+/// At the end of every admitted stream: release the bulkhead slot and feed
+/// the outcome to the circuit. No response (upstream reset, timeout) is a
+/// failure; a client that disconnected first is not evidence either way.
+pub fn on_complete(s: &BreakerSettings, admitted: &mut Admitted, env: &dyn HostEnv) -> Outcomes {
+    let mut outcomes = Outcomes::default();
+    if let Some(slot) = admitted.in_flight_key.take() {
+        release(env, &slot);
+    }
+    let Some(key) = admitted.circuit_key.take() else {
+        return outcomes;
+    };
+    let now = env.now_ms();
+    let status = env
+        .property(&["response", "code"])
+        .and_then(|b| property_u64(&b))
+        .unwrap_or(0);
+    let flags = env
+        .property(&["response", "flags"])
+        .and_then(|b| property_u64(&b))
+        .unwrap_or(0);
+    if status == 0 && flags & DOWNSTREAM_CONNECTION_TERMINATION != 0 {
+        // The client went away first: says nothing about the upstream. A
+        // probe that ends this way is given back as a failure, so the
+        // half-open circuit does not wait for it forever.
+        if admitted.probe {
+            record(env, &key, s, now, true, true);
+            outcomes.add(PROBE_FAILED);
+        }
+        outcomes.add(CLIENT_ABORTED);
+        return outcomes;
+    }
+    let slow = s
+        .slow_ms
+        .is_some_and(|limit| now.saturating_sub(admitted.started_ms) > limit);
+    let failure = status == 0 || status >= 500 || slow;
+    if failure {
+        outcomes.add(FAILURE_RECORDED);
+    }
+    if admitted.probe {
+        outcomes.add(if failure {
+            PROBE_FAILED
+        } else {
+            PROBE_SUCCEEDED
+        });
+    }
+    match record(env, &key, s, now, failure, admitted.probe) {
+        Some(Transition::Opened) | Some(Transition::Reopened) => outcomes.add(OPENED),
+        Some(Transition::Closed) => outcomes.add(CLOSED),
+        None => {}
+    }
+    outcomes
+}

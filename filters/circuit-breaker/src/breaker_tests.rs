@@ -1,0 +1,186 @@
+//! The circuit-breaker core against an in-memory store with Envoy's CAS rules.
+
+use crate::breaker::*;
+use crate::circuit::in_flight;
+use crate::config::tests::parse_json;
+use crate::config::BreakerSettings;
+use meshware_common::store::MemoryStore;
+use meshware_common::{Decision, Headers};
+use serde_json::json;
+
+fn settings() -> &'static BreakerSettings {
+    let (s, e) = parse_json(json!({
+        "failure_ratio": 0.5, "min_requests": 4, "window_s": 10, "open_for_ms": 1000,
+        "half_open_probes": 2, "max_in_flight": 2,
+        "fallback_body": "{\"cached\":true}", "fallback_content_type": "application/json",
+        "routes": [{"prefix": "/pay", "timeout_ms": 800, "max_retries": 1, "retry_on": "5xx"}]
+    }));
+    assert_eq!(e, "");
+    Box::leak(Box::new(s))
+}
+
+fn env() -> MemoryStore {
+    let st = MemoryStore::default();
+    *st.now.borrow_mut() = 1_700_000_000_000;
+    st.properties
+        .borrow_mut()
+        .insert("xds.cluster_name".into(), b"payments".to_vec());
+    st
+}
+
+fn request(
+    s: &'static BreakerSettings,
+    st: &MemoryStore,
+    tenant: &str,
+    path: &str,
+) -> (Decision<'static>, Admitted) {
+    let h = Headers::new(vec![(":path".into(), path.into())]);
+    let mut a = Admitted::default();
+    let d = on_request(s, tenant, &h, st, &mut a);
+    (d, a)
+}
+
+fn complete(
+    s: &BreakerSettings,
+    st: &MemoryStore,
+    a: &mut Admitted,
+    status: Option<u64>,
+) -> meshware_common::Outcomes {
+    match status {
+        Some(code) => st
+            .properties
+            .borrow_mut()
+            .insert("response.code".into(), code.to_le_bytes().to_vec()),
+        None => st.properties.borrow_mut().remove("response.code"),
+    };
+    on_complete(s, a, st)
+}
+
+/// Runs one full request with the given upstream status; returns the decision.
+fn run(
+    s: &'static BreakerSettings,
+    st: &MemoryStore,
+    tenant: &str,
+    status: Option<u64>,
+) -> Decision<'static> {
+    let (d, mut a) = request(s, st, tenant, "/x");
+    if d.reply.is_none() {
+        complete(s, st, &mut a, status);
+    }
+    d
+}
+
+#[test]
+fn opens_rejects_half_opens_and_closes() {
+    let s = settings();
+    let st = env();
+    run(s, &st, "a", Some(500));
+    run(s, &st, "a", Some(200));
+    // 1 of 2 failed, but min_requests is 4: still closed.
+    assert!(run(s, &st, "a", Some(200)).reply.is_none());
+    assert!(run(s, &st, "a", Some(200)).reply.is_none());
+    assert!(run(s, &st, "a", Some(503)).reply.is_none());
+    // 2 of 5 failed: closed. A reset makes it 3 of 6: open.
+    let (d, mut a) = request(s, &st, "a", "/x");
+    assert!(d.reply.is_none());
+    assert!(
+        complete(s, &st, &mut a, None).contains(OPENED),
+        "a reset counts as failure"
+    );
+    let d = run(s, &st, "a", Some(200));
+    let reply = d.reply.expect("open circuit rejects");
+    assert_eq!(reply.status, 503);
+    assert_eq!(&*reply.body, b"{\"cached\":true}");
+    assert!(reply
+        .headers
+        .contains(&("x-circuit-state", "open".to_string())));
+    assert!(reply.headers.contains(&("retry-after", "1".to_string())));
+    assert!(d.outcomes.contains(REJECTED));
+    // Another tenant's circuit is untouched.
+    assert!(run(s, &st, "b", Some(200)).reply.is_none());
+    // After open_for: two probes, a third request waits.
+    st.advance_ms(1000);
+    let (p1, mut a1) = request(s, &st, "a", "/x");
+    assert!(p1.reply.is_none() && p1.outcomes.contains(HALF_OPENED));
+    let (p2, mut a2) = request(s, &st, "a", "/x");
+    assert!(p2.reply.is_none());
+    let (p3, _) = request(s, &st, "a", "/x");
+    assert!(p3
+        .reply
+        .unwrap()
+        .headers
+        .contains(&("x-circuit-state", "half-open".to_string())));
+    assert!(complete(s, &st, &mut a1, Some(200)).contains(PROBE_SUCCEEDED));
+    assert!(complete(s, &st, &mut a2, Some(204)).contains(CLOSED));
+    assert!(run(s, &st, "a", Some(200)).reply.is_none());
+}
+
+#[test]
+fn a_failed_probe_reopens() {
+    let s = settings();
+    let st = env();
+    for _ in 0..4 {
+        run(s, &st, "a", Some(502));
+    }
+    assert!(run(s, &st, "a", Some(200)).reply.is_some());
+    st.advance_ms(1500);
+    let (d, mut a) = request(s, &st, "a", "/x");
+    assert!(d.reply.is_none());
+    let o = complete(s, &st, &mut a, Some(504));
+    assert!(o.contains(PROBE_FAILED) && o.contains(OPENED));
+    assert!(run(s, &st, "a", Some(200)).reply.is_some());
+}
+
+#[test]
+fn the_bulkhead_never_leaks() {
+    let s = settings();
+    let st = env();
+    let key = "mw.cb.a.payments.inflight";
+    let (_, mut a1) = request(s, &st, "a", "/x");
+    let (_, mut a2) = request(s, &st, "a", "/x");
+    assert_eq!(in_flight(&st, key), 2);
+    let (d, mut a3) = request(s, &st, "a", "/x");
+    assert!(d.outcomes.contains(BULKHEAD_REJECTED));
+    assert_eq!(d.reply.as_ref().unwrap().status, 503);
+    // A rejected stream holds nothing; completing it twice changes nothing.
+    on_complete(s, &mut a3, &st);
+    complete(s, &st, &mut a1, None);
+    complete(s, &st, &mut a1, None);
+    assert_eq!(in_flight(&st, key), 1);
+    complete(s, &st, &mut a2, Some(200));
+    assert_eq!(in_flight(&st, key), 0);
+    // A client abort releases too, and is not an upstream failure.
+    let (_, mut a5) = request(s, &st, "a", "/x");
+    st.properties
+        .borrow_mut()
+        .insert("response.flags".into(), 0x4000u64.to_le_bytes().to_vec());
+    let o = complete(s, &st, &mut a5, None);
+    assert!(o.contains(CLIENT_ABORTED) && !o.contains(FAILURE_RECORDED));
+    st.properties.borrow_mut().remove("response.flags");
+    assert_eq!(in_flight(&st, key), 0);
+    // Contention on release is retried long enough.
+    let (_, mut a4) = request(s, &st, "a", "/x");
+    *st.forced_conflicts.borrow_mut() = 20;
+    complete(s, &st, &mut a4, Some(200));
+    assert_eq!(in_flight(&st, key), 0);
+}
+
+#[test]
+fn budgets_are_set_and_client_budgets_stripped() {
+    let s = settings();
+    let st = env();
+    let h = Headers::new(vec![
+        (":path".into(), "/pay/now".into()),
+        ("x-envoy-upstream-rq-timeout-ms".into(), "60000".into()),
+        ("x-envoy-max-retries".into(), "10".into()),
+    ]);
+    let d = on_request(s, "a", &h, &st, &mut Admitted::default());
+    assert!(d.request.removes("x-envoy-upstream-rq-timeout-ms"));
+    assert_eq!(
+        d.request.value_of("x-envoy-upstream-rq-timeout-ms"),
+        Some("800")
+    );
+    assert_eq!(d.request.value_of("x-envoy-max-retries"), Some("1"));
+    assert_eq!(d.request.value_of("x-envoy-retry-on"), Some("5xx"));
+    assert!(d.outcomes.contains(CLIENT_BUDGET_STRIPPED));
+}

@@ -1,0 +1,318 @@
+//! One circuit's state in shared data, updated with CAS by every worker:
+//! closed -> open when the failure ratio over a rolling window of one-second
+//! buckets reaches the threshold (with enough requests); open -> half-open
+//! after `open_for_ms`; half-open admits `half_open_probes` probes; a failed
+//! probe re-opens, enough good probes close (with a fresh window).
+
+use crate::config::BreakerSettings;
+use meshware_common::store::SetError;
+use meshware_common::SharedStore;
+
+/// CAS attempts per update. Past this, admission fails open (allowed) and a
+/// sample is dropped: the breaker protects the upstream, it must not become
+/// an outage of its own.
+pub const MAX_CAS_RETRIES: usize = 8;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+impl State {
+    pub fn label(self) -> &'static str {
+        match self {
+            State::Closed => "closed",
+            State::Open => "open",
+            State::HalfOpen => "half-open",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Bucket {
+    second: u64,
+    total: u32,
+    failures: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Circuit {
+    pub state: State,
+    pub opened_at_ms: u64,
+    pub probes_admitted: u32,
+    pub probe_successes: u32,
+    window: Vec<Bucket>,
+}
+
+impl Circuit {
+    fn closed(window_s: u64) -> Circuit {
+        Circuit {
+            state: State::Closed,
+            opened_at_ms: 0,
+            probes_admitted: 0,
+            probe_successes: 0,
+            window: vec![Bucket::default(); window_s as usize],
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(17 + self.window.len() * 16);
+        out.push(match self.state {
+            State::Closed => 0,
+            State::Open => 1,
+            State::HalfOpen => 2,
+        });
+        out.extend_from_slice(&self.opened_at_ms.to_le_bytes());
+        out.extend_from_slice(&self.probes_admitted.to_le_bytes());
+        out.extend_from_slice(&self.probe_successes.to_le_bytes());
+        for b in &self.window {
+            out.extend_from_slice(&b.second.to_le_bytes());
+            out.extend_from_slice(&b.total.to_le_bytes());
+            out.extend_from_slice(&b.failures.to_le_bytes());
+        }
+        out
+    }
+
+    /// `None` for foreign bytes or a window of another size (a config
+    /// change): the circuit then starts closed.
+    fn decode(bytes: &[u8], window_s: u64) -> Option<Circuit> {
+        let u64_at = |i: usize| -> Option<u64> {
+            Some(u64::from_le_bytes(bytes.get(i..i + 8)?.try_into().ok()?))
+        };
+        let u32_at = |i: usize| -> Option<u32> {
+            Some(u32::from_le_bytes(bytes.get(i..i + 4)?.try_into().ok()?))
+        };
+        let state = match bytes.first()? {
+            0 => State::Closed,
+            1 => State::Open,
+            2 => State::HalfOpen,
+            _ => return None,
+        };
+        if bytes.len() != 17 + window_s as usize * 16 {
+            return None;
+        }
+        let window = (0..window_s as usize)
+            .map(|i| {
+                let at = 17 + i * 16;
+                Some(Bucket {
+                    second: u64_at(at)?,
+                    total: u32_at(at + 8)?,
+                    failures: u32_at(at + 12)?,
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Circuit {
+            state,
+            opened_at_ms: u64_at(1)?,
+            probes_admitted: u32_at(9)?,
+            probe_successes: u32_at(13)?,
+            window,
+        })
+    }
+
+    /// Totals over buckets younger than the window.
+    fn totals(&self, now_s: u64, window_s: u64) -> (u64, u64) {
+        self.window
+            .iter()
+            .filter(|b| b.second + window_s > now_s)
+            .fold((0, 0), |(t, f), b| {
+                (t + u64::from(b.total), f + u64::from(b.failures))
+            })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Closed circuit, or the store could not be updated (fail open).
+    Allowed,
+    /// Half-open: this request is one of the probes.
+    Probe {
+        half_opened: bool,
+    },
+    Rejected {
+        state: State,
+        retry_after_s: u64,
+    },
+}
+
+/// Reads, changes and CAS-writes one circuit; `change` returns the value to
+/// report, and whether anything must be written.
+fn update<T>(
+    store: &dyn SharedStore,
+    key: &str,
+    s: &BreakerSettings,
+    mut change: impl FnMut(&mut Circuit) -> (T, bool),
+) -> Option<T> {
+    for _ in 0..MAX_CAS_RETRIES {
+        let (mut circuit, cas) = match store.get(key) {
+            Some((bytes, cas)) => (
+                Circuit::decode(&bytes, s.window_s).unwrap_or_else(|| Circuit::closed(s.window_s)),
+                Some(cas),
+            ),
+            None => (Circuit::closed(s.window_s), None),
+        };
+        let (result, write) = change(&mut circuit);
+        if !write {
+            return Some(result);
+        }
+        match store.set(key, &circuit.encode(), cas) {
+            Ok(()) => return Some(result),
+            Err(SetError::CasMismatch) => continue,
+            Err(SetError::Failed) => return None,
+        }
+    }
+    None
+}
+
+pub fn admit(store: &dyn SharedStore, key: &str, s: &BreakerSettings, now_ms: u64) -> Admission {
+    let result = update(store, key, s, |c| match c.state {
+        State::Closed => (Admission::Allowed, false),
+        State::Open => {
+            let reopen_at = c.opened_at_ms.saturating_add(s.open_for_ms);
+            if now_ms < reopen_at {
+                let retry_after_s = (reopen_at - now_ms).div_ceil(1000).max(1);
+                return (
+                    Admission::Rejected {
+                        state: State::Open,
+                        retry_after_s,
+                    },
+                    false,
+                );
+            }
+            c.state = State::HalfOpen;
+            c.probes_admitted = 1;
+            c.probe_successes = 0;
+            (Admission::Probe { half_opened: true }, true)
+        }
+        State::HalfOpen => {
+            if u64::from(c.probes_admitted) < s.half_open_probes {
+                c.probes_admitted += 1;
+                (Admission::Probe { half_opened: false }, true)
+            } else {
+                let retry_after_s = s.open_for_ms.div_ceil(1000).max(1);
+                (
+                    Admission::Rejected {
+                        state: State::HalfOpen,
+                        retry_after_s,
+                    },
+                    false,
+                )
+            }
+        }
+    });
+    result.unwrap_or(Admission::Allowed)
+}
+
+/// A state change caused by recording an outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    Opened,
+    Closed,
+    /// A probe failed: open again.
+    Reopened,
+}
+
+/// Records a completed request (or probe) and applies the transitions.
+pub fn record(
+    store: &dyn SharedStore,
+    key: &str,
+    s: &BreakerSettings,
+    now_ms: u64,
+    failure: bool,
+    probe: bool,
+) -> Option<Transition> {
+    let now_s = now_ms / 1000;
+    update(store, key, s, |c| {
+        if probe && c.state == State::HalfOpen {
+            if failure {
+                c.state = State::Open;
+                c.opened_at_ms = now_ms;
+                return (Some(Transition::Reopened), true);
+            }
+            c.probe_successes += 1;
+            if u64::from(c.probe_successes) >= s.half_open_probes {
+                *c = Circuit::closed(s.window_s);
+                return (Some(Transition::Closed), true);
+            }
+            return (None, true);
+        }
+        if c.state != State::Closed {
+            // A request admitted before the circuit opened: not evidence.
+            return (None, false);
+        }
+        let index = (now_s % s.window_s) as usize;
+        if let Some(bucket) = c.window.get_mut(index) {
+            if bucket.second != now_s {
+                *bucket = Bucket {
+                    second: now_s,
+                    ..Bucket::default()
+                };
+            }
+            bucket.total = bucket.total.saturating_add(1);
+            if failure {
+                bucket.failures = bucket.failures.saturating_add(1);
+            }
+        }
+        let (total, failures) = c.totals(now_s, s.window_s);
+        if total >= s.min_requests && failures as f64 >= s.failure_ratio * total as f64 {
+            c.state = State::Open;
+            c.opened_at_ms = now_ms;
+            return (Some(Transition::Opened), true);
+        }
+        (None, true)
+    })
+    .flatten()
+}
+
+/// Bulkhead: takes an in-flight slot if fewer than `max` are taken.
+pub fn acquire(store: &dyn SharedStore, key: &str, max: u64) -> Option<bool> {
+    counter(store, key, MAX_CAS_RETRIES, |n| (n < max).then(|| n + 1))
+}
+
+/// A lost release would shrink the bulkhead for good: retry much longer.
+pub const RELEASE_RETRIES: usize = 64;
+
+/// Returns the slot taken by `acquire` (exactly once per acquired stream).
+pub fn release(store: &dyn SharedStore, key: &str) -> Option<bool> {
+    counter(store, key, RELEASE_RETRIES, |n| Some(n.saturating_sub(1)))
+}
+
+pub fn in_flight(store: &dyn SharedStore, key: &str) -> u64 {
+    store
+        .get(key)
+        .and_then(|(b, _)| Some(u64::from_le_bytes(b.get(0..8)?.try_into().ok()?)))
+        .unwrap_or(0)
+}
+
+/// Applies `change` to a counter with CAS; `Some(false)` when `change`
+/// refused, `None` when the store could not be updated.
+fn counter(
+    store: &dyn SharedStore,
+    key: &str,
+    retries: usize,
+    change: impl Fn(u64) -> Option<u64>,
+) -> Option<bool> {
+    for _ in 0..retries {
+        let (value, cas) = match store.get(key) {
+            Some((b, cas)) => (
+                b.get(0..8)
+                    .and_then(|x| x.try_into().ok())
+                    .map(u64::from_le_bytes)
+                    .unwrap_or(0),
+                Some(cas),
+            ),
+            None => (0, None),
+        };
+        let Some(next) = change(value) else {
+            return Some(false);
+        };
+        match store.set(key, &next.to_le_bytes(), cas) {
+            Ok(()) => return Some(true),
+            Err(SetError::CasMismatch) => continue,
+            Err(SetError::Failed) => return None,
+        }
+    }
+    None
+}

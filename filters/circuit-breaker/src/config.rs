@@ -1,0 +1,242 @@
+//! The `circuit_breaker` section of the profile.
+
+use meshware_common::SectionReader;
+use serde_json::Value;
+
+/// What one circuit covers, besides the tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CircuitKey {
+    /// Envoy's selected upstream cluster (`xds.cluster_name`).
+    Cluster,
+    /// The matching `routes` entry (its prefix); unmatched requests share `default`.
+    Route,
+}
+
+/// Per route prefix: the upstream budget, set through Envoy's router headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteBudget {
+    pub prefix: String,
+    /// Circuit name when keyed by route: the route's index, as `route<i>`.
+    pub name: String,
+    pub timeout_ms: Option<String>,
+    pub max_retries: Option<String>,
+    pub retry_on: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BreakerSettings {
+    pub enabled: bool,
+    pub key: CircuitKey,
+    /// Open when failures / requests >= this over the window ...
+    pub failure_ratio: f64,
+    /// ... with at least this many requests in it.
+    pub min_requests: u64,
+    pub window_s: u64,
+    /// A response slower than this counts as a failure.
+    pub slow_ms: Option<u64>,
+    pub open_for_ms: u64,
+    pub half_open_probes: u64,
+    pub status: u32,
+    pub fallback_body: String,
+    pub fallback_content_type: String,
+    pub max_in_flight: Option<u64>,
+    pub strip_client_envoy_headers: bool,
+    /// Longest prefix first.
+    pub routes: Vec<RouteBudget>,
+}
+
+/// Router headers a client could use to raise its own budget.
+pub const CLIENT_BUDGET_HEADERS: &[&str] = &[
+    "x-envoy-upstream-rq-timeout-ms",
+    "x-envoy-upstream-rq-per-try-timeout-ms",
+    "x-envoy-expected-rq-timeout-ms",
+    "x-envoy-max-retries",
+    "x-envoy-retry-on",
+    "x-envoy-retry-grpc-on",
+    "x-envoy-retriable-status-codes",
+    "x-envoy-retriable-header-names",
+    "x-envoy-hedge-on-per-try-timeout",
+    "x-envoy-upstream-stream-duration-ms",
+];
+
+const RETRY_ON: &[&str] = &[
+    "5xx",
+    "gateway-error",
+    "reset",
+    "reset-before-request",
+    "connect-failure",
+    "envoy-ratelimited",
+    "retriable-4xx",
+    "refused-stream",
+    "retriable-status-codes",
+    "retriable-headers",
+    "http3-post-connect-failure",
+];
+
+fn read_routes(r: &mut SectionReader<'_>) -> Vec<RouteBudget> {
+    let Some((value, path)) = r.raw("routes") else {
+        return Vec::new();
+    };
+    let Value::Array(items) = value else {
+        r.error(path, "must be an array of route objects");
+        return Vec::new();
+    };
+    let mut routes = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let item_path = format!("{path}[{i}]");
+        let Value::Object(fields) = item else {
+            r.error(
+                item_path,
+                "must be {prefix, timeout_ms, max_retries, retry_on}",
+            );
+            continue;
+        };
+        let mut n = r.nested(fields, &item_path);
+        let prefix = n.opt_string("prefix", |p| {
+            if p.starts_with('/') {
+                Ok(())
+            } else {
+                Err("a path prefix starts with \"/\"".to_string())
+            }
+        });
+        let timeout_ms = n
+            .opt_u64_in("timeout_ms", 1, 3_600_000)
+            .map(|v| v.to_string());
+        let max_retries = n.opt_u64_in("max_retries", 0, 10).map(|v| v.to_string());
+        let retry_on = n.opt_string("retry_on", |v| {
+            match v.split(',').map(str::trim).find(|p| !RETRY_ON.contains(p)) {
+                None => Ok(()),
+                Some(bad) => Err(format!(
+                    "unknown retry condition \"{bad}\" (expected: {})",
+                    RETRY_ON.join(", ")
+                )),
+            }
+        });
+        n.finish();
+        match prefix {
+            Some(prefix) => routes.push(RouteBudget {
+                name: format!("route{i}"),
+                prefix,
+                timeout_ms,
+                max_retries,
+                retry_on,
+            }),
+            None => r.error(format!("{item_path}.prefix"), "is required"),
+        }
+    }
+    routes.sort_by_key(|route| std::cmp::Reverse(route.prefix.len()));
+    routes
+}
+
+pub fn parse(r: &mut SectionReader<'_>) -> BreakerSettings {
+    let enabled = r.bool("enabled", true);
+    let key = match r.opt_string("key", |k| match k {
+        "cluster" | "route" => Ok(()),
+        _ => Err(format!("\"{k}\": expected \"cluster\" or \"route\"")),
+    }) {
+        Some(k) if k == "route" => CircuitKey::Route,
+        _ => CircuitKey::Cluster,
+    };
+    let failure_ratio = r.f64_in("failure_ratio", 0.5, 0.01, 1.0);
+    let min_requests = r.u64_in("min_requests", 20, 1, 1_000_000);
+    let window_s = r.u64_in("window_s", 10, 1, 60);
+    let slow_ms = r.opt_u64_in("slow_ms", 1, 3_600_000);
+    let open_for_ms = r.u64_in("open_for_ms", 5000, 100, 3_600_000);
+    let half_open_probes = r.u64_in("half_open_probes", 3, 1, 100);
+    let status = r.u64_in("status", 503, 500, 599) as u32;
+    let fallback_body = r.opt_string("fallback_body", |b| {
+        if b.len() <= 65536 {
+            Ok(())
+        } else {
+            Err("at most 64 KiB".to_string())
+        }
+    });
+    let fallback_content_type = r
+        .opt_string("fallback_content_type", |c| {
+            if !c.is_empty() && c.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+                Ok(())
+            } else {
+                Err("must be a media type such as application/json".to_string())
+            }
+        })
+        .unwrap_or_else(|| "text/plain".to_string());
+    let max_in_flight = r.opt_u64_in("max_in_flight", 1, 1_000_000);
+    let strip_client_envoy_headers = r.bool("strip_client_envoy_headers", true);
+    let routes = read_routes(r);
+    BreakerSettings {
+        enabled,
+        key,
+        failure_ratio,
+        min_requests,
+        window_s,
+        slow_ms,
+        open_for_ms,
+        half_open_probes,
+        status,
+        fallback_body: fallback_body.unwrap_or_else(|| "upstream unavailable\n".to_string()),
+        fallback_content_type,
+        max_in_flight,
+        strip_client_envoy_headers,
+        routes,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use meshware_common::section::Layer;
+    use meshware_common::ConfigErrors;
+    use serde_json::json;
+
+    pub(crate) fn parse_json(v: Value) -> (BreakerSettings, String) {
+        let Value::Object(m) = v else { unreachable!() };
+        let mut errors = ConfigErrors::default();
+        let mut r = SectionReader::new(
+            vec![Layer {
+                fields: &m,
+                path: "t",
+            }],
+            &mut errors,
+        );
+        let s = parse(&mut r);
+        r.finish();
+        (s, errors.finish().to_string())
+    }
+
+    #[test]
+    fn defaults_and_routes() {
+        let (s, e) = parse_json(json!({"routes": [
+            {"prefix": "/cache", "timeout_ms": 100},
+            {"prefix": "/cache/slow", "timeout_ms": 800, "max_retries": 1, "retry_on": "5xx,reset"}
+        ]}));
+        assert_eq!(e, "");
+        assert_eq!(
+            (s.failure_ratio, s.min_requests, s.window_s, s.open_for_ms),
+            (0.5, 20, 10, 5000)
+        );
+        assert_eq!(s.routes[0].prefix, "/cache/slow");
+        assert_eq!(s.routes[0].retry_on.as_deref(), Some("5xx,reset"));
+        assert_eq!(s.routes[1].timeout_ms.as_deref(), Some("100"));
+    }
+
+    #[test]
+    fn invalid_thresholds_name_their_path() {
+        let (_, e) = parse_json(json!({
+            "failure_ratio": 1.5, "min_requests": 0, "window_s": 120, "open_for_ms": 10,
+            "status": 200, "key": "host",
+            "routes": [{"prefix": "cache", "retry_on": "sometimes"}]
+        }));
+        for expected in [
+            "t.failure_ratio: must be <= 1",
+            "t.min_requests: must be >= 1",
+            "t.window_s: must be <= 60",
+            "t.open_for_ms: must be >= 100",
+            "t.status: must be >= 500",
+            "t.key: \"host\"",
+            "t.routes[0].prefix: a path prefix",
+            "t.routes[0].retry_on: unknown retry condition \"sometimes\"",
+        ] {
+            assert!(e.contains(expected), "missing {expected:?} in:\n{e}");
+        }
+    }
+}
