@@ -94,7 +94,11 @@ pub fn wasm_filter(name: &str, wasm_dir: &std::path::Path, profile: &str) -> Val
                     "runtime": "envoy.wasm.runtime.v8",
                     "code": {"local": {"filename": wasm_dir.join(format!("{name}.wasm"))}}
                 },
-                "fail_open": false
+                "fail_open": false,
+                // Envoy >= 1.35: a filter that pauses in request headers (to
+                // hold a request for its body: idempotency) still gets the
+                // body callbacks instead of a stalled stream.
+                "allow_on_headers_stop_iteration": true
             }
         }
     })

@@ -52,6 +52,10 @@ pub const FILTERS: &[FilterSpec] = &[
         validate: validate_with::<rate_limit::RateLimit>,
     },
     FilterSpec {
+        name: "idempotency",
+        validate: validate_with::<idempotency::Idempotency>,
+    },
+    FilterSpec {
         name: "canary",
         validate: validate_with::<canary::Canary>,
     },

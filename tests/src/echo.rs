@@ -1,7 +1,8 @@
 //! An HTTP/1.1 echo upstream. Answers every request with JSON of the method,
 //! path, headers and body it received, and records each request for asserts.
 //! Test hooks: `x-echo-status` picks the status, `x-echo-delay-ms` delays,
-//! `x-echo-response-header: name: value` adds a response header.
+//! `x-echo-response-header: name: value` adds a response header,
+//! `x-echo-reset` drops the connection without a response.
 
 use serde_json::json;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -131,6 +132,10 @@ fn serve(stream: TcpStream, log: &Mutex<Vec<Recorded>>) -> std::io::Result<()> {
             r.read_exact(&mut b)?;
             b
         };
+        // `x-echo-reset`: drop the connection without answering.
+        if get("x-echo-reset").is_some() {
+            return Ok(());
+        }
         let status: u16 = get("x-echo-status")
             .and_then(|v| v.parse().ok())
             .unwrap_or(200);

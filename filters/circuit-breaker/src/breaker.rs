@@ -76,6 +76,7 @@ fn reject<'s>(
                 ("x-circuit-state", state.label().to_string()),
             ],
             body: Cow::Borrowed(s.fallback_body.as_bytes()),
+            owned_headers: Vec::new(),
         }),
         outcomes,
         ..Decision::default()

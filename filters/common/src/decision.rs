@@ -48,10 +48,12 @@ impl<'a> HeaderEdits<'a> {
 }
 
 /// An answer given by the proxy without reaching the upstream.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct LocalReply<'a> {
     pub status: u32,
     pub headers: Vec<(&'a str, String)>,
+    /// Headers whose names are data, not code (a replayed response).
+    pub owned_headers: Vec<(String, String)>,
     pub body: Cow<'a, [u8]>,
 }
 
@@ -84,6 +86,9 @@ pub struct Decision<'a> {
     pub request: HeaderEdits<'a>,
     pub reply: Option<LocalReply<'a>>,
     pub outcomes: Outcomes,
+    /// Hold the request until its whole body (at most this many bytes) has
+    /// arrived, then decide in `HttpFilter::on_request_body_complete`.
+    pub wait_for_body: Option<usize>,
 }
 
 #[cfg(test)]

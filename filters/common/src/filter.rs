@@ -87,8 +87,41 @@ pub trait HttpFilter: 'static {
         crate::decision::Outcomes::default()
     }
 
-    /// Background work per tenant (every `TICK_PERIOD_MS`, on every worker).
-    fn on_tick(_settings: &Self::Settings, _tenant: &str, _env: &dyn HostEnv) {}
+    /// The whole request body after `Decision::wait_for_body` (`None`: it
+    /// was larger than the limit and was not held).
+    fn on_request_body_complete<'s>(
+        _settings: &'s Self::Settings,
+        _stream: &mut Self::Stream,
+        _body: Option<&[u8]>,
+        _env: &dyn HostEnv,
+    ) -> Decision<'s> {
+        Decision::default()
+    }
+
+    /// Whether `on_response_body` sees the response body chunks.
+    const READS_RESPONSE_BODY: bool = false;
+
+    /// One response body chunk as it passes (never buffered); called once
+    /// with an empty chunk and `end_of_stream` for a response without body.
+    fn on_response_body(
+        _settings: &Self::Settings,
+        _stream: &mut Self::Stream,
+        _chunk: &[u8],
+        _end_of_stream: bool,
+        _env: &dyn HostEnv,
+    ) -> crate::decision::Outcomes {
+        crate::decision::Outcomes::default()
+    }
+
+    /// Background work per tenant (every `TICK_PERIOD_MS`, on every worker);
+    /// returns outcomes to count for the tenant.
+    fn on_tick(
+        _settings: &Self::Settings,
+        _tenant: &str,
+        _env: &dyn HostEnv,
+    ) -> crate::decision::Outcomes {
+        crate::decision::Outcomes::default()
+    }
 
     fn on_response<'s>(
         _settings: &'s Self::Settings,

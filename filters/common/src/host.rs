@@ -139,7 +139,8 @@ impl<F: HttpFilter> RootContext for Root<F> {
         for (slot, tenant) in compiled.profile.tenant_names().iter().enumerate() {
             if let Some(settings) = compiled.profile.settings(slot) {
                 if F::enabled(settings) {
-                    F::on_tick(settings, tenant, &EnvoyEnv);
+                    let outcomes = F::on_tick(settings, tenant, &EnvoyEnv);
+                    count(compiled, slot, outcomes);
                 }
             }
         }
@@ -151,6 +152,7 @@ impl<F: HttpFilter> RootContext for Root<F> {
             rng: self.rng.clone(),
             active_slot: None,
             request_id: None,
+            waiting_for_body: None,
             state: F::Stream::default(),
             _filter: PhantomData,
         }))
@@ -186,6 +188,19 @@ fn define_counters<F: HttpFilter>(
     all
 }
 
+fn count<F: HttpFilter>(compiled: &Compiled<F>, slot: usize, outcomes: Outcomes) {
+    let counters = compiled
+        .counters
+        .get(slot)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    for outcome in outcomes.iter() {
+        if let Some(Some(id)) = counters.get(outcome) {
+            let _ = hostcalls::increment_metric(*id, 1);
+        }
+    }
+}
+
 pub struct Stream<F: HttpFilter> {
     compiled: Option<Rc<Compiled<F>>>,
     rng: Rc<RefCell<Rng>>,
@@ -193,6 +208,8 @@ pub struct Stream<F: HttpFilter> {
     active_slot: Option<usize>,
     /// For log lines of later phases.
     request_id: Option<String>,
+    /// Holding the request for its body, up to this many bytes.
+    waiting_for_body: Option<usize>,
     state: F::Stream,
     _filter: PhantomData<F>,
 }
@@ -298,6 +315,12 @@ impl<F: HttpFilter> Stream<F> {
             .headers
             .iter()
             .map(|(k, v)| (*k, v.as_str()))
+            .chain(
+                reply
+                    .owned_headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+            )
             .collect();
         let message = format!("local reply {}", reply.status);
         log::debug!("{}", log_line(F::NAME, tenant, request_id, &message));
@@ -305,8 +328,38 @@ impl<F: HttpFilter> Stream<F> {
     }
 }
 
+impl<F: HttpFilter> Stream<F> {
+    /// A chunk of a request held for its body: buffer (Envoy keeps the
+    /// chunks while we pause) until the end or the limit, then decide.
+    fn held_body(&mut self, body_size: usize, end_of_stream: bool, limit: usize) -> Action {
+        let (Some(compiled), Some(slot)) = (self.compiled.clone(), self.active_slot) else {
+            return Action::Continue;
+        };
+        let Some(settings) = compiled.profile.settings(slot) else {
+            return Action::Continue;
+        };
+        let decision = if body_size > limit {
+            F::on_request_body_complete(settings, &mut self.state, None, &EnvoyEnv)
+        } else if end_of_stream {
+            let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size)
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            F::on_request_body_complete(settings, &mut self.state, Some(&body), &EnvoyEnv)
+        } else {
+            return Action::Pause;
+        };
+        self.waiting_for_body = None;
+        if self.act(&compiled, slot, &decision) {
+            return Action::Pause;
+        }
+        apply(MapType::HttpRequestHeaders, &decision.request);
+        Action::Continue
+    }
+}
+
 impl<F: HttpFilter> HttpContext for Stream<F> {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let Some(compiled) = self.compiled.clone() else {
             return Action::Continue;
         };
@@ -360,10 +413,26 @@ impl<F: HttpFilter> HttpContext for Stream<F> {
             return Action::Pause;
         }
         apply(MapType::HttpRequestHeaders, &decision.request);
+        if let Some(limit) = decision.wait_for_body {
+            if !end_of_stream {
+                self.waiting_for_body = Some(limit);
+                return Action::Pause;
+            }
+            // No body: decide now.
+            let decision =
+                F::on_request_body_complete(settings, &mut self.state, Some(&[]), &EnvoyEnv);
+            if self.act(&compiled, slot, &decision) {
+                return Action::Pause;
+            }
+            apply(MapType::HttpRequestHeaders, &decision.request);
+        }
         Action::Continue
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if let Some(limit) = self.waiting_for_body {
+            return self.held_body(body_size, end_of_stream, limit);
+        }
         if !F::READS_REQUEST_BODY {
             return Action::Continue;
         }
@@ -398,7 +467,7 @@ impl<F: HttpFilter> HttpContext for Stream<F> {
         self.act(&compiled, slot, &decision);
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let (Some(compiled), Some(slot)) = (self.compiled.clone(), self.active_slot) else {
             return Action::Continue;
         };
@@ -415,6 +484,30 @@ impl<F: HttpFilter> HttpContext for Stream<F> {
         };
         let edits = F::on_response(settings, &headers, &mut self.state);
         apply(MapType::HttpResponseHeaders, &edits);
+        if F::READS_RESPONSE_BODY && end_of_stream {
+            let outcomes = F::on_response_body(settings, &mut self.state, &[], true, &EnvoyEnv);
+            count(&compiled, slot, outcomes);
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !F::READS_RESPONSE_BODY {
+            return Action::Continue;
+        }
+        let (Some(compiled), Some(slot)) = (self.compiled.clone(), self.active_slot) else {
+            return Action::Continue;
+        };
+        let Some(settings) = compiled.profile.settings(slot) else {
+            return Action::Continue;
+        };
+        let chunk = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let outcomes =
+            F::on_response_body(settings, &mut self.state, &chunk, end_of_stream, &EnvoyEnv);
+        count(&compiled, slot, outcomes);
         Action::Continue
     }
 }

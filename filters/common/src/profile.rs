@@ -24,6 +24,7 @@ pub const KNOWN_SECTIONS: &[&str] = &[
     "endpoint_guard",
     "cors",
     "rate_limit",
+    "idempotency",
     "canary",
     "circuit_breaker",
 ];

@@ -74,6 +74,7 @@ fn preflight<'s>(
                 status: 403,
                 headers: Vec::new(),
                 body: Cow::Borrowed(b""),
+                owned_headers: Vec::new(),
             }),
             outcomes: Outcomes::one(PREFLIGHT_DENIED),
             ..Decision::default()
@@ -103,6 +104,7 @@ fn preflight<'s>(
             status: 204,
             headers: reply_headers,
             body: Cow::Borrowed(b""),
+            owned_headers: Vec::new(),
         }),
         outcomes: Outcomes::one(PREFLIGHT_ALLOWED),
         ..Decision::default()

@@ -12,7 +12,7 @@ pub mod quota;
 mod quota_tests;
 
 use meshware_common::{
-    Decision, HeaderEdits, Headers, HostEnv, HttpFilter, RequestCtx, SectionReader,
+    Decision, HeaderEdits, Headers, HostEnv, HttpFilter, Outcomes, RequestCtx, SectionReader,
 };
 
 pub struct RateLimit;
@@ -51,8 +51,9 @@ impl HttpFilter for RateLimit {
         )
     }
 
-    fn on_tick(settings: &Self::Settings, tenant: &str, env: &dyn HostEnv) {
+    fn on_tick(settings: &Self::Settings, tenant: &str, env: &dyn HostEnv) -> Outcomes {
         limiter::sweep(env, tenant, settings);
+        Outcomes::default()
     }
 
     fn on_response<'s>(

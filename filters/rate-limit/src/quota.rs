@@ -111,6 +111,7 @@ fn too_many<'s>(limit: &Limit, retry_after_s: u64, outcomes: Outcomes) -> Decisi
                 ),
             ],
             body: Cow::Owned(body.into_bytes()),
+            owned_headers: Vec::new(),
         }),
         outcomes,
         ..Decision::default()

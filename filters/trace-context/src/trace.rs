@@ -482,8 +482,8 @@ pub fn on_request<'s>(
     }
     Decision {
         request: edits,
-        reply: None,
         outcomes: Outcomes::one(outcome),
+        ..Decision::default()
     }
 }
 

@@ -1,0 +1,168 @@
+//! The `idempotency` section of the profile.
+
+use meshware_common::section::check_header_name;
+use meshware_common::SectionReader;
+use serde_json::Value;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub prefix: String,
+    pub methods: Vec<String>,
+    /// A request without a key is answered 400.
+    pub required: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverLimit {
+    /// 413 for a body larger than `max_request_bytes`.
+    Reject,
+    /// Forward it without idempotency handling.
+    Skip,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdempotencySettings {
+    pub enabled: bool,
+    pub header: String,
+    pub routes: Vec<Route>,
+    pub max_key_length: usize,
+    /// Accept unquoted tokens besides structured-field strings.
+    pub allow_bare_keys: bool,
+    pub ttl_ms: u64,
+    /// How long an in-flight mark lives at most (a VM that died mid-request
+    /// must not block the key forever).
+    pub in_flight_timeout_ms: u64,
+    pub max_request_bytes: usize,
+    pub over_limit: OverLimit,
+    pub max_response_bytes: usize,
+    pub store_5xx: bool,
+    /// Stored-entry slots per tenant: with `max_response_bytes`, the byte budget.
+    pub max_entries: u64,
+    pub user_header: String,
+    /// Next slot of the tick sweep (per worker).
+    pub sweep_cursor: std::cell::Cell<u64>,
+}
+
+fn check_method(m: &str) -> Result<(), String> {
+    if !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "\"{m}\": methods are upper-case tokens such as POST"
+        ))
+    }
+}
+
+fn read_routes(r: &mut SectionReader<'_>) -> Vec<Route> {
+    let Some((value, path)) = r.raw("routes") else {
+        return vec![Route {
+            prefix: "/".into(),
+            methods: vec!["POST".into(), "PATCH".into()],
+            required: false,
+        }];
+    };
+    let Value::Array(items) = value else {
+        r.error(path, "must be an array of {prefix, methods, required}");
+        return Vec::new();
+    };
+    let mut routes = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let item_path = format!("{path}[{i}]");
+        let Value::Object(fields) = item else {
+            r.error(item_path, "must be {prefix, methods, required}");
+            continue;
+        };
+        let mut n = r.nested(fields, &item_path);
+        let prefix = n.opt_string("prefix", |p| {
+            if p.starts_with('/') {
+                Ok(())
+            } else {
+                Err("a path prefix starts with \"/\"".to_string())
+            }
+        });
+        let methods = n.string_list("methods", &["POST", "PATCH"], check_method);
+        let required = n.bool("required", false);
+        n.finish();
+        routes.push(Route {
+            prefix: prefix.unwrap_or_else(|| "/".into()),
+            methods,
+            required,
+        });
+    }
+    routes.sort_by_key(|route| std::cmp::Reverse(route.prefix.len()));
+    routes
+}
+
+pub fn parse(r: &mut SectionReader<'_>) -> IdempotencySettings {
+    let enabled = r.bool("enabled", true);
+    let header = r
+        .opt_string("header", check_header_name)
+        .unwrap_or_else(|| "idempotency-key".to_string());
+    let routes = read_routes(r);
+    let over_limit = match r.opt_string("over_limit", |v| match v {
+        "reject" | "skip" => Ok(()),
+        _ => Err(format!("\"{v}\": expected \"reject\" or \"skip\"")),
+    }) {
+        Some(v) if v == "skip" => OverLimit::Skip,
+        _ => OverLimit::Reject,
+    };
+    IdempotencySettings {
+        enabled,
+        header,
+        routes,
+        max_key_length: r.u64_in("max_key_length", 255, 1, 1024) as usize,
+        allow_bare_keys: r.bool("allow_bare_keys", true),
+        ttl_ms: r.u64_in("ttl_s", 86_400, 1, 7 * 86_400) * 1000,
+        in_flight_timeout_ms: r.u64_in("in_flight_timeout_s", 60, 1, 3600) * 1000,
+        max_request_bytes: r.u64_in("max_request_bytes", 65_536, 0, 1 << 20) as usize,
+        over_limit,
+        max_response_bytes: r.u64_in("max_response_bytes", 65_536, 0, 1 << 20) as usize,
+        store_5xx: r.bool("store_5xx", false),
+        max_entries: r.u64_in("max_entries", 1000, 1, 100_000),
+        user_header: r
+            .opt_string("user_header", check_header_name)
+            .unwrap_or_else(|| "x-user-id".to_string()),
+        sweep_cursor: std::cell::Cell::new(0),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use meshware_common::section::Layer;
+    use meshware_common::ConfigErrors;
+    use serde_json::json;
+
+    pub(crate) fn parse_json(v: Value) -> (IdempotencySettings, String) {
+        let Value::Object(m) = v else { unreachable!() };
+        let mut errors = ConfigErrors::default();
+        let mut r = SectionReader::new(
+            vec![Layer {
+                fields: &m,
+                path: "t",
+            }],
+            &mut errors,
+        );
+        let s = parse(&mut r);
+        r.finish();
+        (s, errors.finish().to_string())
+    }
+
+    #[test]
+    fn defaults_and_errors() {
+        let (s, e) = parse_json(json!({}));
+        assert_eq!(e, "");
+        assert_eq!(s.routes[0].methods, ["POST", "PATCH"]);
+        assert_eq!(
+            (s.ttl_ms, s.max_entries, s.over_limit),
+            (86_400_000, 1000, OverLimit::Reject)
+        );
+        let (_, e) = parse_json(
+            json!({"ttl_s": 0, "over_limit": "drop", "routes": [{"prefix": "x", "methods": ["post"]}]}),
+        );
+        assert!(e.contains("t.ttl_s: must be >= 1"), "{e}");
+        assert!(e.contains("t.over_limit: \"drop\""), "{e}");
+        assert!(e.contains("t.routes[0].prefix"), "{e}");
+        assert!(e.contains("t.routes[0].methods[0]"), "{e}");
+    }
+}

@@ -1,0 +1,355 @@
+//! The Idempotency-Key decision (draft-ietf-httpapi-idempotency-key-header):
+//! the first request with a key goes upstream holding an in-flight mark; a
+//! duplicate while it runs gets 409, a duplicate with another payload 422, and
+//! a duplicate after completion the stored response, without the upstream.
+
+use crate::config::{IdempotencySettings, OverLimit};
+use crate::store::{find_or_claim, finish, slot_keys, Claim, Entry, Stored};
+use meshware_common::bucket::fnv1a_64;
+use meshware_common::{Decision, Headers, HostEnv, LocalReply, Outcomes, SourceAddress};
+use std::borrow::Cow;
+
+pub const OUTCOMES: &[&str] = &[
+    "first",
+    "replayed",
+    "conflict_in_flight",
+    "mismatch",
+    "evicted",
+    "missing_key",
+    "invalid_key",
+    "store_full",
+    "stored",
+    "released",
+    "too_large",
+];
+pub const FIRST: usize = 0;
+pub const REPLAYED: usize = 1;
+pub const CONFLICT_IN_FLIGHT: usize = 2;
+pub const MISMATCH: usize = 3;
+pub const EVICTED: usize = 4;
+pub const MISSING_KEY: usize = 5;
+pub const INVALID_KEY: usize = 6;
+pub const STORE_FULL: usize = 7;
+pub const STORED: usize = 8;
+pub const RELEASED: usize = 9;
+pub const TOO_LARGE: usize = 10;
+
+/// Response headers never stored: per-hop, or recomputed by Envoy.
+const NOT_STORED: &[&str] = &[
+    "date",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "x-envoy-upstream-service-time",
+];
+
+/// A request waiting for its body, then the upstream exchange it owns.
+#[derive(Debug, Default)]
+pub struct Flight {
+    pending: Option<Pending>,
+    /// Slot and scope of our in-flight mark.
+    claimed: Option<(String, String, u128)>,
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    too_big: bool,
+}
+
+#[derive(Debug)]
+struct Pending {
+    scope: String,
+    slots: [String; 2],
+    method: String,
+    path: String,
+}
+
+/// The key per the draft: a structured-field string (`"..."`, printable
+/// ASCII, `\"` and `\\` escapes); bare tokens too when allowed.
+pub fn parse_key(raw: &str, s: &IdempotencySettings) -> Result<String, &'static str> {
+    let raw = raw.trim();
+    let key = if let Some(inner) = raw.strip_prefix('"') {
+        let inner = inner.strip_suffix('"').ok_or("unterminated string")?;
+        let mut out = String::with_capacity(inner.len());
+        let mut chars = inner.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some(e @ ('"' | '\\')) => out.push(e),
+                    _ => return Err("bad escape"),
+                },
+                '"' => return Err("unescaped quote"),
+                c if (' '..='~').contains(&c) => out.push(c),
+                _ => return Err("non-printable character"),
+            }
+        }
+        out
+    } else if s.allow_bare_keys {
+        let ok = raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~:/".contains(&b));
+        if !ok {
+            return Err("not a token");
+        }
+        raw.to_string()
+    } else {
+        return Err("must be a quoted string");
+    };
+    if key.is_empty() {
+        return Err("empty");
+    }
+    if key.len() > s.max_key_length {
+        return Err("too long");
+    }
+    Ok(key)
+}
+
+fn problem<'s>(status: u32, title: &str, detail: &str, outcome: usize) -> Decision<'s> {
+    let body = serde_json::json!({"type": "about:blank", "title": title, "status": status, "detail": detail}).to_string();
+    Decision {
+        reply: Some(LocalReply {
+            status,
+            headers: vec![("content-type", "application/problem+json".to_string())],
+            body: Cow::Owned(body.into_bytes()),
+            ..LocalReply::default()
+        }),
+        outcomes: Outcomes::one(outcome),
+        ..Decision::default()
+    }
+}
+
+/// 128 bits from two independent FNV-1a runs over method, path and body.
+pub fn fingerprint(method: &str, path: &str, body: &[u8]) -> u128 {
+    let parts =
+        |tag: &'static [u8]| fnv1a_64(&[tag, method.as_bytes(), &[0], path.as_bytes(), &[0], body]);
+    u128::from(parts(b"idem-a")) << 64 | u128::from(parts(b"idem-b"))
+}
+
+pub fn on_request<'s>(
+    s: &'s IdempotencySettings,
+    tenant: &str,
+    headers: &Headers,
+    source: &mut SourceAddress,
+    flight: &mut Flight,
+) -> Decision<'s> {
+    let method = headers.get(":method").unwrap_or("");
+    let path = headers.get(":path").unwrap_or("/");
+    let Some(route) = s
+        .routes
+        .iter()
+        .find(|r| path.starts_with(&r.prefix) && r.methods.iter().any(|m| m == method))
+    else {
+        return Decision::default();
+    };
+    let values: Vec<&str> = headers.get_all(&s.header).collect();
+    let raw = match values.as_slice() {
+        [] if route.required => {
+            return problem(
+                400,
+                "Bad Request",
+                "an Idempotency-Key header is required",
+                MISSING_KEY,
+            )
+        }
+        [] => return Decision::default(),
+        [one] => *one,
+        _ => {
+            return problem(
+                400,
+                "Bad Request",
+                "exactly one Idempotency-Key header",
+                INVALID_KEY,
+            )
+        }
+    };
+    let key = match parse_key(raw, s) {
+        Ok(k) => k,
+        Err(why) => {
+            return problem(
+                400,
+                "Bad Request",
+                &format!("invalid Idempotency-Key: {why}"),
+                INVALID_KEY,
+            )
+        }
+    };
+    // One caller can never see another caller's response: the scope holds
+    // the caller's identity (user, else client address).
+    let identity = match headers.get(&s.user_header).filter(|u| !u.is_empty()) {
+        Some(user) => format!("user:{user}"),
+        None => format!(
+            "addr:{}",
+            source.get().map(|ip| ip.to_string()).unwrap_or_default()
+        ),
+    };
+    let scope = format!("{tenant}\n{identity}\n{key}");
+    flight.pending = Some(Pending {
+        slots: slot_keys(tenant, &scope, s.max_entries),
+        scope,
+        method: method.to_string(),
+        path: path.to_string(),
+    });
+    Decision {
+        wait_for_body: Some(s.max_request_bytes),
+        ..Decision::default()
+    }
+}
+
+pub fn on_body<'s>(
+    s: &'s IdempotencySettings,
+    flight: &mut Flight,
+    body: Option<&[u8]>,
+    env: &dyn HostEnv,
+) -> Decision<'s> {
+    let Some(p) = flight.pending.take() else {
+        return Decision::default();
+    };
+    let Some(body) = body else {
+        return match s.over_limit {
+            OverLimit::Reject => problem(
+                413,
+                "Content Too Large",
+                "request body too large for idempotency",
+                TOO_LARGE,
+            ),
+            OverLimit::Skip => Decision {
+                outcomes: Outcomes::one(TOO_LARGE),
+                ..Decision::default()
+            },
+        };
+    };
+    let fp = fingerprint(&p.method, &p.path, body);
+    let now = env.now_ms();
+    let mark = Entry {
+        scope: p.scope.clone(),
+        fingerprint: fp,
+        expires_ms: now.saturating_add(s.in_flight_timeout_ms),
+        response: None,
+    };
+    match find_or_claim(env, &p.slots, &mark, now) {
+        Claim::Claimed { slot } => {
+            flight.claimed = Some((slot, p.scope, fp));
+            Decision {
+                outcomes: Outcomes::one(FIRST),
+                ..Decision::default()
+            }
+        }
+        Claim::Found(e) if e.fingerprint != fp => problem(
+            422,
+            "Unprocessable Content",
+            "this Idempotency-Key was used with another request",
+            MISMATCH,
+        ),
+        Claim::Found(Entry { response: None, .. }) => problem(
+            409,
+            "Conflict",
+            "a request with this Idempotency-Key is in progress",
+            CONFLICT_IN_FLIGHT,
+        ),
+        Claim::Found(Entry {
+            response: Some(stored),
+            ..
+        }) => {
+            let mut owned_headers = stored.headers;
+            owned_headers.push(("idempotency-replayed".to_string(), "true".to_string()));
+            Decision {
+                reply: Some(LocalReply {
+                    status: u32::from(stored.status),
+                    owned_headers,
+                    body: Cow::Owned(stored.body),
+                    ..LocalReply::default()
+                }),
+                outcomes: Outcomes::one(REPLAYED),
+                ..Decision::default()
+            }
+        }
+        Claim::Full | Claim::Unavailable => Decision {
+            outcomes: Outcomes::one(STORE_FULL),
+            ..Decision::default()
+        },
+    }
+}
+
+pub fn on_response(flight: &mut Flight, headers: &Headers) {
+    if flight.claimed.is_none() {
+        return;
+    }
+    flight.status = headers
+        .get(":status")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    flight.headers = headers
+        .iter()
+        .filter(|(k, _)| !k.starts_with(':') && !NOT_STORED.contains(k))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+}
+
+pub fn on_response_body(
+    s: &IdempotencySettings,
+    flight: &mut Flight,
+    chunk: &[u8],
+    end: bool,
+    env: &dyn HostEnv,
+) -> Outcomes {
+    if flight.claimed.is_none() {
+        return Outcomes::default();
+    }
+    if flight.body.len() + chunk.len() > s.max_response_bytes {
+        flight.too_big = true;
+    } else {
+        flight.body.extend_from_slice(chunk);
+    }
+    if !end {
+        return Outcomes::default();
+    }
+    let Some((slot, scope, fp)) = flight.claimed.take() else {
+        return Outcomes::default();
+    };
+    let keep = !flight.too_big && flight.status != 0 && (flight.status < 500 || s.store_5xx);
+    if !keep {
+        finish(env, &slot, &scope, None);
+        return Outcomes::one(RELEASED);
+    }
+    let entry = Entry {
+        scope: scope.clone(),
+        fingerprint: fp,
+        expires_ms: env.now_ms().saturating_add(s.ttl_ms),
+        response: Some(Stored {
+            status: flight.status,
+            headers: std::mem::take(&mut flight.headers),
+            body: std::mem::take(&mut flight.body),
+        }),
+    };
+    finish(env, &slot, &scope, Some(&entry));
+    Outcomes::one(STORED)
+}
+
+/// The stream ended: a mark still held means no complete response was
+/// stored (reset, abort, another filter's reply), so the key is released.
+pub fn on_complete(flight: &mut Flight, env: &dyn HostEnv) -> Outcomes {
+    match flight.claimed.take() {
+        Some((slot, scope, _)) => {
+            finish(env, &slot, &scope, None);
+            Outcomes::one(RELEASED)
+        }
+        None => Outcomes::default(),
+    }
+}
+
+/// Tick: clears expired entries, a window at a time.
+pub fn sweep(
+    s: &IdempotencySettings,
+    tenant: &str,
+    env: &dyn HostEnv,
+    cursor: &std::cell::Cell<u64>,
+) -> Outcomes {
+    let start = cursor.get();
+    let cleared = crate::store::sweep(env, tenant, start, 256, s.max_entries, env.now_ms());
+    cursor.set((start + 256) % s.max_entries);
+    if cleared > 0 {
+        Outcomes::one(EVICTED)
+    } else {
+        Outcomes::default()
+    }
+}

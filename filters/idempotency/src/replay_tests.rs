@@ -1,0 +1,210 @@
+//! The idempotency core against an in-memory store with Envoy's CAS rules.
+
+use crate::config::tests::parse_json;
+use crate::config::IdempotencySettings;
+use crate::replay::*;
+use meshware_common::store::MemoryStore;
+use meshware_common::{Decision, Headers, SourceAddress};
+use serde_json::json;
+
+fn settings() -> &'static IdempotencySettings {
+    let (s, e) = parse_json(json!({
+        "routes": [{"prefix": "/orders", "methods": ["POST"], "required": true}],
+        "ttl_s": 60, "max_entries": 8, "max_request_bytes": 16, "max_response_bytes": 64
+    }));
+    assert_eq!(e, "");
+    Box::leak(Box::new(s))
+}
+
+fn env() -> MemoryStore {
+    let st = MemoryStore::default();
+    *st.now.borrow_mut() = 1_000_000;
+    st
+}
+
+/// Runs the request phases; returns the decision that ended them.
+fn send(
+    s: &'static IdempotencySettings,
+    st: &MemoryStore,
+    user: &str,
+    key: Option<&str>,
+    body: &[u8],
+    f: &mut Flight,
+) -> Decision<'static> {
+    let mut pairs = vec![
+        (":method".to_string(), "POST".to_string()),
+        (":path".to_string(), "/orders".to_string()),
+        ("x-user-id".to_string(), user.to_string()),
+    ];
+    if let Some(k) = key {
+        pairs.push(("idempotency-key".into(), k.into()));
+    }
+    let d = on_request(
+        s,
+        "t",
+        &Headers::new(pairs),
+        &mut SourceAddress::known(None),
+        f,
+    );
+    if d.reply.is_some() || d.wait_for_body.is_none() {
+        return d;
+    }
+    let limit = d.wait_for_body.unwrap_or(0);
+    on_body(s, f, (body.len() <= limit).then_some(body), st)
+}
+
+fn respond(s: &IdempotencySettings, st: &MemoryStore, f: &mut Flight, status: &str, body: &[u8]) {
+    let h = Headers::new(vec![
+        (":status".into(), status.into()),
+        ("content-type".into(), "application/json".into()),
+        ("date".into(), "x".into()),
+    ]);
+    on_response(f, &h);
+    on_response_body(s, f, body, true, st);
+}
+
+fn status(d: &Decision<'_>) -> Option<u32> {
+    d.reply.as_ref().map(|r| r.status)
+}
+
+#[test]
+fn first_then_replay_then_mismatch() {
+    let s = settings();
+    let st = env();
+    let mut f = Flight::default();
+    let d = send(s, &st, "u1", Some("\"k1\""), b"{\"a\":1}", &mut f);
+    assert!(d.reply.is_none() && d.outcomes.contains(FIRST));
+    // While it runs, a duplicate is a conflict.
+    let d = send(
+        s,
+        &st,
+        "u1",
+        Some("\"k1\""),
+        b"{\"a\":1}",
+        &mut Flight::default(),
+    );
+    assert_eq!(status(&d), Some(409));
+    respond(s, &st, &mut f, "201", b"{\"id\":7}");
+    let d = send(
+        s,
+        &st,
+        "u1",
+        Some("\"k1\""),
+        b"{\"a\":1}",
+        &mut Flight::default(),
+    );
+    let reply = d.reply.unwrap();
+    assert_eq!(reply.status, 201);
+    assert_eq!(&*reply.body, b"{\"id\":7}");
+    assert!(reply
+        .owned_headers
+        .contains(&("content-type".into(), "application/json".into())));
+    assert!(reply
+        .owned_headers
+        .contains(&("idempotency-replayed".into(), "true".into())));
+    assert!(!reply.owned_headers.iter().any(|(k, _)| k == "date"));
+    assert_eq!(
+        status(&send(
+            s,
+            &st,
+            "u1",
+            Some("\"k1\""),
+            b"{\"a\":2}",
+            &mut Flight::default()
+        )),
+        Some(422)
+    );
+    // Another caller with the same key is a new request.
+    assert!(send(
+        s,
+        &st,
+        "u2",
+        Some("\"k1\""),
+        b"{\"a\":1}",
+        &mut Flight::default()
+    )
+    .outcomes
+    .contains(FIRST));
+    // After the TTL the key is new again.
+    st.advance_ms(61_000);
+    assert!(send(
+        s,
+        &st,
+        "u1",
+        Some("\"k1\""),
+        b"{\"a\":1}",
+        &mut Flight::default()
+    )
+    .outcomes
+    .contains(FIRST));
+}
+
+#[test]
+fn failures_release_the_mark() {
+    let s = settings();
+    let st = env();
+    let mut f = Flight::default();
+    send(s, &st, "u", Some("k"), b"", &mut f);
+    assert!(on_complete(&mut f, &st).contains(RELEASED));
+    let mut f = Flight::default();
+    assert!(send(s, &st, "u", Some("k"), b"", &mut f)
+        .outcomes
+        .contains(FIRST));
+    respond(s, &st, &mut f, "503", b"down");
+    assert!(
+        send(s, &st, "u", Some("k"), b"", &mut Flight::default())
+            .outcomes
+            .contains(FIRST),
+        "5xx released"
+    );
+}
+
+#[test]
+fn keys_are_validated() {
+    let s = settings();
+    let st = env();
+    assert_eq!(
+        status(&send(s, &st, "u", None, b"", &mut Flight::default())),
+        Some(400)
+    );
+    for bad in ["\"open", "\"a\"b\"", "a b", "\"\"", &"x".repeat(300)] {
+        assert_eq!(
+            status(&send(s, &st, "u", Some(bad), b"", &mut Flight::default())),
+            Some(400),
+            "{bad}"
+        );
+    }
+    assert_eq!(parse_key("\"a\\\"b\"", s), Ok("a\"b".to_string()));
+    assert_eq!(
+        status(&send(
+            s,
+            &st,
+            "u",
+            Some("k2"),
+            &[b'x'; 17],
+            &mut Flight::default()
+        )),
+        Some(413)
+    );
+}
+
+#[test]
+fn the_store_stays_bounded() {
+    let s = settings();
+    let st = env();
+    let mut full = 0;
+    for i in 0..200 {
+        let mut f = Flight::default();
+        let d = send(s, &st, "u", Some(&format!("key-{i}")), b"", &mut f);
+        if d.outcomes.contains(STORE_FULL) {
+            full += 1;
+        } else {
+            respond(s, &st, &mut f, "200", b"ok");
+        }
+    }
+    assert!(st.len() <= 8, "{}", st.len());
+    assert!(full > 150, "{full}");
+    st.advance_ms(61_000);
+    assert!(sweep(s, "t", &st, &s.sweep_cursor).contains(EVICTED));
+    assert_eq!(st.occupied(), 0);
+}
