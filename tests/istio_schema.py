@@ -2,6 +2,7 @@
 (../shared/istio-crds by default, ISTIO_CRDS overrides). Exit 1 on any problem."""
 import glob
 import os
+import re
 import sys
 
 import jsonschema
@@ -49,6 +50,28 @@ with open(crd_file) as f:
 
 
 
+SHA256 = re.compile(r"^[a-f0-9]{64}$")
+
+
+def cel_problems(doc):
+    """The CRDs' CEL rules that matter here (JSON Schema cannot express them)."""
+    kind, spec = doc.get("kind"), doc.get("spec") or {}
+    out = []
+    if kind in ("WasmPlugin", "TrafficExtension", "EnvoyFilter"):
+        targets = [k for k in ("selector", "workloadSelector", "targetRef", "targetRefs") if k in spec]
+        if len(targets) != 1:
+            out.append(f"needs exactly one of selector / targetRef(s), has {targets}")
+    if kind == "TrafficExtension" and ("wasm" in spec) == ("lua" in spec):
+        out.append("needs exactly one of wasm / lua")
+    wasm = spec.get("wasm", spec) if kind in ("WasmPlugin", "TrafficExtension") else None
+    if wasm is not None:
+        if not SHA256.match(wasm.get("sha256", "")):
+            out.append("sha256 must be 64 lowercase hex characters")
+        if not re.match(r"^(oci|https?|file)://", wasm.get("url", "")):
+            out.append("url must have scheme oci://, http://, https:// or file://")
+    return out
+
+
 def check(path, docs):
     """Returns (documents checked, problems printed)."""
     checked = problems = 0
@@ -64,6 +87,9 @@ def check(path, docs):
         for e in errors:
             print(f"{name}: {'.'.join(str(p) for p in e.absolute_path)}: {e.message}")
         problems += len(errors)
+        for message in cel_problems(doc):
+            print(f"{name}: {message}")
+            problems += 1
         checked += 1
     return checked, problems
 
@@ -71,7 +97,9 @@ def check(path, docs):
 # The checker must be able to fail: a VirtualService with a wrong type is caught.
 broken = {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
           "metadata": {"name": "self-test"}, "spec": {"hosts": "not-a-list"}}
-if check("self-test", [broken])[1] == 0:
+no_sha = {"apiVersion": "extensions.istio.io/v1alpha1", "kind": "WasmPlugin", "metadata": {"name": "t"},
+          "spec": {"url": "oci://x/y:1", "sha256": "", "selector": {"matchLabels": {"a": "b"}}}}
+if check("self-test", [broken])[1] == 0 or check("self-test", [no_sha])[1] == 0:
     print("schema self-test failed: a broken VirtualService passed")
     sys.exit(1)
 

@@ -77,6 +77,13 @@ impl BootstrapParams {
 }
 
 pub fn wasm_filter(name: &str, wasm_dir: &std::path::Path, profile: &str) -> Value {
+    let code = json!({"local": {"filename": wasm_dir.join(format!("{name}.wasm"))}});
+    wasm_filter_with_code(name, code, profile)
+}
+
+/// The `envoy.filters.http.wasm` entry of one filter with the given
+/// `vm_config.code`: shared by the bootstrap and the Istio EnvoyFilter.
+pub fn wasm_filter_with_code(name: &str, code: Value, profile: &str) -> Value {
     let id = format!("meshware.{name}");
     json!({
         "name": id,
@@ -92,9 +99,10 @@ pub fn wasm_filter(name: &str, wasm_dir: &std::path::Path, profile: &str) -> Val
                 "vm_config": {
                     "vm_id": id,
                     "runtime": "envoy.wasm.runtime.v8",
-                    "code": {"local": {"filename": wasm_dir.join(format!("{name}.wasm"))}}
+                    "code": code
                 },
-                "fail_open": false,
+                // Per filter: reload the VM, or fail closed (endpoint_guard).
+                "failure_policy": crate::filter(name).map_or("FAIL_CLOSED", |f| f.failure.envoy()),
                 // Envoy >= 1.35: a filter that pauses in request headers (to
                 // hold a request for its body: idempotency) still gets the
                 // body callbacks instead of a stalled stream.

@@ -12,7 +12,10 @@ const USAGE: &str = "usage:
   meshware bootstrap --profile <profile.json> --wasm-dir <dir>
                      [--listen-port 10000] [--admin-port 9901] [--upstream-port 8080]
                      [--filters a,b,...]
-  meshware istio-canary --profile <profile.json> --service <host> [--namespace default]";
+  meshware istio --profile <profile.json> [--namespace default] [--selector app=shop]
+                 [--image oci://registry/meshware] [--tag 0.1.0] [--wasm-dir dist]
+                 [--service shop.default.svc.cluster.local] [--out istio]
+  meshware oci [--wasm-dir dist] [--tag 0.1.0] [--out dist/oci]";
 
 fn read(path: &str) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))
@@ -91,34 +94,110 @@ fn bootstrap(args: &[String]) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn istio_canary(args: &[String]) -> Result<ExitCode, String> {
-    let (mut profile, mut service, mut namespace) = (None, None, "default".to_string());
+/// Parses `--flag value` pairs into a map; unknown flags are errors.
+fn flags(
+    args: &[String],
+    known: &[&str],
+) -> Result<std::collections::BTreeMap<String, String>, String> {
+    let mut out = std::collections::BTreeMap::new();
     let mut it = args.iter();
     while let Some(flag) = it.next() {
+        if !known.contains(&flag.as_str()) {
+            return Err(format!("unknown option {flag}\n{USAGE}"));
+        }
         let value = it
             .next()
-            .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?
-            .clone();
-        match flag.as_str() {
-            "--profile" => profile = Some(value),
-            "--service" => service = Some(value),
-            "--namespace" => namespace = value,
-            _ => return Err(format!("unknown option {flag}\n{USAGE}")),
-        }
+            .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
+        out.insert(flag.clone(), value.clone());
     }
-    let path = profile.ok_or_else(|| format!("--profile is required\n{USAGE}"))?;
-    let service = service.ok_or_else(|| format!("--service is required\n{USAGE}"))?;
-    let json = read(&path)?;
+    Ok(out)
+}
+
+/// sha256 of every filter module in `wasm_dir`.
+fn module_digests(wasm_dir: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
+    FILTERS
+        .iter()
+        .map(|f| {
+            let path = format!("{wasm_dir}/{}.wasm", f.name);
+            let bytes =
+                std::fs::read(&path).map_err(|e| format!("{path}: {e} (run make build)"))?;
+            Ok((f.name.to_string(), meshware_cli::oci::sha256_hex(&bytes)))
+        })
+        .collect()
+}
+
+fn istio(args: &[String]) -> Result<ExitCode, String> {
+    let f = flags(
+        args,
+        &[
+            "--profile",
+            "--namespace",
+            "--selector",
+            "--image",
+            "--tag",
+            "--wasm-dir",
+            "--service",
+            "--out",
+        ],
+    )?;
+    let get = |k: &str, default: &str| f.get(k).cloned().unwrap_or_else(|| default.to_string());
+    let path = f
+        .get("--profile")
+        .ok_or_else(|| format!("--profile is required\n{USAGE}"))?;
+    let json = read(path)?;
     if let Err(errors) = validate_profile(&json) {
         return Err(format!("{path} is invalid:\n{errors}"));
     }
-    let docs = meshware_cli::istio::canary_routing(&json, &service, &namespace)
-        .map_err(|e| e.to_string())?;
-    print!(
-        "{}{}",
-        meshware_cli::GENERATED_HEADER,
-        meshware_cli::yaml::documents(&docs)
-    );
+    let text = String::from_utf8(json).map_err(|_| "profile is not UTF-8".to_string())?;
+    let mut selector = std::collections::BTreeMap::new();
+    for pair in get("--selector", "app=shop").split(',') {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("--selector: expected key=value, got {pair}"))?;
+        selector.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    let params = meshware_cli::istio::IstioParams {
+        namespace: get("--namespace", "default"),
+        selector,
+        image: get("--image", "oci://ghcr.io/example/meshware"),
+        tag: get("--tag", env!("CARGO_PKG_VERSION")),
+        sha256: module_digests(&get("--wasm-dir", "dist"))?,
+    };
+    let service = get("--service", "shop.default.svc.cluster.local");
+    let files =
+        meshware_cli::istio::render_all(&text, &params, &service).map_err(|e| e.to_string())?;
+    let out = get("--out", "istio");
+    for (name, content) in files {
+        let p = format!("{out}/{name}");
+        std::fs::write(&p, content).map_err(|e| format!("{p}: {e}"))?;
+        println!("wrote {p}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn oci(args: &[String]) -> Result<ExitCode, String> {
+    let f = flags(args, &["--wasm-dir", "--tag", "--out"])?;
+    let wasm_dir = f
+        .get("--wasm-dir")
+        .cloned()
+        .unwrap_or_else(|| "dist".into());
+    let tag = f
+        .get("--tag")
+        .cloned()
+        .unwrap_or_else(|| env!("CARGO_PKG_VERSION").into());
+    let out = f.get("--out").cloned().unwrap_or_else(|| "dist/oci".into());
+    for spec in FILTERS {
+        let path = format!("{wasm_dir}/{}.wasm", spec.name);
+        let wasm = std::fs::read(&path).map_err(|e| format!("{path}: {e} (run make build)"))?;
+        let dir = std::path::Path::new(&out).join(spec.name.replace('_', "-"));
+        let digest = meshware_cli::oci::write_layout(&dir, &wasm, &tag)
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        println!(
+            "{}  {digest}  plugin.wasm sha256:{}",
+            dir.display(),
+            meshware_cli::oci::sha256_hex(&wasm)
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -127,7 +206,8 @@ fn main() -> ExitCode {
     let result = match args.split_first() {
         Some((cmd, rest)) if cmd == "validate" => validate(rest),
         Some((cmd, rest)) if cmd == "bootstrap" => bootstrap(rest),
-        Some((cmd, rest)) if cmd == "istio-canary" => istio_canary(rest),
+        Some((cmd, rest)) if cmd == "istio" => istio(rest),
+        Some((cmd, rest)) if cmd == "oci" => oci(rest),
         _ => Err(USAGE.to_string()),
     };
     match result {
