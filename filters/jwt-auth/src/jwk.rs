@@ -1,0 +1,195 @@
+//! JSON Web Keys (RFC 7517/7518/8037) parsed once, at configure time, into
+//! verifying keys. Only public material and HMAC secrets; never fetched from a
+//! token's `jku`/`x5u`.
+
+use serde_json::{Map, Value};
+
+/// base64url without padding (RFC 7515 section 2); padding and other
+/// alphabets are rejected.
+pub fn b64url(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    for c in text.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    // A lone trailing character (6 bits) cannot encode a byte.
+    if bits >= 6 {
+        return None;
+    }
+    Some(out)
+}
+
+#[derive(Clone)]
+pub enum KeyMaterial {
+    Rsa(rsa::RsaPublicKey),
+    P256(p256::ecdsa::VerifyingKey),
+    P384(p384::ecdsa::VerifyingKey),
+    Ed25519(ed25519_dalek::VerifyingKey),
+    Hmac(Vec<u8>),
+}
+
+impl std::fmt::Debug for KeyMaterial {
+    // Never print key material (HMAC secrets especially).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self {
+            KeyMaterial::Rsa(_) => "RSA",
+            KeyMaterial::P256(_) => "EC P-256",
+            KeyMaterial::P384(_) => "EC P-384",
+            KeyMaterial::Ed25519(_) => "OKP Ed25519",
+            KeyMaterial::Hmac(_) => "oct",
+        };
+        f.write_str(kind)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Jwk {
+    pub kid: Option<String>,
+    pub key: KeyMaterial,
+}
+
+fn field<'a>(m: &'a Map<String, Value>, name: &str) -> Result<&'a str, String> {
+    m.get(name)
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("missing \"{name}\""))
+}
+
+fn bytes(m: &Map<String, Value>, name: &str) -> Result<Vec<u8>, String> {
+    b64url(field(m, name)?).ok_or_else(|| format!("\"{name}\" is not base64url"))
+}
+
+fn ec_point(m: &Map<String, Value>, len: usize) -> Result<Vec<u8>, String> {
+    let (x, y) = (bytes(m, "x")?, bytes(m, "y")?);
+    if x.len() != len || y.len() != len {
+        return Err(format!("x and y must be {len} bytes"));
+    }
+    let mut sec1 = vec![4u8];
+    sec1.extend_from_slice(&x);
+    sec1.extend_from_slice(&y);
+    Ok(sec1)
+}
+
+pub fn parse_jwk(m: &Map<String, Value>) -> Result<Jwk, String> {
+    let kid = m.get("kid").and_then(Value::as_str).map(str::to_string);
+    let key = match field(m, "kty")? {
+        "RSA" => {
+            let n = rsa::BigUint::from_bytes_be(&bytes(m, "n")?);
+            let e = rsa::BigUint::from_bytes_be(&bytes(m, "e")?);
+            let key = rsa::RsaPublicKey::new(n, e).map_err(|e| format!("bad RSA key: {e}"))?;
+            if rsa::traits::PublicKeyParts::size(&key) < 256 {
+                return Err("RSA keys must be at least 2048 bits".into());
+            }
+            KeyMaterial::Rsa(key)
+        }
+        "EC" => match field(m, "crv")? {
+            "P-256" => KeyMaterial::P256(
+                p256::ecdsa::VerifyingKey::from_sec1_bytes(&ec_point(m, 32)?)
+                    .map_err(|_| "bad P-256 point".to_string())?,
+            ),
+            "P-384" => KeyMaterial::P384(
+                p384::ecdsa::VerifyingKey::from_sec1_bytes(&ec_point(m, 48)?)
+                    .map_err(|_| "bad P-384 point".to_string())?,
+            ),
+            other => return Err(format!("unsupported curve \"{other}\"")),
+        },
+        "OKP" => match field(m, "crv")? {
+            "Ed25519" => {
+                let x: [u8; 32] = bytes(m, "x")?
+                    .try_into()
+                    .map_err(|_| "x must be 32 bytes".to_string())?;
+                KeyMaterial::Ed25519(
+                    ed25519_dalek::VerifyingKey::from_bytes(&x)
+                        .map_err(|_| "bad Ed25519 key".to_string())?,
+                )
+            }
+            other => return Err(format!("unsupported curve \"{other}\"")),
+        },
+        "oct" => {
+            let k = bytes(m, "k")?;
+            if k.len() < 32 {
+                return Err("HMAC keys must be at least 32 bytes".into());
+            }
+            KeyMaterial::Hmac(k)
+        }
+        other => return Err(format!("unsupported key type \"{other}\"")),
+    };
+    Ok(Jwk { kid, key })
+}
+
+/// A JWKS document (`{"keys": [...]}`); each error names the key's index.
+pub fn parse_jwks(v: &Value) -> Result<Vec<Jwk>, Vec<(usize, String)>> {
+    let Some(keys) = v.get("keys").and_then(Value::as_array) else {
+        return Err(vec![(0, "a JWKS is {\"keys\": [...]}".into())]);
+    };
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        match k
+            .as_object()
+            .ok_or_else(|| "a key is an object".to_string())
+            .and_then(parse_jwk)
+        {
+            Ok(j) => out.push(j),
+            Err(e) => errors.push((i, e)),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64url_follows_rfc_4648_vectors() {
+        // RFC 4648 section 10, url alphabet, no padding.
+        for (text, plain) in [
+            ("", ""),
+            ("Zg", "f"),
+            ("Zm8", "fo"),
+            ("Zm9v", "foo"),
+            ("Zm9vYg", "foob"),
+            ("Zm9vYmE", "fooba"),
+            ("Zm9vYmFy", "foobar"),
+        ] {
+            assert_eq!(b64url(text).as_deref(), Some(plain.as_bytes()), "{text}");
+        }
+        assert_eq!(b64url("-_8"), Some(vec![0xfb, 0xff]));
+        for bad in ["Zg==", "Z", "a+b", "a/b", "a b"] {
+            assert_eq!(b64url(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_minted_jwks_parses_and_bad_keys_are_explained() {
+        let v: Value = serde_json::from_str(include_str!("../testdata/vectors.json")).unwrap();
+        let keys = parse_jwks(&v["jwks"]).unwrap();
+        assert_eq!(keys.len(), 5);
+        let bad = serde_json::json!({"keys": [{"kty": "EC", "crv": "P-521", "x": "", "y": ""}, {"kty": "oct", "k": "c2hvcnQ"}, {"kty": "RSA", "n": "AQAB", "e": "AQAB"}]});
+        let errors = parse_jwks(&bad).unwrap_err();
+        assert_eq!(errors.len(), 3);
+        assert!(errors[0].1.contains("P-521") && errors[1].1.contains("32 bytes"));
+        assert!(
+            format!("{:?}", keys[4].key) == "oct",
+            "no key material in Debug"
+        );
+    }
+}
