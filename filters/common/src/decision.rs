@@ -89,6 +89,9 @@ pub struct Decision<'a> {
     /// Hold the request until its whole body (at most this many bytes) has
     /// arrived, then decide in `HttpFilter::on_request_body_complete`.
     pub wait_for_body: Option<usize>,
+    /// Write the resolved tenant into the profile's tenant header (the
+    /// identity filter vouches for it; the host knows the header's name).
+    pub set_tenant_header: bool,
 }
 
 #[cfg(test)]

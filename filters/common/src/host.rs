@@ -413,6 +413,15 @@ impl<F: HttpFilter> HttpContext for Stream<F> {
             return Action::Pause;
         }
         apply(MapType::HttpRequestHeaders, &decision.request);
+        if decision.set_tenant_header {
+            if let Some(h) = profile.tenancy.header() {
+                let _ = hostcalls::set_map_value(
+                    MapType::HttpRequestHeaders,
+                    &h.name,
+                    Some(tenant.name),
+                );
+            }
+        }
         if let Some(limit) = decision.wait_for_body {
             if !end_of_stream {
                 self.waiting_for_body = Some(limit);

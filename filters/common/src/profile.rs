@@ -21,6 +21,7 @@ use std::collections::HashMap;
 pub const KNOWN_SECTIONS: &[&str] = &[
     "trace_context",
     "security_headers",
+    "jwt_auth",
     "endpoint_guard",
     "cors",
     "rate_limit",

@@ -1,0 +1,289 @@
+//! The `jwt_auth` section of the profile.
+
+use crate::jwk::parse_jwks;
+use crate::verify::{Alg, Provider};
+use meshware_common::section::check_header_name;
+use meshware_common::SectionReader;
+use serde_json::Value;
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// `Authorization: Bearer <token>` (or another header with a prefix).
+    Header {
+        name: String,
+        prefix: String,
+    },
+    Cookie(String),
+    Query(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requirement {
+    Required,
+    /// A missing token passes (anonymous); a bad one is still refused.
+    Optional,
+    Bypass,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub prefix: String,
+    pub methods: Option<Vec<String>>,
+    pub requirement: Requirement,
+}
+
+#[derive(Debug, Clone)]
+pub struct NamedProvider {
+    pub name: String,
+    pub provider: Provider,
+    /// Claim naming the token's tenant; it must equal the request's tenant.
+    pub tenant_claim: Option<String>,
+}
+
+/// A verified token, cached per worker until it expires.
+#[derive(Debug, Clone)]
+pub struct Cached {
+    pub exp: u64,
+    pub provider: usize,
+    pub claims: serde_json::Map<String, Value>,
+}
+
+#[derive(Debug)]
+pub struct JwtSettings {
+    pub enabled: bool,
+    pub providers: Vec<NamedProvider>,
+    pub sources: Vec<TokenSource>,
+    pub rules: Vec<Rule>,
+    pub default_requirement: Requirement,
+    pub user_header: String,
+    /// Claim name -> header.
+    pub claim_to_headers: Vec<(String, String)>,
+    pub strip_authorization: bool,
+    pub cache_entries: usize,
+    /// Keyed by the first 16 bytes of the token's SHA-256 (collision-resistant:
+    /// a forged token cannot borrow a cached verdict).
+    pub cache: RefCell<HashMap<u128, Cached>>,
+}
+
+const ALGS: &[&str] = &[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA", "HS256",
+    "HS384", "HS512",
+];
+
+fn read_requirement(
+    r: &mut SectionReader<'_>,
+    key: &'static str,
+    default: Requirement,
+) -> Requirement {
+    match r
+        .opt_string(key, |v| match v {
+            "required" | "optional" | "bypass" => Ok(()),
+            _ => Err(format!(
+                "\"{v}\": expected \"required\", \"optional\" or \"bypass\""
+            )),
+        })
+        .as_deref()
+    {
+        Some("optional") => Requirement::Optional,
+        Some("bypass") => Requirement::Bypass,
+        Some("required") => Requirement::Required,
+        _ => default,
+    }
+}
+
+fn read_provider(r: &mut SectionReader<'_>, path: &str) -> Option<NamedProvider> {
+    let name = r.opt_string("name", |_| Ok(()));
+    let issuer = r.opt_string("issuer", |_| Ok(()));
+    let audiences = r.string_list("audiences", &[], |_| Ok(()));
+    let algorithms: Vec<Alg> = r
+        .string_list("algorithms", &[], |a| {
+            if a == "none" {
+                return Err("\"none\" is never accepted".into());
+            }
+            Alg::parse(a)
+                .map(|_| ())
+                .ok_or_else(|| format!("\"{a}\": expected one of {}", ALGS.join(", ")))
+        })
+        .iter()
+        .filter_map(|a| Alg::parse(a))
+        .collect();
+    let keys = match r.raw("jwks") {
+        None => {
+            r.error(
+                format!("{path}.jwks"),
+                "is required (inline JWKS; remote JWKS is not built yet)",
+            );
+            Vec::new()
+        }
+        Some((v, jwks_path)) => match parse_jwks(v) {
+            Ok(k) => k,
+            Err(errors) => {
+                for (i, e) in errors {
+                    r.error(format!("{jwks_path}.keys[{i}]"), e);
+                }
+                Vec::new()
+            }
+        },
+    };
+    let tenant_claim = r.opt_string("tenant_claim", |_| Ok(()));
+    let leeway_s = r.u64_in("leeway_s", 60, 0, 600);
+    let max_token_bytes = r.u64_in("max_token_bytes", 8192, 256, 65536) as usize;
+    if algorithms.is_empty() {
+        r.error(
+            format!("{path}.algorithms"),
+            "is required: list the algorithms this issuer signs with",
+        );
+    }
+    let issuer = issuer.or_else(|| {
+        r.error(format!("{path}.issuer"), "is required");
+        None
+    })?;
+    Some(NamedProvider {
+        name: name.unwrap_or_else(|| issuer.clone()),
+        provider: Provider {
+            issuer,
+            audiences,
+            algorithms,
+            keys,
+            leeway_s,
+            max_token_bytes,
+        },
+        tenant_claim,
+    })
+}
+
+fn read_sources(r: &mut SectionReader<'_>) -> Vec<TokenSource> {
+    let default = vec![TokenSource::Header {
+        name: "authorization".into(),
+        prefix: "Bearer ".into(),
+    }];
+    let Some((value, path)) = r.raw("token_sources") else {
+        return default;
+    };
+    let Value::Array(items) = value else {
+        r.error(
+            path,
+            "must be an array of {header, prefix} / {cookie} / {query}",
+        );
+        return default;
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let item_path = format!("{path}[{i}]");
+        let Value::Object(fields) = item else {
+            r.error(item_path, "must be {header, prefix} / {cookie} / {query}");
+            continue;
+        };
+        let mut n = r.nested(fields, &item_path);
+        let header = n.opt_string("header", check_header_name);
+        let prefix = n.opt_string("prefix", |_| Ok(()));
+        let cookie = n.opt_string("cookie", |_| Ok(()));
+        let query = n.opt_string("query", |_| Ok(()));
+        n.finish();
+        match (header, cookie, query) {
+            (Some(name), None, None) => out.push(TokenSource::Header {
+                name,
+                prefix: prefix.unwrap_or_default(),
+            }),
+            (None, Some(c), None) => out.push(TokenSource::Cookie(c)),
+            (None, None, Some(q)) => out.push(TokenSource::Query(q)),
+            _ => r.error(item_path, "set exactly one of header, cookie, query"),
+        }
+    }
+    out
+}
+
+fn read_rules(r: &mut SectionReader<'_>) -> Vec<Rule> {
+    let Some((value, path)) = r.raw("rules") else {
+        return Vec::new();
+    };
+    let Value::Array(items) = value else {
+        r.error(path, "must be an array of {prefix, methods, requirement}");
+        return Vec::new();
+    };
+    let mut rules = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let item_path = format!("{path}[{i}]");
+        let Value::Object(fields) = item else {
+            r.error(item_path, "must be {prefix, methods, requirement}");
+            continue;
+        };
+        let mut n = r.nested(fields, &item_path);
+        let prefix = n.opt_string("prefix", |p| {
+            if p.starts_with('/') {
+                Ok(())
+            } else {
+                Err("a path prefix starts with \"/\"".into())
+            }
+        });
+        let methods = n
+            .raw("methods")
+            .is_some()
+            .then(|| n.string_list("methods", &[], |_| Ok(())));
+        let requirement = read_requirement(&mut n, "requirement", Requirement::Required);
+        n.finish();
+        rules.push(Rule {
+            prefix: prefix.unwrap_or_else(|| "/".into()),
+            methods,
+            requirement,
+        });
+    }
+    rules.sort_by_key(|rule| std::cmp::Reverse(rule.prefix.len()));
+    rules
+}
+
+pub fn parse(r: &mut SectionReader<'_>) -> JwtSettings {
+    let enabled = r.bool("enabled", true);
+    let mut providers = Vec::new();
+    match r.raw("providers") {
+        None => {}
+        Some((Value::Array(items), path)) => {
+            for (i, item) in items.iter().enumerate() {
+                let item_path = format!("{path}[{i}]");
+                let Value::Object(fields) = item else {
+                    r.error(item_path, "must be a provider object");
+                    continue;
+                };
+                let mut n = r.nested(fields, &item_path);
+                let p = read_provider(&mut n, &item_path);
+                n.finish();
+                providers.extend(p);
+            }
+        }
+        Some((_, path)) => r.error(path, "must be an array of providers"),
+    }
+    let sources = read_sources(r);
+    let rules = read_rules(r);
+    let default_requirement = read_requirement(r, "default_requirement", Requirement::Required);
+    let user_header = r
+        .opt_string("user_header", check_header_name)
+        .unwrap_or_else(|| "x-user-id".into());
+    let mut claim_to_headers = Vec::new();
+    match r.raw("claim_to_headers") {
+        None => {}
+        Some((Value::Object(m), path)) => {
+            for (claim, header) in m {
+                match header.as_str().map(|h| (h, check_header_name(h))) {
+                    Some((h, Ok(()))) => claim_to_headers.push((claim.clone(), h.to_string())),
+                    Some((_, Err(e))) => r.error(format!("{path}.{claim}"), e),
+                    None => r.error(format!("{path}.{claim}"), "must be a header name"),
+                }
+            }
+        }
+        Some((_, path)) => r.error(path, "must be an object of claim -> header"),
+    }
+    JwtSettings {
+        enabled,
+        providers,
+        sources,
+        rules,
+        default_requirement,
+        user_header,
+        claim_to_headers,
+        strip_authorization: r.bool("strip_authorization", false),
+        cache_entries: r.u64_in("cache_entries", 1000, 0, 100_000) as usize,
+        cache: RefCell::new(HashMap::new()),
+    }
+}

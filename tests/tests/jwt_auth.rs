@@ -1,0 +1,165 @@
+//! jwt-auth through real Envoy with the example profile: tenant umbrella
+//! (host api.umbrella.example) trusts the public keys minted by PyJWT
+//! (tests/mint_tokens.py; examples/tokens.json holds sample tokens).
+
+use meshware_e2e::envoy::expect_rejected;
+use meshware_e2e::http::Response;
+use meshware_e2e::suite::{bootstrap, Suite};
+use serde_json::Value;
+
+const UMBRELLA: (&str, &str) = ("host", "api.umbrella.example");
+
+fn profile() -> String {
+    std::fs::read_to_string(meshware_e2e::root().join("examples/tenants.json")).unwrap()
+}
+
+fn token(name: &str) -> String {
+    let text = std::fs::read_to_string(
+        meshware_e2e::root().join("filters/jwt-auth/testdata/vectors.json"),
+    )
+    .unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let c = v["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap();
+    c["token"].as_str().unwrap().to_string()
+}
+
+fn start() -> Suite {
+    Suite::start(&profile(), &["trace_context", "jwt_auth"])
+}
+
+fn with_token(s: &Suite, name: &str, extra: &[(&str, &str)]) -> Response {
+    let bearer = format!("Bearer {}", token(name));
+    let mut h = vec![UMBRELLA, ("authorization", bearer.as_str())];
+    h.extend_from_slice(extra);
+    s.get("/orders", &h)
+}
+
+fn metric(s: &Suite, outcome: &str) -> f64 {
+    let sample = format!(
+        "meshware_decisions{{filter=\"jwt_auth\",tenant=\"umbrella\",outcome=\"{outcome}\"}}"
+    );
+    s.metric(&sample)
+        .unwrap_or_else(|| panic!("no sample {sample} in:\n{}", s.envoy.prometheus()))
+}
+
+#[test]
+fn valid_tokens_of_every_listed_algorithm_pass_with_identity_headers() {
+    let s = start();
+    for name in [
+        "valid RS256",
+        "valid PS256",
+        "valid ES256",
+        "valid ES384",
+        "valid EdDSA",
+    ] {
+        let r = with_token(
+            &s,
+            name,
+            &[
+                ("x-user-id", "mallory"),
+                ("x-user-group", "admin"),
+                ("x-tenant-id", "acme"),
+            ],
+        );
+        assert_eq!(r.status, 200, "{name}: {}", r.text());
+        let seen = s.echo.last().unwrap();
+        assert_eq!(seen.header("x-user-id"), Some("alice"), "{name}");
+        assert_eq!(seen.header("x-user-group"), Some("beta"));
+        assert_eq!(seen.header("x-tenant-id"), Some("umbrella"));
+        assert_eq!(seen.header_count("x-user-id"), 1);
+        assert_eq!(seen.header("authorization"), None, "stripped as configured");
+    }
+    // The cache is per worker (2 here): of three more requests with the same
+    // token, at least one lands on a worker that already verified it.
+    for _ in 0..3 {
+        assert_eq!(with_token(&s, "valid RS256", &[]).status, 200);
+    }
+    assert!(metric(&s, "cache_hit") >= 1.0);
+    assert_eq!(metric(&s, "allowed"), 8.0);
+}
+
+#[test]
+fn every_rejection_is_a_401_with_a_bearer_challenge() {
+    let s = start();
+    for (name, reason) in [
+        ("expired", "expired"),
+        ("no exp", "missing exp"),
+        ("nbf in the future", "not yet valid"),
+        ("wrong issuer", "bad issuer"),
+        ("wrong audience", "bad audience"),
+        ("unknown kid", "unknown kid"),
+        ("alg none", "bad algorithm"),
+        ("HS256 with the RSA public key", "bad algorithm"),
+        ("valid HS256", "bad algorithm"),
+        ("valid RS384", "bad algorithm"),
+        ("tampered payload", "bad signature"),
+        ("bad base64", "malformed"),
+        ("two segments", "malformed"),
+    ] {
+        let r = with_token(&s, name, &[]);
+        assert_eq!(r.status, 401, "{name}");
+        assert_eq!(
+            r.header("www-authenticate"),
+            Some(
+                format!("Bearer error=\"invalid_token\", error_description=\"{reason}\"").as_str()
+            ),
+            "{name}"
+        );
+        assert_eq!(r.json()["error"], "invalid_token");
+        assert!(
+            !r.text().contains(&token(name)),
+            "no token contents in the reply"
+        );
+    }
+    let r = s.get("/orders", &[UMBRELLA]);
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+    assert_eq!(s.echo.count(), 0);
+    assert_eq!(metric(&s, "denied_bad_algorithm"), 4.0);
+}
+
+#[test]
+fn tenant_binding_bypass_and_optional_routes() {
+    let s = start();
+    let r = with_token(&s, "other tenant", &[]);
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["error"], "forbidden");
+    assert_eq!(s.get("/healthz", &[UMBRELLA]).status, 200);
+    let r = s.get("/public/catalog", &[UMBRELLA, ("x-user-id", "mallory")]);
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        s.echo.last().unwrap().header("x-user-id"),
+        None,
+        "spoofed identity stripped even without a token"
+    );
+    assert_eq!(metric(&s, "denied_tenant"), 1.0);
+}
+
+#[test]
+fn an_oversize_token_is_refused() {
+    let s = start();
+    let huge = format!("Bearer {}.{}.{}", "a".repeat(5000), "b".repeat(5000), "c");
+    let r = s.get("/orders", &[UMBRELLA, ("authorization", &huge)]);
+    assert_eq!(r.status, 401);
+    assert!(r.header("www-authenticate").unwrap().contains("too large"));
+}
+
+#[test]
+fn invalid_providers_are_rejected_by_envoy_with_their_paths() {
+    let profile = r#"{"tenancy": {"default": "a"}, "tenants": {"a": {"jwt_auth": {"providers": [
+        {"issuer": "x", "algorithms": ["none"], "jwks": {"keys": [{"kty": "RSA", "n": "AQAB", "e": "AQAB"}]}}]}}}}"#;
+    let (config, _, _) = bootstrap(profile, &["jwt_auth"], 1);
+    let (code, log) = expect_rejected(&config);
+    assert!(matches!(code, Some(c) if c != 0), "{code:?}\n{log}");
+    for line in [
+        "tenants.a.jwt_auth.providers[0].algorithms[0]: \"none\" is never accepted",
+        "tenants.a.jwt_auth.providers[0].jwks.keys[0]: bad RSA key",
+    ] {
+        assert!(log.contains(line), "envoy log lacks {line:?}:\n{log}");
+    }
+}
