@@ -1,5 +1,6 @@
 //! The `circuit_breaker` section of the profile.
 
+use meshware_common::section::check_path_prefix;
 use meshware_common::SectionReader;
 use serde_json::Value;
 
@@ -92,13 +93,7 @@ fn read_routes(r: &mut SectionReader<'_>) -> Vec<RouteBudget> {
             continue;
         };
         let mut n = r.nested(fields, &item_path);
-        let prefix = n.opt_string("prefix", |p| {
-            if p.starts_with('/') {
-                Ok(())
-            } else {
-                Err("a path prefix starts with \"/\"".to_string())
-            }
-        });
+        let prefix = n.opt_string("prefix", check_path_prefix);
         let timeout_ms = n
             .opt_u64_in("timeout_ms", 1, 3_600_000)
             .map(|v| v.to_string());
@@ -184,23 +179,10 @@ pub fn parse(r: &mut SectionReader<'_>) -> BreakerSettings {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use meshware_common::section::Layer;
-    use meshware_common::ConfigErrors;
     use serde_json::json;
 
     pub(crate) fn parse_json(v: Value) -> (BreakerSettings, String) {
-        let Value::Object(m) = v else { unreachable!() };
-        let mut errors = ConfigErrors::default();
-        let mut r = SectionReader::new(
-            vec![Layer {
-                fields: &m,
-                path: "t",
-            }],
-            &mut errors,
-        );
-        let s = parse(&mut r);
-        r.finish();
-        (s, errors.finish().to_string())
+        meshware_common::section::parse_alone(&v, "t", parse)
     }
 
     #[test]

@@ -184,6 +184,31 @@ impl<'a> SectionReader<'a> {
     }
 }
 
+/// A path prefix in a rule: starts with `/`.
+pub fn check_path_prefix(p: &str) -> Result<(), String> {
+    if p.starts_with('/') {
+        Ok(())
+    } else {
+        Err("a path prefix starts with \"/\"".to_string())
+    }
+}
+
+/// Parses one section object alone at `path` (filters' config tests): the
+/// settings and every error, one per line.
+pub fn parse_alone<S>(
+    section: &Value,
+    path: &str,
+    parse: impl FnOnce(&mut SectionReader<'_>) -> S,
+) -> (S, String) {
+    let empty = Map::new();
+    let fields = section.as_object().unwrap_or(&empty);
+    let mut errors = ConfigErrors::default();
+    let mut r = SectionReader::new(vec![Layer { fields, path }], &mut errors);
+    let settings = parse(&mut r);
+    r.finish();
+    (settings, errors.finish().to_string())
+}
+
 /// HTTP header names as Envoy stores them: lowercase tokens.
 pub fn check_header_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()

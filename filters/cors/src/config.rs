@@ -174,23 +174,10 @@ pub fn parse(r: &mut SectionReader<'_>) -> CorsSettings {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use meshware_common::section::Layer;
-    use meshware_common::ConfigErrors;
     use serde_json::{json, Value};
 
     pub(crate) fn parse_json(v: Value) -> (CorsSettings, String) {
-        let Value::Object(m) = v else { unreachable!() };
-        let mut errors = ConfigErrors::default();
-        let mut r = SectionReader::new(
-            vec![Layer {
-                fields: &m,
-                path: "t",
-            }],
-            &mut errors,
-        );
-        let s = parse(&mut r);
-        r.finish();
-        (s, errors.finish().to_string())
+        meshware_common::section::parse_alone(&v, "t", parse)
     }
 
     #[test]

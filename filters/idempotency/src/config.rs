@@ -1,6 +1,6 @@
 //! The `idempotency` section of the profile.
 
-use meshware_common::section::check_header_name;
+use meshware_common::section::{check_header_name, check_path_prefix};
 use meshware_common::SectionReader;
 use serde_json::Value;
 
@@ -73,13 +73,7 @@ fn read_routes(r: &mut SectionReader<'_>) -> Vec<Route> {
             continue;
         };
         let mut n = r.nested(fields, &item_path);
-        let prefix = n.opt_string("prefix", |p| {
-            if p.starts_with('/') {
-                Ok(())
-            } else {
-                Err("a path prefix starts with \"/\"".to_string())
-            }
-        });
+        let prefix = n.opt_string("prefix", check_path_prefix);
         let methods = n.string_list("methods", &["POST", "PATCH"], check_method);
         let required = n.bool("required", false);
         n.finish();
@@ -129,23 +123,10 @@ pub fn parse(r: &mut SectionReader<'_>) -> IdempotencySettings {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use meshware_common::section::Layer;
-    use meshware_common::ConfigErrors;
     use serde_json::json;
 
     pub(crate) fn parse_json(v: Value) -> (IdempotencySettings, String) {
-        let Value::Object(m) = v else { unreachable!() };
-        let mut errors = ConfigErrors::default();
-        let mut r = SectionReader::new(
-            vec![Layer {
-                fields: &m,
-                path: "t",
-            }],
-            &mut errors,
-        );
-        let s = parse(&mut r);
-        r.finish();
-        (s, errors.finish().to_string())
+        meshware_common::section::parse_alone(&v, "t", parse)
     }
 
     #[test]

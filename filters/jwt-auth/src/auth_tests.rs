@@ -2,8 +2,7 @@
 
 use crate::auth::*;
 use crate::config::{parse, JwtSettings};
-use meshware_common::section::{Layer, SectionReader};
-use meshware_common::{ConfigErrors, Decision, Headers};
+use meshware_common::{Decision, Headers};
 use serde_json::{json, Value};
 
 const NOW: u64 = 1_800_000_000;
@@ -24,20 +23,8 @@ fn token(name: &str) -> String {
 }
 
 fn settings_from(section: Value) -> (&'static JwtSettings, String) {
-    let Value::Object(m) = section else {
-        unreachable!()
-    };
-    let mut errors = ConfigErrors::default();
-    let mut r = SectionReader::new(
-        vec![Layer {
-            fields: &m,
-            path: "t",
-        }],
-        &mut errors,
-    );
-    let s = parse(&mut r);
-    r.finish();
-    (Box::leak(Box::new(s)), errors.finish().to_string())
+    let (s, e) = meshware_common::section::parse_alone(&section, "t", parse);
+    (Box::leak(Box::new(s)), e)
 }
 
 fn settings() -> &'static JwtSettings {

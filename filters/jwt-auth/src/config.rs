@@ -2,7 +2,7 @@
 
 use crate::jwk::parse_jwks;
 use crate::verify::{Alg, Provider};
-use meshware_common::section::check_header_name;
+use meshware_common::section::{check_header_name, check_path_prefix};
 use meshware_common::SectionReader;
 use serde_json::Value;
 use std::cell::RefCell;
@@ -211,13 +211,7 @@ fn read_rules(r: &mut SectionReader<'_>) -> Vec<Rule> {
             continue;
         };
         let mut n = r.nested(fields, &item_path);
-        let prefix = n.opt_string("prefix", |p| {
-            if p.starts_with('/') {
-                Ok(())
-            } else {
-                Err("a path prefix starts with \"/\"".into())
-            }
-        });
+        let prefix = n.opt_string("prefix", check_path_prefix);
         let methods = n
             .raw("methods")
             .is_some()

@@ -1,6 +1,6 @@
 //! The `rate_limit` section of the profile.
 
-use meshware_common::section::check_header_name;
+use meshware_common::section::{check_header_name, check_path_prefix};
 use meshware_common::SectionReader;
 use serde_json::{Map, Value};
 use std::cell::Cell;
@@ -184,13 +184,7 @@ fn read_limit(r: &mut SectionReader<'_>, path: &str) -> Option<Limit> {
         Some(_) => Some(r.u64_in("burst", 1, 1, 1_000_000_000)),
     };
     let shadow = r.bool("shadow", false);
-    let prefix = r.opt_string("prefix", |p| {
-        if p.starts_with('/') {
-            Ok(())
-        } else {
-            Err("a path prefix starts with \"/\"".to_string())
-        }
-    });
+    let prefix = r.opt_string("prefix", check_path_prefix);
     let methods = r
         .raw("methods")
         .is_some()
@@ -296,23 +290,10 @@ pub fn parse(r: &mut SectionReader<'_>) -> RateLimitSettings {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use meshware_common::section::Layer;
-    use meshware_common::ConfigErrors;
     use serde_json::json;
 
     pub(crate) fn parse_json(v: Value) -> (RateLimitSettings, String) {
-        let Value::Object(m) = v else { unreachable!() };
-        let mut errors = ConfigErrors::default();
-        let mut r = SectionReader::new(
-            vec![Layer {
-                fields: &m,
-                path: "t",
-            }],
-            &mut errors,
-        );
-        let s = parse(&mut r);
-        r.finish();
-        (s, errors.finish().to_string())
+        meshware_common::section::parse_alone(&v, "t", parse)
     }
 
     #[test]
