@@ -3,6 +3,7 @@
 import glob
 import os
 import re
+import subprocess
 import sys
 
 import jsonschema
@@ -11,22 +12,40 @@ import yaml
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+CRD_PATH = os.path.join("shared", "istio-crds", "customresourcedefinitions.gen.yaml")
+
+
 def find_crds():
+    """ISTIO_CRDS, else ../shared/istio-crds next to this checkout or any of
+    its parents, else next to the checkout it was cloned from (a clone in
+    /tmp of /work/main finds /work/shared). None when nowhere."""
     if os.environ.get("ISTIO_CRDS"):
         return os.environ["ISTIO_CRDS"]
-    # ../shared/istio-crds next to the checkout, or next to any parent folder.
+    bases = []
     here = root
     while True:
-        candidate = os.path.join(here, "..", "shared", "istio-crds", "customresourcedefinitions.gen.yaml")
+        bases.append(os.path.dirname(here))
+        if os.path.dirname(here) == here:
+            break
+        here = os.path.dirname(here)
+    try:
+        origin = subprocess.run(["git", "-C", root, "remote", "get-url", "origin"],
+                                capture_output=True, text=True, check=False).stdout.strip()
+        if origin and os.path.isdir(origin):
+            bases.append(os.path.dirname(os.path.abspath(origin)))
+    except OSError:
+        pass
+    for base in bases:
+        candidate = os.path.join(base, CRD_PATH)
         if os.path.exists(candidate):
             return os.path.normpath(candidate)
-        parent = os.path.dirname(here)
-        if parent == here:
-            sys.exit("Istio CRD schemas not found: expected ../shared/istio-crds/ (or set ISTIO_CRDS)")
-        here = parent
+    return None
 
 
 crd_file = find_crds()
+if crd_file is None:
+    sys.exit("Istio CRD schemas not found: expected ../shared/istio-crds/ next to this checkout "
+             "or the one it was cloned from (or set ISTIO_CRDS)")
 
 
 def without_k8s_extensions(node):
