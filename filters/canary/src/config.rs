@@ -183,33 +183,21 @@ fn read_condition(r: &mut SectionReader<'_>, path: &str) -> Option<Condition> {
 
 fn read_rule(r: &mut SectionReader<'_>, path: &str, versions: &mut Vec<String>) -> Option<Rule> {
     let version = r.opt_string("version", check_version);
-    let mut conditions = Vec::new();
-    let mut ok = true;
-    if let Some((value, when_path)) = r.raw("when") {
-        match value {
-            Value::Array(items) => {
-                for (i, item) in items.iter().enumerate() {
-                    let item_path = format!("{when_path}[{i}]");
-                    let Value::Object(fields) = item else {
-                        r.error(item_path, "must be a condition object");
-                        ok = false;
-                        continue;
-                    };
-                    let mut n = r.nested(fields, &item_path);
-                    let condition = read_condition(&mut n, &item_path);
-                    n.finish();
-                    match condition {
-                        Some(c) => conditions.push(c),
-                        None => ok = false,
-                    }
-                }
-            }
-            _ => {
-                r.error(when_path, "must be an array of conditions");
-                ok = false;
-            }
-        }
-    }
+    // A rule with any broken condition is dropped, never half-applied.
+    let expected = match r.raw("when") {
+        None => 0,
+        Some((Value::Array(items), _)) => items.len(),
+        Some(_) => usize::MAX,
+    };
+    let conditions = r
+        .object_list(
+            "when",
+            "an array of conditions",
+            "a condition object",
+            |n, item_path, _| read_condition(n, item_path),
+        )
+        .unwrap_or_default();
+    let mut ok = conditions.len() == expected;
     // Percent with up to two decimals: 0.05 is 5 basis points.
     let percent = r
         .raw("percent")
@@ -301,30 +289,21 @@ pub fn parse(r: &mut SectionReader<'_>) -> CanarySettings {
         .opt_string("default_version", check_version)
         .unwrap_or_else(|| "stable".to_string());
     let mut versions = vec![default_version];
-    let mut rules = Vec::new();
-    if let Some((value, path)) = r.raw("rules") {
-        match value {
-            Value::Array(items) => {
-                if items.len() > MAX_RULES {
-                    r.error(path.clone(), format!("at most {MAX_RULES} rules"));
-                }
-                for (i, item) in items.iter().enumerate() {
-                    let item_path = format!("{path}[{i}]");
-                    let Value::Object(fields) = item else {
-                        r.error(item_path, "must be a rule object");
-                        continue;
-                    };
-                    let mut n = r.nested(fields, &item_path);
-                    let rule = read_rule(&mut n, &item_path, &mut versions);
-                    n.finish();
-                    rules.extend(rule);
-                }
-                if versions.len() > MAX_VERSIONS {
-                    r.error(path, format!("at most {MAX_VERSIONS} versions per tenant"));
-                }
-            }
-            _ => r.error(path, "must be an array of rules"),
-        }
+    let rules = r
+        .object_list(
+            "rules",
+            "an array of rules",
+            "a rule object",
+            |n, item_path, _| read_rule(n, item_path, &mut versions),
+        )
+        .unwrap_or_default();
+    if rules.len() > MAX_RULES {
+        let path = r.path_of("rules");
+        r.error(path, format!("at most {MAX_RULES} rules"));
+    }
+    if versions.len() > MAX_VERSIONS {
+        let path = r.path_of("rules");
+        r.error(path, format!("at most {MAX_VERSIONS} versions per tenant"));
     }
     let override_ = match r.raw("override") {
         None | Some((Value::Null, _)) => None,

@@ -28,20 +28,10 @@ pub fn version_outcomes(s: &CanarySettings) -> Vec<String> {
 #[derive(Debug, Default)]
 pub struct Chosen(Option<usize>);
 
-/// The value of cookie `name` from every `cookie` header (RFC 6265 pairs).
-pub fn cookie<'h>(headers: &'h Headers, name: &str) -> Option<&'h str> {
-    headers
-        .get_all("cookie")
-        .flat_map(|h| h.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim_matches('"'))
-}
-
 fn value<'h>(headers: &'h Headers, source: &Source) -> Option<&'h str> {
     match source {
         Source::Header(name) => headers.get(name),
-        Source::Cookie(name) => cookie(headers, name),
+        Source::Cookie(name) => headers.cookie(name),
     }
 }
 
@@ -285,8 +275,8 @@ mod tests {
     #[test]
     fn cookies_parse_from_every_header() {
         let h = headers(&[("cookie", "a=1"), ("cookie", "b=\"2\" ; c=3")]);
-        assert_eq!(cookie(&h, "b"), Some("2"));
-        assert_eq!(cookie(&h, "c"), Some("3"));
-        assert_eq!(cookie(&h, "d"), None);
+        assert_eq!(h.cookie("b"), Some("2"));
+        assert_eq!(h.cookie("c"), Some("3"));
+        assert_eq!(h.cookie("d"), None);
     }
 }

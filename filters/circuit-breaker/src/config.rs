@@ -2,7 +2,6 @@
 
 use meshware_common::section::check_path_prefix;
 use meshware_common::SectionReader;
-use serde_json::Value;
 
 /// What one circuit covers, besides the tenant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,50 +74,40 @@ const RETRY_ON: &[&str] = &[
 ];
 
 fn read_routes(r: &mut SectionReader<'_>) -> Vec<RouteBudget> {
-    let Some((value, path)) = r.raw("routes") else {
-        return Vec::new();
-    };
-    let Value::Array(items) = value else {
-        r.error(path, "must be an array of route objects");
-        return Vec::new();
-    };
-    let mut routes = Vec::new();
-    for (i, item) in items.iter().enumerate() {
-        let item_path = format!("{path}[{i}]");
-        let Value::Object(fields) = item else {
-            r.error(
-                item_path,
-                "must be {prefix, timeout_ms, max_retries, retry_on}",
-            );
-            continue;
-        };
-        let mut n = r.nested(fields, &item_path);
-        let prefix = n.opt_string("prefix", check_path_prefix);
-        let timeout_ms = n
-            .opt_u64_in("timeout_ms", 1, 3_600_000)
-            .map(|v| v.to_string());
-        let max_retries = n.opt_u64_in("max_retries", 0, 10).map(|v| v.to_string());
-        let retry_on = n.opt_string("retry_on", |v| {
-            match v.split(',').map(str::trim).find(|p| !RETRY_ON.contains(p)) {
-                None => Ok(()),
-                Some(bad) => Err(format!(
-                    "unknown retry condition \"{bad}\" (expected: {})",
-                    RETRY_ON.join(", ")
-                )),
-            }
-        });
-        n.finish();
-        match prefix {
-            Some(prefix) => routes.push(RouteBudget {
-                name: format!("route{i}"),
-                prefix,
-                timeout_ms,
-                max_retries,
-                retry_on,
-            }),
-            None => r.error(format!("{item_path}.prefix"), "is required"),
-        }
-    }
+    let mut routes = r
+        .object_list(
+            "routes",
+            "an array of route objects",
+            "{prefix, timeout_ms, max_retries, retry_on}",
+            |n, item_path, i| {
+                let prefix = n.opt_string("prefix", check_path_prefix);
+                let timeout_ms = n
+                    .opt_u64_in("timeout_ms", 1, 3_600_000)
+                    .map(|v| v.to_string());
+                let max_retries = n.opt_u64_in("max_retries", 0, 10).map(|v| v.to_string());
+                let retry_on = n.opt_string("retry_on", |v| {
+                    match v.split(',').map(str::trim).find(|p| !RETRY_ON.contains(p)) {
+                        None => Ok(()),
+                        Some(bad) => Err(format!(
+                            "unknown retry condition \"{bad}\" (expected: {})",
+                            RETRY_ON.join(", ")
+                        )),
+                    }
+                });
+                let Some(prefix) = prefix else {
+                    n.error(format!("{item_path}.prefix"), "is required");
+                    return None;
+                };
+                Some(RouteBudget {
+                    name: format!("route{i}"),
+                    prefix,
+                    timeout_ms,
+                    max_retries,
+                    retry_on,
+                })
+            },
+        )
+        .unwrap_or_default();
     routes.sort_by_key(|route| std::cmp::Reverse(route.prefix.len()));
     routes
 }
@@ -179,7 +168,7 @@ pub fn parse(r: &mut SectionReader<'_>) -> BreakerSettings {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     pub(crate) fn parse_json(v: Value) -> (BreakerSettings, String) {
         meshware_common::section::parse_alone(&v, "t", parse)

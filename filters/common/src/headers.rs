@@ -43,6 +43,16 @@ impl Headers {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The value of cookie `name` from every `cookie` header (RFC 6265
+    /// `name=value` pairs; surrounding double quotes removed).
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        self.get_all("cookie")
+            .flat_map(|h| h.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.trim_matches('"'))
+    }
+
     pub fn count(&self, name: &str) -> usize {
         self.pairs.iter().filter(|(k, _)| k == name).count()
     }

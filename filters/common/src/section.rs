@@ -137,6 +137,37 @@ impl<'a> SectionReader<'a> {
         out
     }
 
+    /// An array of objects (`routes`, `rules`, ...): each element is read by
+    /// `each(reader, path, index)` with a reader of its own at `key[i]`, which reports unknown
+    /// fields. `None` when the key is absent. `array` and `element` describe
+    /// the expected shapes in errors (`must be <array>`, `must be <element>`).
+    pub fn object_list<T>(
+        &mut self,
+        key: &'static str,
+        array: &str,
+        element: &str,
+        mut each: impl FnMut(&mut SectionReader<'_>, &str, usize) -> Option<T>,
+    ) -> Option<Vec<T>> {
+        let (value, path) = self.raw(key)?;
+        let Value::Array(items) = value else {
+            self.error(path, format!("must be {array}"));
+            return Some(Vec::new());
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let item_path = format!("{path}[{i}]");
+            let Value::Object(fields) = item else {
+                self.error(item_path, format!("must be {element}"));
+                continue;
+            };
+            let mut reader = self.nested(fields, &item_path);
+            let read = each(&mut reader, &item_path, i);
+            reader.finish();
+            out.extend(read);
+        }
+        Some(out)
+    }
+
     /// A reader over one nested object (an array element, say) at `path`,
     /// reporting into the same error list; call `finish` on it for unknown fields.
     pub fn nested<'b>(
@@ -181,6 +212,17 @@ impl<'a> SectionReader<'a> {
                 }
             }
         }
+    }
+}
+
+/// An HTTP method as rules list it: an upper-case token.
+pub fn check_method(m: &str) -> Result<(), String> {
+    if !m.is_empty() && m.len() <= 32 && m.bytes().all(|b| b.is_ascii_uppercase()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "\"{m}\": methods are upper-case tokens such as GET"
+        ))
     }
 }
 

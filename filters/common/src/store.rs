@@ -39,6 +39,41 @@ pub fn property_u64(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(raw))
 }
 
+/// The two candidate slots (of `slots`) of a hashed key: bounded key spaces
+/// (rate-limit buckets, idempotency entries) place each key in one of them.
+pub fn candidate_slots(hash: u64, slots: u64) -> [u64; 2] {
+    let slots = slots.max(1);
+    [
+        hash % slots,
+        crate::bucket::splitmix64_finalize(hash) % slots,
+    ]
+}
+
+/// Clears, from slot `start` on, up to `count` of the `slots` keys
+/// `key(i)` whose value `idle` says is no longer needed; a write that loses a
+/// CAS race is skipped. Returns how many were cleared and the next start.
+pub fn sweep_slots(
+    store: &dyn SharedStore,
+    start: u64,
+    count: u64,
+    slots: u64,
+    key: impl Fn(u64) -> String,
+    idle: impl Fn(&[u8]) -> bool,
+) -> (u64, u64) {
+    let slots = slots.max(1);
+    let count = count.min(slots);
+    let mut cleared = 0;
+    for i in 0..count {
+        let k = key((start + i) % slots);
+        if let Some((bytes, cas)) = store.get(&k) {
+            if !bytes.is_empty() && idle(&bytes) && store.set(&k, &[], Some(cas)).is_ok() {
+                cleared += 1;
+            }
+        }
+    }
+    (cleared, (start + count) % slots)
+}
+
 /// An in-memory store with Envoy's CAS rules, for native tests.
 #[derive(Default)]
 pub struct MemoryStore {

@@ -1,5 +1,6 @@
 //! The `cors` section of the profile.
 
+use meshware_common::section::check_method;
 use meshware_common::SectionReader;
 
 /// An allowed origin: exact (`https://app.acme.example`, `null`), one
@@ -93,9 +94,7 @@ pub struct CorsSettings {
     pub allowed_methods: Vec<String>,
     /// Lower-case.
     pub allowed_headers: Vec<String>,
-    pub exposed_headers: Vec<String>,
     pub allow_credentials: bool,
-    pub max_age: Option<u64>,
     /// Prepared header values.
     pub methods_value: String,
     pub headers_value: String,
@@ -106,16 +105,6 @@ pub struct CorsSettings {
 impl CorsSettings {
     pub fn allows_any_origin(&self) -> bool {
         self.origins.contains(&OriginRule::Any)
-    }
-}
-
-fn check_method(m: &str) -> Result<(), String> {
-    if !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase()) {
-        Ok(())
-    } else {
-        Err(format!(
-            "\"{m}\": methods are upper-case tokens such as PUT"
-        ))
     }
 }
 
@@ -165,9 +154,7 @@ pub fn parse(r: &mut SectionReader<'_>) -> CorsSettings {
         origins,
         allowed_methods,
         allowed_headers,
-        exposed_headers,
         allow_credentials,
-        max_age,
     }
 }
 

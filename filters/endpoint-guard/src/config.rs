@@ -1,7 +1,7 @@
 //! The `endpoint_guard` section of the profile.
 
 use crate::normalize::PathPattern;
-use meshware_common::section::check_header_name;
+use meshware_common::section::{check_header_name, check_method};
 use meshware_common::{Cidr, SectionReader};
 use serde_json::Value;
 
@@ -46,7 +46,6 @@ pub struct Limits {
 #[derive(Debug, Clone)]
 pub struct RouteLimits {
     pub pattern: PathPattern,
-    pub methods: Option<Vec<String>>,
     pub limits: Limits,
 }
 
@@ -63,17 +62,6 @@ pub struct GuardSettings {
     pub limits: Limits,
     /// Longest pattern first; the first match replaces the tenant-wide limits it sets.
     pub routes: Vec<RouteLimits>,
-}
-
-fn check_method(m: &str) -> Result<(), String> {
-    let ok = !m.is_empty() && m.len() <= 32 && m.bytes().all(|b| b.is_ascii_uppercase());
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "\"{m}\": methods are upper-case tokens such as GET"
-        ))
-    }
 }
 
 fn check_token(t: &str) -> Result<(), String> {
@@ -204,40 +192,24 @@ fn read_rules(r: &mut SectionReader<'_>, section_cidrs: &[Cidr], lowercase: bool
 }
 
 fn read_routes(r: &mut SectionReader<'_>, tenant: &Limits, lowercase: bool) -> Vec<RouteLimits> {
-    let Some((value, path)) = r.raw("routes") else {
-        return Vec::new();
-    };
-    let Value::Array(items) = value else {
-        r.error(path, "must be an array of route objects");
-        return Vec::new();
-    };
-    let mut routes = Vec::new();
-    for (i, item) in items.iter().enumerate() {
-        let item_path = format!("{path}[{i}]");
-        let Value::Object(fields) = item else {
-            r.error(
-                item_path,
-                "must be an object {prefix, allowed_methods, max_*}",
-            );
-            continue;
-        };
-        let mut n = r.nested(fields, &item_path);
-        let prefix = n.opt_string("prefix", |_| Ok(()));
-        let limits = read_limits(&mut n, tenant);
-        n.finish();
-        let Some(prefix) = prefix else {
-            r.error(format!("{item_path}.prefix"), "is required");
-            continue;
-        };
-        if let Some(pattern) = compile_pattern(r, format!("{item_path}.prefix"), &prefix, lowercase)
-        {
-            routes.push(RouteLimits {
-                pattern,
-                methods: limits.methods.clone(),
-                limits,
-            });
-        }
-    }
+    let mut routes = r
+        .object_list(
+            "routes",
+            "an array of route objects",
+            "an object {prefix, allowed_methods, max_*}",
+            |n, item_path, _| {
+                let prefix = n.opt_string("prefix", |_| Ok(()));
+                let limits = read_limits(n, tenant);
+                let Some(prefix) = prefix else {
+                    n.error(format!("{item_path}.prefix"), "is required");
+                    return None;
+                };
+                let pattern =
+                    compile_pattern(n, format!("{item_path}.prefix"), &prefix, lowercase)?;
+                Some(RouteLimits { pattern, limits })
+            },
+        )
+        .unwrap_or_default();
     // Most specific first, like Envoy's longest-prefix intuition.
     routes.sort_by_key(|route| std::cmp::Reverse(route.pattern.len()));
     routes

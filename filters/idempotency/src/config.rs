@@ -1,8 +1,7 @@
 //! The `idempotency` section of the profile.
 
-use meshware_common::section::{check_header_name, check_path_prefix};
+use meshware_common::section::{check_header_name, check_method, check_path_prefix};
 use meshware_common::SectionReader;
-use serde_json::Value;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
@@ -43,46 +42,28 @@ pub struct IdempotencySettings {
     pub sweep_cursor: std::cell::Cell<u64>,
 }
 
-fn check_method(m: &str) -> Result<(), String> {
-    if !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase()) {
-        Ok(())
-    } else {
-        Err(format!(
-            "\"{m}\": methods are upper-case tokens such as POST"
-        ))
-    }
-}
-
 fn read_routes(r: &mut SectionReader<'_>) -> Vec<Route> {
-    let Some((value, path)) = r.raw("routes") else {
-        return vec![Route {
+    let routes = r.object_list(
+        "routes",
+        "an array of {prefix, methods, required}",
+        "{prefix, methods, required}",
+        |n, _, _| {
+            Some(Route {
+                prefix: n
+                    .opt_string("prefix", check_path_prefix)
+                    .unwrap_or_else(|| "/".into()),
+                methods: n.string_list("methods", &["POST", "PATCH"], check_method),
+                required: n.bool("required", false),
+            })
+        },
+    );
+    let mut routes = routes.unwrap_or_else(|| {
+        vec![Route {
             prefix: "/".into(),
             methods: vec!["POST".into(), "PATCH".into()],
             required: false,
-        }];
-    };
-    let Value::Array(items) = value else {
-        r.error(path, "must be an array of {prefix, methods, required}");
-        return Vec::new();
-    };
-    let mut routes = Vec::new();
-    for (i, item) in items.iter().enumerate() {
-        let item_path = format!("{path}[{i}]");
-        let Value::Object(fields) = item else {
-            r.error(item_path, "must be {prefix, methods, required}");
-            continue;
-        };
-        let mut n = r.nested(fields, &item_path);
-        let prefix = n.opt_string("prefix", check_path_prefix);
-        let methods = n.string_list("methods", &["POST", "PATCH"], check_method);
-        let required = n.bool("required", false);
-        n.finish();
-        routes.push(Route {
-            prefix: prefix.unwrap_or_else(|| "/".into()),
-            methods,
-            required,
-        });
-    }
+        }]
+    });
     routes.sort_by_key(|route| std::cmp::Reverse(route.prefix.len()));
     routes
 }
@@ -123,7 +104,7 @@ pub fn parse(r: &mut SectionReader<'_>) -> IdempotencySettings {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     pub(crate) fn parse_json(v: Value) -> (IdempotencySettings, String) {
         meshware_common::section::parse_alone(&v, "t", parse)

@@ -344,9 +344,9 @@ pub fn sweep(
     env: &dyn HostEnv,
     cursor: &std::cell::Cell<u64>,
 ) -> Outcomes {
-    let start = cursor.get();
-    let cleared = crate::store::sweep(env, tenant, start, 256, s.max_entries, env.now_ms());
-    cursor.set((start + 256) % s.max_entries);
+    let (cleared, next) =
+        crate::store::sweep(env, tenant, cursor.get(), 256, s.max_entries, env.now_ms());
+    cursor.set(next);
     if cleared > 0 {
         Outcomes::one(EVICTED)
     } else {

@@ -3,8 +3,8 @@
 //! entry: an in-flight mark or a completed response, each with an expiry.
 //! Expired entries are free; the tick sweep clears them.
 
-use meshware_common::bucket::{fnv1a_64, splitmix64_finalize};
-use meshware_common::store::SetError;
+use meshware_common::bucket::fnv1a_64;
+use meshware_common::store::{candidate_slots, sweep_slots, SetError};
 use meshware_common::SharedStore;
 
 pub const MAX_CAS_RETRIES: usize = 8;
@@ -120,7 +120,7 @@ impl Entry {
 /// The two candidate slot keys of a scope.
 pub fn slot_keys(tenant: &str, scope: &str, max_entries: u64) -> [String; 2] {
     let h = fnv1a_64(&[scope.as_bytes()]);
-    [h % max_entries, splitmix64_finalize(h) % max_entries].map(|n| format!("mw.idem.{tenant}.{n}"))
+    candidate_slots(h, max_entries).map(|n| slot_key(tenant, n))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,7 +193,12 @@ pub fn finish(store: &dyn SharedStore, slot: &str, scope: &str, next: Option<&En
     false
 }
 
-/// Clears up to `count` expired slots from `start`; returns how many.
+pub fn slot_key(tenant: &str, slot: u64) -> String {
+    format!("mw.idem.{tenant}.{slot}")
+}
+
+/// Clears up to `count` expired slots from `start`; returns how many were
+/// cleared and where the next sweep starts.
 pub fn sweep(
     store: &dyn SharedStore,
     tenant: &str,
@@ -201,19 +206,15 @@ pub fn sweep(
     count: u64,
     max_entries: u64,
     now_ms: u64,
-) -> u64 {
-    let mut cleared = 0;
-    for i in 0..count.min(max_entries) {
-        let key = format!("mw.idem.{tenant}.{}", (start + i) % max_entries);
-        if let Some((bytes, cas)) = store.get(&key) {
-            if Entry::decode(&bytes).is_some_and(|e| e.expires_ms <= now_ms)
-                && store.set(&key, &[], Some(cas)).is_ok()
-            {
-                cleared += 1;
-            }
-        }
-    }
-    cleared
+) -> (u64, u64) {
+    sweep_slots(
+        store,
+        start,
+        count,
+        max_entries,
+        |n| slot_key(tenant, n),
+        |bytes| Entry::decode(bytes).is_some_and(|e| e.expires_ms <= now_ms),
+    )
 }
 
 #[cfg(test)]
@@ -271,6 +272,6 @@ mod tests {
             Claim::Claimed { .. }
         ));
         assert!(finish(&st, "a", "z", None) || finish(&st, "b", "z", None));
-        assert_eq!(sweep(&st, "t", 0, 10, 10, 0), 0);
+        assert_eq!(sweep(&st, "t", 0, 10, 10, 0).0, 0);
     }
 }

@@ -8,6 +8,7 @@ use meshware_common::{Decision, Headers, LocalReply, Outcomes};
 use serde_json::Value;
 use sha2::Digest;
 use std::borrow::Cow;
+use std::rc::Rc;
 
 pub const OUTCOMES: &[&str] = &[
     "allowed",
@@ -63,15 +64,6 @@ fn query_param<'h>(path: &'h str, name: &str) -> Option<&'h str> {
         .map(|(_, v)| v)
 }
 
-fn cookie<'h>(headers: &'h Headers, name: &str) -> Option<&'h str> {
-    headers
-        .get_all("cookie")
-        .flat_map(|h| h.split(';'))
-        .filter_map(|p| p.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-}
-
 pub fn find_token<'h>(s: &JwtSettings, headers: &'h Headers) -> Option<&'h str> {
     s.sources
         .iter()
@@ -82,7 +74,7 @@ pub fn find_token<'h>(s: &JwtSettings, headers: &'h Headers) -> Option<&'h str> 
                 head.eq_ignore_ascii_case(prefix)
                     .then(|| v.get(prefix.len()..).unwrap_or("").trim())
             }
-            TokenSource::Cookie(c) => cookie(headers, c),
+            TokenSource::Cookie(c) => headers.cookie(c),
             TokenSource::Query(q) => query_param(headers.get(":path").unwrap_or(""), q),
         })
         .filter(|t| !t.is_empty())
@@ -154,7 +146,7 @@ fn cache_key(token: &str) -> u128 {
 }
 
 /// The verified token and whether it came from the cache.
-fn verify_any(s: &JwtSettings, token: &str, now_s: u64) -> Result<(Cached, bool), Reject> {
+fn verify_any(s: &JwtSettings, token: &str, now_s: u64) -> Result<(Rc<Cached>, bool), Reject> {
     let key = cache_key(token);
     if let Ok(cache) = s.cache.try_borrow() {
         if let Some(c) = cache.get(&key) {
@@ -164,7 +156,7 @@ fn verify_any(s: &JwtSettings, token: &str, now_s: u64) -> Result<(Cached, bool)
                 .get(c.provider)
                 .map_or(0, |p| p.provider.leeway_s);
             if now_s <= c.exp.saturating_add(leeway) {
-                return Ok((c.clone(), true));
+                return Ok((Rc::clone(c), true));
             }
         }
     }
@@ -172,18 +164,18 @@ fn verify_any(s: &JwtSettings, token: &str, now_s: u64) -> Result<(Cached, bool)
     for (i, p) in s.providers.iter().enumerate() {
         match verify(&p.provider, token, now_s) {
             Ok(v) => {
-                let cached = Cached {
+                let cached = Rc::new(Cached {
                     exp: v.exp,
                     provider: i,
                     claims: v.claims,
-                };
+                });
                 if s.cache_entries > 0 {
                     if let Ok(mut cache) = s.cache.try_borrow_mut() {
                         if cache.len() >= s.cache_entries {
                             // Bounded: start over rather than track recency.
                             cache.clear();
                         }
-                        cache.insert(key, cached.clone());
+                        cache.insert(key, Rc::clone(&cached));
                     }
                 }
                 return Ok((cached, false));

@@ -2,11 +2,12 @@
 
 use crate::jwk::parse_jwks;
 use crate::verify::{Alg, Provider};
-use meshware_common::section::{check_header_name, check_path_prefix};
+use meshware_common::section::{check_header_name, check_method, check_path_prefix};
 use meshware_common::SectionReader;
 use serde_json::Value;
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenSource {
@@ -64,7 +65,7 @@ pub struct JwtSettings {
     pub cache_entries: usize,
     /// Keyed by the first 16 bytes of the token's SHA-256 (collision-resistant:
     /// a forged token cannot borrow a cached verdict).
-    pub cache: RefCell<HashMap<u128, Cached>>,
+    pub cache: RefCell<HashMap<u128, Rc<Cached>>>,
 }
 
 const ALGS: &[&str] = &[
@@ -155,99 +156,78 @@ fn read_provider(r: &mut SectionReader<'_>, path: &str) -> Option<NamedProvider>
 }
 
 fn read_sources(r: &mut SectionReader<'_>) -> Vec<TokenSource> {
-    let default = vec![TokenSource::Header {
-        name: "authorization".into(),
-        prefix: "Bearer ".into(),
-    }];
-    let Some((value, path)) = r.raw("token_sources") else {
-        return default;
-    };
-    let Value::Array(items) = value else {
-        r.error(
-            path,
-            "must be an array of {header, prefix} / {cookie} / {query}",
-        );
-        return default;
-    };
-    let mut out = Vec::new();
-    for (i, item) in items.iter().enumerate() {
-        let item_path = format!("{path}[{i}]");
-        let Value::Object(fields) = item else {
-            r.error(item_path, "must be {header, prefix} / {cookie} / {query}");
-            continue;
-        };
-        let mut n = r.nested(fields, &item_path);
-        let header = n.opt_string("header", check_header_name);
-        let prefix = n.opt_string("prefix", |_| Ok(()));
-        let cookie = n.opt_string("cookie", |_| Ok(()));
-        let query = n.opt_string("query", |_| Ok(()));
-        n.finish();
-        match (header, cookie, query) {
-            (Some(name), None, None) => out.push(TokenSource::Header {
-                name,
-                prefix: prefix.unwrap_or_default(),
-            }),
-            (None, Some(c), None) => out.push(TokenSource::Cookie(c)),
-            (None, None, Some(q)) => out.push(TokenSource::Query(q)),
-            _ => r.error(item_path, "set exactly one of header, cookie, query"),
-        }
+    let shape = "{header, prefix} / {cookie} / {query}";
+    let is_array = matches!(r.raw("token_sources"), Some((Value::Array(_), _)));
+    let sources = r.object_list(
+        "token_sources",
+        &format!("an array of {shape}"),
+        shape,
+        |n, item_path, _| {
+            let header = n.opt_string("header", check_header_name);
+            let prefix = n.opt_string("prefix", |_| Ok(()));
+            let cookie = n.opt_string("cookie", |_| Ok(()));
+            let query = n.opt_string("query", |_| Ok(()));
+            match (header, cookie, query) {
+                (Some(name), None, None) => Some(TokenSource::Header {
+                    name,
+                    prefix: prefix.unwrap_or_default(),
+                }),
+                (None, Some(c), None) => Some(TokenSource::Cookie(c)),
+                (None, None, Some(q)) => Some(TokenSource::Query(q)),
+                _ => {
+                    n.error(
+                        item_path.to_string(),
+                        "set exactly one of header, cookie, query",
+                    );
+                    None
+                }
+            }
+        },
+    );
+    match sources {
+        Some(sources) if is_array => sources,
+        _ => vec![TokenSource::Header {
+            name: "authorization".into(),
+            prefix: "Bearer ".into(),
+        }],
     }
-    out
 }
 
 fn read_rules(r: &mut SectionReader<'_>) -> Vec<Rule> {
-    let Some((value, path)) = r.raw("rules") else {
-        return Vec::new();
-    };
-    let Value::Array(items) = value else {
-        r.error(path, "must be an array of {prefix, methods, requirement}");
-        return Vec::new();
-    };
-    let mut rules = Vec::new();
-    for (i, item) in items.iter().enumerate() {
-        let item_path = format!("{path}[{i}]");
-        let Value::Object(fields) = item else {
-            r.error(item_path, "must be {prefix, methods, requirement}");
-            continue;
-        };
-        let mut n = r.nested(fields, &item_path);
-        let prefix = n.opt_string("prefix", check_path_prefix);
-        let methods = n
-            .raw("methods")
-            .is_some()
-            .then(|| n.string_list("methods", &[], |_| Ok(())));
-        let requirement = read_requirement(&mut n, "requirement", Requirement::Required);
-        n.finish();
-        rules.push(Rule {
-            prefix: prefix.unwrap_or_else(|| "/".into()),
-            methods,
-            requirement,
-        });
-    }
+    let shape = "{prefix, methods, requirement}";
+    let mut rules = r
+        .object_list(
+            "rules",
+            &format!("an array of {shape}"),
+            shape,
+            |n, _, _| {
+                let prefix = n.opt_string("prefix", check_path_prefix);
+                let methods = n
+                    .raw("methods")
+                    .is_some()
+                    .then(|| n.string_list("methods", &[], check_method));
+                Some(Rule {
+                    prefix: prefix.unwrap_or_else(|| "/".into()),
+                    methods,
+                    requirement: read_requirement(n, "requirement", Requirement::Required),
+                })
+            },
+        )
+        .unwrap_or_default();
     rules.sort_by_key(|rule| std::cmp::Reverse(rule.prefix.len()));
     rules
 }
 
 pub fn parse(r: &mut SectionReader<'_>) -> JwtSettings {
     let enabled = r.bool("enabled", true);
-    let mut providers = Vec::new();
-    match r.raw("providers") {
-        None => {}
-        Some((Value::Array(items), path)) => {
-            for (i, item) in items.iter().enumerate() {
-                let item_path = format!("{path}[{i}]");
-                let Value::Object(fields) = item else {
-                    r.error(item_path, "must be a provider object");
-                    continue;
-                };
-                let mut n = r.nested(fields, &item_path);
-                let p = read_provider(&mut n, &item_path);
-                n.finish();
-                providers.extend(p);
-            }
-        }
-        Some((_, path)) => r.error(path, "must be an array of providers"),
-    }
+    let providers = r
+        .object_list(
+            "providers",
+            "an array of providers",
+            "a provider object",
+            |n, item_path, _| read_provider(n, item_path),
+        )
+        .unwrap_or_default();
     let sources = read_sources(r);
     let rules = read_rules(r);
     let default_requirement = read_requirement(r, "default_requirement", Requirement::Required);

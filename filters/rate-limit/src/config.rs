@@ -1,8 +1,8 @@
 //! The `rate_limit` section of the profile.
 
-use meshware_common::section::{check_header_name, check_path_prefix};
+use meshware_common::section::{check_header_name, check_method, check_path_prefix};
 use meshware_common::SectionReader;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::cell::Cell;
 
 pub const DEFAULT_USER_HEADER: &str = "x-user-id";
@@ -119,16 +119,6 @@ fn check_limit_name(n: &str) -> Result<(), String> {
     }
 }
 
-fn check_method(m: &str) -> Result<(), String> {
-    if !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase()) {
-        Ok(())
-    } else {
-        Err(format!(
-            "\"{m}\": methods are upper-case tokens such as POST"
-        ))
-    }
-}
-
 fn read_key(r: &mut SectionReader<'_>) -> Option<KeyKind> {
     let (value, path) = r.raw("key")?;
     let key = match value {
@@ -226,42 +216,29 @@ fn read_limit(r: &mut SectionReader<'_>, path: &str) -> Option<Limit> {
 }
 
 fn read_limits(r: &mut SectionReader<'_>) -> Vec<Limit> {
-    let Some((value, path)) = r.raw("limits") else {
-        return Vec::new();
-    };
-    let Value::Array(items) = value else {
-        r.error(path, "must be an array of limit objects");
-        return Vec::new();
-    };
-    if items.len() > MAX_LIMITS {
-        r.error(
-            path.clone(),
-            format!("at most {MAX_LIMITS} limits per tenant"),
-        );
-    }
-    let mut limits: Vec<Limit> = Vec::new();
-    for (i, item) in items.iter().enumerate() {
-        let item_path = format!("{path}[{i}]");
-        let fields: &Map<String, Value> = match item {
-            Value::Object(m) => m,
-            _ => {
-                r.error(item_path, "must be a limit object");
-                continue;
-            }
-        };
-        let mut n = r.nested(fields, &item_path);
-        let limit = read_limit(&mut n, &item_path);
-        n.finish();
-        if let Some(limit) = limit {
-            if limits.iter().any(|l| l.name == limit.name) {
-                r.error(
-                    format!("{item_path}.name"),
-                    format!("duplicate limit name \"{}\"", limit.name),
-                );
-                continue;
-            }
-            limits.push(limit);
-        }
+    let mut names: Vec<String> = Vec::new();
+    let limits = r
+        .object_list(
+            "limits",
+            "an array of limit objects",
+            "a limit object",
+            |n, item_path, _| {
+                let limit = read_limit(n, item_path)?;
+                if names.contains(&limit.name) {
+                    n.error(
+                        format!("{item_path}.name"),
+                        format!("duplicate limit name \"{}\"", limit.name),
+                    );
+                    return None;
+                }
+                names.push(limit.name.clone());
+                Some(limit)
+            },
+        )
+        .unwrap_or_default();
+    if limits.len() > MAX_LIMITS {
+        let path = r.path_of("limits");
+        r.error(path, format!("at most {MAX_LIMITS} limits per tenant"));
     }
     limits
 }

@@ -12,8 +12,8 @@
 //! both are busy the request is charged to the limit's shared overflow bucket.
 
 use crate::config::{Limit, RateLimitSettings};
-use meshware_common::bucket::{fnv1a_64, splitmix64_finalize};
-use meshware_common::store::SetError;
+use meshware_common::bucket::fnv1a_64;
+use meshware_common::store::{candidate_slots, sweep_slots, SetError};
 use meshware_common::{HostEnv, SharedStore};
 
 /// CAS attempts per bucket before giving up. Past this the request is
@@ -166,8 +166,7 @@ pub fn take(
         value.as_bytes(),
     ])
     .max(1);
-    let slots = [hash % max_keys, splitmix64_finalize(hash) % max_keys];
-    for slot in slots {
+    for slot in candidate_slots(hash, max_keys) {
         let key = bucket_key(tenant, &limit.name, Some(&slot.to_string()));
         if let SlotResult::Done(verdict) = take_slot(env, &key, hash, limit, now_us) {
             return Taken {
@@ -194,20 +193,16 @@ pub fn sweep(env: &dyn HostEnv, tenant: &str, settings: &RateLimitSettings) -> u
     let now_us = env.now_ms().saturating_mul(1000);
     let mut cleared = 0;
     for limit in settings.limits.iter().filter(|l| l.key.is_per_value()) {
-        let start = limit.sweep_cursor.get() % settings.max_keys;
-        let count = SWEEP_PER_TICK.min(settings.max_keys);
-        for i in 0..count {
-            let slot = (start + i) % settings.max_keys;
-            let key = bucket_key(tenant, &limit.name, Some(&slot.to_string()));
-            if let Some((bytes, cas)) = env.get(&key) {
-                if Slot::decode(&bytes).is_some_and(|s| s.tat_us <= now_us)
-                    && env.set(&key, &[], Some(cas)).is_ok()
-                {
-                    cleared += 1;
-                }
-            }
-        }
-        limit.sweep_cursor.set((start + count) % settings.max_keys);
+        let (n, next) = sweep_slots(
+            env,
+            limit.sweep_cursor.get(),
+            SWEEP_PER_TICK,
+            settings.max_keys,
+            |slot| bucket_key(tenant, &limit.name, Some(&slot.to_string())),
+            |bytes| Slot::decode(bytes).is_some_and(|s| s.tat_us <= now_us),
+        );
+        limit.sweep_cursor.set(next);
+        cleared += n;
     }
     cleared
 }
