@@ -83,3 +83,33 @@ fn bootstrap_renders_json_with_the_profile_inside() {
     assert_eq!(code, 2);
     assert!(err.contains("--wasm-dir is required"), "{err}");
 }
+
+#[test]
+fn istio_and_oci_need_built_modules_and_say_so() {
+    let empty = std::env::temp_dir().join(format!("meshware-cli-empty-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).unwrap();
+    let dir = empty.to_str().unwrap();
+    let (code, _, err) = meshware(&[
+        "istio",
+        "--profile",
+        &example(),
+        "--wasm-dir",
+        dir,
+        "--out",
+        dir,
+    ]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("trace_context.wasm") && err.contains("run make build"),
+        "{err}"
+    );
+    let (code, _, err) = meshware(&["oci", "--wasm-dir", dir, "--out", dir]);
+    assert_eq!(code, 2);
+    assert!(err.contains("run make build"), "{err}");
+    let (code, _, err) = meshware(&["istio", "--profile", &example(), "--selector", "nokey"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--selector: expected key=value"), "{err}");
+    let (code, _, err) = meshware(&["istio", "--bogus", "x"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown option --bogus"), "{err}");
+}

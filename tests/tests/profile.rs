@@ -91,3 +91,39 @@ fn envoy_validate_mode_rejects_a_bad_profile_too() {
         "{out}"
     );
 }
+
+/// Envoy stops at the first filter that rejects its configuration, so each
+/// filter is checked in a bootstrap of its own.
+#[test]
+fn envoy_rejects_bad_security_headers_and_idempotency_sections_with_their_paths() {
+    let profile = r#"{"tenancy": {"default": "a"}, "tenants": {"a": {
+        "security_headers": {"referrer_policy": {"value": "no-referrer", "mode": "sometimes"}, "content_security_policy": 5},
+        "idempotency": {"ttl_s": 0, "over_limit": "drop", "routes": [{"prefix": "orders"}]}}}}"#;
+    for (filter, lines) in [
+        (
+            "security_headers",
+            vec![
+                "tenants.a.security_headers.referrer_policy.mode: \"sometimes\"",
+                "tenants.a.security_headers.content_security_policy: must be a string",
+            ],
+        ),
+        (
+            "idempotency",
+            vec![
+                "tenants.a.idempotency.ttl_s: must be >= 1",
+                "tenants.a.idempotency.over_limit: \"drop\"",
+                "tenants.a.idempotency.routes[0].prefix: a path prefix starts with",
+            ],
+        ),
+    ] {
+        let (config, _, _) = bootstrap(profile, &[filter], 1);
+        let (code, log) = expect_rejected(&config);
+        assert!(
+            matches!(code, Some(c) if c != 0),
+            "{filter}: {code:?}\n{log}"
+        );
+        for line in lines {
+            assert!(log.contains(line), "envoy log lacks {line:?}:\n{log}");
+        }
+    }
+}
