@@ -403,12 +403,15 @@ impl<F: HttpFilter> HttpContext for Stream<F> {
         let decision = F::on_request(settings, &mut ctx, &mut self.state);
         drop(rng);
         self.active_slot = Some(slot);
-        let request_id = headers.get("x-request-id");
-        self.request_id = decision
-            .request
-            .value_of("x-request-id")
-            .or(request_id)
-            .map(str::to_string);
+        // Kept for log lines of this and later phases; copied only when
+        // debug lines are written at all (the level follows Envoy's).
+        if log::log_enabled!(log::Level::Debug) {
+            self.request_id = decision
+                .request
+                .value_of("x-request-id")
+                .or_else(|| headers.get("x-request-id"))
+                .map(str::to_string);
+        }
         if self.act(&compiled, slot, &decision) {
             return Action::Pause;
         }
