@@ -113,14 +113,19 @@ pub fn wasm_filter_with_code(name: &str, code: Value, profile: &str) -> Value {
 }
 
 fn cluster(up: &Upstream) -> Value {
+    static_cluster(&up.name, up.port)
+}
+
+/// A plain HTTP/1.1 cluster of one endpoint on 127.0.0.1.
+pub fn static_cluster(name: &str, port: u16) -> Value {
     json!({
-        "name": up.name,
+        "name": name,
         "type": "STATIC",
         "connect_timeout": "1s",
         "load_assignment": {
-            "cluster_name": up.name,
+            "cluster_name": name,
             "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
-                "socket_address": {"address": "127.0.0.1", "port_value": up.port}
+                "socket_address": {"address": "127.0.0.1", "port_value": port}
             }}}]}]
         }
     })

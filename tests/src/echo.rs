@@ -3,6 +3,8 @@
 //! Test hooks: `x-echo-status` picks the status, `x-echo-delay-ms` delays,
 //! `x-echo-response-header: name: value` adds a response header,
 //! `x-echo-reset` drops the connection without a response.
+//! `Echo::script` makes it answer a path prefix with a canned response
+//! instead (a JWKS document, an auth service's verdict).
 
 use serde_json::json;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -34,9 +36,39 @@ impl Recorded {
     }
 }
 
+/// A scripted answer for requests under a path prefix.
+#[derive(Debug, Clone, Default)]
+pub struct Canned {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub delay_ms: u64,
+}
+
+impl Canned {
+    pub fn new(status: u16, body: &[u8]) -> Canned {
+        Canned {
+            status,
+            body: body.to_vec(),
+            ..Canned::default()
+        }
+    }
+    pub fn header(mut self, name: &str, value: &str) -> Canned {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+    pub fn delay(mut self, ms: u64) -> Canned {
+        self.delay_ms = ms;
+        self
+    }
+}
+
+type Scripts = Arc<Mutex<Vec<(String, Canned)>>>;
+
 pub struct Echo {
     pub port: u16,
     seen: Arc<Mutex<Vec<Recorded>>>,
+    scripts: Scripts,
 }
 
 impl Echo {
@@ -45,16 +77,42 @@ impl Echo {
         let listener = TcpListener::bind(("127.0.0.1", port))?;
         let port = listener.local_addr()?.port();
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let scripts: Scripts = Arc::new(Mutex::new(Vec::new()));
         let log = seen.clone();
+        let canned = scripts.clone();
         thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let log = log.clone();
+                let canned = canned.clone();
                 thread::spawn(move || {
-                    let _ = serve(stream, &log);
+                    let _ = serve(stream, &log, &canned);
                 });
             }
         });
-        Ok(Echo { port, seen })
+        Ok(Echo {
+            port,
+            seen,
+            scripts,
+        })
+    }
+
+    /// Answers requests whose path starts with `prefix` with `canned`
+    /// (replacing an earlier script for the same prefix).
+    pub fn script(&self, prefix: &str, canned: Canned) {
+        if let Ok(mut scripts) = self.scripts.lock() {
+            scripts.retain(|(p, _)| p != prefix);
+            scripts.push((prefix.to_string(), canned));
+            // Longest prefix first.
+            scripts.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+        }
+    }
+
+    /// Recorded requests under a path prefix.
+    pub fn requests_to(&self, prefix: &str) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path.starts_with(prefix))
+            .collect()
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -98,7 +156,7 @@ fn read_chunked(r: &mut BufReader<TcpStream>) -> std::io::Result<Vec<u8>> {
     }
 }
 
-fn serve(stream: TcpStream, log: &Mutex<Vec<Recorded>>) -> std::io::Result<()> {
+fn serve(stream: TcpStream, log: &Mutex<Vec<Recorded>>, scripts: &Scripts) -> std::io::Result<()> {
     let mut writer = stream.try_clone()?;
     let mut r = BufReader::new(stream);
     loop {
@@ -132,6 +190,36 @@ fn serve(stream: TcpStream, log: &Mutex<Vec<Recorded>>) -> std::io::Result<()> {
             r.read_exact(&mut b)?;
             b
         };
+        let canned = scripts.lock().ok().and_then(|s| {
+            s.iter()
+                .find(|(prefix, _)| path.starts_with(prefix.as_str()))
+                .map(|(_, c)| c.clone())
+        });
+        if let Some(c) = canned {
+            if let Ok(mut seen) = log.lock() {
+                seen.push(Recorded {
+                    method,
+                    path,
+                    headers,
+                    body,
+                });
+            }
+            thread::sleep(Duration::from_millis(c.delay_ms));
+            let extra: String = c
+                .headers
+                .iter()
+                .map(|(n, v)| format!("{n}: {v}\r\n"))
+                .collect();
+            write!(
+                writer,
+                "HTTP/1.1 {} Canned\r\ncontent-length: {}\r\n{extra}\r\n",
+                c.status,
+                c.body.len()
+            )?;
+            writer.write_all(&c.body)?;
+            writer.flush()?;
+            continue;
+        }
         // `x-echo-reset`: drop the connection without answering.
         if get("x-echo-reset").is_some() {
             return Ok(());

@@ -12,6 +12,9 @@ pub struct Suite {
     pub echo: Echo,
     /// The upstream of canary versions, when started with `start_with_canary`.
     pub canary: Option<Echo>,
+    /// The server behind every extra cluster of `start_with_services`
+    /// (a JWKS endpoint, an auth service), scripted per path.
+    pub services: Option<Echo>,
     pub envoy: Envoy,
     pub port: u16,
 }
@@ -58,6 +61,34 @@ impl Suite {
         Self::start_inner(profile, filters, true)
     }
 
+    /// With clusters named `clusters`, all served by `services` (script its
+    /// answers before the first request: the filters call out at start).
+    pub fn start_with_services(
+        profile: &str,
+        filters: &[&str],
+        services: Echo,
+        clusters: &[&str],
+    ) -> Suite {
+        let echo = Echo::start(0).expect("echo upstream");
+        let (mut config, port, admin) = bootstrap_with(profile, filters, echo.port, None);
+        if let Some(list) = config["static_resources"]["clusters"].as_array_mut() {
+            for name in clusters {
+                list.push(meshware_cli::bootstrap::static_cluster(name, services.port));
+            }
+        }
+        let envoy = match Envoy::start(&config, admin) {
+            Ok(e) => e,
+            Err(e) => panic!("{e}"),
+        };
+        Suite {
+            echo,
+            canary: None,
+            services: Some(services),
+            envoy,
+            port,
+        }
+    }
+
     fn start_inner(profile: &str, filters: &[&str], with_canary: bool) -> Suite {
         let echo = Echo::start(0).expect("echo upstream");
         let canary = with_canary.then(|| Echo::start(0).expect("canary upstream"));
@@ -70,6 +101,7 @@ impl Suite {
         Suite {
             echo,
             canary,
+            services: None,
             envoy,
             port,
         }

@@ -92,6 +92,41 @@ pub struct Decision<'a> {
     /// Write the resolved tenant into the profile's tenant header (the
     /// identity filter vouches for it; the host knows the header's name).
     pub set_tenant_header: bool,
+    /// Call another cluster and hold the request until the answer (or the
+    /// call's failure) reaches `HttpFilter::on_callout_response`.
+    pub callout: Option<Callout<'a>>,
+    /// Hold the request until a callout with this tag (for this tenant, on
+    /// this worker) completes, then run `on_request` again; past the
+    /// deadline `HttpFilter::on_park_expired` answers instead. With a
+    /// `callout`, only the deadline applies (to the request starting it).
+    pub park: Option<Park>,
+}
+
+/// An HTTP call to an Envoy cluster (`dispatch_http_call`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Callout<'a> {
+    pub cluster: &'a str,
+    /// Including the pseudo-headers `:method`, `:path`, `:authority`.
+    pub headers: Vec<(&'a str, String)>,
+    pub timeout_ms: u64,
+    /// Filter-defined: which resource the call is for (e.g. a provider index).
+    pub tag: u32,
+}
+
+/// What a held request waits for.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Park {
+    pub tag: u32,
+    pub deadline_ms: u64,
+}
+
+/// A callout's answer; `None` in the hooks means it failed (timeout, reset,
+/// no such cluster) and carries no response.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CalloutResponse {
+    pub status: u32,
+    pub headers: crate::headers::Headers,
+    pub body: Vec<u8>,
 }
 
 #[cfg(test)]

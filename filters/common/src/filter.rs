@@ -123,6 +123,43 @@ pub trait HttpFilter: 'static {
         crate::decision::Outcomes::default()
     }
 
+    /// Callouts to start on tick, per tenant (background refresh). Their
+    /// answers go to `on_callout_done` only.
+    fn background_callouts<'s>(
+        _settings: &'s Self::Settings,
+        _env: &dyn HostEnv,
+    ) -> Vec<crate::decision::Callout<'s>> {
+        Vec::new()
+    }
+
+    /// Every callout's answer, first, whoever started it: update what the
+    /// tenant's requests share (key sets). Returns outcomes to count.
+    fn on_callout_done(
+        _settings: &Self::Settings,
+        _tag: u32,
+        _response: Option<&crate::decision::CalloutResponse>,
+        _env: &dyn HostEnv,
+    ) -> crate::decision::Outcomes {
+        crate::decision::Outcomes::default()
+    }
+
+    /// The answer to the callout this request started (after
+    /// `on_callout_done`). By default the request is decided afresh.
+    fn on_callout_response<'s>(
+        settings: &'s Self::Settings,
+        ctx: &mut RequestCtx<'_>,
+        stream: &mut Self::Stream,
+        _tag: u32,
+        _response: Option<&crate::decision::CalloutResponse>,
+    ) -> Decision<'s> {
+        Self::on_request(settings, ctx, stream)
+    }
+
+    /// A parked request whose wait outlived its deadline.
+    fn on_park_expired<'s>(_settings: &'s Self::Settings, _tag: u32) -> Decision<'s> {
+        Decision::default()
+    }
+
     fn on_response<'s>(
         _settings: &'s Self::Settings,
         _headers: &Headers,

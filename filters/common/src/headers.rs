@@ -1,7 +1,7 @@
 //! A read-once view of a header map as Envoy hands it over (lowercase names,
 //! duplicates kept in order).
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Headers {
     pairs: Vec<(String, String)>,
 }

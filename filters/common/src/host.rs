@@ -5,7 +5,7 @@
 //! SDK helpers that panic on unexpected input (non-UTF-8 header values) are
 //! avoided: headers are read as bytes and hostcall errors degrade to "continue".
 
-use crate::decision::{Decision, HeaderEdits, HeaderOp, Outcomes};
+use crate::decision::{Callout, CalloutResponse, Decision, HeaderEdits, HeaderOp, Outcomes};
 use crate::filter::{compile, log_line, HttpFilter, RequestCtx, Tenant};
 use crate::headers::Headers;
 use crate::metrics::decision_metric;
@@ -58,21 +58,228 @@ struct Compiled<F: HttpFilter> {
     strip_header: Option<String>,
 }
 
-pub struct Root<F: HttpFilter> {
-    compiled: Option<Rc<Compiled<F>>>,
-    rng: Rc<RefCell<Rng>>,
+/// A request held until a callout with `tag` completes (`Decision::park`).
+struct Parked {
+    context_id: u32,
+    slot: usize,
+    tag: u32,
+    deadline_ms: u64,
 }
 
-impl<F: HttpFilter> Default for Root<F> {
-    fn default() -> Self {
+/// Bound on held requests per worker: past it, a request that would wait is
+/// answered at once as if its wait had expired.
+const MAX_PARKED: usize = 4096;
+
+/// Per-worker state the root and its streams share.
+struct Worker {
+    rng: RefCell<Rng>,
+    parked: RefCell<Vec<Parked>>,
+}
+
+pub struct Root<F: HttpFilter> {
+    context_id: u32,
+    compiled: Option<Rc<Compiled<F>>>,
+    worker: Rc<Worker>,
+    /// Background callouts in flight: token -> (tenant slot, tag).
+    callouts: std::collections::HashMap<u32, (usize, u32)>,
+}
+
+impl<F: HttpFilter> Root<F> {
+    pub fn new(context_id: u32) -> Self {
         Root {
+            context_id,
             compiled: None,
-            rng: Rc::new(RefCell::new(Rng::from_seed(seed()))),
+            worker: Rc::new(Worker {
+                rng: RefCell::new(Rng::from_seed(seed())),
+                parked: RefCell::new(Vec::new()),
+            }),
+            callouts: std::collections::HashMap::new(),
+        }
+    }
+
+    /// Answers held requests whose deadline passed.
+    fn expire_parked(&self, compiled: &Compiled<F>) {
+        let now = EnvoyEnv.now_ms();
+        let expired: Vec<Parked> = match self.worker.parked.try_borrow_mut() {
+            Ok(mut parked) => {
+                let (expired, kept) = parked.drain(..).partition(|p| p.deadline_ms <= now);
+                *parked = kept;
+                expired
+            }
+            Err(_) => return,
+        };
+        for p in expired {
+            if hostcalls::set_effective_context(p.context_id).is_err() {
+                continue; // the request is gone
+            }
+            if let Some(settings) = compiled.profile.settings(p.slot) {
+                let decision = F::on_park_expired(settings, p.tag);
+                finish_other::<F>(compiled, p.slot, &decision);
+            }
+        }
+        let _ = hostcalls::set_effective_context(self.context_id);
+    }
+}
+
+/// Reads the answer of the callout being delivered.
+fn callout_response(num_headers: usize, body_size: usize) -> Option<CalloutResponse> {
+    if num_headers == 0 {
+        return None; // Envoy's signal for a failed call (timeout, reset, no host)
+    }
+    let headers =
+        Headers::from_bytes(hostcalls::get_map_bytes(MapType::HttpCallResponseHeaders).ok()?);
+    let status = headers.get(":status")?.parse().ok()?;
+    let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    Some(CalloutResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dispatch(callout: &Callout<'_>) -> Option<u32> {
+    let headers: Vec<(&str, &str)> = callout
+        .headers
+        .iter()
+        .map(|(k, v)| (*k, v.as_str()))
+        .collect();
+    match hostcalls::dispatch_http_call(
+        callout.cluster,
+        headers,
+        None,
+        Vec::new(),
+        std::time::Duration::from_millis(callout.timeout_ms),
+    ) {
+        Ok(token) => Some(token),
+        Err(status) => {
+            log::warn!(
+                "callout to cluster {} failed to start: {status:?}",
+                callout.cluster
+            );
+            None
         }
     }
 }
 
-impl<F: HttpFilter> Context for Root<F> {}
+/// Applies a decision to a request that is not the current callback's own
+/// (the effective context was switched to it): reply, or edit and resume.
+/// Such a request cannot start callouts of its own; asking to is answered
+/// as an expired wait.
+fn finish_other<F: HttpFilter>(compiled: &Compiled<F>, slot: usize, decision: &Decision<'_>) {
+    if decision.callout.is_some() || decision.park.is_some() {
+        if let Some(settings) = compiled.profile.settings(slot) {
+            let tag = decision
+                .callout
+                .as_ref()
+                .map(|c| c.tag)
+                .or(decision.park.map(|p| p.tag))
+                .unwrap_or(0);
+            let expired = F::on_park_expired(settings, tag);
+            if expired.callout.is_none() && expired.park.is_none() {
+                finish_other::<F>(compiled, slot, &expired);
+                return;
+            }
+        }
+        let _ = hostcalls::send_http_response(503, Vec::new(), None);
+        return;
+    }
+    if act::<F>(compiled, slot, decision, None) {
+        return;
+    }
+    apply(MapType::HttpRequestHeaders, &decision.request);
+    if decision.set_tenant_header {
+        set_tenant_header(compiled, slot);
+    }
+    let _ = hostcalls::resume_http_request();
+}
+
+fn set_tenant_header<F: HttpFilter>(compiled: &Compiled<F>, slot: usize) {
+    if let Some(h) = compiled.profile.tenancy.header() {
+        let _ = hostcalls::set_map_value(
+            MapType::HttpRequestHeaders,
+            &h.name,
+            Some(compiled.profile.tenant_name(slot)),
+        );
+    }
+}
+
+/// Decides again every request held for (`slot`, `tag`), each in its own
+/// context, then restores `own_context`.
+fn wake_parked<F: HttpFilter>(
+    compiled: &Compiled<F>,
+    worker: &Worker,
+    slot: usize,
+    tag: u32,
+    own_context: u32,
+) {
+    let waiting: Vec<Parked> = match worker.parked.try_borrow_mut() {
+        Ok(mut parked) => {
+            let (waiting, kept) = parked
+                .drain(..)
+                .partition(|p| p.slot == slot && p.tag == tag);
+            *parked = kept;
+            waiting
+        }
+        Err(_) => return,
+    };
+    let Some(settings) = compiled.profile.settings(slot) else {
+        return;
+    };
+    for p in waiting {
+        if hostcalls::set_effective_context(p.context_id).is_err() {
+            continue;
+        }
+        let Ok(pairs) = hostcalls::get_map_bytes(MapType::HttpRequestHeaders) else {
+            continue;
+        };
+        let headers = Headers::from_bytes(pairs);
+        let Ok(mut rng) = worker.rng.try_borrow_mut() else {
+            continue;
+        };
+        let mut source = SourceAddress::lazy(source_address);
+        let mut ctx = RequestCtx {
+            tenant: Tenant {
+                slot,
+                name: compiled.profile.tenant_name(slot),
+            },
+            headers: &headers,
+            rng: &mut rng,
+            source: &mut source,
+            env: &EnvoyEnv,
+        };
+        let mut state = F::Stream::default();
+        let decision = F::on_request(settings, &mut ctx, &mut state);
+        drop(rng);
+        finish_other::<F>(compiled, slot, &decision);
+    }
+    let _ = hostcalls::set_effective_context(own_context);
+}
+
+impl<F: HttpFilter> Context for Root<F> {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let Some((slot, tag)) = self.callouts.remove(&token_id) else {
+            return;
+        };
+        let Some(compiled) = self.compiled.clone() else {
+            return;
+        };
+        let response = callout_response(num_headers, body_size);
+        if let Some(settings) = compiled.profile.settings(slot) {
+            let outcomes = F::on_callout_done(settings, tag, response.as_ref(), &EnvoyEnv);
+            count(&compiled, slot, outcomes);
+        }
+        wake_parked::<F>(&compiled, &self.worker, slot, tag, self.context_id);
+    }
+}
 
 impl<F: HttpFilter> RootContext for Root<F> {
     fn on_configure(&mut self, _size: usize) -> bool {
@@ -133,23 +340,47 @@ impl<F: HttpFilter> RootContext for Root<F> {
     }
 
     fn on_tick(&mut self) {
-        let Some(compiled) = &self.compiled else {
+        let Some(compiled) = self.compiled.clone() else {
             return;
         };
         for (slot, tenant) in compiled.profile.tenant_names().iter().enumerate() {
             if let Some(settings) = compiled.profile.settings(slot) {
                 if F::enabled(settings) {
                     let outcomes = F::on_tick(settings, tenant, &EnvoyEnv);
-                    count(compiled, slot, outcomes);
+                    count(&compiled, slot, outcomes);
+                    for callout in F::background_callouts(settings, &EnvoyEnv) {
+                        match dispatch(&callout) {
+                            Some(token) => {
+                                self.callouts.insert(token, (slot, callout.tag));
+                            }
+                            None => {
+                                let outcomes =
+                                    F::on_callout_done(settings, callout.tag, None, &EnvoyEnv);
+                                count(&compiled, slot, outcomes);
+                            }
+                        }
+                    }
                 }
             }
         }
+        let has_parked = self
+            .worker
+            .parked
+            .try_borrow()
+            .map(|p| !p.is_empty())
+            .unwrap_or(false);
+        if has_parked {
+            self.expire_parked(&compiled);
+        }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Stream::<F> {
+            context_id,
             compiled: self.compiled.clone(),
-            rng: self.rng.clone(),
+            worker: self.worker.clone(),
+            held: None,
+            deadline: false,
             active_slot: None,
             request_id: None,
             waiting_for_body: None,
@@ -202,8 +433,14 @@ fn count<F: HttpFilter>(compiled: &Compiled<F>, slot: usize, outcomes: Outcomes)
 }
 
 pub struct Stream<F: HttpFilter> {
+    context_id: u32,
     compiled: Option<Rc<Compiled<F>>>,
-    rng: Rc<RefCell<Rng>>,
+    worker: Rc<Worker>,
+    /// The request is held for a callout (its token and tag) or a parked wait;
+    /// body and trailers must not let it through meanwhile.
+    held: Option<Option<(u32, u32)>>,
+    /// The held callout also has a deadline (an entry in the parked list).
+    deadline: bool,
     /// The tenant slot when the filter acted on the request phase.
     active_slot: Option<usize>,
     /// For log lines of later phases.
@@ -214,7 +451,48 @@ pub struct Stream<F: HttpFilter> {
     _filter: PhantomData<F>,
 }
 
-impl<F: HttpFilter> Context for Stream<F> {}
+impl<F: HttpFilter> Context for Stream<F> {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let tag = match self.held {
+            Some(Some((token, tag))) if token == token_id => tag,
+            _ => return,
+        };
+        self.held = None;
+        let (Some(compiled), Some(slot)) = (self.compiled.clone(), self.active_slot) else {
+            let _ = hostcalls::resume_http_request();
+            return;
+        };
+        let response = callout_response(num_headers, body_size);
+        // Was this request already answered at its deadline?
+        let expired = std::mem::take(&mut self.deadline) && {
+            let own = self.context_id;
+            match self.worker.parked.try_borrow_mut() {
+                Ok(mut parked) => {
+                    let before = parked.len();
+                    parked.retain(|p| p.context_id != own);
+                    parked.len() == before
+                }
+                Err(_) => false,
+            }
+        };
+        if expired {
+            if let Some(settings) = compiled.profile.settings(slot) {
+                let outcomes = F::on_callout_done(settings, tag, response.as_ref(), &EnvoyEnv);
+                count(&compiled, slot, outcomes);
+            }
+        } else if self.on_callout_answer(&compiled, slot, tag, response.as_ref(), 0) {
+            let _ = hostcalls::resume_http_request();
+        }
+        // Requests of this tenant waiting for the same resource go on too.
+        wake_parked::<F>(&compiled, &self.worker, slot, tag, self.context_id);
+    }
+}
 
 fn apply(map: MapType, edits: &HeaderEdits<'_>) {
     for op in &edits.ops {
@@ -277,54 +555,182 @@ fn source_address() -> Option<std::net::IpAddr> {
     parse_source_address(std::str::from_utf8(&bytes).ok()?)
 }
 
-impl<F: HttpFilter> Stream<F> {
-    /// Counts a decision's outcomes, logs it and sends its local reply.
-    /// Returns true when a reply was sent (the stream must pause).
-    fn act(&self, compiled: &Compiled<F>, slot: usize, decision: &Decision<'_>) -> bool {
-        let counters = compiled
-            .counters
-            .get(slot)
-            .map(Vec::as_slice)
-            .unwrap_or(&[]);
-        for outcome in decision.outcomes.iter() {
-            if let Some(Some(id)) = counters.get(outcome) {
-                let _ = hostcalls::increment_metric(*id, 1);
-            }
+/// Counts a decision's outcomes, logs it and sends its local reply.
+/// Returns true when a reply was sent (the stream must pause).
+fn act<F: HttpFilter>(
+    compiled: &Compiled<F>,
+    slot: usize,
+    decision: &Decision<'_>,
+    request_id: Option<&str>,
+) -> bool {
+    let counters = compiled
+        .counters
+        .get(slot)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    for outcome in decision.outcomes.iter() {
+        if let Some(Some(id)) = counters.get(outcome) {
+            let _ = hostcalls::increment_metric(*id, 1);
         }
-        let tenant = compiled.profile.tenant_name(slot);
-        let request_id = self.request_id.as_deref();
-        if log::log_enabled!(log::Level::Debug) && decision.outcomes != Outcomes::default() {
-            let dynamic = compiled.tenant_outcomes.get(slot);
-            let outcomes: Vec<&str> = decision
-                .outcomes
+    }
+    let tenant = compiled.profile.tenant_name(slot);
+    if log::log_enabled!(log::Level::Debug) && decision.outcomes != Outcomes::default() {
+        let dynamic = compiled.tenant_outcomes.get(slot);
+        let outcomes: Vec<&str> = decision
+            .outcomes
+            .iter()
+            .filter_map(|i| match F::OUTCOMES.get(i) {
+                Some(name) => Some(*name),
+                None => dynamic
+                    .and_then(|d| d.get(i - F::OUTCOMES.len()))
+                    .map(String::as_str),
+            })
+            .collect();
+        let message = format!("outcome={}", outcomes.join(","));
+        log::debug!("{}", log_line(F::NAME, tenant, request_id, &message));
+    }
+    let Some(reply) = &decision.reply else {
+        return false;
+    };
+    let reply_headers: Vec<(&str, &str)> = reply
+        .headers
+        .iter()
+        .map(|(k, v)| (*k, v.as_str()))
+        .chain(
+            reply
+                .owned_headers
                 .iter()
-                .filter_map(|i| match F::OUTCOMES.get(i) {
-                    Some(name) => Some(*name),
-                    None => dynamic
-                        .and_then(|d| d.get(i - F::OUTCOMES.len()))
-                        .map(String::as_str),
-                })
-                .collect();
-            let message = format!("outcome={}", outcomes.join(","));
-            log::debug!("{}", log_line(F::NAME, tenant, request_id, &message));
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        )
+        .collect();
+    let message = format!("local reply {}", reply.status);
+    log::debug!("{}", log_line(F::NAME, tenant, request_id, &message));
+    hostcalls::send_http_response(reply.status, reply_headers, Some(&reply.body)).is_ok()
+}
+
+impl<F: HttpFilter> Stream<F> {
+    fn act(&self, compiled: &Compiled<F>, slot: usize, decision: &Decision<'_>) -> bool {
+        act::<F>(compiled, slot, decision, self.request_id.as_deref())
+    }
+
+    /// Starts a decision's callout or parks the request. Returns true when
+    /// the request is now held or answered (the caller pauses it); false
+    /// when it may go on. `depth` bounds callouts that fail to start and are
+    /// decided again.
+    fn hold(
+        &mut self,
+        compiled: &Compiled<F>,
+        slot: usize,
+        decision: &Decision<'_>,
+        depth: u8,
+    ) -> bool {
+        if let Some(callout) = &decision.callout {
+            if let Some(token) = dispatch(callout) {
+                self.held = Some(Some((token, callout.tag)));
+                // A deadline shorter than the call's own timeout: the tick
+                // answers the request then, and the late answer only
+                // updates what the tenant shares.
+                if let Some(park) = decision.park {
+                    if let Ok(mut parked) = self.worker.parked.try_borrow_mut() {
+                        if parked.len() < MAX_PARKED {
+                            parked.push(Parked {
+                                context_id: self.context_id,
+                                slot,
+                                tag: park.tag,
+                                deadline_ms: park.deadline_ms,
+                            });
+                            self.deadline = true;
+                        }
+                    }
+                }
+                return true;
+            }
+            // Could not even start (unknown cluster): the same path as a failed call.
+            self.held = None;
+            return !self.on_callout_answer(compiled, slot, callout.tag, None, depth + 1);
         }
-        let Some(reply) = &decision.reply else {
+        if let Some(park) = decision.park {
+            let Ok(mut parked) = self.worker.parked.try_borrow_mut() else {
+                return false;
+            };
+            if parked.len() >= MAX_PARKED {
+                drop(parked);
+                if let Some(settings) = compiled.profile.settings(slot) {
+                    let expired = F::on_park_expired(settings, park.tag);
+                    if self.act(compiled, slot, &expired) {
+                        return true;
+                    }
+                }
+                return false;
+            }
+            parked.push(Parked {
+                context_id: self.context_id,
+                slot,
+                tag: park.tag,
+                deadline_ms: park.deadline_ms,
+            });
+            self.held = Some(None);
+            return true;
+        }
+        false
+    }
+
+    /// Decides a held request with its callout's answer: replies, holds it
+    /// again, or returns true when the request may go on (the caller resumes
+    /// it). The current context is this stream's.
+    fn on_callout_answer(
+        &mut self,
+        compiled: &Compiled<F>,
+        slot: usize,
+        tag: u32,
+        response: Option<&CalloutResponse>,
+        depth: u8,
+    ) -> bool {
+        let Some(settings) = compiled.profile.settings(slot) else {
+            return true;
+        };
+        if depth > 2 {
+            // A filter that keeps asking for failing callouts: fail closed.
+            let _ = hostcalls::send_http_response(503, Vec::new(), None);
+            return false;
+        }
+        let outcomes = F::on_callout_done(settings, tag, response, &EnvoyEnv);
+        count(compiled, slot, outcomes);
+        let Ok(pairs) = hostcalls::get_map_bytes(MapType::HttpRequestHeaders) else {
+            let _ = hostcalls::send_http_response(503, Vec::new(), None);
             return false;
         };
-        let reply_headers: Vec<(&str, &str)> = reply
-            .headers
-            .iter()
-            .map(|(k, v)| (*k, v.as_str()))
-            .chain(
-                reply
-                    .owned_headers
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_str())),
-            )
-            .collect();
-        let message = format!("local reply {}", reply.status);
-        log::debug!("{}", log_line(F::NAME, tenant, request_id, &message));
-        hostcalls::send_http_response(reply.status, reply_headers, Some(&reply.body)).is_ok()
+        let headers = Headers::from_bytes(pairs);
+        let worker = self.worker.clone();
+        let Ok(mut rng) = worker.rng.try_borrow_mut() else {
+            let _ = hostcalls::send_http_response(503, Vec::new(), None);
+            return false;
+        };
+        let mut source = SourceAddress::lazy(source_address);
+        let mut ctx = RequestCtx {
+            tenant: Tenant {
+                slot,
+                name: compiled.profile.tenant_name(slot),
+            },
+            headers: &headers,
+            rng: &mut rng,
+            source: &mut source,
+            env: &EnvoyEnv,
+        };
+        let decision = F::on_callout_response(settings, &mut ctx, &mut self.state, tag, response);
+        drop(rng);
+        if self.act(compiled, slot, &decision) {
+            return false;
+        }
+        apply(MapType::HttpRequestHeaders, &decision.request);
+        if decision.set_tenant_header {
+            set_tenant_header(compiled, slot);
+        }
+        if self.hold(compiled, slot, &decision, depth) {
+            return false;
+        }
+        self.held = None;
+        true
     }
 }
 
@@ -385,7 +791,8 @@ impl<F: HttpFilter> HttpContext for Stream<F> {
         if !F::enabled(settings) {
             return Action::Continue;
         }
-        let Ok(mut rng) = self.rng.try_borrow_mut() else {
+        let worker = self.worker.clone();
+        let Ok(mut rng) = worker.rng.try_borrow_mut() else {
             return Action::Continue;
         };
         let tenant = Tenant {
@@ -417,13 +824,10 @@ impl<F: HttpFilter> HttpContext for Stream<F> {
         }
         apply(MapType::HttpRequestHeaders, &decision.request);
         if decision.set_tenant_header {
-            if let Some(h) = profile.tenancy.header() {
-                let _ = hostcalls::set_map_value(
-                    MapType::HttpRequestHeaders,
-                    &h.name,
-                    Some(tenant.name),
-                );
-            }
+            set_tenant_header(&compiled, slot);
+        }
+        if self.hold(&compiled, slot, &decision, 0) {
+            return Action::Pause;
         }
         if let Some(limit) = decision.wait_for_body {
             if !end_of_stream {
@@ -442,6 +846,10 @@ impl<F: HttpFilter> HttpContext for Stream<F> {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.held.is_some() {
+            // Continuing here would release the held headers too.
+            return Action::Pause;
+        }
         if let Some(limit) = self.waiting_for_body {
             return self.held_body(body_size, end_of_stream, limit);
         }
@@ -456,6 +864,13 @@ impl<F: HttpFilter> HttpContext for Stream<F> {
         };
         let decision = F::on_request_body(settings, &mut self.state, body_size, end_of_stream);
         if self.act(&compiled, slot, &decision) {
+            return Action::Pause;
+        }
+        Action::Continue
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        if self.held.is_some() {
             return Action::Pause;
         }
         Action::Continue
@@ -531,8 +946,8 @@ macro_rules! export_filter {
     ($filter:ty) => {
         proxy_wasm::main! {{
             $crate::host::init(<$filter as $crate::HttpFilter>::NAME);
-            proxy_wasm::set_root_context(|_| {
-                Box::new($crate::host::Root::<$filter>::default())
+            proxy_wasm::set_root_context(|context_id| {
+                Box::new($crate::host::Root::<$filter>::new(context_id))
             });
         }}
     };

@@ -18,7 +18,9 @@ pub mod tenancy;
 #[cfg(target_os = "wasi")]
 pub mod host;
 
-pub use decision::{Decision, HeaderEdits, HeaderOp, LocalReply, Outcomes};
+pub use decision::{
+    Callout, CalloutResponse, Decision, HeaderEdits, HeaderOp, LocalReply, Outcomes, Park,
+};
 pub use errors::{ConfigError, ConfigErrors};
 pub use filter::{HttpFilter, RequestCtx, Tenant};
 pub use headers::Headers;

@@ -3,8 +3,10 @@
 //! and the identity headers the upstream receives.
 
 use crate::config::{Cached, JwtSettings, Requirement, TokenSource};
+use crate::external::{self, OnError, Verdict};
+use crate::remote::{Fetched, Need};
 use crate::verify::{verify, Reject};
-use meshware_common::{Decision, Headers, LocalReply, Outcomes};
+use meshware_common::{CalloutResponse, Decision, Headers, HostEnv, LocalReply, Outcomes};
 use serde_json::Value;
 use sha2::Digest;
 use std::borrow::Cow;
@@ -27,6 +29,12 @@ pub const OUTCOMES: &[&str] = &[
     "denied_not_yet_valid",
     "denied_bad_issuer",
     "denied_bad_audience",
+    "denied_keys_unavailable",
+    "jwks_fetch_ok",
+    "jwks_fetch_failed",
+    "external_allowed",
+    "external_denied",
+    "external_error",
 ];
 pub const ALLOWED: usize = 0;
 pub const BYPASSED: usize = 1;
@@ -34,6 +42,12 @@ pub const ANONYMOUS: usize = 2;
 pub const CACHE_HIT: usize = 3;
 pub const DENIED_MISSING: usize = 4;
 pub const DENIED_TENANT: usize = 5;
+pub const DENIED_KEYS_UNAVAILABLE: usize = 16;
+pub const JWKS_FETCH_OK: usize = 17;
+pub const JWKS_FETCH_FAILED: usize = 18;
+pub const EXTERNAL_ALLOWED: usize = 19;
+pub const EXTERNAL_DENIED: usize = 20;
+pub const EXTERNAL_ERROR: usize = 21;
 
 fn denied_outcome(r: Reject) -> usize {
     let label = r.label();
@@ -145,28 +159,44 @@ fn cache_key(token: &str) -> u128 {
         .map_or(0, u128::from_le_bytes)
 }
 
+/// Why no provider accepted a token, and the first provider with remote
+/// keys that did not know its `kid` (more keys may be fetched for it).
+struct Failure {
+    reject: Reject,
+    remote_unknown_kid: Option<usize>,
+}
+
 /// The verified token and whether it came from the cache.
-fn verify_any(s: &JwtSettings, token: &str, now_s: u64) -> Result<(Rc<Cached>, bool), Reject> {
+fn verify_any(
+    s: &JwtSettings,
+    token: &str,
+    now_s: u64,
+    env: &dyn HostEnv,
+) -> Result<(Rc<Cached>, bool), Failure> {
     let key = cache_key(token);
     if let Ok(cache) = s.cache.try_borrow() {
         if let Some(c) = cache.get(&key) {
             // Expiry is checked again on every hit (with the provider's leeway).
-            let leeway = s
-                .providers
-                .get(c.provider)
-                .map_or(0, |p| p.provider.leeway_s);
-            if now_s <= c.exp.saturating_add(leeway) {
+            let provider = s.providers.get(c.provider);
+            let leeway = provider.map_or(0, |p| p.provider.leeway_s);
+            let generation = provider
+                .and_then(|p| p.remote.as_ref())
+                .map_or(0, |r| r.generation());
+            if now_s <= c.exp.saturating_add(leeway) && generation == c.generation {
                 return Ok((Rc::clone(c), true));
             }
         }
     }
     let mut first_error = None;
+    let mut remote_unknown_kid = None;
     for (i, p) in s.providers.iter().enumerate() {
-        match verify(&p.provider, token, now_s) {
+        let remote_keys = p.remote.as_ref().map(|r| r.keys(env)).unwrap_or_default();
+        match verify(&p.provider, &remote_keys, token, now_s) {
             Ok(v) => {
                 let cached = Rc::new(Cached {
                     exp: v.exp,
                     provider: i,
+                    generation: p.remote.as_ref().map_or(0, |r| r.generation()),
                     claims: v.claims,
                 });
                 if s.cache_entries > 0 {
@@ -185,31 +215,156 @@ fn verify_any(s: &JwtSettings, token: &str, now_s: u64) -> Result<(Rc<Cached>, b
                 first_error.get_or_insert(Reject::BadIssuer);
             }
             Err(e) => {
+                if e == Reject::UnknownKid && p.remote.is_some() {
+                    remote_unknown_kid.get_or_insert(i);
+                }
                 if first_error.is_none_or(|f| f == Reject::BadIssuer) {
                     first_error = Some(e);
                 }
             }
         }
     }
-    Err(first_error.unwrap_or(Reject::UnknownKid))
+    Err(Failure {
+        reject: first_error.unwrap_or(Reject::UnknownKid),
+        remote_unknown_kid,
+    })
+}
+
+/// No key set could be obtained for a provider: its configured status.
+fn keys_unavailable<'s>(status: u32) -> Decision<'s> {
+    let what = "signing keys are unavailable";
+    let challenge = (status == 401)
+        .then(|| format!("Bearer error=\"invalid_token\", error_description=\"{what}\""));
+    reply(
+        status,
+        challenge,
+        "temporarily_unavailable",
+        what,
+        DENIED_KEYS_UNAVAILABLE,
+    )
+}
+
+/// Identity headers are ours: a client can never set them.
+fn strip_identity<'s>(s: &'s JwtSettings, headers: &Headers, decision: &mut Decision<'s>) {
+    let copied = s.external.iter().flat_map(|e| e.copy_headers.iter());
+    let claims = s.claim_to_headers.iter().map(|(_, h)| h);
+    for h in std::iter::once(&s.user_header).chain(claims).chain(copied) {
+        if headers.contains(h) {
+            decision.request.remove(h);
+        }
+    }
 }
 
 pub fn on_request<'s>(
     s: &'s JwtSettings,
     tenant: &str,
     headers: &Headers,
-    now_s: u64,
+    env: &dyn HostEnv,
+) -> Decision<'s> {
+    decide(s, tenant, headers, env, true)
+}
+
+/// The answer to a callout this request started: the external check, or
+/// a JWKS fetch (the key set is already updated: decide again, locally).
+pub fn on_callout_response<'s>(
+    s: &'s JwtSettings,
+    tenant: &str,
+    headers: &Headers,
+    env: &dyn HostEnv,
+    tag: u32,
+    response: Option<&CalloutResponse>,
+) -> Decision<'s> {
+    let Some(ext) = s.external.as_ref().filter(|_| tag == external::TAG) else {
+        return decide(s, tenant, headers, env, false);
+    };
+    match ext.verdict(response) {
+        Verdict::Allow(copied) => {
+            let mut decision = Decision::default();
+            for (i, value) in copied {
+                if let Some(h) = ext.copy_headers.get(i) {
+                    decision.request.set(h, value.to_string());
+                }
+            }
+            if s.strip_authorization {
+                decision.request.remove("authorization");
+            }
+            decision.set_tenant_header = true;
+            decision.outcomes.add(EXTERNAL_ALLOWED);
+            decision
+        }
+        Verdict::Deny(status, challenge) => {
+            let (error, what) = if status == 401 {
+                (
+                    "invalid_token",
+                    "the authorization service refused the credentials",
+                )
+            } else {
+                ("forbidden", "the authorization service denied the request")
+            };
+            let challenge = challenge
+                .filter(|c| c.len() <= 512 && c.bytes().all(|b| (0x20..0x7f).contains(&b)))
+                .map(str::to_string)
+                .or_else(|| (status == 401).then(|| "Bearer".to_string()));
+            reply(status, challenge, error, what, EXTERNAL_DENIED)
+        }
+        Verdict::Error => match ext.on_error {
+            OnError::Deny => {
+                let mut d = reply(
+                    503,
+                    None,
+                    "temporarily_unavailable",
+                    "the authorization service is unavailable",
+                    EXTERNAL_ERROR,
+                );
+                d.outcomes.add(DENIED_KEYS_UNAVAILABLE);
+                d
+            }
+            OnError::LocalJwt => {
+                let mut d = decide(s, tenant, headers, env, false);
+                d.outcomes.add(EXTERNAL_ERROR);
+                d
+            }
+        },
+    }
+}
+
+/// A fetch of provider `tag`'s keys completed (any request's or the tick's).
+pub fn on_callout_done(
+    s: &JwtSettings,
+    tag: u32,
+    response: Option<&CalloutResponse>,
+    env: &dyn HostEnv,
+) -> Outcomes {
+    let remote = s
+        .providers
+        .get(tag as usize)
+        .and_then(|p| p.remote.as_ref());
+    match remote.map(|r| r.done(response, env)) {
+        Some(Fetched::Ok) => Outcomes::one(JWKS_FETCH_OK),
+        Some(Fetched::Failed) => Outcomes::one(JWKS_FETCH_FAILED),
+        None => Outcomes::default(),
+    }
+}
+
+/// A request waited for provider `tag`'s first key set in vain.
+pub fn on_park_expired<'s>(s: &'s JwtSettings, tag: u32) -> Decision<'s> {
+    let status = s
+        .providers
+        .get(tag as usize)
+        .and_then(|p| p.remote.as_ref())
+        .map_or(503, |r| r.unavailable_status);
+    keys_unavailable(status)
+}
+
+fn decide<'s>(
+    s: &'s JwtSettings,
+    tenant: &str,
+    headers: &Headers,
+    env: &dyn HostEnv,
+    use_external: bool,
 ) -> Decision<'s> {
     let mut decision = Decision::default();
-    // Identity headers are ours: a client can never set them.
-    if headers.contains(&s.user_header) {
-        decision.request.remove(&s.user_header);
-    }
-    for (_, h) in &s.claim_to_headers {
-        if headers.contains(h) {
-            decision.request.remove(h);
-        }
-    }
+    strip_identity(s, headers, &mut decision);
     let path = headers.get(":path").unwrap_or("/");
     let method = headers.get(":method").unwrap_or("");
     let requirement = requirement(s, path, method);
@@ -217,11 +372,17 @@ pub fn on_request<'s>(
         decision.outcomes.add(BYPASSED);
         return decision;
     }
-    let Some(token) = find_token(s, headers) else {
-        if requirement == Requirement::Optional {
-            decision.outcomes.add(ANONYMOUS);
-            return decision;
-        }
+    let token = find_token(s, headers);
+    if token.is_none() && requirement == Requirement::Optional {
+        decision.outcomes.add(ANONYMOUS);
+        return decision;
+    }
+    if let Some(ext) = s.external.as_ref().filter(|_| use_external) {
+        // The auth service judges every credential kind, token or not.
+        decision.callout = Some(ext.callout(headers, tenant));
+        return decision;
+    }
+    let Some(token) = token else {
         return reply(
             401,
             Some("Bearer".into()),
@@ -230,14 +391,33 @@ pub fn on_request<'s>(
             DENIED_MISSING,
         );
     };
-    let verified = match verify_any(s, token, now_s) {
+    let now_ms = env.now_ms();
+    let verified = match verify_any(s, token, now_ms / 1000, env) {
         Ok((v, hit)) => {
             if hit {
                 decision.outcomes.add(CACHE_HIT);
             }
             v
         }
-        Err(r) => return unauthorized(r),
+        Err(failure) => {
+            let Some(i) = failure.remote_unknown_kid else {
+                return unauthorized(failure.reject);
+            };
+            let Some(remote) = s.providers.get(i).and_then(|p| p.remote.as_ref()) else {
+                return unauthorized(failure.reject);
+            };
+            let never = remote.never_fetched();
+            match remote.need(i as u32, now_ms, !never) {
+                Need::Fetch(callout, park) => {
+                    decision.callout = Some(callout);
+                    decision.park = Some(park);
+                }
+                Need::Wait(park) => decision.park = Some(park),
+                Need::Unavailable if never => return keys_unavailable(remote.unavailable_status),
+                Need::Unavailable => return unauthorized(failure.reject),
+            }
+            return decision;
+        }
     };
     let provider = s.providers.get(verified.provider);
     if let Some(claim) = provider.and_then(|p| p.tenant_claim.as_ref()) {

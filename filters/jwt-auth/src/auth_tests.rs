@@ -2,7 +2,8 @@
 
 use crate::auth::*;
 use crate::config::{parse, JwtSettings};
-use meshware_common::{Decision, Headers};
+use meshware_common::store::MemoryStore;
+use meshware_common::{CalloutResponse, Decision, Headers};
 use serde_json::{json, Value};
 
 const NOW: u64 = 1_800_000_000;
@@ -47,7 +48,13 @@ fn request(s: &'static JwtSettings, path: &str, extra: &[(&str, &str)]) -> Decis
         (":path".to_string(), path.to_string()),
     ];
     pairs.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    on_request(s, "umbrella", &Headers::new(pairs), NOW)
+    on_request(s, "umbrella", &Headers::new(pairs), &env_at(NOW))
+}
+
+fn env_at(now_s: u64) -> MemoryStore {
+    let env = MemoryStore::default();
+    *env.now.borrow_mut() = now_s * 1000;
+    env
 }
 
 fn status(d: &Decision<'_>) -> Option<u32> {
@@ -149,4 +156,316 @@ fn configuration_errors_name_their_paths() {
     ] {
         assert!(e.contains(expected), "missing {expected:?} in:\n{e}");
     }
+}
+
+// ---- remote JWKS and external auth ----
+
+fn jwks_body(kids: &[&str]) -> Vec<u8> {
+    let v = vectors();
+    let keys: Vec<Value> = v["jwks"]["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| kids.contains(&k["kid"].as_str().unwrap()))
+        .cloned()
+        .collect();
+    serde_json::to_vec(&json!({ "keys": keys })).unwrap()
+}
+
+fn answer(status: u32, body: Vec<u8>, headers: &[(&str, &str)]) -> CalloutResponse {
+    let pairs = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    CalloutResponse {
+        status,
+        headers: Headers::new(pairs),
+        body,
+    }
+}
+
+fn remote_settings(extra: Value) -> &'static JwtSettings {
+    let v = vectors();
+    let mut section = json!({
+        "providers": [{"issuer": v["issuer"], "audiences": [v["audience"]],
+                       "algorithms": ["RS256", "ES256"],
+                       "remote_jwks": {"cluster": "idp", "path": "/jwks.json", "ttl_s": 60,
+                                       "refetch_interval_s": 5, "wait_ms": 1500}}]
+    });
+    for (k, val) in extra.as_object().unwrap() {
+        section[k] = val.clone();
+    }
+    let (s, e) = settings_from(section);
+    assert_eq!(e, "");
+    s
+}
+
+fn call(s: &'static JwtSettings, env: &MemoryStore, bearer: &str) -> Decision<'static> {
+    let pairs = vec![
+        (":method".to_string(), "GET".to_string()),
+        (":path".to_string(), "/orders".to_string()),
+        ("authorization".to_string(), format!("Bearer {bearer}")),
+    ];
+    on_request(s, "umbrella", &Headers::new(pairs), env)
+}
+
+#[test]
+fn remote_keys_are_fetched_once_while_other_requests_wait() {
+    let s = remote_settings(json!({}));
+    let env = env_at(NOW);
+    let rs = token("valid RS256");
+    let first = call(s, &env, &rs);
+    let callout = first.callout.as_ref().expect("the first request fetches");
+    // ... and waits for it at most until its deadline.
+    assert_eq!(first.park.map(|p| p.deadline_ms), Some(NOW * 1000 + 1500));
+    assert_eq!(callout.cluster, "idp");
+    assert!(callout
+        .headers
+        .contains(&(":path", "/jwks.json".to_string())));
+    assert!(callout.headers.contains(&(":authority", "idp".to_string())));
+    // A second request while the fetch is in flight waits with a deadline.
+    let second = call(s, &env, &token("valid ES256"));
+    assert_eq!(second.callout, None);
+    let park = second.park.expect("waits");
+    assert_eq!((park.tag, park.deadline_ms), (0, NOW * 1000 + 1500));
+    let done = on_callout_done(
+        s,
+        0,
+        Some(&answer(200, jwks_body(&["rsa-1", "ec-256"]), &[])),
+        &env,
+    );
+    assert!(done.contains(JWKS_FETCH_OK));
+    assert!(call(s, &env, &rs).outcomes.contains(ALLOWED));
+    assert!(call(s, &env, &token("valid ES256"))
+        .outcomes
+        .contains(ALLOWED));
+    // The waiting request that outlives its deadline gets the configured status.
+    assert_eq!(status(&on_park_expired(s, 0)), Some(503));
+}
+
+#[test]
+fn a_failed_first_fetch_answers_the_configured_status_then_retries_after_the_interval() {
+    for jwks_answer in [
+        None,
+        Some(answer(500, b"oops".to_vec(), &[])),
+        Some(answer(200, b"<html>junk".to_vec(), &[])),
+        Some(answer(200, br#"{"keys": []}"#.to_vec(), &[])),
+    ] {
+        let s = remote_settings(json!({}));
+        let env = env_at(NOW);
+        let rs = token("valid RS256");
+        assert!(call(s, &env, &rs).callout.is_some());
+        let done = on_callout_done(s, 0, jwks_answer.as_ref(), &env);
+        assert!(done.contains(JWKS_FETCH_FAILED));
+        let d = call(s, &env, &rs);
+        assert_eq!(status(&d), Some(503));
+        assert!(d.outcomes.contains(DENIED_KEYS_UNAVAILABLE));
+        env.advance_ms(5_000);
+        assert!(
+            call(s, &env, &rs).callout.is_some(),
+            "retried after the interval"
+        );
+    }
+    let v = vectors();
+    let (s401, e) = settings_from(
+        json!({"providers": [{"issuer": v["issuer"], "algorithms": ["RS256"],
+        "remote_jwks": {"cluster": "idp", "path": "/jwks.json", "unavailable_status": 401}}]}),
+    );
+    assert_eq!(e, "");
+    let env = env_at(NOW);
+    call(s401, &env, &token("valid RS256"));
+    on_callout_done(s401, 0, None, &env);
+    let d = call(s401, &env, &token("valid RS256"));
+    assert_eq!(status(&d), Some(401));
+    let reply = d.reply.unwrap();
+    assert!(reply
+        .headers
+        .iter()
+        .any(|(k, v)| *k == "www-authenticate" && v.contains("invalid_token")));
+    assert_eq!(status(&on_park_expired(s401, 0)), Some(401));
+}
+
+#[test]
+fn stale_keys_stay_in_use_when_a_refresh_fails_and_rotation_follows_refreshes() {
+    let s = remote_settings(json!({}));
+    let env = env_at(NOW);
+    let remote = s.providers[0].remote.as_ref().unwrap();
+    // The tick fetches first.
+    let first = remote.background(0, &env).expect("first fetch on tick");
+    assert_eq!(first.tag, 0);
+    assert_eq!(remote.background(0, &env), None, "one at a time");
+    on_callout_done(s, 0, Some(&answer(200, jwks_body(&["rsa-1"]), &[])), &env);
+    assert_eq!(remote.background(0, &env), None, "fresh for the TTL");
+    let rs = token("valid RS256");
+    assert!(call(s, &env, &rs).outcomes.contains(ALLOWED));
+    // Past the TTL the tick refreshes; the refresh fails; the old keys stay.
+    env.advance_ms(60_000);
+    assert!(remote.background(0, &env).is_some());
+    assert!(
+        on_callout_done(s, 0, Some(&answer(503, vec![], &[])), &env).contains(JWKS_FETCH_FAILED)
+    );
+    s.cache.borrow_mut().clear();
+    assert!(call(s, &env, &rs).outcomes.contains(ALLOWED));
+    // An unknown kid (the IdP rotated to ec-256) triggers one refetch ...
+    let es = token("valid ES256");
+    env.advance_ms(5_000);
+    let d = call(s, &env, &es);
+    assert!(d.callout.is_some(), "unknown kid refetches");
+    // ... a second unknown kid soon after does not: it waits for that fetch.
+    assert!(call(s, &env, &es).park.is_some());
+    on_callout_done(s, 0, Some(&answer(200, jwks_body(&["ec-256"]), &[])), &env);
+    assert!(call(s, &env, &es).outcomes.contains(ALLOWED));
+    // The rotated-out kid is now unknown (its cached verdict is void: the
+    // key set changed) and the refetch is rate-limited.
+    let d = call(s, &env, &rs);
+    assert_eq!(status(&d), Some(401));
+    assert!(d.outcomes.contains(denied("unknown_kid")));
+}
+
+fn denied(label: &str) -> usize {
+    OUTCOMES
+        .iter()
+        .position(|o| *o == format!("denied_{label}"))
+        .unwrap()
+}
+
+#[test]
+fn another_worker_adopts_the_shared_key_set_without_fetching() {
+    let env = env_at(NOW);
+    let a = remote_settings(json!({}));
+    let b = remote_settings(json!({}));
+    let rs = token("valid RS256");
+    assert!(call(a, &env, &rs).callout.is_some());
+    on_callout_done(a, 0, Some(&answer(200, jwks_body(&["rsa-1"]), &[])), &env);
+    let d = call(b, &env, &rs);
+    assert_eq!(d.callout, None);
+    assert!(d.outcomes.contains(ALLOWED));
+    assert_eq!(
+        b.providers[0].remote.as_ref().unwrap().background(0, &env),
+        None
+    );
+}
+
+fn external_settings(on_error: &str) -> &'static JwtSettings {
+    let v = vectors();
+    let (s, e) = settings_from(json!({
+        "providers": [{"issuer": v["issuer"], "audiences": [v["audience"]], "jwks": v["jwks"],
+                       "algorithms": ["RS256"]}],
+        "rules": [{"prefix": "/healthz", "requirement": "bypass"}],
+        "external": {"cluster": "authz", "path_prefix": "/check", "copy_headers": ["x-auth-user"],
+                     "on_error": on_error}
+    }));
+    assert_eq!(e, "");
+    s
+}
+
+fn ext_request(s: &'static JwtSettings, extra: &[(&str, &str)]) -> (Headers, Decision<'static>) {
+    let mut pairs = vec![
+        (":method".to_string(), "POST".to_string()),
+        (":path".to_string(), "/orders?x=1".to_string()),
+        (":authority".to_string(), "api.example".to_string()),
+    ];
+    pairs.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let headers = Headers::new(pairs);
+    let d = on_request(s, "umbrella", &headers, &env_at(NOW));
+    (headers, d)
+}
+
+#[test]
+fn the_external_check_allows_denies_and_falls_back() {
+    let s = external_settings("deny");
+    let (headers, d) = ext_request(
+        s,
+        &[
+            ("authorization", "Bearer abc"),
+            ("x-auth-user", "mallory"),
+            ("x-other", "1"),
+        ],
+    );
+    assert!(
+        d.request.removes("x-auth-user"),
+        "copied headers are identity headers"
+    );
+    let c = d.callout.expect("asks the auth service");
+    assert_eq!(
+        (c.cluster, c.timeout_ms, c.tag),
+        ("authz", 200, crate::external::TAG)
+    );
+    for want in [
+        (":method", "POST"),
+        (":path", "/check/orders?x=1"),
+        (":authority", "authz"),
+        ("x-forwarded-host", "api.example"),
+        ("x-meshware-tenant", "umbrella"),
+        ("authorization", "Bearer abc"),
+    ] {
+        assert!(
+            c.headers.contains(&(want.0, want.1.to_string())),
+            "{want:?}"
+        );
+    }
+    assert!(!c.headers.iter().any(|(k, _)| *k == "x-other"));
+    let env = env_at(NOW);
+    let tag = crate::external::TAG;
+    let allow = answer(200, vec![], &[("x-auth-user", "bob"), ("x-secret", "no")]);
+    let d = on_callout_response(s, "umbrella", &headers, &env, tag, Some(&allow));
+    assert_eq!(d.request.value_of("x-auth-user"), Some("bob"));
+    assert_eq!(d.request.value_of("x-secret"), None);
+    assert!(d.set_tenant_header && d.outcomes.contains(EXTERNAL_ALLOWED));
+    for code in [401, 403] {
+        let deny = answer(code, vec![], &[]);
+        let d = on_callout_response(s, "umbrella", &headers, &env, tag, Some(&deny));
+        assert_eq!(status(&d), Some(code));
+        assert!(d.outcomes.contains(EXTERNAL_DENIED));
+    }
+    for failure in [
+        None,
+        Some(answer(500, vec![], &[])),
+        Some(answer(302, vec![], &[])),
+    ] {
+        let d = on_callout_response(s, "umbrella", &headers, &env, tag, failure.as_ref());
+        assert_eq!(status(&d), Some(503));
+        assert!(d.outcomes.contains(EXTERNAL_ERROR));
+    }
+    // Bypassed routes never call out.
+    let bypass = Headers::new(vec![(":path".into(), "/healthz".into())]);
+    assert_eq!(on_request(s, "umbrella", &bypass, &env).callout, None);
+
+    let s = external_settings("local_jwt");
+    let good = format!("Bearer {}", token("valid RS256"));
+    let (headers, _) = ext_request(s, &[("authorization", &good)]);
+    let d = on_callout_response(s, "umbrella", &headers, &env, tag, None);
+    assert!(d.outcomes.contains(EXTERNAL_ERROR) && d.outcomes.contains(ALLOWED));
+    assert_eq!(d.request.value_of("x-user-id"), Some("alice"));
+    let (headers, _) = ext_request(s, &[("authorization", "Bearer not.a.token")]);
+    let d = on_callout_response(s, "umbrella", &headers, &env, tag, None);
+    assert_eq!(status(&d), Some(401));
+}
+
+#[test]
+fn remote_and_external_config_errors_name_their_paths() {
+    let (_, e) = settings_from(json!({
+        "providers": [{"issuer": "i", "algorithms": ["RS256"],
+                       "remote_jwks": {"path": "jwks", "timeout_ms": 0, "unavailable_status": 402, "ttl": 1}},
+                      {"issuer": "j", "algorithms": ["RS256"]}],
+        "external": {"on_error": "allow", "copy_headers": ["x-user-id", "bad header"]}
+    }));
+    for want in [
+        "t.providers[0].remote_jwks.cluster: is required",
+        "t.providers[0].remote_jwks.path:",
+        "t.providers[0].remote_jwks.timeout_ms:",
+        "t.providers[0].remote_jwks.unavailable_status: must be 401 or 503",
+        "t.providers[0].remote_jwks.ttl: unknown field",
+        "t.providers[1].jwks: is required unless remote_jwks is set",
+        "t.external.cluster: is required",
+        "t.external.on_error:",
+        "t.external.copy_headers",
+    ] {
+        assert!(e.contains(want), "missing {want:?} in:\n{e}");
+    }
+    let (_, e) = settings_from(json!({"external": {"cluster": "a", "on_error": "local_jwt"}}));
+    assert!(
+        e.contains("t.external.on_error: \"local_jwt\" needs at least one provider"),
+        "{e}"
+    );
 }

@@ -1,6 +1,8 @@
 //! The `jwt_auth` section of the profile.
 
+use crate::external::External;
 use crate::jwk::parse_jwks;
+use crate::remote::RemoteJwks;
 use crate::verify::{Alg, Provider};
 use meshware_common::section::{check_header_name, check_method, check_path_prefix};
 use meshware_common::SectionReader;
@@ -35,12 +37,13 @@ pub struct Rule {
     pub requirement: Requirement,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct NamedProvider {
     pub name: String,
     pub provider: Provider,
     /// Claim naming the token's tenant; it must equal the request's tenant.
     pub tenant_claim: Option<String>,
+    pub remote: Option<RemoteJwks>,
 }
 
 /// A verified token, cached per worker until it expires.
@@ -48,6 +51,8 @@ pub struct NamedProvider {
 pub struct Cached {
     pub exp: u64,
     pub provider: usize,
+    /// The provider's remote key-set generation it was verified under.
+    pub generation: u64,
     pub claims: serde_json::Map<String, Value>,
 }
 
@@ -62,6 +67,7 @@ pub struct JwtSettings {
     /// Claim name -> header.
     pub claim_to_headers: Vec<(String, String)>,
     pub strip_authorization: bool,
+    pub external: Option<External>,
     pub cache_entries: usize,
     /// Keyed by the first 16 bytes of the token's SHA-256 (collision-resistant:
     /// a forged token cannot borrow a cached verdict).
@@ -110,11 +116,25 @@ fn read_provider(r: &mut SectionReader<'_>, path: &str) -> Option<NamedProvider>
         .iter()
         .filter_map(|a| Alg::parse(a))
         .collect();
+    let remote = match r.raw("remote_jwks") {
+        None => None,
+        Some((serde_json::Value::Object(fields), remote_path)) => {
+            let mut n = r.nested(fields, &remote_path);
+            let remote = crate::remote::parse(&mut n, format!("jwt_auth.jwks:{remote_path}"));
+            n.finish();
+            Some(remote)
+        }
+        Some((_, remote_path)) => {
+            r.error(remote_path, "must be an object {cluster, path, ...}");
+            None
+        }
+    };
     let keys = match r.raw("jwks") {
+        None if remote.is_some() => Vec::new(),
         None => {
             r.error(
                 format!("{path}.jwks"),
-                "is required (inline JWKS; remote JWKS is not built yet)",
+                "is required unless remote_jwks is set",
             );
             Vec::new()
         }
@@ -152,6 +172,7 @@ fn read_provider(r: &mut SectionReader<'_>, path: &str) -> Option<NamedProvider>
             max_token_bytes,
         },
         tenant_claim,
+        remote,
     })
 }
 
@@ -248,8 +269,37 @@ pub fn parse(r: &mut SectionReader<'_>) -> JwtSettings {
         }
         Some((_, path)) => r.error(path, "must be an object of claim -> header"),
     }
+    let external = match r.raw("external") {
+        None | Some((Value::Null, _)) => None,
+        Some((Value::Object(fields), ext_path)) => {
+            let mut n = r.nested(fields, &ext_path);
+            let external = crate::external::parse(&mut n);
+            n.finish();
+            Some(external)
+        }
+        Some((_, ext_path)) => {
+            r.error(ext_path, "must be an object {cluster, ...} or null");
+            None
+        }
+    };
+    if let Some(ext) = &external {
+        if ext.on_error == crate::external::OnError::LocalJwt && providers.is_empty() {
+            let at = format!("{}.on_error", r.path_of("external"));
+            r.error(at, "\"local_jwt\" needs at least one provider");
+        }
+        for h in &ext.copy_headers {
+            if *h == user_header || claim_to_headers.iter().any(|(_, c)| c == h) {
+                let at = format!("{}.copy_headers", r.path_of("external"));
+                r.error(
+                    at,
+                    format!("\"{h}\" is already an identity header of this section"),
+                );
+            }
+        }
+    }
     JwtSettings {
         enabled,
+        external,
         providers,
         sources,
         rules,

@@ -154,6 +154,17 @@ pub fn parse_jwks(v: &Value) -> Result<Vec<Jwk>, Vec<(usize, String)>> {
     }
 }
 
+/// The keys of a fetched JWKS that this filter can use; `None` when the
+/// document is not a JWKS. Unusable keys are skipped, not fatal.
+pub fn parse_jwks_lenient(v: &Value) -> Option<Vec<Jwk>> {
+    let keys = v.get("keys").and_then(Value::as_array)?;
+    Some(
+        keys.iter()
+            .filter_map(|k| k.as_object().and_then(|m| parse_jwk(m).ok()))
+            .collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

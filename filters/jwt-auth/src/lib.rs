@@ -1,20 +1,26 @@
 //! jwt-auth filter: per-tenant JWT verification (inline JWKS, twelve
 //! algorithms), token sources, per-route requirements, a per-worker cache of
 //! verified tokens, tenant binding, and identity headers that a client can
-//! never set. Remote JWKS and external auth are not built yet (issue 3).
+//! never set; remote JWKS fetched through a cluster (shared across workers,
+//! refreshed on tick, stale-while-error) and an external auth check with a
+//! fallback to local verification.
 //!
 //! This file is the adapter: it binds the pure core (`config`, `jwk`,
 //! `verify`, `auth`) to the common host adapter, which does all proxy-wasm calls.
 
 pub mod auth;
 pub mod config;
+pub mod external;
 pub mod jwk;
+pub mod remote;
 pub mod verify;
 
 #[cfg(test)]
 mod auth_tests;
 
-use meshware_common::{Decision, HttpFilter, RequestCtx, SectionReader};
+use meshware_common::{
+    Callout, CalloutResponse, Decision, HostEnv, HttpFilter, Outcomes, RequestCtx, SectionReader,
+};
 
 pub struct JwtAuth;
 
@@ -23,13 +29,15 @@ impl HttpFilter for JwtAuth {
     const OUTCOMES: &'static [&'static str] = auth::OUTCOMES;
     type Settings = config::JwtSettings;
     type Stream = ();
+    /// Drives background JWKS refresh and the deadline of waiting requests.
+    const TICK_PERIOD_MS: u32 = 200;
 
     fn parse(reader: &mut SectionReader<'_>) -> Self::Settings {
         config::parse(reader)
     }
 
     fn enabled(settings: &Self::Settings) -> bool {
-        settings.enabled && !settings.providers.is_empty()
+        settings.enabled && (!settings.providers.is_empty() || settings.external.is_some())
     }
 
     fn on_request<'s>(
@@ -37,8 +45,49 @@ impl HttpFilter for JwtAuth {
         ctx: &mut RequestCtx<'_>,
         _stream: &mut Self::Stream,
     ) -> Decision<'s> {
-        let now_s = ctx.env.now_ms() / 1000;
-        auth::on_request(settings, ctx.tenant.name, ctx.headers, now_s)
+        auth::on_request(settings, ctx.tenant.name, ctx.headers, ctx.env)
+    }
+
+    fn on_callout_response<'s>(
+        settings: &'s Self::Settings,
+        ctx: &mut RequestCtx<'_>,
+        _stream: &mut Self::Stream,
+        tag: u32,
+        response: Option<&CalloutResponse>,
+    ) -> Decision<'s> {
+        auth::on_callout_response(
+            settings,
+            ctx.tenant.name,
+            ctx.headers,
+            ctx.env,
+            tag,
+            response,
+        )
+    }
+
+    fn on_callout_done(
+        settings: &Self::Settings,
+        tag: u32,
+        response: Option<&CalloutResponse>,
+        env: &dyn HostEnv,
+    ) -> Outcomes {
+        auth::on_callout_done(settings, tag, response, env)
+    }
+
+    fn background_callouts<'s>(
+        settings: &'s Self::Settings,
+        env: &dyn HostEnv,
+    ) -> Vec<Callout<'s>> {
+        settings
+            .providers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.remote.as_ref()?.background(i as u32, env))
+            .collect()
+    }
+
+    fn on_park_expired<'s>(settings: &'s Self::Settings, tag: u32) -> Decision<'s> {
+        auth::on_park_expired(settings, tag)
     }
 }
 

@@ -185,7 +185,8 @@ fn number(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, Reject
     }
 }
 
-pub fn verify(p: &Provider, token: &str, now_s: u64) -> Result<Verified, Reject> {
+/// Verifies `token` against the provider's inline keys plus `fetched` keys.
+pub fn verify(p: &Provider, fetched: &[Jwk], token: &str, now_s: u64) -> Result<Verified, Reject> {
     if token.len() > p.max_token_bytes {
         return Err(Reject::TooLarge);
     }
@@ -210,6 +211,7 @@ pub fn verify(p: &Provider, token: &str, now_s: u64) -> Result<Verified, Reject>
     let candidates: Vec<&Jwk> = p
         .keys
         .iter()
+        .chain(fetched)
         .filter(|k| kid.is_none() || k.kid.as_deref() == kid)
         .collect();
     if candidates.is_empty() {
@@ -287,7 +289,7 @@ mod tests {
         let v = vectors();
         let p = provider(&v);
         for case in v["cases"].as_array().unwrap() {
-            let got = match verify(&p, case["token"].as_str().unwrap(), NOW) {
+            let got = match verify(&p, &[], case["token"].as_str().unwrap(), NOW) {
                 Ok(_) => "ok",
                 Err(r) => r.label(),
             };
@@ -307,12 +309,12 @@ mod tests {
             .find(|c| c["name"] == "valid RS256")
             .unwrap();
         assert_eq!(
-            verify(&p, rs["token"].as_str().unwrap(), NOW).unwrap_err(),
+            verify(&p, &[], rs["token"].as_str().unwrap(), NOW).unwrap_err(),
             Reject::BadAlgorithm
         );
         p.max_token_bytes = 100;
         assert_eq!(
-            verify(&p, rs["token"].as_str().unwrap(), NOW).unwrap_err(),
+            verify(&p, &[], rs["token"].as_str().unwrap(), NOW).unwrap_err(),
             Reject::TooLarge
         );
     }
@@ -328,9 +330,9 @@ mod tests {
             .find(|c| c["name"] == "valid ES256")
             .unwrap();
         // exp is 2100-01-01: valid 60 s past it, not 61.
-        assert!(verify(&p, ok["token"].as_str().unwrap(), 4_102_444_860).is_ok());
+        assert!(verify(&p, &[], ok["token"].as_str().unwrap(), 4_102_444_860).is_ok());
         assert_eq!(
-            verify(&p, ok["token"].as_str().unwrap(), 4_102_444_861).unwrap_err(),
+            verify(&p, &[], ok["token"].as_str().unwrap(), 4_102_444_861).unwrap_err(),
             Reject::Expired
         );
     }
