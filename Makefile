@@ -23,7 +23,7 @@ CHROMIUM_BIN ?= /usr/bin/chromium
 export CHROMIUM_BIN
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup build run test test-compat fmt-check clippy unit wasm-test e2e check-config istio oci istio-check clean
+.PHONY: help setup build run bench test test-compat fmt-check clippy unit wasm-test e2e check-config istio oci istio-check clean
 
 help:
 	@echo "make setup | build | run | test | test-compat | check-config PROFILE=file.json | istio | oci | clean"
@@ -62,6 +62,11 @@ build: setup
 
 run: build
 	cargo run --quiet -p meshware-e2e --bin demo
+
+## bench: Envoy CPU per request per configuration (interleaved rounds, medians,
+## ratios to bare Envoy); BENCH_ROUNDS / BENCH_REQUESTS tune it.
+bench: build
+	cargo run --quiet --release -p meshware-e2e --bin bench
 
 test: setup fmt-check clippy unit wasm-test istio-check build e2e
 

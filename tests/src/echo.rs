@@ -157,6 +157,9 @@ fn read_chunked(r: &mut BufReader<TcpStream>) -> std::io::Result<Vec<u8>> {
 }
 
 fn serve(stream: TcpStream, log: &Mutex<Vec<Recorded>>, scripts: &Scripts) -> std::io::Result<()> {
+    // Answers go out in several writes: without this, Nagle's algorithm and
+    // delayed ACKs add ~40 ms to every keep-alive exchange.
+    stream.set_nodelay(true)?;
     let mut writer = stream.try_clone()?;
     let mut r = BufReader::new(stream);
     loop {

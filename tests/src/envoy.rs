@@ -51,6 +51,17 @@ pub struct Envoy {
 impl Envoy {
     /// Writes the bootstrap, starts Envoy and waits until its admin says LIVE.
     pub fn start(bootstrap: &serde_json::Value, admin_port: u16) -> Result<Envoy, String> {
+        Self::start_with(bootstrap, admin_port, 2, "info")
+    }
+
+    /// As `start`, with a worker count and log level (the benchmark runs one
+    /// worker, quietly).
+    pub fn start_with(
+        bootstrap: &serde_json::Value,
+        admin_port: u16,
+        concurrency: u32,
+        log_level: &str,
+    ) -> Result<Envoy, String> {
         let dir = scratch_dir();
         let config = dir.join("bootstrap.json");
         let log_path = dir.join("envoy.log");
@@ -59,14 +70,13 @@ impl Envoy {
         let child = Command::new(binary())
             .arg("-c")
             .arg(&config)
-            .args([
-                "--concurrency",
-                "2",
-                "--use-dynamic-base-id",
-                "--log-level",
-                "info",
-            ])
-            .args(["--component-log-level", "wasm:debug"])
+            .args(["--concurrency", &concurrency.to_string()])
+            .args(["--use-dynamic-base-id", "--log-level", log_level])
+            .args(if log_level == "info" {
+                &["--component-log-level", "wasm:debug"][..]
+            } else {
+                &[]
+            })
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -96,6 +106,31 @@ impl Envoy {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// User + system CPU time Envoy has used so far, in microseconds.
+    pub fn cpu_us(&self) -> Option<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).ok()?;
+        // Fields after the parenthesised command name; utime and stime are 14 and 15.
+        let rest = stat.rsplit_once(')')?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 =
+            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        // Linux reports in USER_HZ, 100 on every architecture Envoy ships for.
+        Some(ticks * 10_000)
+    }
+
+    /// Resident set size in KiB.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
     }
 
     pub fn log(&self) -> String {

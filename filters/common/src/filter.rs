@@ -43,6 +43,9 @@ pub trait HttpFilter: 'static {
     const OBSERVES_COMPLETION: bool = false;
     /// Period of `on_tick` in milliseconds; 0 = no tick.
     const TICK_PERIOD_MS: u32 = 0;
+    /// Whether the filter uses callouts or parked requests at all (the
+    /// adapter's callout code is compiled out of other filters).
+    const MAKES_CALLOUTS: bool = false;
     /// Whether `on_request_body` is called for request body chunks.
     const READS_REQUEST_BODY: bool = false;
     /// Whether `on_response` needs the response headers (reading costs a hostcall).

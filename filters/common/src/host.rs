@@ -266,6 +266,9 @@ impl<F: HttpFilter> Context for Root<F> {
         body_size: usize,
         _num_trailers: usize,
     ) {
+        if !F::MAKES_CALLOUTS {
+            return;
+        }
         let Some((slot, tag)) = self.callouts.remove(&token_id) else {
             return;
         };
@@ -348,6 +351,9 @@ impl<F: HttpFilter> RootContext for Root<F> {
                 if F::enabled(settings) {
                     let outcomes = F::on_tick(settings, tenant, &EnvoyEnv);
                     count(&compiled, slot, outcomes);
+                    if !F::MAKES_CALLOUTS {
+                        continue;
+                    }
                     for callout in F::background_callouts(settings, &EnvoyEnv) {
                         match dispatch(&callout) {
                             Some(token) => {
@@ -363,12 +369,13 @@ impl<F: HttpFilter> RootContext for Root<F> {
                 }
             }
         }
-        let has_parked = self
-            .worker
-            .parked
-            .try_borrow()
-            .map(|p| !p.is_empty())
-            .unwrap_or(false);
+        let has_parked = F::MAKES_CALLOUTS
+            && self
+                .worker
+                .parked
+                .try_borrow()
+                .map(|p| !p.is_empty())
+                .unwrap_or(false);
         if has_parked {
             self.expire_parked(&compiled);
         }
@@ -459,6 +466,9 @@ impl<F: HttpFilter> Context for Stream<F> {
         body_size: usize,
         _num_trailers: usize,
     ) {
+        if !F::MAKES_CALLOUTS {
+            return;
+        }
         let tag = match self.held {
             Some(Some((token, tag))) if token == token_id => tag,
             _ => return,
@@ -624,6 +634,9 @@ impl<F: HttpFilter> Stream<F> {
         decision: &Decision<'_>,
         depth: u8,
     ) -> bool {
+        if !F::MAKES_CALLOUTS {
+            return false;
+        }
         if let Some(callout) = &decision.callout {
             if let Some(token) = dispatch(callout) {
                 self.held = Some(Some((token, callout.tag)));

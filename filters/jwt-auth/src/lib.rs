@@ -31,6 +31,7 @@ impl HttpFilter for JwtAuth {
     type Stream = ();
     /// Drives background JWKS refresh and the deadline of waiting requests.
     const TICK_PERIOD_MS: u32 = 200;
+    const MAKES_CALLOUTS: bool = true;
 
     fn parse(reader: &mut SectionReader<'_>) -> Self::Settings {
         config::parse(reader)
