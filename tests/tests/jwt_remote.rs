@@ -59,6 +59,14 @@ fn inline_provider() -> Value {
            "algorithms": ["RS256", "ES256"]})
 }
 
+/// A shared host: the verified `tenant` claim picks the tenant (opt-in).
+fn shared_provider() -> Value {
+    let mut p = inline_provider();
+    p["tenant_claim"] = json!("tenant");
+    p["tenant_from_claim"] = json!(true);
+    p
+}
+
 fn profile() -> String {
     let tenants = json!({
         "rotating": {"jwt_auth": {"providers": [remote_provider("/jwks/rotating", json!({"ttl_s": 2}))]}},
@@ -73,7 +81,10 @@ fn profile() -> String {
         "extfallback": {"jwt_auth": {"providers": [inline_provider()],
                                      "external": {"cluster": "authz", "path_prefix": "/slow-authz",
                                                   "on_error": "local_jwt"}}},
-        "extmissing": {"jwt_auth": {"external": {"cluster": "no-such-cluster"}}}
+        "extmissing": {"jwt_auth": {"external": {"cluster": "no-such-cluster"}}},
+        "globex": {},
+        "shared": {"jwt_auth": {"providers": [shared_provider()],
+                                "rules": [{"prefix": "/public", "requirement": "optional"}]}}
     });
     let hosts: serde_json::Map<String, Value> = tenants
         .as_object()
@@ -349,4 +360,21 @@ fn external_auth_allows_denies_and_falls_back() {
     assert!(metric(&s, "ext", "external_denied") >= 2.0);
     assert!(metric(&s, "ext", "external_error") >= 1.0);
     assert!(metric(&s, "extfallback", "external_error") >= 2.0);
+}
+
+#[test]
+fn on_a_shared_host_the_verified_claim_names_the_tenant() {
+    let s = start();
+    // "other tenant" is a valid token whose tenant claim is globex.
+    let spoof = [("host", "shared.example"), ("x-tenant-id", "ext")];
+    let bearer = format!("Bearer {}", token("other tenant"));
+    let mut h = spoof.to_vec();
+    h.push(("authorization", bearer.as_str()));
+    assert_eq!(s.get("/orders", &h).status, 200);
+    assert_eq!(s.echo.last().unwrap().header("x-tenant-id"), Some("globex"));
+    // Without a verified token nobody vouches for a tenant: the client's value goes.
+    assert_eq!(s.get("/public/page", &spoof).status, 200);
+    let seen = s.echo.last().unwrap();
+    assert_eq!(seen.path, "/public/page");
+    assert_eq!(seen.header("x-tenant-id"), None);
 }

@@ -89,9 +89,9 @@ pub struct Decision<'a> {
     /// Hold the request until its whole body (at most this many bytes) has
     /// arrived, then decide in `HttpFilter::on_request_body_complete`.
     pub wait_for_body: Option<usize>,
-    /// Write the resolved tenant into the profile's tenant header (the
-    /// identity filter vouches for it; the host knows the header's name).
-    pub set_tenant_header: bool,
+    /// What to do with the profile's tenant header (the identity filter
+    /// vouches for it; the host knows the header's name).
+    pub tenant_header: TenantHeader,
     /// Call another cluster and hold the request until the answer (or the
     /// call's failure) reaches `HttpFilter::on_callout_response`.
     pub callout: Option<Callout<'a>>,
@@ -100,6 +100,19 @@ pub struct Decision<'a> {
     /// deadline `HttpFilter::on_park_expired` answers instead. With a
     /// `callout`, only the deadline applies (to the request starting it).
     pub park: Option<Park>,
+}
+
+/// The identity filter's word on the tenant header.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub enum TenantHeader {
+    #[default]
+    Unchanged,
+    /// Set it to the tenant resolved from host / path.
+    Resolved,
+    /// Set it to a configured tenant named by a verified token (shared hosts).
+    Claimed(String),
+    /// Remove any client-sent value (nobody vouched for one).
+    Removed,
 }
 
 /// An HTTP call to an Envoy cluster (`dispatch_http_call`).

@@ -17,6 +17,8 @@ pub struct Tenant<'a> {
 /// Everything a core may read for one request; read from the host once.
 pub struct RequestCtx<'a> {
     pub tenant: Tenant<'a>,
+    /// Every configured tenant name (for identity claims naming a tenant).
+    pub tenants: &'a [String],
     pub headers: &'a Headers,
     pub rng: &'a mut Rng,
     /// Envoy's trusted downstream address, read on first use.

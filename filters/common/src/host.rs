@@ -5,7 +5,9 @@
 //! SDK helpers that panic on unexpected input (non-UTF-8 header values) are
 //! avoided: headers are read as bytes and hostcall errors degrade to "continue".
 
-use crate::decision::{Callout, CalloutResponse, Decision, HeaderEdits, HeaderOp, Outcomes};
+use crate::decision::{
+    Callout, CalloutResponse, Decision, HeaderEdits, HeaderOp, Outcomes, TenantHeader,
+};
 use crate::filter::{compile, log_line, HttpFilter, RequestCtx, Tenant};
 use crate::headers::Headers;
 use crate::metrics::decision_metric;
@@ -190,20 +192,21 @@ fn finish_other<F: HttpFilter>(compiled: &Compiled<F>, slot: usize, decision: &D
         return;
     }
     apply(MapType::HttpRequestHeaders, &decision.request);
-    if decision.set_tenant_header {
-        set_tenant_header(compiled, slot);
-    }
+    apply_tenant_header(compiled, slot, &decision.tenant_header);
     let _ = hostcalls::resume_http_request();
 }
 
-fn set_tenant_header<F: HttpFilter>(compiled: &Compiled<F>, slot: usize) {
-    if let Some(h) = compiled.profile.tenancy.header() {
-        let _ = hostcalls::set_map_value(
-            MapType::HttpRequestHeaders,
-            &h.name,
-            Some(compiled.profile.tenant_name(slot)),
-        );
-    }
+fn apply_tenant_header<F: HttpFilter>(compiled: &Compiled<F>, slot: usize, what: &TenantHeader) {
+    let Some(h) = compiled.profile.tenancy.header() else {
+        return;
+    };
+    let value = match what {
+        TenantHeader::Unchanged => return,
+        TenantHeader::Resolved => Some(compiled.profile.tenant_name(slot)),
+        TenantHeader::Claimed(t) => Some(t.as_str()),
+        TenantHeader::Removed => None,
+    };
+    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, &h.name, value);
 }
 
 /// Decides again every request held for (`slot`, `tag`), each in its own
@@ -245,6 +248,7 @@ fn wake_parked<F: HttpFilter>(
                 slot,
                 name: compiled.profile.tenant_name(slot),
             },
+            tenants: compiled.profile.tenant_names(),
             headers: &headers,
             rng: &mut rng,
             source: &mut source,
@@ -725,6 +729,7 @@ impl<F: HttpFilter> Stream<F> {
                 slot,
                 name: compiled.profile.tenant_name(slot),
             },
+            tenants: compiled.profile.tenant_names(),
             headers: &headers,
             rng: &mut rng,
             source: &mut source,
@@ -736,9 +741,7 @@ impl<F: HttpFilter> Stream<F> {
             return false;
         }
         apply(MapType::HttpRequestHeaders, &decision.request);
-        if decision.set_tenant_header {
-            set_tenant_header(compiled, slot);
-        }
+        apply_tenant_header(compiled, slot, &decision.tenant_header);
         if self.hold(compiled, slot, &decision, depth) {
             return false;
         }
@@ -815,6 +818,7 @@ impl<F: HttpFilter> HttpContext for Stream<F> {
         let mut source = SourceAddress::lazy(source_address);
         let mut ctx = RequestCtx {
             tenant,
+            tenants: profile.tenant_names(),
             headers: &headers,
             rng: &mut rng,
             source: &mut source,
@@ -836,9 +840,7 @@ impl<F: HttpFilter> HttpContext for Stream<F> {
             return Action::Pause;
         }
         apply(MapType::HttpRequestHeaders, &decision.request);
-        if decision.set_tenant_header {
-            set_tenant_header(&compiled, slot);
-        }
+        apply_tenant_header(&compiled, slot, &decision.tenant_header);
         if self.hold(&compiled, slot, &decision, 0) {
             return Action::Pause;
         }

@@ -6,7 +6,9 @@ use crate::config::{Cached, JwtSettings, Requirement, TokenSource};
 use crate::external::{self, OnError, Verdict};
 use crate::remote::{Fetched, Need};
 use crate::verify::{verify, Reject};
-use meshware_common::{CalloutResponse, Decision, Headers, HostEnv, LocalReply, Outcomes};
+use meshware_common::{
+    CalloutResponse, Decision, Headers, HostEnv, LocalReply, Outcomes, TenantHeader,
+};
 use serde_json::Value;
 use sha2::Digest;
 use std::borrow::Cow;
@@ -255,27 +257,28 @@ fn strip_identity<'s>(s: &'s JwtSettings, headers: &Headers, decision: &mut Deci
     }
 }
 
-pub fn on_request<'s>(
-    s: &'s JwtSettings,
-    tenant: &str,
-    headers: &Headers,
-    env: &dyn HostEnv,
-) -> Decision<'s> {
-    decide(s, tenant, headers, env, true)
+/// The request's view: its tenant, every configured tenant, its headers.
+pub struct Request<'r> {
+    pub tenant: &'r str,
+    pub tenants: &'r [String],
+    pub headers: &'r Headers,
+}
+
+pub fn on_request<'s>(s: &'s JwtSettings, r: &Request<'_>, env: &dyn HostEnv) -> Decision<'s> {
+    decide(s, r, env, true)
 }
 
 /// The answer to a callout this request started: the external check, or
 /// a JWKS fetch (the key set is already updated: decide again, locally).
 pub fn on_callout_response<'s>(
     s: &'s JwtSettings,
-    tenant: &str,
-    headers: &Headers,
+    r: &Request<'_>,
     env: &dyn HostEnv,
     tag: u32,
     response: Option<&CalloutResponse>,
 ) -> Decision<'s> {
     let Some(ext) = s.external.as_ref().filter(|_| tag == external::TAG) else {
-        return decide(s, tenant, headers, env, false);
+        return decide(s, r, env, false);
     };
     match ext.verdict(response) {
         Verdict::Allow(copied) => {
@@ -288,7 +291,7 @@ pub fn on_callout_response<'s>(
             if s.strip_authorization {
                 decision.request.remove("authorization");
             }
-            decision.set_tenant_header = true;
+            decision.tenant_header = TenantHeader::Resolved;
             decision.outcomes.add(EXTERNAL_ALLOWED);
             decision
         }
@@ -320,7 +323,7 @@ pub fn on_callout_response<'s>(
                 d
             }
             OnError::LocalJwt => {
-                let mut d = decide(s, tenant, headers, env, false);
+                let mut d = decide(s, r, env, false);
                 d.outcomes.add(EXTERNAL_ERROR);
                 d
             }
@@ -358,13 +361,18 @@ pub fn on_park_expired<'s>(s: &'s JwtSettings, tag: u32) -> Decision<'s> {
 
 fn decide<'s>(
     s: &'s JwtSettings,
-    tenant: &str,
-    headers: &Headers,
+    r: &Request<'_>,
     env: &dyn HostEnv,
     use_external: bool,
 ) -> Decision<'s> {
+    let (tenant, tenants, headers) = (r.tenant, r.tenants, r.headers);
     let mut decision = Decision::default();
     strip_identity(s, headers, &mut decision);
+    if s.tenant_from_claim {
+        // The tenant header is trusted on this profile: only a verified
+        // token may set it (the success path below writes it again).
+        decision.tenant_header = TenantHeader::Removed;
+    }
     let path = headers.get(":path").unwrap_or("/");
     let method = headers.get(":method").unwrap_or("");
     let requirement = requirement(s, path, method);
@@ -420,15 +428,26 @@ fn decide<'s>(
         }
     };
     let provider = s.providers.get(verified.provider);
-    if let Some(claim) = provider.and_then(|p| p.tenant_claim.as_ref()) {
-        if verified.claims.get(claim).and_then(Value::as_str) != Some(tenant) {
-            return reply(
-                403,
-                None,
-                "forbidden",
-                "the token belongs to another tenant",
-                DENIED_TENANT,
-            );
+    decision.tenant_header = TenantHeader::Resolved;
+    if let Some(p) = provider {
+        if let Some(claim) = &p.tenant_claim {
+            let claimed = verified.claims.get(claim).and_then(Value::as_str);
+            match claimed {
+                Some(t) if t == tenant => {}
+                // Opt-in for shared hosts: the token names the tenant.
+                Some(t) if p.tenant_from_claim && tenants.iter().any(|n| n == t) => {
+                    decision.tenant_header = TenantHeader::Claimed(t.to_string());
+                }
+                _ => {
+                    return reply(
+                        403,
+                        None,
+                        "forbidden",
+                        "the token belongs to another tenant",
+                        DENIED_TENANT,
+                    )
+                }
+            }
         }
     }
     if let Some(sub) = verified.claims.get("sub").and_then(claim_text) {
@@ -439,7 +458,6 @@ fn decide<'s>(
             decision.request.set(header, v);
         }
     }
-    decision.set_tenant_header = true;
     if s.strip_authorization {
         decision.request.remove("authorization");
     }

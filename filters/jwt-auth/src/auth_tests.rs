@@ -3,7 +3,7 @@
 use crate::auth::*;
 use crate::config::{parse, JwtSettings};
 use meshware_common::store::MemoryStore;
-use meshware_common::{CalloutResponse, Decision, Headers};
+use meshware_common::{CalloutResponse, Decision, Headers, TenantHeader};
 use serde_json::{json, Value};
 
 const NOW: u64 = 1_800_000_000;
@@ -48,7 +48,23 @@ fn request(s: &'static JwtSettings, path: &str, extra: &[(&str, &str)]) -> Decis
         (":path".to_string(), path.to_string()),
     ];
     pairs.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    on_request(s, "umbrella", &Headers::new(pairs), &env_at(NOW))
+    on_request(s, &req(&Headers::new(pairs)), &env_at(NOW))
+}
+
+fn tenants() -> &'static [String] {
+    Box::leak(Box::new(vec![
+        "umbrella".to_string(),
+        "globex".to_string(),
+        "other".to_string(),
+    ]))
+}
+
+fn req(headers: &Headers) -> Request<'_> {
+    Request {
+        tenant: "umbrella",
+        tenants: tenants(),
+        headers,
+    }
 }
 
 fn env_at(now_s: u64) -> MemoryStore {
@@ -79,7 +95,7 @@ fn a_valid_token_sets_identity_and_strips_spoofs() {
     assert!(d.request.removes("x-user-id") && d.request.removes("x-user-group"));
     assert_eq!(d.request.value_of("x-user-id"), Some("alice"));
     assert_eq!(d.request.value_of("x-user-group"), Some("beta"));
-    assert!(d.request.removes("authorization") && d.set_tenant_header);
+    assert!(d.request.removes("authorization") && d.tenant_header == TenantHeader::Resolved);
     // The second time it comes from the cache.
     assert!(request(s, "/orders", &[("authorization", &bearer)])
         .outcomes
@@ -206,7 +222,7 @@ fn call(s: &'static JwtSettings, env: &MemoryStore, bearer: &str) -> Decision<'s
         (":path".to_string(), "/orders".to_string()),
         ("authorization".to_string(), format!("Bearer {bearer}")),
     ];
-    on_request(s, "umbrella", &Headers::new(pairs), env)
+    on_request(s, &req(&Headers::new(pairs)), env)
 }
 
 #[test]
@@ -367,7 +383,7 @@ fn ext_request(s: &'static JwtSettings, extra: &[(&str, &str)]) -> (Headers, Dec
     ];
     pairs.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let headers = Headers::new(pairs);
-    let d = on_request(s, "umbrella", &headers, &env_at(NOW));
+    let d = on_request(s, &req(&headers), &env_at(NOW));
     (headers, d)
 }
 
@@ -408,13 +424,13 @@ fn the_external_check_allows_denies_and_falls_back() {
     let env = env_at(NOW);
     let tag = crate::external::TAG;
     let allow = answer(200, vec![], &[("x-auth-user", "bob"), ("x-secret", "no")]);
-    let d = on_callout_response(s, "umbrella", &headers, &env, tag, Some(&allow));
+    let d = on_callout_response(s, &req(&headers), &env, tag, Some(&allow));
     assert_eq!(d.request.value_of("x-auth-user"), Some("bob"));
     assert_eq!(d.request.value_of("x-secret"), None);
-    assert!(d.set_tenant_header && d.outcomes.contains(EXTERNAL_ALLOWED));
+    assert!(d.tenant_header == TenantHeader::Resolved && d.outcomes.contains(EXTERNAL_ALLOWED));
     for code in [401, 403] {
         let deny = answer(code, vec![], &[]);
-        let d = on_callout_response(s, "umbrella", &headers, &env, tag, Some(&deny));
+        let d = on_callout_response(s, &req(&headers), &env, tag, Some(&deny));
         assert_eq!(status(&d), Some(code));
         assert!(d.outcomes.contains(EXTERNAL_DENIED));
     }
@@ -423,22 +439,22 @@ fn the_external_check_allows_denies_and_falls_back() {
         Some(answer(500, vec![], &[])),
         Some(answer(302, vec![], &[])),
     ] {
-        let d = on_callout_response(s, "umbrella", &headers, &env, tag, failure.as_ref());
+        let d = on_callout_response(s, &req(&headers), &env, tag, failure.as_ref());
         assert_eq!(status(&d), Some(503));
         assert!(d.outcomes.contains(EXTERNAL_ERROR));
     }
     // Bypassed routes never call out.
     let bypass = Headers::new(vec![(":path".into(), "/healthz".into())]);
-    assert_eq!(on_request(s, "umbrella", &bypass, &env).callout, None);
+    assert_eq!(on_request(s, &req(&bypass), &env).callout, None);
 
     let s = external_settings("local_jwt");
     let good = format!("Bearer {}", token("valid RS256"));
     let (headers, _) = ext_request(s, &[("authorization", &good)]);
-    let d = on_callout_response(s, "umbrella", &headers, &env, tag, None);
+    let d = on_callout_response(s, &req(&headers), &env, tag, None);
     assert!(d.outcomes.contains(EXTERNAL_ERROR) && d.outcomes.contains(ALLOWED));
     assert_eq!(d.request.value_of("x-user-id"), Some("alice"));
     let (headers, _) = ext_request(s, &[("authorization", "Bearer not.a.token")]);
-    let d = on_callout_response(s, "umbrella", &headers, &env, tag, None);
+    let d = on_callout_response(s, &req(&headers), &env, tag, None);
     assert_eq!(status(&d), Some(401));
 }
 
@@ -466,6 +482,54 @@ fn remote_and_external_config_errors_name_their_paths() {
     let (_, e) = settings_from(json!({"external": {"cluster": "a", "on_error": "local_jwt"}}));
     assert!(
         e.contains("t.external.on_error: \"local_jwt\" needs at least one provider"),
+        "{e}"
+    );
+}
+
+#[test]
+fn on_shared_hosts_a_verified_claim_may_pick_the_tenant() {
+    let v = vectors();
+    let (s, e) = settings_from(json!({
+        "providers": [{"issuer": v["issuer"], "audiences": [v["audience"]], "jwks": v["jwks"],
+                       "algorithms": ["RS256"], "tenant_claim": "tenant", "tenant_from_claim": true}],
+        "rules": [{"prefix": "/public", "requirement": "optional"}]
+    }));
+    assert_eq!(e, "");
+    let bearer = format!("Bearer {}", token("other tenant"));
+    let d = request(s, "/orders", &[("authorization", &bearer)]);
+    assert_eq!(d.tenant_header, TenantHeader::Claimed("globex".into()));
+    let bearer = format!("Bearer {}", token("valid RS256"));
+    assert_eq!(
+        request(s, "/orders", &[("authorization", &bearer)]).tenant_header,
+        TenantHeader::Resolved
+    );
+    // No verified token: a client-sent tenant header is removed.
+    let d = request(s, "/public/x", &[]);
+    assert!(d.outcomes.contains(ANONYMOUS));
+    assert_eq!(d.tenant_header, TenantHeader::Removed);
+    // A claim naming no configured tenant is refused.
+    let headers = Headers::new(vec![
+        (":path".into(), "/orders".into()),
+        (
+            "authorization".into(),
+            format!("Bearer {}", token("other tenant")),
+        ),
+    ]);
+    let only_umbrella = vec!["umbrella".to_string()];
+    let r = Request {
+        tenant: "umbrella",
+        tenants: &only_umbrella,
+        headers: &headers,
+    };
+    let d = on_request(s, &r, &env_at(NOW));
+    assert_eq!(status(&d), Some(403));
+    assert!(d.outcomes.contains(DENIED_TENANT));
+    let (_, e) = settings_from(
+        json!({"providers": [{"issuer": "i", "algorithms": ["RS256"],
+        "jwks": v["jwks"], "tenant_from_claim": true}]}),
+    );
+    assert!(
+        e.contains("t.providers[0].tenant_from_claim: needs tenant_claim"),
         "{e}"
     );
 }

@@ -43,6 +43,9 @@ pub struct NamedProvider {
     pub provider: Provider,
     /// Claim naming the token's tenant; it must equal the request's tenant.
     pub tenant_claim: Option<String>,
+    /// Shared hosts: a token's `tenant_claim` naming another configured
+    /// tenant picks that tenant (opt-in) instead of a 403.
+    pub tenant_from_claim: bool,
     pub remote: Option<RemoteJwks>,
 }
 
@@ -67,6 +70,8 @@ pub struct JwtSettings {
     /// Claim name -> header.
     pub claim_to_headers: Vec<(String, String)>,
     pub strip_authorization: bool,
+    /// Some provider takes the tenant from its claim.
+    pub tenant_from_claim: bool,
     pub external: Option<External>,
     pub cache_entries: usize,
     /// Keyed by the first 16 bytes of the token's SHA-256 (collision-resistant:
@@ -149,6 +154,10 @@ fn read_provider(r: &mut SectionReader<'_>, path: &str) -> Option<NamedProvider>
         },
     };
     let tenant_claim = r.opt_string("tenant_claim", |_| Ok(()));
+    let tenant_from_claim = r.bool("tenant_from_claim", false);
+    if tenant_from_claim && tenant_claim.is_none() {
+        r.error(format!("{path}.tenant_from_claim"), "needs tenant_claim");
+    }
     let leeway_s = r.u64_in("leeway_s", 60, 0, 600);
     let max_token_bytes = r.u64_in("max_token_bytes", 8192, 256, 65536) as usize;
     if algorithms.is_empty() {
@@ -172,6 +181,7 @@ fn read_provider(r: &mut SectionReader<'_>, path: &str) -> Option<NamedProvider>
             max_token_bytes,
         },
         tenant_claim,
+        tenant_from_claim,
         remote,
     })
 }
@@ -299,6 +309,7 @@ pub fn parse(r: &mut SectionReader<'_>) -> JwtSettings {
     }
     JwtSettings {
         enabled,
+        tenant_from_claim: providers.iter().any(|p| p.tenant_from_claim),
         external,
         providers,
         sources,

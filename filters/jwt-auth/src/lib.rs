@@ -24,6 +24,14 @@ use meshware_common::{
 
 pub struct JwtAuth;
 
+fn request<'r>(ctx: &'r RequestCtx<'_>) -> auth::Request<'r> {
+    auth::Request {
+        tenant: ctx.tenant.name,
+        tenants: ctx.tenants,
+        headers: ctx.headers,
+    }
+}
+
 impl HttpFilter for JwtAuth {
     const NAME: &'static str = "jwt_auth";
     const OUTCOMES: &'static [&'static str] = auth::OUTCOMES;
@@ -46,7 +54,7 @@ impl HttpFilter for JwtAuth {
         ctx: &mut RequestCtx<'_>,
         _stream: &mut Self::Stream,
     ) -> Decision<'s> {
-        auth::on_request(settings, ctx.tenant.name, ctx.headers, ctx.env)
+        auth::on_request(settings, &request(ctx), ctx.env)
     }
 
     fn on_callout_response<'s>(
@@ -56,14 +64,7 @@ impl HttpFilter for JwtAuth {
         tag: u32,
         response: Option<&CalloutResponse>,
     ) -> Decision<'s> {
-        auth::on_callout_response(
-            settings,
-            ctx.tenant.name,
-            ctx.headers,
-            ctx.env,
-            tag,
-            response,
-        )
+        auth::on_callout_response(settings, &request(ctx), ctx.env, tag, response)
     }
 
     fn on_callout_done(
