@@ -31,6 +31,9 @@ pub struct BootstrapParams {
     pub filters: Vec<String>,
     /// The tenant profile document, passed verbatim as plugin configuration.
     pub profile: String,
+    /// Where Envoy writes the JSON access log (when `access_log` is among
+    /// the filters).
+    pub access_log_path: String,
 }
 
 impl BootstrapParams {
@@ -54,6 +57,7 @@ impl BootstrapParams {
             wasm_dir,
             filters: crate::FILTERS.iter().map(|f| f.name.to_string()).collect(),
             profile,
+            access_log_path: "/dev/stdout".into(),
         }
     }
 
@@ -131,6 +135,63 @@ pub fn static_cluster(name: &str, port: u16) -> Value {
     })
 }
 
+/// The JSON access log line: Envoy's own fields plus what the filters
+/// recorded in filter state (`wasm.meshware.*`, see the access-log filter).
+/// No header a client authenticates with is ever part of it.
+pub fn access_log_format() -> Value {
+    let state = |key: &str| format!("%FILTER_STATE(wasm.meshware.{key}:PLAIN)%");
+    let decisions: serde_json::Map<String, Value> = crate::FILTERS
+        .iter()
+        .filter(|f| f.name != "access_log")
+        .map(|f| (f.name.to_string(), json!(state(f.name))))
+        .collect();
+    json!({
+        "time": "%START_TIME%",
+        "tenant": state("tenant"),
+        "method": "%REQ(:METHOD)%",
+        "path": state("path"),
+        "route": "%ROUTE_NAME%",
+        "status": "%RESPONSE_CODE%",
+        "response_flags": "%RESPONSE_FLAGS%",
+        "duration_ms": "%DURATION%",
+        "upstream_ms": "%RESPONSE_DURATION%",
+        "bytes_in": "%BYTES_RECEIVED%",
+        "bytes_out": "%BYTES_SENT%",
+        "client": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+        "request_id": "%REQ(X-REQUEST-ID)%",
+        "trace_id": state("trace_id"),
+        "user": state("user"),
+        "decisions": decisions
+    })
+}
+
+/// Envoy's file access logger writing `access_log_format`: every response
+/// with status >= 400 (or none), and successful ones the access-log filter
+/// sampled for the tenant.
+pub fn access_log(path: &str) -> Value {
+    json!({
+        "name": "envoy.access_loggers.file",
+        "filter": {"or_filter": {"filters": [
+            {"status_code_filter": {"comparison": {"op": "GE",
+                "value": {"default_value": 400, "runtime_key": "meshware.access_log.min_status"}}}},
+            {"status_code_filter": {"comparison": {"op": "EQ",
+                "value": {"default_value": 0, "runtime_key": "meshware.access_log.no_status"}}}},
+            {"extension_filter": {
+                "name": "envoy.access_loggers.extension_filters.cel",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+                    "expression": "filter_state['wasm.meshware.sampled'] == b'1'"
+                }
+            }}
+        ]}},
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+            "path": path,
+            "log_format": {"json_format": access_log_format()}
+        }
+    })
+}
+
 pub fn render(p: &BootstrapParams) -> Value {
     let mut http_filters: Vec<Value> = p
         .filters
@@ -146,6 +207,7 @@ pub fn render(p: &BootstrapParams) -> Value {
         .iter()
         .map(|r| {
             json!({
+                "name": format!("{}-{}", r.cluster, r.value),
                 "match": {"prefix": "/", "headers": [{"name": r.header, "string_match": {"exact": r.value}}]},
                 "route": {"cluster": r.cluster}
             })
@@ -156,7 +218,14 @@ pub fn render(p: &BootstrapParams) -> Value {
         .first()
         .map(|u| u.name.as_str())
         .unwrap_or("echo");
-    routes.push(json!({"match": {"prefix": "/"}, "route": {"cluster": default_cluster}}));
+    routes.push(
+        json!({"name": "default", "match": {"prefix": "/"}, "route": {"cluster": default_cluster}}),
+    );
+    let access_logs: Vec<Value> = if p.filters.iter().any(|f| f == "access_log") {
+        vec![access_log(&p.access_log_path)]
+    } else {
+        Vec::new()
+    };
     let tags: Vec<Value> = stats_tags()
         .into_iter()
         .map(|(name, regex)| json!({"tag_name": name, "regex": regex}))
@@ -178,6 +247,7 @@ pub fn render(p: &BootstrapParams) -> Value {
                         "preserve_external_request_id": true,
                         // security-headers decides about `server`; Envoy must not re-add it.
                         "server_header_transformation": "PASS_THROUGH",
+                        "access_log": access_logs,
                         "route_config": {
                             "name": "local",
                             "virtual_hosts": [{
@@ -213,6 +283,7 @@ mod tests {
                 value: "v2".into(),
                 cluster: "canary".into(),
             }],
+            access_log_path: "/dev/null".into(),
             wasm_dir: "/d".into(),
             filters: vec!["trace_context".into()],
             profile: "{\"x\":1}".into(),

@@ -99,6 +99,12 @@ const fn spec(
 /// The demo bootstrap, the tests and the Istio manifests all take this order.
 pub const FILTERS: &[FilterSpec] = &[
     spec(
+        "access_log",
+        validate_with::<access_log::AccessLog>,
+        Phase::Authn,
+        Failure::Reload,
+    ),
+    spec(
         "trace_context",
         validate_with::<trace_context::TraceContext>,
         Phase::Authn,

@@ -72,6 +72,8 @@ impl Envoy {
             .arg(&config)
             .args(["--concurrency", &concurrency.to_string()])
             .args(["--use-dynamic-base-id", "--log-level", log_level])
+            // Access log lines reach the file within 100 ms (default 10 s).
+            .args(["--file-flush-interval-msec", "100"])
             .args(if log_level == "info" {
                 &["--component-log-level", "wasm:debug"][..]
             } else {

@@ -44,6 +44,7 @@ pub fn bootstrap_with(
     }
     let mut params = BootstrapParams::suite(port, admin, upstream_port, dist, profile.to_string());
     params.filters = filters.iter().map(|s| s.to_string()).collect();
+    params.access_log_path = access_log_path(port).display().to_string();
     if let Some(canary) = canary_port {
         params.route_canary_versions(profile, "echo-canary", canary);
     }
@@ -51,7 +52,37 @@ pub fn bootstrap_with(
     (value, port, admin)
 }
 
+/// Where the Envoy listening on `port` writes its access log.
+pub fn access_log_path(port: u16) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!(
+        "meshware-e2e-access-{}-{port}.log",
+        std::process::id()
+    ))
+}
+
 impl Suite {
+    /// The access log lines written so far, parsed (Envoy flushes the file
+    /// about once a second: poll with `access_log_until`).
+    pub fn access_log(&self) -> Vec<Value> {
+        std::fs::read_to_string(access_log_path(self.port))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect()
+    }
+
+    /// Polls the access log (up to 10 s) until `done` holds for its lines.
+    pub fn access_log_until(&self, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let lines = self.access_log();
+            if done(&lines) || std::time::Instant::now() > end {
+                return lines;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
     pub fn start(profile: &str, filters: &[&str]) -> Suite {
         Self::start_inner(profile, filters, false)
     }

@@ -91,7 +91,7 @@ pub struct Decision<'a> {
     pub wait_for_body: Option<usize>,
     /// What to do with the profile's tenant header (the identity filter
     /// vouches for it; the host knows the header's name).
-    pub tenant_header: TenantHeader,
+    pub tenant_header: TenantWrite,
     /// Call another cluster and hold the request until the answer (or the
     /// call's failure) reaches `HttpFilter::on_callout_response`.
     pub callout: Option<Callout<'a>>,
@@ -100,11 +100,16 @@ pub struct Decision<'a> {
     /// deadline `HttpFilter::on_park_expired` answers instead. With a
     /// `callout`, only the deadline applies (to the request starting it).
     pub park: Option<Park>,
+    /// Values for the access log, recorded as filter state
+    /// `wasm.meshware.<name>` (e.g. `user`, `trace_id`, `path`).
+    pub log_fields: Vec<(&'static str, String)>,
+    /// Updates to the filter's `tenant_metrics`.
+    pub metrics: crate::metrics::MetricUpdates,
 }
 
 /// The identity filter's word on the tenant header.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub enum TenantHeader {
+pub enum TenantWrite {
     #[default]
     Unchanged,
     /// Set it to the tenant resolved from host / path.

@@ -61,6 +61,26 @@ pub trait HttpFilter: 'static {
         Vec::new()
     }
 
+    /// Metrics beyond the outcome counters (RED metrics), per tenant, with
+    /// their full names; defined at configure time. `Decision::metrics` and
+    /// `on_complete_metrics` update them by index.
+    fn tenant_metrics(
+        _settings: &Self::Settings,
+        _tenant: &str,
+    ) -> Vec<(crate::metrics::MetricKind, String)> {
+        Vec::new()
+    }
+
+    /// Updates to `tenant_metrics` when an acted-on stream ends (with
+    /// `OBSERVES_COMPLETION`), after `on_complete`.
+    fn on_complete_metrics(
+        _settings: &Self::Settings,
+        _stream: &mut Self::Stream,
+        _env: &dyn HostEnv,
+    ) -> crate::metrics::MetricUpdates {
+        crate::metrics::MetricUpdates::default()
+    }
+
     /// Whether the filter does anything for this tenant (it is skipped otherwise).
     fn enabled(settings: &Self::Settings) -> bool;
 

@@ -6,11 +6,11 @@
 //! avoided: headers are read as bytes and hostcall errors degrade to "continue".
 
 use crate::decision::{
-    Callout, CalloutResponse, Decision, HeaderEdits, HeaderOp, Outcomes, TenantHeader,
+    Callout, CalloutResponse, Decision, HeaderEdits, HeaderOp, Outcomes, TenantWrite,
 };
 use crate::filter::{compile, log_line, HttpFilter, RequestCtx, Tenant};
 use crate::headers::Headers;
-use crate::metrics::decision_metric;
+use crate::metrics::{decision_metric, MetricKind, MetricUpdates};
 use crate::net::{parse_source_address, SourceAddress};
 use crate::profile::Profile;
 use crate::rng::Rng;
@@ -54,10 +54,14 @@ struct Compiled<F: HttpFilter> {
     profile: Profile<F::Settings>,
     /// Per slot: counter ids by outcome index (static, then tenant outcomes).
     counters: Vec<Vec<Option<u32>>>,
+    /// Per slot: the filter's extra metrics (`tenant_metrics`): kind and id.
+    extra_metrics: Vec<Vec<(MetricKind, Option<u32>)>>,
     /// Per slot: the tenant outcome labels, for log lines.
     tenant_outcomes: Vec<Vec<String>>,
     /// The tenant header to strip from requests when the profile does not trust it.
     strip_header: Option<String>,
+    /// Filter state key of this filter's recorded outcome: `meshware.<filter>`.
+    log_key: String,
 }
 
 /// A request held until a callout with `tag` completes (`Decision::park`).
@@ -196,15 +200,15 @@ fn finish_other<F: HttpFilter>(compiled: &Compiled<F>, slot: usize, decision: &D
     let _ = hostcalls::resume_http_request();
 }
 
-fn apply_tenant_header<F: HttpFilter>(compiled: &Compiled<F>, slot: usize, what: &TenantHeader) {
+fn apply_tenant_header<F: HttpFilter>(compiled: &Compiled<F>, slot: usize, what: &TenantWrite) {
     let Some(h) = compiled.profile.tenancy.header() else {
         return;
     };
     let value = match what {
-        TenantHeader::Unchanged => return,
-        TenantHeader::Resolved => Some(compiled.profile.tenant_name(slot)),
-        TenantHeader::Claimed(t) => Some(t.as_str()),
-        TenantHeader::Removed => None,
+        TenantWrite::Unchanged => return,
+        TenantWrite::Resolved => Some(compiled.profile.tenant_name(slot)),
+        TenantWrite::Claimed(t) => Some(t.as_str()),
+        TenantWrite::Removed => None,
     };
     let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, &h.name, value);
 }
@@ -310,6 +314,7 @@ impl<F: HttpFilter> RootContext for Root<F> {
                     })
                     .collect();
                 let counters = define_counters::<F>(&profile, &tenant_outcomes);
+                let extra_metrics = define_extra_metrics::<F>(&profile);
                 let strip_header = match profile.tenancy.header() {
                     Some(h) if !h.trusted && F::STRIP_UNTRUSTED_TENANT_HEADER => {
                         Some(h.name.clone())
@@ -330,8 +335,10 @@ impl<F: HttpFilter> RootContext for Root<F> {
                 self.compiled = Some(Rc::new(Compiled {
                     profile,
                     counters,
+                    extra_metrics,
                     tenant_outcomes,
                     strip_header,
+                    log_key: format!("meshware.{}", F::NAME),
                 }));
                 true
             }
@@ -428,6 +435,52 @@ fn define_counters<F: HttpFilter>(
         all.push(ids);
     }
     all
+}
+
+fn define_extra_metrics<F: HttpFilter>(
+    profile: &Profile<F::Settings>,
+) -> Vec<Vec<(MetricKind, Option<u32>)>> {
+    profile
+        .tenant_names()
+        .iter()
+        .enumerate()
+        .map(|(slot, tenant)| {
+            let Some(settings) = profile.settings(slot) else {
+                return Vec::new();
+            };
+            F::tenant_metrics(settings, tenant)
+                .into_iter()
+                .map(|(kind, name)| {
+                    let host_kind = match kind {
+                        MetricKind::Counter => MetricType::Counter,
+                        MetricKind::Gauge => MetricType::Gauge,
+                        MetricKind::Histogram => MetricType::Histogram,
+                    };
+                    let id = hostcalls::define_metric(host_kind, &name).ok();
+                    if id.is_none() {
+                        log::warn!("[{}] could not define metric {name}", F::NAME);
+                    }
+                    (kind, id)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn update_metrics<F: HttpFilter>(compiled: &Compiled<F>, slot: usize, updates: &MetricUpdates) {
+    let Some(metrics) = compiled.extra_metrics.get(slot) else {
+        return;
+    };
+    for (index, value) in updates.iter() {
+        if let Some((kind, Some(id))) = metrics.get(index) {
+            let _ = match kind {
+                MetricKind::Histogram => {
+                    hostcalls::record_metric(*id, u64::try_from(value).unwrap_or(0))
+                }
+                MetricKind::Counter | MetricKind::Gauge => hostcalls::increment_metric(*id, value),
+            };
+        }
+    }
 }
 
 fn count<F: HttpFilter>(compiled: &Compiled<F>, slot: usize, outcomes: Outcomes) {
@@ -569,6 +622,35 @@ fn source_address() -> Option<std::net::IpAddr> {
     parse_source_address(std::str::from_utf8(&bytes).ok()?)
 }
 
+/// The one convention by which filters tell the access log what they did:
+/// Envoy filter state `wasm.meshware.<filter>` holds the decision's outcome
+/// labels (comma-separated), `wasm.meshware.<field>` each of its `log_fields`.
+/// Envoy's access log reads them with `%FILTER_STATE(wasm.meshware.x:PLAIN)%`.
+fn record_for_log<F: HttpFilter>(compiled: &Compiled<F>, slot: usize, decision: &Decision<'_>) {
+    for (field, value) in &decision.log_fields {
+        let key = format!("meshware.{field}");
+        let _ = hostcalls::set_property(vec![key.as_str()], Some(value.as_bytes()));
+    }
+    if decision.outcomes == Outcomes::default() {
+        return;
+    }
+    let dynamic = compiled.tenant_outcomes.get(slot);
+    let mut labels = String::new();
+    for i in decision.outcomes.iter() {
+        let label = match F::OUTCOMES.get(i) {
+            Some(name) => *name,
+            None => dynamic
+                .and_then(|d| d.get(i - F::OUTCOMES.len()))
+                .map_or("", String::as_str),
+        };
+        if !labels.is_empty() {
+            labels.push(',');
+        }
+        labels.push_str(label);
+    }
+    let _ = hostcalls::set_property(vec![compiled.log_key.as_str()], Some(labels.as_bytes()));
+}
+
 /// Counts a decision's outcomes, logs it and sends its local reply.
 /// Returns true when a reply was sent (the stream must pause).
 fn act<F: HttpFilter>(
@@ -577,6 +659,24 @@ fn act<F: HttpFilter>(
     decision: &Decision<'_>,
     request_id: Option<&str>,
 ) -> bool {
+    act_in::<F>(compiled, slot, decision, request_id, true)
+}
+
+/// `record`: write the outcome for the access log (not in the log phase:
+/// Envoy's access loggers may already have run).
+fn act_in<F: HttpFilter>(
+    compiled: &Compiled<F>,
+    slot: usize,
+    decision: &Decision<'_>,
+    request_id: Option<&str>,
+    record: bool,
+) -> bool {
+    if record {
+        record_for_log::<F>(compiled, slot, decision);
+    }
+    if !decision.metrics.is_empty() {
+        update_metrics(compiled, slot, &decision.metrics);
+    }
     let counters = compiled
         .counters
         .get(slot)
@@ -906,7 +1006,17 @@ impl<F: HttpFilter> HttpContext for Stream<F> {
             outcomes,
             ..Decision::default()
         };
-        self.act(&compiled, slot, &decision);
+        act_in::<F>(
+            &compiled,
+            slot,
+            &decision,
+            self.request_id.as_deref(),
+            false,
+        );
+        let updates = F::on_complete_metrics(settings, &mut self.state, &EnvoyEnv);
+        if !updates.is_empty() {
+            update_metrics(&compiled, slot, &updates);
+        }
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {

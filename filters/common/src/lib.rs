@@ -20,7 +20,7 @@ pub mod host;
 
 pub use decision::{
     Callout, CalloutResponse, Decision, HeaderEdits, HeaderOp, LocalReply, Outcomes, Park,
-    TenantHeader,
+    TenantWrite,
 };
 pub use errors::{ConfigError, ConfigErrors};
 pub use filter::{HttpFilter, RequestCtx, Tenant};

@@ -21,6 +21,55 @@ pub fn decision_metric(filter: &str, tenant: &str, outcome: &str) -> String {
     }
 }
 
+/// Kinds of the extra per-tenant metrics a filter may define
+/// (`HttpFilter::tenant_metrics`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Updates to a tenant's extra metrics, by index into `tenant_metrics`:
+/// counters and gauges add the value (gauges may go down), histograms
+/// record it. A fixed array: no allocation per request.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct MetricUpdates {
+    items: [(u16, i64); 4],
+    len: usize,
+}
+
+impl MetricUpdates {
+    /// Ignored past four updates (a filter never needs more per phase).
+    pub fn push(&mut self, index: usize, value: i64) {
+        if let (Some(slot), Ok(index)) = (self.items.get_mut(self.len), u16::try_from(index)) {
+            *slot = (index, value);
+            self.len += 1;
+        }
+    }
+    pub fn iter(&self) -> impl Iterator<Item = (usize, i64)> + '_ {
+        self.items
+            .iter()
+            .take(self.len)
+            .map(|(i, v)| (usize::from(*i), *v))
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// The RED metrics of the access-log filter, `meshware.<name>.tenant.<t>...`;
+/// the stats tags below make `tenant`, `method` and `status_class` labels.
+pub fn red_requests(tenant: &str, method: &str, status_class: &str) -> String {
+    format!("meshware.requests.tenant.{tenant}.method.{method}.status_class.{status_class}")
+}
+pub fn red_duration(tenant: &str) -> String {
+    format!("meshware.request_duration_ms.tenant.{tenant}")
+}
+pub fn red_in_flight(tenant: &str) -> String {
+    format!("meshware.in_flight.tenant.{tenant}")
+}
+
 /// Envoy `stats_config.stats_tags`: `(tag_name, regex)`. The first capture
 /// group is removed from the name, the second is the label value.
 pub fn stats_tags() -> Vec<(&'static str, &'static str)> {
@@ -31,7 +80,15 @@ pub fn stats_tags() -> Vec<(&'static str, &'static str)> {
         ),
         (
             "tenant",
-            r"^(?:wasmcustom\.)?meshware\.\w+(?:\.filter\.[^.]+)?(\.tenant\.([^.]+))\.(?:limit\.[^.]+\.)?outcome\.",
+            r"^(?:wasmcustom\.)?meshware\.\w+(?:\.filter\.[^.]+)?(\.tenant\.([^.]+))(?:\.(?:limit|outcome|method)\.|$)",
+        ),
+        (
+            "method",
+            r"^(?:wasmcustom\.)?meshware\.requests(?:\.tenant\.[^.]+)?(\.method\.([^.]+))\.status_class\.",
+        ),
+        (
+            "status_class",
+            r"^(?:wasmcustom\.)?meshware\.requests(?:\.tenant\.[^.]+)?(?:\.method\.[^.]+)?(\.status_class\.([^.]+))$",
         ),
         (
             "limit",

@@ -22,6 +22,7 @@ pub const KNOWN_SECTIONS: &[&str] = &[
     "trace_context",
     "security_headers",
     "jwt_auth",
+    "access_log",
     "endpoint_guard",
     "cors",
     "rate_limit",

@@ -7,7 +7,7 @@ use crate::external::{self, OnError, Verdict};
 use crate::remote::{Fetched, Need};
 use crate::verify::{verify, Reject};
 use meshware_common::{
-    CalloutResponse, Decision, Headers, HostEnv, LocalReply, Outcomes, TenantHeader,
+    CalloutResponse, Decision, Headers, HostEnv, LocalReply, Outcomes, TenantWrite,
 };
 use serde_json::Value;
 use sha2::Digest;
@@ -291,7 +291,7 @@ pub fn on_callout_response<'s>(
             if s.strip_authorization {
                 decision.request.remove("authorization");
             }
-            decision.tenant_header = TenantHeader::Resolved;
+            decision.tenant_header = TenantWrite::Resolved;
             decision.outcomes.add(EXTERNAL_ALLOWED);
             decision
         }
@@ -371,7 +371,7 @@ fn decide<'s>(
     if s.tenant_from_claim {
         // The tenant header is trusted on this profile: only a verified
         // token may set it (the success path below writes it again).
-        decision.tenant_header = TenantHeader::Removed;
+        decision.tenant_header = TenantWrite::Removed;
     }
     let path = headers.get(":path").unwrap_or("/");
     let method = headers.get(":method").unwrap_or("");
@@ -428,7 +428,7 @@ fn decide<'s>(
         }
     };
     let provider = s.providers.get(verified.provider);
-    decision.tenant_header = TenantHeader::Resolved;
+    decision.tenant_header = TenantWrite::Resolved;
     if let Some(p) = provider {
         if let Some(claim) = &p.tenant_claim {
             let claimed = verified.claims.get(claim).and_then(Value::as_str);
@@ -436,7 +436,7 @@ fn decide<'s>(
                 Some(t) if t == tenant => {}
                 // Opt-in for shared hosts: the token names the tenant.
                 Some(t) if p.tenant_from_claim && tenants.iter().any(|n| n == t) => {
-                    decision.tenant_header = TenantHeader::Claimed(t.to_string());
+                    decision.tenant_header = TenantWrite::Claimed(t.to_string());
                 }
                 _ => {
                     return reply(
@@ -451,6 +451,7 @@ fn decide<'s>(
         }
     }
     if let Some(sub) = verified.claims.get("sub").and_then(claim_text) {
+        decision.log_fields.push(("user", sub.clone()));
         decision.request.set(&s.user_header, sub);
     }
     for (claim, header) in &s.claim_to_headers {

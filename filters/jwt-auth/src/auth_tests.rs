@@ -3,7 +3,7 @@
 use crate::auth::*;
 use crate::config::{parse, JwtSettings};
 use meshware_common::store::MemoryStore;
-use meshware_common::{CalloutResponse, Decision, Headers, TenantHeader};
+use meshware_common::{CalloutResponse, Decision, Headers, TenantWrite};
 use serde_json::{json, Value};
 
 const NOW: u64 = 1_800_000_000;
@@ -95,7 +95,7 @@ fn a_valid_token_sets_identity_and_strips_spoofs() {
     assert!(d.request.removes("x-user-id") && d.request.removes("x-user-group"));
     assert_eq!(d.request.value_of("x-user-id"), Some("alice"));
     assert_eq!(d.request.value_of("x-user-group"), Some("beta"));
-    assert!(d.request.removes("authorization") && d.tenant_header == TenantHeader::Resolved);
+    assert!(d.request.removes("authorization") && d.tenant_header == TenantWrite::Resolved);
     // The second time it comes from the cache.
     assert!(request(s, "/orders", &[("authorization", &bearer)])
         .outcomes
@@ -427,7 +427,7 @@ fn the_external_check_allows_denies_and_falls_back() {
     let d = on_callout_response(s, &req(&headers), &env, tag, Some(&allow));
     assert_eq!(d.request.value_of("x-auth-user"), Some("bob"));
     assert_eq!(d.request.value_of("x-secret"), None);
-    assert!(d.tenant_header == TenantHeader::Resolved && d.outcomes.contains(EXTERNAL_ALLOWED));
+    assert!(d.tenant_header == TenantWrite::Resolved && d.outcomes.contains(EXTERNAL_ALLOWED));
     for code in [401, 403] {
         let deny = answer(code, vec![], &[]);
         let d = on_callout_response(s, &req(&headers), &env, tag, Some(&deny));
@@ -497,16 +497,16 @@ fn on_shared_hosts_a_verified_claim_may_pick_the_tenant() {
     assert_eq!(e, "");
     let bearer = format!("Bearer {}", token("other tenant"));
     let d = request(s, "/orders", &[("authorization", &bearer)]);
-    assert_eq!(d.tenant_header, TenantHeader::Claimed("globex".into()));
+    assert_eq!(d.tenant_header, TenantWrite::Claimed("globex".into()));
     let bearer = format!("Bearer {}", token("valid RS256"));
     assert_eq!(
         request(s, "/orders", &[("authorization", &bearer)]).tenant_header,
-        TenantHeader::Resolved
+        TenantWrite::Resolved
     );
     // No verified token: a client-sent tenant header is removed.
     let d = request(s, "/public/x", &[]);
     assert!(d.outcomes.contains(ANONYMOUS));
-    assert_eq!(d.tenant_header, TenantHeader::Removed);
+    assert_eq!(d.tenant_header, TenantWrite::Removed);
     // A claim naming no configured tenant is refused.
     let headers = Headers::new(vec![
         (":path".into(), "/orders".into()),

@@ -483,6 +483,7 @@ pub fn on_request<'s>(
     Decision {
         request: edits,
         outcomes: Outcomes::one(outcome),
+        log_fields: vec![("trace_id", format!("{:032x}", traceparent.trace_id))],
         ..Decision::default()
     }
 }

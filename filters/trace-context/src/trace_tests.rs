@@ -102,6 +102,11 @@ fn valid_traceparent_continues_unchanged() {
     );
     assert_eq!(outcome(&d), "continued");
     assert!(d.request.ops.is_empty(), "{:?}", d.request);
+    // The W3C spec example's trace id, for the access log.
+    assert_eq!(
+        d.log_fields,
+        vec![("trace_id", "4bf92f3577b34da6a3ce929d0e0e4736".to_string())]
+    );
 }
 
 #[test]
