@@ -227,6 +227,10 @@ pub fn render_all(
         doc(traffic_extensions(&profile, p)),
     );
     files.insert(
+        "grafana-dashboard.json",
+        format!("{:#}\n", crate::dashboard::grafana()),
+    );
+    files.insert(
         "canary-routing.yaml",
         doc(canary_routing(
             profile_text.as_bytes(),

@@ -3,6 +3,7 @@
 //! demo (`make run`), the e2e tests and `func-e run -c`.
 
 pub mod bootstrap;
+pub mod dashboard;
 pub mod istio;
 pub mod oci;
 pub mod yaml;

@@ -23,7 +23,7 @@ fn example() -> String {
 fn validate_accepts_the_example_profile() {
     let (code, out, _) = meshware(&["validate", &example()]);
     assert_eq!(code, 0);
-    assert!(out.contains("valid for trace_context"), "{out}");
+    assert!(out.contains("valid for access_log, trace_context"), "{out}");
 }
 
 #[test]
@@ -100,7 +100,7 @@ fn istio_and_oci_need_built_modules_and_say_so() {
     ]);
     assert_eq!(code, 2);
     assert!(
-        err.contains("trace_context.wasm") && err.contains("run make build"),
+        err.contains("access_log.wasm") && err.contains("run make build"),
         "{err}"
     );
     let (code, _, err) = meshware(&["oci", "--wasm-dir", dir, "--out", dir]);

@@ -64,7 +64,7 @@ fn without_digests(text: &str) -> String {
 #[test]
 fn checked_in_manifests_are_the_generators_output() {
     let files = render_all(&profile(), &example_params(), EXAMPLE_SERVICE).unwrap();
-    assert_eq!(files.len(), 4);
+    assert_eq!(files.len(), 5);
     for (name, generated) in files {
         let path = meshware_e2e::root().join("istio").join(name);
         let committed = std::fs::read_to_string(&path).unwrap_or_default();

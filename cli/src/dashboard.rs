@@ -1,0 +1,199 @@
+//! The Grafana dashboard (`istio/grafana-dashboard.json`): per-tenant rate,
+//! errors, p50/p99 latency, in-flight, and every filter's outcomes, built on
+//! exactly the metric names the filters define (docs/CONFIG.md, `access_log`).
+
+use serde_json::{json, Value};
+
+/// Every Prometheus metric the dashboard queries (an e2e test checks that
+/// real Envoy exports each of them).
+pub const METRICS: &[&str] = &[
+    "meshware_requests",
+    "meshware_request_duration_ms_bucket",
+    "meshware_in_flight",
+    "meshware_decisions",
+];
+
+const RATE: &str = "$__rate_interval";
+
+fn panel(
+    id: usize,
+    title: &str,
+    unit: &str,
+    targets: Vec<(String, &str)>,
+    x: u32,
+    y: u32,
+    w: u32,
+) -> Value {
+    let targets: Vec<Value> = targets
+        .into_iter()
+        .enumerate()
+        .map(|(i, (expr, legend))| {
+            json!({
+                "refId": char::from(b'A' + i as u8).to_string(),
+                "expr": expr,
+                "legendFormat": legend,
+                "datasource": {"type": "prometheus", "uid": "${datasource}"}
+            })
+        })
+        .collect();
+    json!({
+        "id": id,
+        "type": "timeseries",
+        "title": title,
+        "datasource": {"type": "prometheus", "uid": "${datasource}"},
+        "gridPos": {"x": x, "y": y, "w": w, "h": 8},
+        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+        "options": {"legend": {"displayMode": "list", "placement": "bottom"}},
+        "targets": targets
+    })
+}
+
+pub fn grafana() -> Value {
+    let sel = "tenant=~\"$tenant\"";
+    let mut panels = vec![
+        panel(
+            1,
+            "Requests per second by tenant",
+            "reqps",
+            vec![(
+                format!("sum by (tenant) (rate(meshware_requests{{{sel}}}[{RATE}]))"),
+                "{{tenant}}",
+            )],
+            0,
+            0,
+            12,
+        ),
+        panel(
+            2,
+            "Error ratio by tenant (5xx, 4xx)",
+            "percentunit",
+            vec![
+                (
+                    format!("sum by (tenant) (rate(meshware_requests{{{sel},status_class=\"5xx\"}}[{RATE}])) / sum by (tenant) (rate(meshware_requests{{{sel}}}[{RATE}]))"),
+                    "{{tenant}} 5xx",
+                ),
+                (
+                    format!("sum by (tenant) (rate(meshware_requests{{{sel},status_class=\"4xx\"}}[{RATE}])) / sum by (tenant) (rate(meshware_requests{{{sel}}}[{RATE}]))"),
+                    "{{tenant}} 4xx",
+                ),
+            ],
+            12,
+            0,
+            12,
+        ),
+        panel(
+            3,
+            "Latency p50 / p99 by tenant",
+            "ms",
+            vec![
+                (
+                    format!("histogram_quantile(0.5, sum by (tenant, le) (rate(meshware_request_duration_ms_bucket{{{sel}}}[{RATE}])))"),
+                    "{{tenant}} p50",
+                ),
+                (
+                    format!("histogram_quantile(0.99, sum by (tenant, le) (rate(meshware_request_duration_ms_bucket{{{sel}}}[{RATE}])))"),
+                    "{{tenant}} p99",
+                ),
+            ],
+            0,
+            8,
+            12,
+        ),
+        panel(
+            4,
+            "In flight by tenant",
+            "short",
+            vec![(format!("sum by (tenant) (meshware_in_flight{{{sel}}})"), "{{tenant}}")],
+            12,
+            8,
+            6,
+        ),
+        panel(
+            5,
+            "Requests by method and status class",
+            "reqps",
+            vec![(
+                format!("sum by (method, status_class) (rate(meshware_requests{{{sel}}}[{RATE}]))"),
+                "{{method}} {{status_class}}",
+            )],
+            18,
+            8,
+            6,
+        ),
+    ];
+    for (i, f) in crate::FILTERS.iter().enumerate() {
+        panels.push(panel(
+            10 + i,
+            &format!("{} outcomes", f.name),
+            "ops",
+            vec![(
+                format!(
+                    "sum by (tenant, outcome) (rate(meshware_decisions{{filter=\"{}\",{sel}}}[{RATE}]))",
+                    f.name
+                ),
+                "{{tenant}} {{outcome}}",
+            )],
+            (i as u32 % 3) * 8,
+            16 + (i as u32 / 3) * 8,
+            8,
+        ));
+    }
+    json!({
+        "title": "meshware: per-tenant middleware",
+        "uid": "meshware-tenants",
+        "schemaVersion": 39,
+        "version": 1,
+        "editable": true,
+        "tags": ["meshware", "envoy", "istio"],
+        "time": {"from": "now-1h", "to": "now"},
+        "refresh": "30s",
+        "templating": {"list": [
+            {
+                "name": "datasource",
+                "type": "datasource",
+                "query": "prometheus",
+                "label": "Prometheus"
+            },
+            {
+                "name": "tenant",
+                "type": "query",
+                "label": "Tenant",
+                "datasource": {"type": "prometheus", "uid": "${datasource}"},
+                "query": {"query": "label_values(meshware_requests, tenant)", "refId": "tenants"},
+                "definition": "label_values(meshware_requests, tenant)",
+                "includeAll": true,
+                "multi": true,
+                "current": {"text": "All", "value": "$__all"},
+                "refresh": 2
+            }
+        ]},
+        "panels": panels
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_query_uses_only_the_listed_metrics_and_every_filter_has_a_panel() {
+        let d = grafana();
+        let panels = d["panels"].as_array().unwrap();
+        for f in crate::FILTERS {
+            assert!(panels
+                .iter()
+                .any(|p| p["title"] == format!("{} outcomes", f.name)));
+        }
+        for p in panels {
+            for t in p["targets"].as_array().unwrap() {
+                let expr = t["expr"].as_str().unwrap();
+                let names: Vec<&str> = expr
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .filter(|w| w.starts_with("meshware_"))
+                    .collect();
+                assert!(!names.is_empty(), "{expr}");
+                assert!(names.iter().all(|n| METRICS.contains(n)), "{expr}");
+            }
+        }
+    }
+}
