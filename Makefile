@@ -23,7 +23,7 @@ CHROMIUM_BIN ?= /usr/bin/chromium
 export CHROMIUM_BIN
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup build run bench test test-compat fmt-check clippy unit wasm-test e2e check-config istio oci istio-check clean
+.PHONY: help setup build run bench dashboard-picture test test-compat fmt-check clippy unit wasm-test e2e check-config istio oci istio-check clean
 
 help:
 	@echo "make setup | build | run | test | test-compat | check-config PROFILE=file.json | istio | oci | clean"
@@ -62,6 +62,16 @@ build: setup
 
 run: build
 	cargo run --quiet -p meshware-e2e --bin demo
+
+## dashboard-picture: runs the demo under mixed traffic for 90 s, scrapes its
+## Prometheus stats and draws the dashboard panels into docs/dashboard.png.
+dashboard-picture: build
+	@$(VENV)/bin/python -c 'import matplotlib' 2>/dev/null || $(VENV)/bin/pip install --quiet matplotlib
+	@cargo build --quiet -p meshware-e2e --bin demo
+	@target/debug/demo > target/dashboard-demo.log 2>&1 & echo $$! > target/dashboard-demo.pid; \
+	  for i in $$(seq 1 100); do curl -sf http://127.0.0.1:9901/ready >/dev/null && break; sleep 0.2; done; \
+	  $(VENV)/bin/python tests/dashboard_picture.py; rc=$$?; \
+	  pkill -P $$(cat target/dashboard-demo.pid) 2>/dev/null; kill $$(cat target/dashboard-demo.pid) 2>/dev/null; exit $$rc
 
 ## bench: Envoy CPU per request per configuration (interleaved rounds, medians,
 ## ratios to bare Envoy); BENCH_ROUNDS / BENCH_REQUESTS tune it.

@@ -55,6 +55,7 @@ fn main() -> ExitCode {
         "meshware demo: Envoy on http://127.0.0.1:10000 (admin http://127.0.0.1:9901), echo upstream on 127.0.0.1:8080,
 canary versions on the echo upstream on 127.0.0.1:8081
 bootstrap: {} (also runs with `func-e run -c <that file>`)
+access log: one JSON line per request on this terminal (errors always, successes as sampled)
 
 Try:
   curl -s -H 'traceparent: 00-ZZ' http://127.0.0.1:10000/x
@@ -78,6 +79,8 @@ Ctrl-C stops everything.",
             "warn",
             "--component-log-level",
             "wasm:info",
+            "--file-flush-interval-msec",
+            "1000",
         ])
         .status();
     match status {
