@@ -69,7 +69,7 @@ def acme_burst():
 def umbrella():
     if random.random() < 0.3:
         return ("api.umbrella.example", "GET", "/orders", {}, 0.1)
-    token = random.choice(["valid RS256", "valid ES256", "valid EdDSA"])
+    token = random.choice(["valid RS256", "valid ES256", "expired"])
     return ("api.umbrella.example", "GET", "/orders",
             {"authorization": "Bearer " + TOKENS[token]}, 0.1)
 
