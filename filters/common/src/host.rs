@@ -64,6 +64,37 @@ struct Compiled<F: HttpFilter> {
     log_key: String,
 }
 
+/// Test builds only (`--features meshware-common/test-panic`): a request
+/// header `x-meshware-test-panic: <callback>` arms a panic in the next
+/// `request_headers`, `response_headers`, `tick` or `http_call_response`
+/// callback of this VM (the flag lives in shared data and is cleared before
+/// panicking, so a reloaded VM does not panic again).
+#[cfg(feature = "test-panic")]
+#[allow(clippy::panic)]
+pub mod test_panic {
+    use proxy_wasm::hostcalls;
+    pub const HEADER: &str = "x-meshware-test-panic";
+    const FLAG: &str = "meshware.test.panic";
+
+    pub fn arm(callback: &str) {
+        let _ = hostcalls::set_shared_data(FLAG, Some(callback.as_bytes()), None);
+    }
+
+    pub fn at(callback: &str) {
+        if let Ok((Some(v), _)) = hostcalls::get_shared_data(FLAG) {
+            if v == callback.as_bytes() {
+                let _ = hostcalls::set_shared_data(FLAG, Some(b""), None);
+                panic!("test-panic armed for {callback}");
+            }
+        }
+    }
+}
+
+#[cfg(not(feature = "test-panic"))]
+mod test_panic {
+    pub fn at(_callback: &str) {}
+}
+
 /// A request held until a callout with `tag` completes (`Decision::park`).
 struct Parked {
     context_id: u32,
@@ -80,6 +111,8 @@ const MAX_PARKED: usize = 4096;
 struct Worker {
     rng: RefCell<Rng>,
     parked: RefCell<Vec<Parked>>,
+    /// This VM has served requests (a worker's, not the main thread's VM).
+    serves: std::cell::Cell<bool>,
 }
 
 pub struct Root<F: HttpFilter> {
@@ -98,6 +131,7 @@ impl<F: HttpFilter> Root<F> {
             worker: Rc::new(Worker {
                 rng: RefCell::new(Rng::from_seed(seed())),
                 parked: RefCell::new(Vec::new()),
+                serves: std::cell::Cell::new(false),
             }),
             callouts: std::collections::HashMap::new(),
         }
@@ -274,6 +308,9 @@ impl<F: HttpFilter> Context for Root<F> {
         body_size: usize,
         _num_trailers: usize,
     ) {
+        if self.worker.serves.get() {
+            test_panic::at("http_call_response");
+        }
         if !F::MAKES_CALLOUTS {
             return;
         }
@@ -326,11 +363,15 @@ impl<F: HttpFilter> RootContext for Root<F> {
                     F::NAME,
                     profile.tenant_names().len().saturating_sub(1)
                 );
-                if F::TICK_PERIOD_MS > 0 {
-                    hostcalls::set_tick_period(std::time::Duration::from_millis(u64::from(
-                        F::TICK_PERIOD_MS,
-                    )))
-                    .ok();
+                // Test builds tick for every filter, so a tick panic can be armed.
+                let period = if cfg!(feature = "test-panic") && F::TICK_PERIOD_MS == 0 {
+                    200
+                } else {
+                    F::TICK_PERIOD_MS
+                };
+                if period > 0 {
+                    hostcalls::set_tick_period(std::time::Duration::from_millis(u64::from(period)))
+                        .ok();
                 }
                 self.compiled = Some(Rc::new(Compiled {
                     profile,
@@ -354,6 +395,10 @@ impl<F: HttpFilter> RootContext for Root<F> {
     }
 
     fn on_tick(&mut self) {
+        // Armed tick panics hit a worker's VM (the main thread's ticks too).
+        if self.worker.serves.get() {
+            test_panic::at("tick");
+        }
         let Some(compiled) = self.compiled.clone() else {
             return;
         };
@@ -393,6 +438,7 @@ impl<F: HttpFilter> RootContext for Root<F> {
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        self.worker.serves.set(true);
         Some(Box::new(Stream::<F> {
             context_id,
             compiled: self.compiled.clone(),
@@ -523,6 +569,7 @@ impl<F: HttpFilter> Context for Stream<F> {
         body_size: usize,
         _num_trailers: usize,
     ) {
+        test_panic::at("http_call_response");
         if !F::MAKES_CALLOUTS {
             return;
         }
@@ -889,6 +936,11 @@ impl<F: HttpFilter> HttpContext for Stream<F> {
             return Action::Continue;
         };
         let headers = Headers::from_bytes(pairs);
+        #[cfg(feature = "test-panic")]
+        if let Some(callback) = headers.get(test_panic::HEADER) {
+            test_panic::arm(callback);
+        }
+        test_panic::at("request_headers");
         let profile = &compiled.profile;
         let header_value = profile.tenancy.header().and_then(|h| headers.get(&h.name));
         let (slot, _source) = profile.resolve(
@@ -1020,6 +1072,7 @@ impl<F: HttpFilter> HttpContext for Stream<F> {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        test_panic::at("response_headers");
         let (Some(compiled), Some(slot)) = (self.compiled.clone(), self.active_slot) else {
             return Action::Continue;
         };
