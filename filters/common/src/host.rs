@@ -448,6 +448,7 @@ impl<F: HttpFilter> RootContext for Root<F> {
             active_slot: None,
             request_id: None,
             waiting_for_body: None,
+            body_buffered: 0,
             state: F::Stream::default(),
             _filter: PhantomData,
         }))
@@ -557,6 +558,8 @@ pub struct Stream<F: HttpFilter> {
     request_id: Option<String>,
     /// Holding the request for its body, up to this many bytes.
     waiting_for_body: Option<usize>,
+    /// Bytes of the held body Envoy buffered so far.
+    body_buffered: usize,
     state: F::Stream,
     _filter: PhantomData<F>,
 }
@@ -1018,6 +1021,7 @@ impl<F: HttpFilter> HttpContext for Stream<F> {
             return Action::Pause;
         }
         if let Some(limit) = self.waiting_for_body {
+            self.body_buffered = body_size;
             return self.held_body(body_size, end_of_stream, limit);
         }
         if !F::READS_REQUEST_BODY {
@@ -1039,6 +1043,11 @@ impl<F: HttpFilter> HttpContext for Stream<F> {
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
         if self.held.is_some() {
             return Action::Pause;
+        }
+        // With trailers (HTTP/2, gRPC) the body ends here, not with a data
+        // frame: decide on what was buffered, or the request would pass undecided.
+        if let Some(limit) = self.waiting_for_body {
+            return self.held_body(self.body_buffered, true, limit);
         }
         Action::Continue
     }

@@ -1,0 +1,180 @@
+//! Configuration reload under load: Envoy reads its listener (the filters
+//! and the profile) from a watched file (LDS). While clients keep sending
+//! requests for two tenants, the profile changes, then an invalid profile is
+//! pushed. No request fails, no tenant ever sees another tenant's settings,
+//! the new settings take over, and the rejected profile leaves the previous
+//! one serving.
+
+use meshware_e2e::echo::Echo;
+use meshware_e2e::envoy::Envoy;
+use meshware_e2e::http;
+use meshware_e2e::suite::bootstrap;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const TENANTS: [&str; 2] = ["acme", "globex"];
+
+/// A profile whose CSP names the tenant and the generation, e.g. `gen-a acme`.
+fn profile(generation: &str) -> String {
+    let mut tenants = serde_json::Map::new();
+    for t in TENANTS {
+        tenants.insert(
+            t.to_string(),
+            json!({"security_headers": {"content_security_policy": format!("default-src 'none'; report-to {generation}-{t}")}}),
+        );
+    }
+    json!({
+        "tenancy": {"hosts": {"acme.example": "acme", "globex.example": "globex"}, "default": "acme"},
+        "tenants": tenants
+    })
+    .to_string()
+}
+
+const FILTERS: [&str; 3] = ["access_log", "trace_context", "security_headers"];
+
+fn listener(profile: &str, echo_port: u16) -> (Value, Value, u16, u16) {
+    let (config, port, admin) = bootstrap(profile, &FILTERS, echo_port);
+    let listener = config["static_resources"]["listeners"][0].clone();
+    (config, listener, port, admin)
+}
+
+/// Atomically replaces the LDS file (Envoy watches its directory).
+fn push(dir: &Path, listener: &Value) {
+    let mut l = listener.clone();
+    l["@type"] = json!("type.googleapis.com/envoy.config.listener.v3.Listener");
+    let doc = json!({"resources": [l]});
+    let tmp = dir.join("lds.json.tmp");
+    std::fs::write(&tmp, doc.to_string()).unwrap();
+    std::fs::rename(&tmp, dir.join("lds.json")).unwrap();
+}
+
+fn stat(envoy: &Envoy, name: &str) -> u64 {
+    let text = http::get(envoy.admin_port, "/stats", &[]).unwrap().text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_profile_change_under_load_loses_no_request_and_mixes_no_tenants() {
+    let echo = Echo::start(0).unwrap();
+    let dir = std::env::temp_dir().join(format!("meshware-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (mut config, first, port, admin) = listener(&profile("gen-a"), echo.port);
+    push(&dir, &first);
+    config["static_resources"]["listeners"] = json!([]);
+    config["node"] = json!({"id": "meshware-reload-test", "cluster": "meshware"});
+    config["dynamic_resources"] = json!({"lds_config": {
+        "resource_api_version": "V3",
+        "path_config_source": {"path": dir.join("lds.json"), "watched_directory": {"path": dir}}
+    }});
+    let envoy = Envoy::start(&config, admin).unwrap_or_else(|e| panic!("{e}"));
+    let wait_listening = Instant::now();
+    while http::get(port, "/", &[("host", "acme.example")]).is_err() {
+        assert!(
+            wait_listening.elapsed() < Duration::from_secs(20),
+            "{}",
+            envoy.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // (tenant, status, csp) in the order each client saw them.
+    let seen: Arc<Mutex<Vec<(usize, &str, u16, String)>>> = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let phase = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let clients: Vec<_> = TENANTS
+        .iter()
+        .map(|tenant| {
+            let (seen, stop, phase) = (seen.clone(), stop.clone(), phase.clone());
+            let host = format!("{tenant}.example");
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let p = phase.load(Ordering::Relaxed);
+                    let r = http::get(port, "/", &[("host", host.as_str())]);
+                    let (status, csp) = match r {
+                        Ok(r) => (
+                            r.status,
+                            r.header("content-security-policy")
+                                .unwrap_or("")
+                                .to_string(),
+                        ),
+                        Err(e) => (0, e.to_string()),
+                    };
+                    seen.lock().unwrap().push((p, tenant, status, csp));
+                }
+            })
+        })
+        .collect();
+
+    std::thread::sleep(Duration::from_millis(1500));
+    let (_, second, _, _) = listener(&profile("gen-b"), echo.port);
+    let mut second = second;
+    second["address"] = first["address"].clone();
+    phase.store(1, Ordering::Relaxed);
+    push(&dir, &second);
+    // Wait until the new profile answers, then keep the load a while.
+    let switched = Instant::now();
+    while stat(&envoy, "listener_manager.lds.update_success") < 2 {
+        assert!(
+            switched.elapsed() < Duration::from_secs(20),
+            "{}",
+            envoy.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    phase.store(2, Ordering::Relaxed);
+
+    // An invalid profile: Envoy rejects the listener update.
+    let (_, mut broken, _, _) = listener(&profile("gen-b"), echo.port);
+    broken["address"] = first["address"].clone();
+    let hcm = &mut broken["filter_chains"][0]["filters"][0]["typed_config"];
+    hcm["http_filters"][2]["typed_config"]["config"]["configuration"]["value"] =
+        json!(profile("gen-c").replace("content_security_policy", "content_security_polcy"));
+    push(&dir, &broken);
+    let rejected = Instant::now();
+    while stat(&envoy, "listener_manager.lds.update_rejected") < 1 {
+        assert!(
+            rejected.elapsed() < Duration::from_secs(20),
+            "{}",
+            envoy.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    phase.store(3, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(1000));
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+
+    let seen = seen.lock().unwrap();
+    assert!(seen.len() > 50, "{} requests", seen.len());
+    for (p, tenant, status, csp) in seen.iter() {
+        assert_eq!(*status, 200, "phase {p} {tenant}: {csp}");
+        assert!(
+            csp.ends_with(&format!("gen-a-{tenant}")) || csp.ends_with(&format!("gen-b-{tenant}")),
+            "phase {p} {tenant} saw {csp}"
+        );
+    }
+    // Before the change: the first profile; once the update was acknowledged
+    // (phases 2 and 3): only the second, also after the rejected push.
+    assert!(seen
+        .iter()
+        .filter(|s| s.0 == 0)
+        .all(|s| s.3.contains("gen-a")));
+    let late: Vec<_> = seen.iter().filter(|s| s.0 >= 2).collect();
+    assert!(
+        !late.is_empty() && late.iter().all(|s| s.3.contains("gen-b")),
+        "{late:?}"
+    );
+    assert!(
+        envoy.log().contains("content_security_polcy"),
+        "the rejection names the field"
+    );
+}
