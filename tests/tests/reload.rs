@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 
 const TENANTS: [&str; 2] = ["acme", "globex"];
 
+/// (phase, tenant, status, csp) in the order each client saw them.
+type Seen = (usize, &'static str, u16, String);
+
 /// A profile whose CSP names the tenant and the generation, e.g. `gen-a acme`.
 fn profile(generation: &str) -> String {
     let mut tenants = serde_json::Map::new();
@@ -83,8 +86,7 @@ fn a_profile_change_under_load_loses_no_request_and_mixes_no_tenants() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    // (tenant, status, csp) in the order each client saw them.
-    let seen: Arc<Mutex<Vec<(usize, &str, u16, String)>>> = Arc::new(Mutex::new(Vec::new()));
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let phase = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let clients: Vec<_> = TENANTS
