@@ -57,6 +57,8 @@ build: setup
 	@mkdir -p $(DIST)
 	@for c in $(FILTER_CRATES); do \
 	  n=$$(echo $$c | tr - _); cp target/$(WASM_TARGET)/release/$$n.wasm $(DIST)/$$n.wasm; done
+	@cargo build --release --target $(WASM_TARGET) -p noop
+	@mkdir -p $(DIST)/bench && cp target/$(WASM_TARGET)/release/noop.wasm $(DIST)/bench/noop.wasm
 	@cd $(DIST) && sha256sum *.wasm > SHA256SUMS && cat SHA256SUMS
 	@ls -l $(DIST)/*.wasm | awk '{printf "%-32s %8d bytes\n", $$9, $$5}'
 
@@ -110,7 +112,9 @@ soak: build
 ## bench: Envoy CPU per request per configuration (interleaved rounds, medians,
 ## ratios to bare Envoy); BENCH_ROUNDS / BENCH_REQUESTS tune it.
 bench: build
-	cargo run --quiet --release -p meshware-e2e --bin bench
+	BENCH_WRITE_DOCS=1 cargo run --quiet --release -p meshware-e2e --bin bench
+	@$(VENV)/bin/python -c 'import matplotlib' 2>/dev/null || $(VENV)/bin/pip install --quiet matplotlib
+	$(VENV)/bin/python tests/bench_chart.py
 
 test: setup fmt-check clippy unit wasm-test istio-check build build-test-panic e2e
 

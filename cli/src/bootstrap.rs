@@ -34,6 +34,9 @@ pub struct BootstrapParams {
     /// Where Envoy writes the JSON access log (when `access_log` is among
     /// the filters).
     pub access_log_path: String,
+    /// Answer every request from the route itself (`200 ok`) instead of an
+    /// upstream: the benchmark measures the proxy, not the upstream.
+    pub direct_response: bool,
 }
 
 impl BootstrapParams {
@@ -58,6 +61,7 @@ impl BootstrapParams {
             filters: crate::FILTERS.iter().map(|f| f.name.to_string()).collect(),
             profile,
             access_log_path: "/dev/stdout".into(),
+            direct_response: false,
         }
     }
 
@@ -218,9 +222,14 @@ pub fn render(p: &BootstrapParams) -> Value {
         .first()
         .map(|u| u.name.as_str())
         .unwrap_or("echo");
-    routes.push(
-        json!({"name": "default", "match": {"prefix": "/"}, "route": {"cluster": default_cluster}}),
-    );
+    if p.direct_response {
+        routes.push(json!({"name": "default", "match": {"prefix": "/"},
+            "direct_response": {"status": 200, "body": {"inline_string": "ok\n"}}}));
+    } else {
+        routes.push(
+            json!({"name": "default", "match": {"prefix": "/"}, "route": {"cluster": default_cluster}}),
+        );
+    }
     let access_logs: Vec<Value> = if p.filters.iter().any(|f| f == "access_log") {
         vec![access_log(&p.access_log_path)]
     } else {
@@ -287,6 +296,7 @@ mod tests {
                 cluster: "canary".into(),
             }],
             access_log_path: "/dev/null".into(),
+            direct_response: false,
             wasm_dir: "/d".into(),
             filters: vec!["trace_context".into()],
             profile: "{\"x\":1}".into(),

@@ -1,53 +1,80 @@
-//! `make bench`: Envoy's CPU per request under each configuration, measured
-//! from /proc over a fixed request count on one keep-alive connection, with
-//! Envoy at `--concurrency 1`. Configurations are interleaved and repeated;
-//! medians and ratios against bare Envoy of the same round are reported.
+//! `make bench`: what each configuration costs Envoy per request.
 //!
-//! Scenarios so far: bare Envoy, and jwt-auth with a valid RS256 token
-//! verified from its per-worker cache (hit) or every time (`cache_entries: 0`,
-//! miss). Output: a table on stdout and `target/bench/results.json`.
+//! Real Envoy at `--concurrency 1` with a direct-response route (the upstream
+//! is not measured), a fresh Envoy per configuration and round, the
+//! configurations interleaved in every round (BENCH_ROUNDS, default 3),
+//! medians reported with ratios to bare Envoy of the same round:
+//! - CPU microseconds per request: Envoy's user+system time from /proc over
+//!   BENCH_REQUESTS (default 10000) requests on one keep-alive connection;
+//! - throughput: those requests per wall-clock second (closed loop);
+//! - p50 / p99 latency at a fixed rate (BENCH_RATE, default 400 req/s, paced);
+//! - RSS after the run, and the module size.
+//!
+//! Configurations: bare Envoy; Envoy's native filters covering the same
+//! concerns (jwt_authn with a local JWKS, local_ratelimit, cors,
+//! header_mutation); a no-op proxy-wasm filter; each filter of the suite
+//! alone; all of them as separate modules. All with one benchmark tenant
+//! whose every section is configured and a request every filter acts on (a
+//! valid RS256 token, an allowed Origin, a traceparent), limits not hit.
+//!
+//! Output: a table on stdout, `target/bench/results.json`, and the table
+//! between the bench markers of docs/PERFORMANCE.md (BENCH_WRITE_DOCS=1).
 
 use meshware_cli::bootstrap::{render, BootstrapParams};
-use meshware_e2e::echo::Echo;
 use meshware_e2e::envoy::{free_port, Envoy};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+const HOST: &str = "bench.example";
 
 struct Config {
-    name: &'static str,
+    name: String,
+    /// Wasm filters (dist/<name>.wasm, or dist/bench/noop.wasm).
     filters: Vec<&'static str>,
-    profile: String,
+    native: bool,
+    module_bytes: u64,
+    /// jwt-auth verifies every request (`cache_entries: 0`).
+    no_token_cache: bool,
 }
 
-fn profiles() -> Result<Vec<Config>, String> {
-    let root = meshware_e2e::root();
-    let text = std::fs::read_to_string(root.join("examples/tenants.json"))
+fn root() -> PathBuf {
+    meshware_e2e::root()
+}
+
+/// The example profile plus tenant `bench` (host bench.example) with every
+/// section configured as a production tenant would, limits far above the
+/// benchmark's rate.
+fn bench_profile() -> Result<(String, Value), String> {
+    let text = std::fs::read_to_string(root().join("examples/tenants.json"))
         .map_err(|e| format!("examples/tenants.json: {e}"))?;
-    let mut miss: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-    miss["tenants"]["umbrella"]["jwt_auth"]["cache_entries"] = json!(0);
-    Ok(vec![
-        Config {
-            name: "bare",
-            filters: vec![],
-            profile: text.clone(),
-        },
-        Config {
-            name: "jwt_auth cache hit",
-            filters: vec!["jwt_auth"],
-            profile: text,
-        },
-        Config {
-            name: "jwt_auth cache miss",
-            filters: vec!["jwt_auth"],
-            profile: miss.to_string(),
-        },
-    ])
+    let mut p: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    let t = &p["tenants"];
+    let mut bench = t["acme"].clone();
+    bench["jwt_auth"] = t["umbrella"]["jwt_auth"].clone();
+    if let Some(provider) = bench["jwt_auth"]["providers"][0].as_object_mut() {
+        provider.remove("tenant_claim");
+    }
+    bench["circuit_breaker"] = t["globex"]["circuit_breaker"].clone();
+    bench["access_log"] = json!({"sample_rate": 1.0});
+    if let Some(limits) = bench["rate_limit"]["limits"].as_array_mut() {
+        for l in limits {
+            l["rate"] = json!(1_000_000);
+            l["burst"] = json!(1_000_000);
+            l["per"] = json!("second");
+        }
+    }
+    let jwks = bench["jwt_auth"]["providers"][0]["jwks"].clone();
+    p["tenants"]["bench"] = bench;
+    p["tenancy"]["hosts"][HOST] = json!("bench");
+    Ok((p.to_string(), jwks))
 }
 
 fn token() -> Result<String, String> {
-    let text = std::fs::read_to_string(meshware_e2e::root().join("examples/tokens.json"))
+    let text = std::fs::read_to_string(root().join("examples/tokens.json"))
         .map_err(|e| format!("examples/tokens.json: {e}"))?;
     let v: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
     v["valid RS256"]
@@ -56,23 +83,108 @@ fn token() -> Result<String, String> {
         .ok_or_else(|| "no \"valid RS256\" token".into())
 }
 
-/// Sends `count` requests on one connection; every answer must be 200.
-fn load(port: u16, request: &[u8], count: usize) -> Result<(), String> {
-    let stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
-    let mut reader = BufReader::new(stream);
-    for _ in 0..count {
-        writer.write_all(request).map_err(|e| e.to_string())?;
+/// Envoy's own filters for the same concerns, inserted before the router.
+fn native_filters(jwks: &Value) -> Vec<Value> {
+    vec![
+        json!({"name": "envoy.filters.http.cors", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"}}),
+        json!({"name": "envoy.filters.http.jwt_authn", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+            "providers": {"umbrella": {
+                "issuer": "https://idp.umbrella.example",
+                "audiences": ["api"],
+                "local_jwks": {"inline_string": jwks.to_string()},
+                "forward_payload_header": "x-jwt-payload"
+            }},
+            "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "umbrella"}}]
+        }}),
+        json!({"name": "envoy.filters.http.local_ratelimit", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+            "stat_prefix": "bench",
+            "token_bucket": {"max_tokens": 1_000_000, "tokens_per_fill": 1_000_000, "fill_interval": "1s"},
+            "filter_enabled": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}},
+            "filter_enforced": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}},
+            "response_headers_to_add": [{"append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                "header": {"key": "ratelimit-policy", "value": "\"tenant\";q=1000000;w=1"}}]
+        }}),
+        json!({"name": "envoy.filters.http.header_mutation", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+            "mutations": {"response_mutations": [
+                {"append": {"header": {"key": "strict-transport-security", "value": "max-age=31536000; includeSubDomains"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}},
+                {"append": {"header": {"key": "content-security-policy", "value": "default-src 'self'; frame-ancestors 'none'"}, "append_action": "ADD_IF_ABSENT"}},
+                {"append": {"header": {"key": "x-content-type-options", "value": "nosniff"}, "append_action": "ADD_IF_ABSENT"}},
+                {"append": {"header": {"key": "x-frame-options", "value": "DENY"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}},
+                {"append": {"header": {"key": "referrer-policy", "value": "strict-origin-when-cross-origin"}, "append_action": "ADD_IF_ABSENT"}},
+                {"remove": "server"}
+            ]}
+        }}),
+    ]
+}
+
+fn bootstrap(config: &Config, profile: &str, jwks: &Value, port: u16, admin: u16) -> Value {
+    let noop = config.filters == ["noop"];
+    let dist = if noop {
+        meshware_e2e::dist().join("bench")
+    } else {
+        meshware_e2e::dist()
+    };
+    let mut params = BootstrapParams::suite(port, admin, 1, dist, profile.to_string());
+    params.filters = config.filters.iter().map(|s| s.to_string()).collect();
+    params.direct_response = true;
+    params.access_log_path = "/dev/null".into();
+    let mut v = render(&params);
+    let hcm = &mut v["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+        ["typed_config"];
+    if config.native {
+        if let Some(filters) = hcm["http_filters"].as_array_mut() {
+            for (i, f) in native_filters(jwks).into_iter().enumerate() {
+                filters.insert(i, f);
+            }
+        }
+        hcm["route_config"]["virtual_hosts"][0]["typed_per_filter_config"] = json!({
+            "envoy.filters.http.cors": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
+                "allow_origin_string_match": [{"exact": "https://shop.acme.example"}, {"suffix": ".acme.example"}],
+                "allow_methods": "GET,POST",
+                "allow_headers": "content-type",
+                "max_age": "600"
+            }
+        });
+    }
+    v
+}
+
+/// One keep-alive connection.
+struct Conn {
+    writer: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl Conn {
+    fn open(port: u16) -> Result<Conn, String> {
+        let s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+        s.set_nodelay(true).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(|e| e.to_string())?;
+        let reader = BufReader::new(s.try_clone().map_err(|e| e.to_string())?);
+        Ok(Conn { writer: s, reader })
+    }
+
+    fn exchange(&mut self, request: &[u8]) -> Result<(), String> {
+        self.writer.write_all(request).map_err(|e| e.to_string())?;
         let mut status = String::new();
-        reader.read_line(&mut status).map_err(|e| e.to_string())?;
+        self.reader
+            .read_line(&mut status)
+            .map_err(|e| e.to_string())?;
         if !status.contains(" 200 ") {
             return Err(format!("unexpected answer: {status}"));
         }
         let mut length = 0usize;
         loop {
             let mut line = String::new();
-            reader.read_line(&mut line).map_err(|e| e.to_string())?;
+            self.reader
+                .read_line(&mut line)
+                .map_err(|e| e.to_string())?;
             let line = line.trim_end();
             if line.is_empty() {
                 break;
@@ -84,41 +196,145 @@ fn load(port: u16, request: &[u8], count: usize) -> Result<(), String> {
             }
         }
         let mut body = vec![0; length];
-        reader.read_exact(&mut body).map_err(|e| e.to_string())?;
+        self.reader
+            .read_exact(&mut body)
+            .map_err(|e| e.to_string())?;
+        Ok(())
     }
-    Ok(())
 }
 
+#[derive(Debug, Clone)]
 struct Sample {
-    cpu_us_per_request: f64,
-    rss_kib: u64,
+    cpu_us: f64,
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+    rss_kib: f64,
 }
 
-fn measure(config: &Config, echo: &Echo, request: &[u8], count: usize) -> Result<Sample, String> {
-    let port = free_port();
-    let admin = free_port();
-    let mut params = BootstrapParams::suite(
-        port,
+struct Load {
+    request: Vec<u8>,
+    count: usize,
+    rate: f64,
+}
+
+fn measure(config: &Config, profile: &str, jwks: &Value, load: &Load) -> Result<Sample, String> {
+    let (port, admin) = (free_port(), free_port());
+    let envoy = Envoy::start_with(
+        &bootstrap(config, profile, jwks, port, admin),
         admin,
-        echo.port,
-        meshware_e2e::dist(),
-        config.profile.clone(),
-    );
-    params.filters = config.filters.iter().map(|s| s.to_string()).collect();
-    let envoy = Envoy::start_with(&render(&params), admin, 1, "warning")?;
-    load(port, request, count / 10)?; // warm-up: VM start, JIT, caches
+        1,
+        "warning",
+    )?;
+    let mut conn = Conn::open(port)?;
+    for _ in 0..load.count / 10 {
+        conn.exchange(&load.request)?; // warm-up: VM start, JIT, caches
+    }
     let before = envoy.cpu_us().ok_or("no /proc stat")?;
-    load(port, request, count)?;
+    let started = Instant::now();
+    for _ in 0..load.count {
+        conn.exchange(&load.request)?;
+    }
+    let wall = started.elapsed().as_secs_f64();
     let after = envoy.cpu_us().ok_or("no /proc stat")?;
+    // Fixed rate: one request every 1/rate seconds, latency of each.
+    let interval = Duration::from_secs_f64(1.0 / load.rate);
+    let n = (load.rate * 2.0) as usize;
+    let mut latencies = Vec::with_capacity(n);
+    let start = Instant::now();
+    for i in 0..n {
+        let due = start + interval * i as u32;
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let t = Instant::now();
+        conn.exchange(&load.request)?;
+        latencies.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let pct = |q: f64| {
+        latencies
+            .get(((n as f64 * q) as usize).min(n - 1))
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
     Ok(Sample {
-        cpu_us_per_request: (after - before) as f64 / count as f64,
-        rss_kib: envoy.rss_kib().unwrap_or(0),
+        cpu_us: (after - before) as f64 / load.count as f64,
+        rps: load.count as f64 / wall,
+        p50_us: pct(0.5),
+        p99_us: pct(0.99),
+        rss_kib: envoy.rss_kib().unwrap_or(0) as f64,
     })
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn module_size(names: &[&str]) -> u64 {
+    names
+        .iter()
+        .map(|n| {
+            let path = if *n == "noop" {
+                meshware_e2e::dist().join("bench/noop.wasm")
+            } else {
+                meshware_e2e::dist().join(format!("{n}.wasm"))
+            };
+            std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+        })
+        .sum()
+}
+
+fn configs() -> Vec<Config> {
+    let mut out = vec![
+        Config {
+            name: "bare Envoy".into(),
+            filters: vec![],
+            native: false,
+            module_bytes: 0,
+            no_token_cache: false,
+        },
+        Config {
+            name: "native filters".into(),
+            filters: vec![],
+            native: true,
+            module_bytes: 0,
+            no_token_cache: false,
+        },
+        Config {
+            name: "no-op wasm".into(),
+            filters: vec!["noop"],
+            native: false,
+            module_bytes: module_size(&["noop"]),
+            no_token_cache: false,
+        },
+    ];
+    for f in meshware_cli::FILTERS {
+        out.push(Config {
+            name: f.name.to_string(),
+            filters: vec![f.name],
+            native: false,
+            module_bytes: module_size(&[f.name]),
+            no_token_cache: false,
+        });
+    }
+    out.push(Config {
+        name: "jwt_auth, token cache off".into(),
+        filters: vec!["jwt_auth"],
+        native: false,
+        module_bytes: module_size(&["jwt_auth"]),
+        no_token_cache: true,
+    });
+    let all: Vec<&'static str> = meshware_cli::FILTERS.iter().map(|f| f.name).collect();
+    out.push(Config {
+        name: "all filters, separate modules".into(),
+        module_bytes: module_size(&all),
+        filters: all,
+        native: false,
+        no_token_cache: false,
+    });
+    out
 }
 
 fn main() -> ExitCode {
@@ -131,58 +347,112 @@ fn main() -> ExitCode {
     }
 }
 
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 fn run() -> Result<(), String> {
-    let rounds: usize = std::env::var("BENCH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
-    let count: usize = std::env::var("BENCH_REQUESTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(4000);
-    let configs = profiles()?;
-    let echo = Echo::start(0).map_err(|e| e.to_string())?;
-    let request = format!(
-        "GET /orders HTTP/1.1\r\nhost: api.umbrella.example\r\nauthorization: Bearer {}\r\n\r\n",
-        token()?
-    );
-    // cpu[config][round]
-    let mut cpu = vec![Vec::new(); configs.len()];
-    let mut ratio = vec![Vec::new(); configs.len()];
-    let mut rss = vec![0u64; configs.len()];
+    let rounds: usize = env_or("BENCH_ROUNDS", 3);
+    let load = Load {
+        count: env_or("BENCH_REQUESTS", 10000),
+        rate: env_or("BENCH_RATE", 400.0),
+        request: format!(
+            "GET /orders HTTP/1.1\r\nhost: {HOST}\r\nauthorization: Bearer {}\r\norigin: https://shop.acme.example\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n\r\n",
+            token()?
+        )
+        .into_bytes(),
+    };
+    let (profile, jwks) = bench_profile()?;
+    let mut no_cache: Value = serde_json::from_str(&profile).map_err(|e| e.to_string())?;
+    no_cache["tenants"]["bench"]["jwt_auth"]["cache_entries"] = json!(0);
+    let no_cache_profile = no_cache.to_string();
+    let configs = configs();
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); configs.len()];
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
     for round in 0..rounds {
         let mut bare = f64::NAN;
         for (i, config) in configs.iter().enumerate() {
-            let s = measure(config, &echo, request.as_bytes(), count)?;
+            let p = if config.no_token_cache {
+                &no_cache_profile
+            } else {
+                &profile
+            };
+            let s =
+                measure(config, p, &jwks, &load).map_err(|e| format!("{}: {e}", config.name))?;
             eprintln!(
-                "round {} {:<22} {:>8.1} us/request",
+                "round {} {:<32} {:>7.1} us/req {:>7.0} req/s p50 {:>6.0} us p99 {:>6.0} us",
                 round + 1,
                 config.name,
-                s.cpu_us_per_request
+                s.cpu_us,
+                s.rps,
+                s.p50_us,
+                s.p99_us
             );
-            if config.filters.is_empty() {
-                bare = s.cpu_us_per_request;
+            if i == 0 {
+                bare = s.cpu_us;
             }
-            cpu[i].push(s.cpu_us_per_request);
-            ratio[i].push(s.cpu_us_per_request / bare);
-            rss[i] = rss[i].max(s.rss_kib);
+            ratios[i].push(s.cpu_us / bare);
+            samples[i].push(s);
         }
     }
-    println!("| configuration | Envoy CPU us/request (median of {rounds}) | x bare | RSS KiB |");
-    println!("|---|---|---|---|");
+    let col = |i: usize, f: fn(&Sample) -> f64| median(samples[i].iter().map(f).collect());
+    let noop_added = col(2, |s| s.cpu_us) - col(0, |s| s.cpu_us);
+    let mut table = format!(
+        "| configuration | CPU µs/req | x bare | added µs | added / no-op's | req/s | p50 µs | p99 µs | RSS MiB | module KB |\n|---|---|---|---|---|---|---|---|---|---|\n"
+    );
     let mut results = Vec::new();
-    for (i, config) in configs.iter().enumerate() {
-        let c = median(cpu[i].clone());
-        let r = median(ratio[i].clone());
-        println!("| {} | {c:.1} | {r:.2} | {} |", config.name, rss[i]);
-        results.push(
-            json!({"configuration": config.name, "cpu_us_per_request": c,
-                            "ratio_to_bare": r, "rss_kib": rss[i], "rounds": cpu[i]}),
-        );
+    for (i, c) in configs.iter().enumerate() {
+        let cpu = col(i, |s| s.cpu_us);
+        let added = cpu - col(0, |s| s.cpu_us);
+        let vs_noop = if i >= 2 {
+            format!("{:.2}", added / noop_added)
+        } else {
+            "-".into()
+        };
+        table.push_str(&format!(
+            "| {} | {cpu:.1} | {:.2} | {added:.1} | {vs_noop} | {:.0} | {:.0} | {:.0} | {:.0} | {} |\n",
+            c.name,
+            median(ratios[i].clone()),
+            col(i, |s| s.rps),
+            col(i, |s| s.p50_us),
+            col(i, |s| s.p99_us),
+            col(i, |s| s.rss_kib) / 1024.0,
+            if c.module_bytes > 0 { format!("{:.0}", c.module_bytes as f64 / 1000.0) } else { "-".into() },
+        ));
+        results.push(json!({
+            "configuration": c.name,
+            "cpu_us_per_request": cpu,
+            "ratio_to_bare": median(ratios[i].clone()),
+            "added_us": added,
+            "throughput_rps": col(i, |s| s.rps),
+            "p50_us": col(i, |s| s.p50_us),
+            "p99_us": col(i, |s| s.p99_us),
+            "rss_kib": col(i, |s| s.rss_kib),
+            "module_bytes": c.module_bytes,
+            "rounds_cpu_us": samples[i].iter().map(|s| s.cpu_us).collect::<Vec<_>>(),
+        }));
     }
-    let dir = meshware_e2e::root().join("target/bench");
+    println!("{table}");
+    let dir = root().join("target/bench");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let out = json!({"requests_per_round": count, "rounds": rounds, "results": results});
+    let out = json!({"requests_per_round": load.count, "fixed_rate_rps": load.rate,
+                     "rounds": rounds, "results": results});
     std::fs::write(dir.join("results.json"), format!("{out:#}\n")).map_err(|e| e.to_string())?;
+    if std::env::var("BENCH_WRITE_DOCS").is_ok() {
+        let path = root().join("docs/PERFORMANCE.md");
+        let doc = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
+        let (start, end) = ("<!-- bench:start -->", "<!-- bench:end -->");
+        if let (Some(a), Some(b)) = (doc.find(start), doc.find(end)) {
+            let header = format!(
+                "\n{rounds} rounds x {} requests per configuration, fixed rate {} req/s for latency; medians.\n\n",
+                load.count, load.rate
+            );
+            let new = format!("{}{start}{header}{table}{}", &doc[..a], &doc[b..]);
+            std::fs::write(&path, new).map_err(|e| e.to_string())?;
+        }
+    }
     Ok(())
 }

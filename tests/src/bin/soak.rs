@@ -265,6 +265,27 @@ fn main() -> ExitCode {
     }
     std::thread::sleep(Duration::from_secs(2));
     let final_in_flight = in_flight(&envoy);
+    // The bulkhead count is back to zero: globex's whole max_in_flight (8)
+    // of slow requests is admitted at once.
+    let bulkhead: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut c = Client { port, conn: None };
+                c.send(&request(
+                    "api.globex.example",
+                    "GET",
+                    "/slow",
+                    &[("x-echo-delay-ms", "300".to_string())],
+                ))
+                .unwrap_or(0)
+            })
+        })
+        .collect();
+    let bulkhead_admitted = bulkhead
+        .into_iter()
+        .map(|t| t.join().unwrap_or(0))
+        .filter(|code| *code == 200)
+        .count();
     let rss: Vec<f64> = samples
         .iter()
         .filter_map(|s| s["rss_kib"].as_f64())
@@ -289,6 +310,7 @@ fn main() -> ExitCode {
         "rss_kib_last": rss.last(),
         "rss_growth_kib_per_minute_after_warmup": growth,
         "in_flight_after": final_in_flight,
+        "bulkhead_admitted_of_8_after": bulkhead_admitted,
         "samples": samples,
     });
     let out = root.join("target/soak.json");
@@ -296,7 +318,8 @@ fn main() -> ExitCode {
     println!("{summary:#}");
     let ok = counts.server_errors.load(Ordering::Relaxed) == 0
         && counts.transport_errors.load(Ordering::Relaxed) == 0
-        && final_in_flight == 0.0;
+        && final_in_flight == 0.0
+        && bulkhead_admitted == 8;
     if ok {
         ExitCode::SUCCESS
     } else {
