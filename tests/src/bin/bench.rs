@@ -400,8 +400,8 @@ fn run() -> Result<(), String> {
     }
     let col = |i: usize, f: fn(&Sample) -> f64| median(samples[i].iter().map(f).collect());
     let noop_added = col(2, |s| s.cpu_us) - col(0, |s| s.cpu_us);
-    let mut table = format!(
-        "| configuration | CPU µs/req | x bare | added µs | added / no-op's | req/s | p50 µs | p99 µs | RSS MiB | module KB |\n|---|---|---|---|---|---|---|---|---|---|\n"
+    let mut table = String::from(
+        "| configuration | CPU µs/req | x bare | added µs | added / no-op's | req/s | p50 µs | p99 µs | RSS MiB | module KB |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let mut results = Vec::new();
     for (i, c) in configs.iter().enumerate() {
