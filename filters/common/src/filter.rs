@@ -52,6 +52,11 @@ pub trait HttpFilter: 'static {
     const READS_REQUEST_BODY: bool = false;
     /// Whether `on_response` needs the response headers (reading costs a hostcall).
     const READS_RESPONSE_HEADERS: bool = false;
+    /// The request headers the core reads besides `:authority`, `:path` and
+    /// the profile's tenant header, which the adapter always reads: then
+    /// only these are read, one hostcall each (first value only). `None`
+    /// reads the whole header map (every value, one serialization).
+    const REQUEST_HEADERS: Option<&'static [&'static str]> = None;
 
     fn parse(reader: &mut SectionReader<'_>) -> Self::Settings;
 

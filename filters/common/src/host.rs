@@ -665,6 +665,23 @@ impl HostEnv for EnvoyEnv {
     }
 }
 
+/// The request headers a filter declared (`HttpFilter::REQUEST_HEADERS`),
+/// plus what tenant resolution reads, one hostcall each.
+fn declared_headers(
+    names: &[&str],
+    tenant_header: Option<&crate::tenancy::TenantHeader>,
+) -> Vec<(String, Vec<u8>)> {
+    let always = [":authority", ":path"];
+    let tenant = tenant_header.map(|h| h.name.as_str());
+    let mut out = Vec::with_capacity(names.len() + 3);
+    for name in always.iter().chain(names).copied().chain(tenant) {
+        if let Ok(Some(value)) = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name) {
+            out.push((name.to_string(), value));
+        }
+    }
+    out
+}
+
 /// Envoy's downstream address as the listener saw it (after
 /// `use_remote_address`/original-src handling, never a client header).
 fn source_address() -> Option<std::net::IpAddr> {
@@ -935,8 +952,12 @@ impl<F: HttpFilter> HttpContext for Stream<F> {
         let Some(compiled) = self.compiled.clone() else {
             return Action::Continue;
         };
-        let Ok(pairs) = hostcalls::get_map_bytes(MapType::HttpRequestHeaders) else {
-            return Action::Continue;
+        let pairs = match F::REQUEST_HEADERS {
+            None => match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
+                Ok(pairs) => pairs,
+                Err(_) => return Action::Continue,
+            },
+            Some(names) => declared_headers(names, compiled.profile.tenancy.header()),
         };
         let headers = Headers::from_bytes(pairs);
         #[cfg(feature = "test-panic")]

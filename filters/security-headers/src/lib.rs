@@ -18,6 +18,8 @@ impl HttpFilter for SecurityHeaders {
     const NAME: &'static str = "security_headers";
     const OUTCOMES: &'static [&'static str] = headers::OUTCOMES;
     const READS_RESPONSE_HEADERS: bool = true;
+    // The request phase needs nothing but the tenant.
+    const REQUEST_HEADERS: Option<&'static [&'static str]> = Some(&[]);
     type Settings = config::SecuritySettings;
     type Stream = ();
 

@@ -31,8 +31,11 @@ use std::time::{Duration, Instant};
 
 const HOST: &str = "bench.example";
 
+#[derive(Clone)]
 struct Config {
     name: String,
+    /// Module folder when not dist/ (a baseline build to compare with).
+    dir: Option<PathBuf>,
     /// Wasm filters (dist/<name>.wasm, or dist/bench/noop.wasm).
     filters: Vec<&'static str>,
     native: bool,
@@ -125,6 +128,8 @@ fn bootstrap(config: &Config, profile: &str, jwks: &Value, port: u16, admin: u16
     let noop = config.filters == ["noop"];
     let dist = if noop {
         meshware_e2e::dist().join("bench")
+    } else if let Some(dir) = &config.dir {
+        dir.clone()
     } else {
         meshware_e2e::dist()
     };
@@ -289,6 +294,7 @@ fn module_size(names: &[&str]) -> u64 {
 fn configs() -> Vec<Config> {
     let mut out = vec![
         Config {
+            dir: None,
             name: "bare Envoy".into(),
             filters: vec![],
             native: false,
@@ -296,6 +302,7 @@ fn configs() -> Vec<Config> {
             no_token_cache: false,
         },
         Config {
+            dir: None,
             name: "native filters".into(),
             filters: vec![],
             native: true,
@@ -303,6 +310,7 @@ fn configs() -> Vec<Config> {
             no_token_cache: false,
         },
         Config {
+            dir: None,
             name: "no-op wasm".into(),
             filters: vec!["noop"],
             native: false,
@@ -312,6 +320,7 @@ fn configs() -> Vec<Config> {
     ];
     for f in meshware_cli::FILTERS {
         out.push(Config {
+            dir: None,
             name: f.name.to_string(),
             filters: vec![f.name],
             native: false,
@@ -320,6 +329,7 @@ fn configs() -> Vec<Config> {
         });
     }
     out.push(Config {
+        dir: None,
         name: "jwt_auth, token cache off".into(),
         filters: vec!["jwt_auth"],
         native: false,
@@ -328,6 +338,7 @@ fn configs() -> Vec<Config> {
     });
     let all: Vec<&'static str> = meshware_cli::FILTERS.iter().map(|f| f.name).collect();
     out.push(Config {
+        dir: None,
         name: "all filters, separate modules".into(),
         module_bytes: module_size(&all),
         filters: all,
@@ -369,7 +380,31 @@ fn run() -> Result<(), String> {
     let mut no_cache: Value = serde_json::from_str(&profile).map_err(|e| e.to_string())?;
     no_cache["tenants"]["bench"]["jwt_auth"]["cache_entries"] = json!(0);
     let no_cache_profile = no_cache.to_string();
-    let configs = configs();
+    // BENCH_ONLY=a,b: those configurations plus the two baselines.
+    let only: Option<Vec<String>> = std::env::var("BENCH_ONLY")
+        .ok()
+        .map(|v| v.split(',').map(str::to_string).collect());
+    let configs: Vec<Config> = configs()
+        .into_iter()
+        .enumerate()
+        .filter(|(i, c)| *i == 0 || *i == 2 || only.as_ref().is_none_or(|o| o.contains(&c.name)))
+        .map(|(_, c)| c)
+        .collect();
+    // BENCH_BASELINE_DIR=<folder of other builds>: each single-filter
+    // configuration also runs with that folder's module, in the same rounds.
+    let mut configs = configs;
+    if let Ok(dir) = std::env::var("BENCH_BASELINE_DIR") {
+        let extra: Vec<Config> = configs
+            .iter()
+            .filter(|c| c.filters.len() == 1 && c.filters != ["noop"])
+            .map(|c| Config {
+                name: format!("{} (baseline)", c.name),
+                dir: Some(PathBuf::from(&dir)),
+                ..c.clone()
+            })
+            .collect();
+        configs.extend(extra);
+    }
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); configs.len()];
     let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
     for round in 0..rounds {
@@ -399,7 +434,11 @@ fn run() -> Result<(), String> {
         }
     }
     let col = |i: usize, f: fn(&Sample) -> f64| median(samples[i].iter().map(f).collect());
-    let noop_added = col(2, |s| s.cpu_us) - col(0, |s| s.cpu_us);
+    let noop_index = configs
+        .iter()
+        .position(|c| c.name == "no-op wasm")
+        .unwrap_or(0);
+    let noop_added = col(noop_index, |s| s.cpu_us) - col(0, |s| s.cpu_us);
     let mut table = String::from(
         "| configuration | CPU µs/req | x bare | added µs | added / no-op's | req/s | p50 µs | p99 µs | RSS MiB | module KB |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
@@ -407,7 +446,7 @@ fn run() -> Result<(), String> {
     for (i, c) in configs.iter().enumerate() {
         let cpu = col(i, |s| s.cpu_us);
         let added = cpu - col(0, |s| s.cpu_us);
-        let vs_noop = if i >= 2 {
+        let vs_noop = if c.name != "bare Envoy" && c.name != "native filters" {
             format!("{:.2}", added / noop_added)
         } else {
             "-".into()
