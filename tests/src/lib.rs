@@ -24,3 +24,44 @@ pub fn dist() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("dist"))
 }
+
+/// The example profile (`examples/tenants.json`), as the demo serves it.
+pub fn example_profile() -> String {
+    std::fs::read_to_string(root().join("examples/tenants.json"))
+        .unwrap_or_else(|e| panic!("examples/tenants.json: {e}"))
+}
+
+/// Every filter of the suite, in chain order.
+pub fn all_filters() -> Vec<&'static str> {
+    meshware_cli::FILTERS.iter().map(|f| f.name).collect()
+}
+
+/// The JWT vectors PyJWT minted (`filters/jwt-auth/testdata/vectors.json`).
+pub fn jwt_vectors() -> serde_json::Value {
+    let text = std::fs::read_to_string(root().join("filters/jwt-auth/testdata/vectors.json"))
+        .unwrap_or_else(|e| panic!("vectors.json: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("vectors.json: {e}"))
+}
+
+/// One minted token by its case name (e.g. `valid RS256`).
+pub fn jwt_token(name: &str) -> String {
+    let v = jwt_vectors();
+    v["cases"]
+        .as_array()
+        .and_then(|cases| cases.iter().find(|c| c["name"] == name))
+        .and_then(|c| c["token"].as_str())
+        .unwrap_or_else(|| panic!("no vector {name}"))
+        .to_string()
+}
+
+/// Polls `check` every 100 ms for up to `secs` seconds; whether it held.
+pub fn eventually(secs: u64, mut check: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < end {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    false
+}

@@ -11,11 +11,11 @@ const ACME: (&str, &str) = ("host", "shop.acme.example");
 const UMBRELLA: (&str, &str) = ("host", "api.umbrella.example");
 
 fn profile() -> String {
-    std::fs::read_to_string(meshware_e2e::root().join("examples/tenants.json")).unwrap()
+    meshware_e2e::example_profile()
 }
 
 fn all_filters() -> Vec<&'static str> {
-    meshware_cli::FILTERS.iter().map(|f| f.name).collect()
+    meshware_e2e::all_filters()
 }
 
 fn token(name: &str) -> String {

@@ -21,7 +21,7 @@ struct Setup {
 }
 
 fn profile() -> String {
-    std::fs::read_to_string(meshware_e2e::root().join("examples/tenants.json")).unwrap()
+    meshware_e2e::example_profile()
 }
 
 /// Envoy with one test-panic module (`filter`) under `policy`.
@@ -77,13 +77,7 @@ impl Setup {
 }
 
 fn vectors() -> Value {
-    serde_json::from_str(
-        &std::fs::read_to_string(
-            meshware_e2e::root().join("filters/jwt-auth/testdata/vectors.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap()
+    meshware_e2e::jwt_vectors()
 }
 
 /// The example profile with umbrella's keys fetched from cluster `idp`
@@ -111,14 +105,7 @@ fn start_case(filter: &str, policy: &str) -> Setup {
 }
 
 fn token(name: &str) -> String {
-    let v = vectors();
-    let c = v["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap();
-    c["token"].as_str().unwrap().to_string()
+    meshware_e2e::jwt_token(name)
 }
 
 const UMBRELLA: (&str, &str) = ("host", "api.umbrella.example");
@@ -137,17 +124,6 @@ fn probe(s: &Setup, filter: &str) -> (u16, bool) {
         _ => r.status == 200 && s.filtered(),
     };
     (r.status, working)
-}
-
-fn poll(secs: u64, mut check: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < end {
-        if check() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
 }
 
 fn reloads(s: &Setup) -> u64 {
@@ -186,7 +162,7 @@ fn case(filter: &str, policy: &str, callback: &str) {
         "FAIL_CLOSED" => {
             // Closed from the failure on: a prompt 503, every time.
             assert!(
-                poll(5, || probe(&s, filter).0 == 503),
+                meshware_e2e::eventually(5, || probe(&s, filter).0 == 503),
                 "{what}: no 503\n{}",
                 log()
             );
@@ -197,7 +173,7 @@ fn case(filter: &str, policy: &str, callback: &str) {
         "FAIL_OPEN" => {
             // Bypassed: the request reaches the upstream without the filter.
             assert!(
-                poll(5, || {
+                meshware_e2e::eventually(5, || {
                     let (status, working) = probe(&s, filter);
                     status == 200 && !working
                 }),
@@ -209,7 +185,7 @@ fn case(filter: &str, policy: &str, callback: &str) {
             // Reloaded: after the backoff a fresh VM serves again.
             // (Envoy reloads on the first request after the backoff.)
             assert!(
-                poll(8, || probe(&s, filter).1 && reloads(&s) >= 1),
+                meshware_e2e::eventually(8, || probe(&s, filter).1 && reloads(&s) >= 1),
                 "{what}: no reload\n{}",
                 log()
             );

@@ -5,27 +5,15 @@
 use meshware_e2e::envoy::expect_rejected;
 use meshware_e2e::http::Response;
 use meshware_e2e::suite::{bootstrap, Suite};
-use serde_json::Value;
 
 const UMBRELLA: (&str, &str) = ("host", "api.umbrella.example");
 
 fn profile() -> String {
-    std::fs::read_to_string(meshware_e2e::root().join("examples/tenants.json")).unwrap()
+    meshware_e2e::example_profile()
 }
 
 fn token(name: &str) -> String {
-    let text = std::fs::read_to_string(
-        meshware_e2e::root().join("filters/jwt-auth/testdata/vectors.json"),
-    )
-    .unwrap();
-    let v: Value = serde_json::from_str(&text).unwrap();
-    let c = v["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap();
-    c["token"].as_str().unwrap().to_string()
+    meshware_e2e::jwt_token(name)
 }
 
 fn start() -> Suite {

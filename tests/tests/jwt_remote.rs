@@ -11,22 +11,11 @@ use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 fn vectors() -> Value {
-    let text = std::fs::read_to_string(
-        meshware_e2e::root().join("filters/jwt-auth/testdata/vectors.json"),
-    )
-    .unwrap();
-    serde_json::from_str(&text).unwrap()
+    meshware_e2e::jwt_vectors()
 }
 
 fn token(name: &str) -> String {
-    let v = vectors();
-    let c = v["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap();
-    c["token"].as_str().unwrap().to_string()
+    meshware_e2e::jwt_token(name)
 }
 
 /// A JWKS holding the minted keys with these kids.
@@ -162,18 +151,6 @@ fn services_of(s: &Suite) -> &Echo {
     s.services.as_ref().unwrap()
 }
 
-/// Polls `check` for up to `secs` (background fetches run on a 200 ms tick).
-fn eventually(secs: u64, mut check: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < end {
-        if check() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
-}
-
 #[test]
 fn remote_keys_verify_tokens_and_rotation_follows_the_key_set() {
     let s = start();
@@ -197,7 +174,7 @@ fn remote_keys_verify_tokens_and_rotation_follows_the_key_set() {
     );
     let es = token("valid ES256");
     assert!(
-        eventually(5, || call(&s, "rotating", "/orders", Some(&es)).status
+        meshware_e2e::eventually(5, || call(&s, "rotating", "/orders", Some(&es)).status
             == 200),
         "the new kid is accepted after a refetch:\n{}",
         s.envoy.log()
@@ -213,7 +190,7 @@ fn remote_keys_verify_tokens_and_rotation_follows_the_key_set() {
     services_of(&s).script("/jwks/rotating", Canned::new(200, &jwks(&["ec-256"])));
     let fresh_rs = token("valid PS256");
     assert!(
-        eventually(8, || call(&s, "rotating", "/orders", Some(&fresh_rs))
+        meshware_e2e::eventually(8, || call(&s, "rotating", "/orders", Some(&fresh_rs))
             .status
             == 401),
         "the withdrawn kid is refused after the refresh:\n{}",
@@ -290,7 +267,7 @@ fn the_last_good_key_set_stays_in_use_when_refreshes_fail() {
     assert_eq!(call(&s, "stale", "/orders", Some(&rs)).status, 200);
     services_of(&s).script("/jwks/stale", Canned::new(500, b"down"));
     assert!(
-        eventually(6, || metric(&s, "stale", "jwks_fetch_failed") >= 2.0),
+        meshware_e2e::eventually(6, || metric(&s, "stale", "jwks_fetch_failed") >= 2.0),
         "refreshes were attempted and failed:\n{}",
         s.envoy.prometheus()
     );

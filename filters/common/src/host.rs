@@ -247,6 +247,32 @@ fn apply_tenant_header<F: HttpFilter>(compiled: &Compiled<F>, slot: usize, what:
     let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, &h.name, value);
 }
 
+/// Runs `decide` with a request context for the effective context's
+/// request (its headers read afresh); `None` when they cannot be read.
+fn with_request<F: HttpFilter, R>(
+    compiled: &Compiled<F>,
+    worker: &Worker,
+    slot: usize,
+    decide: impl FnOnce(&mut RequestCtx<'_>) -> R,
+) -> Option<R> {
+    let pairs = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).ok()?;
+    let headers = Headers::from_bytes(pairs);
+    let mut rng = worker.rng.try_borrow_mut().ok()?;
+    let mut source = SourceAddress::lazy(source_address);
+    let mut ctx = RequestCtx {
+        tenant: Tenant {
+            slot,
+            name: compiled.profile.tenant_name(slot),
+        },
+        tenants: compiled.profile.tenant_names(),
+        headers: &headers,
+        rng: &mut rng,
+        source: &mut source,
+        env: &EnvoyEnv,
+    };
+    Some(decide(&mut ctx))
+}
+
 /// Decides again every request held for (`slot`, `tag`), each in its own
 /// context, then restores `own_context`.
 fn wake_parked<F: HttpFilter>(
@@ -273,28 +299,12 @@ fn wake_parked<F: HttpFilter>(
         if hostcalls::set_effective_context(p.context_id).is_err() {
             continue;
         }
-        let Ok(pairs) = hostcalls::get_map_bytes(MapType::HttpRequestHeaders) else {
-            continue;
-        };
-        let headers = Headers::from_bytes(pairs);
-        let Ok(mut rng) = worker.rng.try_borrow_mut() else {
-            continue;
-        };
-        let mut source = SourceAddress::lazy(source_address);
-        let mut ctx = RequestCtx {
-            tenant: Tenant {
-                slot,
-                name: compiled.profile.tenant_name(slot),
-            },
-            tenants: compiled.profile.tenant_names(),
-            headers: &headers,
-            rng: &mut rng,
-            source: &mut source,
-            env: &EnvoyEnv,
-        };
         let mut state = F::Stream::default();
-        let decision = F::on_request(settings, &mut ctx, &mut state);
-        drop(rng);
+        let Some(decision) = with_request(compiled, worker, slot, |ctx| {
+            F::on_request(settings, ctx, &mut state)
+        }) else {
+            continue;
+        };
         finish_other::<F>(compiled, slot, &decision);
     }
     let _ = hostcalls::set_effective_context(own_context);
@@ -880,30 +890,14 @@ impl<F: HttpFilter> Stream<F> {
         }
         let outcomes = F::on_callout_done(settings, tag, response, &EnvoyEnv);
         count(compiled, slot, outcomes);
-        let Ok(pairs) = hostcalls::get_map_bytes(MapType::HttpRequestHeaders) else {
-            let _ = hostcalls::send_http_response(503, Vec::new(), None);
-            return false;
-        };
-        let headers = Headers::from_bytes(pairs);
         let worker = self.worker.clone();
-        let Ok(mut rng) = worker.rng.try_borrow_mut() else {
+        let state = &mut self.state;
+        let Some(decision) = with_request(compiled, &worker, slot, |ctx| {
+            F::on_callout_response(settings, ctx, state, tag, response)
+        }) else {
             let _ = hostcalls::send_http_response(503, Vec::new(), None);
             return false;
         };
-        let mut source = SourceAddress::lazy(source_address);
-        let mut ctx = RequestCtx {
-            tenant: Tenant {
-                slot,
-                name: compiled.profile.tenant_name(slot),
-            },
-            tenants: compiled.profile.tenant_names(),
-            headers: &headers,
-            rng: &mut rng,
-            source: &mut source,
-            env: &EnvoyEnv,
-        };
-        let decision = F::on_callout_response(settings, &mut ctx, &mut self.state, tag, response);
-        drop(rng);
         if self.act(compiled, slot, &decision) {
             return false;
         }
