@@ -127,3 +127,46 @@ fn envoy_rejects_bad_security_headers_and_idempotency_sections_with_their_paths(
         }
     }
 }
+
+#[test]
+fn envoy_rejects_bad_access_log_and_jwt_callout_sections_with_their_paths() {
+    let profile = r#"{"tenancy": {"default": "a"}, "tenants": {"a": {
+        "access_log": {"sample_rate": 1.5, "query": "hide", "redact_params": ["bad name"], "colour": 1},
+        "jwt_auth": {
+            "providers": [{"issuer": "i", "algorithms": ["RS256"],
+                           "remote_jwks": {"path": "jwks", "unavailable_status": 404, "ttl": 5}}],
+            "external": {"timeout_ms": 0, "on_error": "allow"}}}}}"#;
+    for (filter, lines) in [
+        (
+            "access_log",
+            vec![
+                "tenants.a.access_log.sample_rate:",
+                "tenants.a.access_log.query: \"hide\": expected \"redact\", \"strip\" or \"keep\"",
+                "tenants.a.access_log.redact_params",
+                "tenants.a.access_log.colour: unknown field",
+            ],
+        ),
+        (
+            "jwt_auth",
+            vec![
+                "tenants.a.jwt_auth.providers[0].remote_jwks.cluster: is required",
+                "tenants.a.jwt_auth.providers[0].remote_jwks.path:",
+                "tenants.a.jwt_auth.providers[0].remote_jwks.unavailable_status:",
+                "tenants.a.jwt_auth.providers[0].remote_jwks.ttl: unknown field",
+                "tenants.a.jwt_auth.external.cluster: is required",
+                "tenants.a.jwt_auth.external.timeout_ms:",
+                "tenants.a.jwt_auth.external.on_error: \"allow\": expected \"deny\" or \"local_jwt\"",
+            ],
+        ),
+    ] {
+        let (config, _, _) = bootstrap(profile, &[filter], 1);
+        let (code, log) = expect_rejected(&config);
+        assert!(
+            matches!(code, Some(c) if c != 0),
+            "{filter}: {code:?}\n{log}"
+        );
+        for line in lines {
+            assert!(log.contains(line), "envoy log lacks {line:?}:\n{log}");
+        }
+    }
+}

@@ -43,15 +43,7 @@ pub const DEFAULT_REDACT: &[&str] = &[
 pub fn parse(r: &mut SectionReader<'_>) -> LogSettings {
     let enabled = r.bool("enabled", true);
     let sample_rate = r.f64_in("sample_rate", 1.0, 0.0, 1.0);
-    let query = match r
-        .opt_string("query", |v| match v {
-            "redact" | "strip" | "keep" => Ok(()),
-            _ => Err(format!(
-                "\"{v}\": expected \"redact\", \"strip\" or \"keep\""
-            )),
-        })
-        .as_deref()
-    {
+    let query = match r.one_of("query", &["redact", "strip", "keep"]) {
         Some("strip") => Query::Strip,
         Some("keep") => Query::Keep,
         _ => Query::Redact,

@@ -178,6 +178,24 @@ impl<'a> SectionReader<'a> {
         SectionReader::new(vec![Layer { fields, path }], self.errors)
     }
 
+    /// An optional string that must be one of `options` (absent or `null` ->
+    /// None); the error lists the accepted values.
+    pub fn one_of(&mut self, key: &'static str, options: &[&'static str]) -> Option<&'static str> {
+        let value = self.opt_string(key, |v| {
+            if options.contains(&v) {
+                return Ok(());
+            }
+            let quoted: Vec<String> = options.iter().map(|o| format!("\"{o}\"")).collect();
+            let list = match quoted.split_last() {
+                Some((last, [])) => last.clone(),
+                Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+                None => String::new(),
+            };
+            Err(format!("\"{v}\": expected {list}"))
+        })?;
+        options.iter().copied().find(|o| *o == value)
+    }
+
     /// An optional string (absent or `null` -> None) checked by `check`.
     pub fn opt_string(
         &mut self,
@@ -358,5 +376,20 @@ mod tests {
         assert!(check_header_name("X-Tenant").is_err());
         assert!(check_header_name("").is_err());
         assert!(check_header_name("a b").is_err());
+    }
+
+    #[test]
+    fn one_of_names_every_accepted_value() {
+        let (v, e) = parse_alone(&serde_json::json!({"m": "c"}), "t", |r| {
+            r.one_of("m", &["a", "b"])
+        });
+        assert_eq!(v, None);
+        assert_eq!(e, "t.m: \"c\": expected \"a\" or \"b\"");
+        let (v, e) = parse_alone(&serde_json::json!({"m": "b"}), "t", |r| {
+            r.one_of("m", &["a", "b", "c"])
+        });
+        assert_eq!((v, e.as_str()), (Some("b"), ""));
+        let (v, _) = parse_alone(&serde_json::json!({}), "t", |r| r.one_of("m", &["a"]));
+        assert_eq!(v, None);
     }
 }

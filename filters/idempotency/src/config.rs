@@ -74,11 +74,8 @@ pub fn parse(r: &mut SectionReader<'_>) -> IdempotencySettings {
         .opt_string("header", check_header_name)
         .unwrap_or_else(|| "idempotency-key".to_string());
     let routes = read_routes(r);
-    let over_limit = match r.opt_string("over_limit", |v| match v {
-        "reject" | "skip" => Ok(()),
-        _ => Err(format!("\"{v}\": expected \"reject\" or \"skip\"")),
-    }) {
-        Some(v) if v == "skip" => OverLimit::Skip,
+    let over_limit = match r.one_of("over_limit", &["reject", "skip"]) {
+        Some("skip") => OverLimit::Skip,
         _ => OverLimit::Reject,
     };
     IdempotencySettings {

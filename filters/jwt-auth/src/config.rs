@@ -89,15 +89,7 @@ fn read_requirement(
     key: &'static str,
     default: Requirement,
 ) -> Requirement {
-    match r
-        .opt_string(key, |v| match v {
-            "required" | "optional" | "bypass" => Ok(()),
-            _ => Err(format!(
-                "\"{v}\": expected \"required\", \"optional\" or \"bypass\""
-            )),
-        })
-        .as_deref()
-    {
+    match r.one_of(key, &["required", "optional", "bypass"]) {
         Some("optional") => Requirement::Optional,
         Some("bypass") => Requirement::Bypass,
         Some("required") => Requirement::Required,

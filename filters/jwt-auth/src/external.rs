@@ -79,13 +79,7 @@ pub fn parse(r: &mut SectionReader<'_>) -> External {
         .iter()
         .map(|h| h.to_ascii_lowercase())
         .collect();
-    let on_error = match r
-        .opt_string("on_error", |v| match v {
-            "deny" | "local_jwt" => Ok(()),
-            _ => Err(format!("\"{v}\": expected \"deny\" or \"local_jwt\"")),
-        })
-        .as_deref()
-    {
+    let on_error = match r.one_of("on_error", &["deny", "local_jwt"]) {
         Some("local_jwt") => OnError::LocalJwt,
         _ => OnError::Deny,
     };

@@ -189,7 +189,7 @@ impl RemoteJwks {
         if self.in_flight(&s, now) {
             return Need::Wait(Park {
                 tag,
-                deadline_ms: now + self.wait_ms,
+                deadline_ms: now.saturating_add(self.wait_ms),
             });
         }
         let recently = s.last_attempt_ms != 0
@@ -204,7 +204,7 @@ impl RemoteJwks {
             self.callout(tag),
             Park {
                 tag,
-                deadline_ms: now + self.wait_ms,
+                deadline_ms: now.saturating_add(self.wait_ms),
             },
         )
     }
