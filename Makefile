@@ -1,7 +1,8 @@
 # meshware: per-tenant HTTP middleware for Envoy/Istio as proxy-wasm filters.
 #   make run    builds everything, then starts the demo (Envoy + echo upstream)
 #   make test   fmt, clippy (native + wasm32), unit tests, wasm-bindgen tests,
-#               release wasm build, end-to-end tests through real Envoy
+#               release wasm build, end-to-end tests through real Envoy (separate
+#               modules, then the suite module)
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -23,7 +24,7 @@ CHROMIUM_BIN ?= /usr/bin/chromium
 export CHROMIUM_BIN
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup build build-test-panic run soak bench dashboard-picture fuzz test test-compat fmt-check clippy unit wasm-test e2e check-config istio oci istio-check clean
+.PHONY: help setup build build-test-panic run soak bench dashboard-picture fuzz test test-compat fmt-check clippy unit wasm-test e2e e2e-suite check-config istio oci istio-check clean
 
 help:
 	@echo "make setup | build | run | test | test-compat | check-config PROFILE=file.json | istio | oci | clean"
@@ -57,6 +58,10 @@ build: setup
 	@mkdir -p $(DIST)
 	@for c in $(FILTER_CRATES); do \
 	  n=$$(echo $$c | tr - _); cp target/$(WASM_TARGET)/release/$$n.wasm $(DIST)/$$n.wasm; done
+	@# The suite module on its own: built together with the filter crates,
+	@# cargo would unify their `library` feature and strip their exports.
+	cargo build --release --target $(WASM_TARGET) -p suite
+	@cp target/$(WASM_TARGET)/release/suite.wasm $(DIST)/suite.wasm
 	@cargo build --release --target $(WASM_TARGET) -p noop
 	@mkdir -p $(DIST)/bench && cp target/$(WASM_TARGET)/release/noop.wasm $(DIST)/bench/noop.wasm
 	@cd $(DIST) && sha256sum *.wasm > SHA256SUMS && cat SHA256SUMS
@@ -67,9 +72,12 @@ build: setup
 build-test-panic: setup
 	CARGO_TARGET_DIR=target/test-panic cargo build --release --target $(WASM_TARGET) \
 	  -p trace-context -p jwt-auth --features meshware-common/test-panic
+	CARGO_TARGET_DIR=target/test-panic cargo build --release --target $(WASM_TARGET) \
+	  -p suite --features meshware-common/test-panic
 	@mkdir -p $(DIST)/test-panic
 	@cp target/test-panic/$(WASM_TARGET)/release/trace_context.wasm \
-	  target/test-panic/$(WASM_TARGET)/release/jwt_auth.wasm $(DIST)/test-panic/
+	  target/test-panic/$(WASM_TARGET)/release/jwt_auth.wasm \
+	  target/test-panic/$(WASM_TARGET)/release/suite.wasm $(DIST)/test-panic/
 
 run: build
 	cargo run --quiet -p meshware-e2e --bin demo
@@ -106,6 +114,7 @@ $(TOOLS)/.cargo-fuzz:
 
 ## soak: every filter under bounded mixed load for SOAK_SECONDS (600) at
 ## --concurrency 2; fails on unexpected 5xx or in-flight left over.
+## SOAK_MODULE=suite runs the same load against dist/suite.wasm.
 soak: build
 	cargo run --quiet --release -p meshware-e2e --bin soak
 
@@ -116,7 +125,7 @@ bench: build
 	@$(VENV)/bin/python -c 'import matplotlib' 2>/dev/null || $(VENV)/bin/pip install --quiet matplotlib
 	$(VENV)/bin/python tests/bench_chart.py
 
-test: setup fmt-check clippy unit wasm-test istio-check build build-test-panic e2e
+test: setup fmt-check clippy unit wasm-test istio-check build build-test-panic e2e e2e-suite
 
 fmt-check:
 	cargo fmt --all -- --check
@@ -124,6 +133,7 @@ fmt-check:
 clippy:
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy --target $(WASM_TARGET) -p meshware-common $(addprefix -p ,$(FILTER_CRATES)) -- -D warnings
+	cargo clippy --target $(WASM_TARGET) -p suite -- -D warnings
 
 unit:
 	cargo test --workspace --exclude meshware-e2e
@@ -137,6 +147,13 @@ e2e:
 	@test -x "$(ENVOY_BIN)" || { echo "Envoy not found (ENVOY_BIN=$(ENVOY_BIN)); run make setup"; exit 1; }
 	@echo "e2e against $$($(ENVOY_BIN) --version | grep -o 'version: .*')"
 	cargo test -p meshware-e2e
+
+## e2e-suite: the same scenarios against the single module (dist/suite.wasm),
+## each with its profile narrowed to the concerns it loads; tests about
+## separate modules (failure policies, reload of one filter) run once, above.
+e2e-suite:
+	@test -x "$(ENVOY_BIN)" || { echo "Envoy not found (ENVOY_BIN=$(ENVOY_BIN)); run make setup"; exit 1; }
+	MESHWARE_E2E_MODULE=suite cargo test -p meshware-e2e
 
 ## check-config: validates a tenant profile for every filter (non-zero exit on errors).
 check-config:

@@ -84,6 +84,10 @@ impl BootstrapParams {
     }
 }
 
+/// The single module with every concern (`dist/suite.wasm`), usable in
+/// `BootstrapParams::filters` instead of the separate modules.
+pub const SUITE: &str = "suite";
+
 pub fn wasm_filter(name: &str, wasm_dir: &std::path::Path, profile: &str) -> Value {
     let code = json!({"local": {"filename": wasm_dir.join(format!("{name}.wasm"))}});
     wasm_filter_with_code(name, code, profile)
@@ -109,7 +113,8 @@ pub fn wasm_filter_with_code(name: &str, code: Value, profile: &str) -> Value {
                     "runtime": "envoy.wasm.runtime.v8",
                     "code": code
                 },
-                // Per filter: reload the VM, or fail closed (endpoint_guard).
+                // Per filter: reload the VM, or fail closed (endpoint_guard,
+                // jwt_auth, and the suite module, which holds them).
                 "failure_policy": crate::filter(name).map_or("FAIL_CLOSED", |f| f.failure.envoy()),
                 // Envoy >= 1.35: a filter that pauses in request headers (to
                 // hold a request for its body: idempotency) still gets the
@@ -230,7 +235,11 @@ pub fn render(p: &BootstrapParams) -> Value {
             json!({"name": "default", "match": {"prefix": "/"}, "route": {"cluster": default_cluster}}),
         );
     }
-    let access_logs: Vec<Value> = if p.filters.iter().any(|f| f == "access_log") {
+    // The suite module logs when the profile configures the access-log concern.
+    let suite_logs = p.filters.iter().any(|f| f == SUITE)
+        && meshware_common::profile::sections_present(p.profile.as_bytes())
+            .is_some_and(|s| s.contains("access_log"));
+    let access_logs: Vec<Value> = if suite_logs || p.filters.iter().any(|f| f == "access_log") {
         vec![access_log(&p.access_log_path)]
     } else {
         Vec::new()

@@ -205,9 +205,46 @@ pub fn validate_profile(json: &[u8]) -> Result<(), ConfigErrors> {
     }
 }
 
+/// `--filters a,b,...`: filter names in chain order, or `suite` alone (the
+/// single module already holds every concern; next to another filter it
+/// would run that concern twice).
+pub fn parse_filters(value: &str) -> Result<Vec<String>, String> {
+    let names: Vec<String> = value.split(',').map(str::to_string).collect();
+    let suite = bootstrap::SUITE;
+    if let Some(f) = names.iter().find(|f| filter(f).is_none() && *f != suite) {
+        return Err(format!("--filters: unknown filter {f}"));
+    }
+    if names.len() > 1 && names.iter().any(|f| f == suite) {
+        return Err(format!(
+            "--filters: {suite} holds every concern; use it alone"
+        ));
+    }
+    Ok(names)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filter_lists_name_known_filters_or_the_suite_alone() {
+        assert_eq!(parse_filters("cors,canary").unwrap(), ["cors", "canary"]);
+        assert_eq!(parse_filters("suite").unwrap(), ["suite"]);
+        assert_eq!(
+            parse_filters("cors,corz").unwrap_err(),
+            "--filters: unknown filter corz"
+        );
+        assert_eq!(
+            parse_filters("suite,cors").unwrap_err(),
+            "--filters: suite holds every concern; use it alone"
+        );
+    }
+
+    #[test]
+    fn the_suite_module_runs_the_concerns_in_the_same_order() {
+        let names: Vec<&str> = FILTERS.iter().map(|f| f.name).collect();
+        assert_eq!(names, suite::ORDER);
+    }
 
     #[test]
     fn every_filter_has_a_known_section_and_order_is_unique() {

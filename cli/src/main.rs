@@ -11,7 +11,7 @@ const USAGE: &str = "usage:
   meshware validate <profile.json>
   meshware bootstrap --profile <profile.json> --wasm-dir <dir>
                      [--listen-port 10000] [--admin-port 9901] [--upstream-port 8080]
-                     [--filters a,b,...]
+                     [--filters a,b,... | --filters suite]
   meshware istio --profile <profile.json> [--namespace default] [--selector app=shop]
                  [--image oci://registry/meshware] [--tag 0.1.0] [--wasm-dir dist]
                  [--service shop.default.svc.cluster.local] [--out istio]
@@ -66,10 +66,7 @@ fn bootstrap(args: &[String]) -> Result<ExitCode, String> {
             "--admin-port" => admin_port = port()?,
             "--upstream-port" => upstream_port = port()?,
             "--filters" => {
-                let names: Vec<String> = value.split(',').map(str::to_string).collect();
-                if let Some(f) = names.iter().find(|f| meshware_cli::filter(f).is_none()) {
-                    return Err(format!("--filters: unknown filter {f}"));
-                }
+                let names = meshware_cli::parse_filters(value)?;
                 filters = Some(names);
             }
             _ => return Err(format!("unknown option {flag}\n{USAGE}")),

@@ -34,6 +34,17 @@ pub fn bootstrap_with(
     let port = free_port();
     let admin = free_port();
     let dist = crate::dist();
+    // `MESHWARE_E2E_MODULE=suite`: the same scenario against the single
+    // module, with the profile narrowed to the sections of these filters
+    // (the suite runs exactly the concerns a profile configures).
+    let narrowed;
+    let explicit_suite = filters == [meshware_cli::bootstrap::SUITE];
+    let (profile, filters): (&str, &[&str]) = if suite_module() && !explicit_suite {
+        narrowed = narrow_profile(profile, filters);
+        (&narrowed, &[meshware_cli::bootstrap::SUITE])
+    } else {
+        (profile, filters)
+    };
     for f in filters {
         let wasm = dist.join(format!("{f}.wasm"));
         assert!(
@@ -50,6 +61,35 @@ pub fn bootstrap_with(
     }
     let value = render(&params);
     (value, port, admin)
+}
+
+/// Whether the e2e tests run against the suite module (`MESHWARE_E2E_MODULE=suite`).
+pub fn suite_module() -> bool {
+    std::env::var("MESHWARE_E2E_MODULE").is_ok_and(|m| m == meshware_cli::bootstrap::SUITE)
+}
+
+/// The profile without the sections of suite concerns other than `filters`
+/// (in `defaults` and every tenant).
+pub fn narrow_profile(profile: &str, filters: &[&str]) -> String {
+    let Ok(mut v) = serde_json::from_str::<Value>(profile) else {
+        return profile.to_string(); // a test of invalid JSON: pass it on as is
+    };
+    let keep = |sections: &mut Value| {
+        if let Some(map) = sections.as_object_mut() {
+            // Unknown (misspelt) sections stay: they are errors to report.
+            map.retain(|name, _| {
+                filters.contains(&name.as_str())
+                    || !meshware_common::KNOWN_SECTIONS.contains(&name.as_str())
+            });
+        }
+    };
+    if let Some(defaults) = v.get_mut("defaults") {
+        keep(defaults);
+    }
+    if let Some(tenants) = v.get_mut("tenants").and_then(Value::as_object_mut) {
+        tenants.values_mut().for_each(keep);
+    }
+    v.to_string()
 }
 
 /// Where the Envoy listening on `port` writes its access log.
@@ -100,6 +140,18 @@ impl Suite {
         services: Echo,
         clusters: &[&str],
     ) -> Suite {
+        Self::start_with_services_on(profile, filters, services, clusters, 2)
+    }
+
+    /// As `start_with_services`, with `workers` Envoy worker threads (one:
+    /// every request meets the same VM and its parked list).
+    pub fn start_with_services_on(
+        profile: &str,
+        filters: &[&str],
+        services: Echo,
+        clusters: &[&str],
+        workers: u32,
+    ) -> Suite {
         let echo = Echo::start(0).expect("echo upstream");
         let (mut config, port, admin) = bootstrap_with(profile, filters, echo.port, None);
         if let Some(list) = config["static_resources"]["clusters"].as_array_mut() {
@@ -107,7 +159,7 @@ impl Suite {
                 list.push(meshware_cli::bootstrap::static_cluster(name, services.port));
             }
         }
-        let envoy = match Envoy::start(&config, admin) {
+        let envoy = match Envoy::start_with(&config, admin, workers, "info") {
             Ok(e) => e,
             Err(e) => panic!("{e}"),
         };

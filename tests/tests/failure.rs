@@ -34,9 +34,15 @@ fn start(filter: &str, policy: &str, profile: &str, services: Option<Echo>) -> S
     // VM (Envoy never resumes it): shortened from the bootstrap's 60 s.
     hcm["stream_idle_timeout"] = json!("2s");
     let wasm = &mut hcm["http_filters"][0]["typed_config"]["config"];
+    // Against the suite module: its test-panic build, holding every concern.
+    let name = if meshware_e2e::suite::suite_module() {
+        meshware_cli::bootstrap::SUITE
+    } else {
+        filter
+    };
     let module = meshware_e2e::dist()
         .join("test-panic")
-        .join(format!("{filter}.wasm"));
+        .join(format!("{name}.wasm"));
     assert!(
         module.exists(),
         "{} is missing: run `make build-test-panic`",

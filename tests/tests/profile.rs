@@ -79,6 +79,16 @@ fn a_valid_profile_serves() {
         .len();
     let line = format!("[trace_context] configured {tenants} tenants");
     assert!(s.envoy.log().contains(&line), "{line}");
+    if meshware_e2e::suite::suite_module() {
+        // The profile narrowed to trace_context: the other concerns are not
+        // even created.
+        assert!(
+            s.envoy.log().contains("[suite] concerns: trace_context\n")
+                || s.envoy.log().contains("[suite] concerns: trace_context\r"),
+            "{}",
+            s.envoy.log()
+        );
+    }
 }
 
 #[test]
@@ -93,29 +103,10 @@ fn envoy_validate_mode_rejects_a_bad_profile_too() {
 }
 
 /// Envoy stops at the first filter that rejects its configuration, so each
-/// filter is checked in a bootstrap of its own.
-#[test]
-fn envoy_rejects_bad_security_headers_and_idempotency_sections_with_their_paths() {
-    let profile = r#"{"tenancy": {"default": "a"}, "tenants": {"a": {
-        "security_headers": {"referrer_policy": {"value": "no-referrer", "mode": "sometimes"}, "content_security_policy": 5},
-        "idempotency": {"ttl_s": 0, "over_limit": "drop", "routes": [{"prefix": "orders"}]}}}}"#;
-    for (filter, lines) in [
-        (
-            "security_headers",
-            vec![
-                "tenants.a.security_headers.referrer_policy.mode: \"sometimes\"",
-                "tenants.a.security_headers.content_security_policy: must be a string",
-            ],
-        ),
-        (
-            "idempotency",
-            vec![
-                "tenants.a.idempotency.ttl_s: must be >= 1",
-                "tenants.a.idempotency.over_limit: \"drop\"",
-                "tenants.a.idempotency.routes[0].prefix: a path prefix starts with",
-            ],
-        ),
-    ] {
+/// filter is checked in a bootstrap of its own: Envoy must exit non-zero and
+/// log every expected line.
+fn rejected_per_filter(profile: &str, cases: &[(&str, Vec<&str>)]) {
+    for (filter, lines) in cases {
         let (config, _, _) = bootstrap(profile, &[filter], 1);
         let (code, log) = expect_rejected(&config);
         assert!(
@@ -129,6 +120,33 @@ fn envoy_rejects_bad_security_headers_and_idempotency_sections_with_their_paths(
 }
 
 #[test]
+fn envoy_rejects_bad_security_headers_and_idempotency_sections_with_their_paths() {
+    let profile = r#"{"tenancy": {"default": "a"}, "tenants": {"a": {
+        "security_headers": {"referrer_policy": {"value": "no-referrer", "mode": "sometimes"}, "content_security_policy": 5},
+        "idempotency": {"ttl_s": 0, "over_limit": "drop", "routes": [{"prefix": "orders"}]}}}}"#;
+    rejected_per_filter(
+        profile,
+        &[
+            (
+                "security_headers",
+                vec![
+                    "tenants.a.security_headers.referrer_policy.mode: \"sometimes\"",
+                    "tenants.a.security_headers.content_security_policy: must be a string",
+                ],
+            ),
+            (
+                "idempotency",
+                vec![
+                    "tenants.a.idempotency.ttl_s: must be >= 1",
+                    "tenants.a.idempotency.over_limit: \"drop\"",
+                    "tenants.a.idempotency.routes[0].prefix: a path prefix starts with",
+                ],
+            ),
+        ],
+    );
+}
+
+#[test]
 fn envoy_rejects_bad_access_log_and_jwt_callout_sections_with_their_paths() {
     let profile = r#"{"tenancy": {"default": "a"}, "tenants": {"a": {
         "access_log": {"sample_rate": 1.5, "query": "hide", "redact_params": ["bad name"], "colour": 1},
@@ -136,7 +154,9 @@ fn envoy_rejects_bad_access_log_and_jwt_callout_sections_with_their_paths() {
             "providers": [{"issuer": "i", "algorithms": ["RS256"],
                            "remote_jwks": {"path": "jwks", "unavailable_status": 404, "ttl": 5}}],
             "external": {"timeout_ms": 0, "on_error": "allow"}}}}}"#;
-    for (filter, lines) in [
+    rejected_per_filter(
+        profile,
+        &[
         (
             "access_log",
             vec![
@@ -158,15 +178,41 @@ fn envoy_rejects_bad_access_log_and_jwt_callout_sections_with_their_paths() {
                 "tenants.a.jwt_auth.external.on_error: \"allow\": expected \"deny\" or \"local_jwt\"",
             ],
         ),
-    ] {
-        let (config, _, _) = bootstrap(profile, &[filter], 1);
-        let (code, log) = expect_rejected(&config);
+    ],
+    );
+}
+
+/// The suite module reports the problems of every concern it configures in
+/// one rejection, and a problem in the shared parts once, not per concern.
+#[test]
+fn the_suite_module_rejects_every_concerns_problems_at_once() {
+    let profile = r#"{"tenancy": {"default": "a", "hosts": {"x.example": "ghost"}},
+        "tenants": {"a": {
+            "cors": {"origins": 5},
+            "rate_limit": {"limits": [{"name": "l", "rate": 0, "burst": 1}]},
+            "canary": {"routing_header": "bad header"}}}}"#;
+    let (config, _, _) = bootstrap(profile, &[meshware_cli::bootstrap::SUITE], 1);
+    let (code, log) = expect_rejected(&config);
+    assert!(matches!(code, Some(c) if c != 0), "{code:?}\n{log}");
+    let cli: Vec<String> = meshware_cli::validate_profile(profile.as_bytes())
+        .unwrap_err()
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    for concern in ["tenants.a.cors", "tenants.a.rate_limit", "tenants.a.canary"] {
         assert!(
-            matches!(code, Some(c) if c != 0),
-            "{filter}: {code:?}\n{log}"
+            cli.iter().any(|l| l.starts_with(concern)),
+            "the CLI reports {concern}: {cli:?}"
         );
-        for line in lines {
-            assert!(log.contains(line), "envoy log lacks {line:?}:\n{log}");
-        }
     }
+    for line in &cli {
+        assert!(
+            log.contains(line.as_str()),
+            "envoy log lacks {line:?}:\n{log}"
+        );
+    }
+    let shared = "tenancy.hosts[\"x.example\"]: unknown tenant";
+    let rejections = log.matches("[suite] invalid profile").count();
+    assert!(rejections >= 1, "{log}");
+    assert_eq!(log.matches(shared).count(), rejections, "{log}");
 }

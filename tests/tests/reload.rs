@@ -136,7 +136,13 @@ fn a_profile_change_under_load_loses_no_request_and_mixes_no_tenants() {
     let (_, mut broken, _, _) = listener(&profile("gen-b"), echo.port);
     broken["address"] = first["address"].clone();
     let hcm = &mut broken["filter_chains"][0]["filters"][0]["typed_config"];
-    hcm["http_filters"][2]["typed_config"]["config"]["configuration"]["value"] =
+    // The module holding security_headers: its own, or the suite module.
+    let filters = hcm["http_filters"].as_array_mut().unwrap();
+    let holder = filters
+        .iter_mut()
+        .find(|f| f["name"] == "meshware.security_headers" || f["name"] == "meshware.suite")
+        .unwrap();
+    holder["typed_config"]["config"]["configuration"]["value"] =
         json!(profile("gen-c").replace("content_security_policy", "content_security_polcy"));
     push(&dir, &broken);
     let rejected = Instant::now();

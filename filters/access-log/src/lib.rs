@@ -60,5 +60,5 @@ impl HttpFilter for AccessLog {
     }
 }
 
-#[cfg(target_os = "wasi")]
+#[cfg(all(target_os = "wasi", not(feature = "library")))]
 meshware_common::export_filter!(AccessLog);

@@ -47,5 +47,5 @@ impl HttpFilter for Canary {
     }
 }
 
-#[cfg(target_os = "wasi")]
+#[cfg(all(target_os = "wasi", not(feature = "library")))]
 meshware_common::export_filter!(Canary);

@@ -163,6 +163,21 @@ fn the_bulkhead_never_leaks() {
     *st.forced_conflicts.borrow_mut() = 20;
     complete(s, &st, &mut a4, Some(200));
     assert_eq!(in_flight(&st, key), 0);
+    // So is contention on acquire: giving up would admit without a slot
+    // (past the bulkhead's max) exactly when other workers are busy.
+    let base = in_flight(&st, key);
+    *st.forced_conflicts.borrow_mut() = 0;
+    let (_, mut first) = request(s, &st, "a", "/x");
+    *st.forced_conflicts.borrow_mut() = 20;
+    let (_, mut contended) = request(s, &st, "a", "/x");
+    assert_eq!(
+        in_flight(&st, key),
+        base + 2,
+        "the contended request holds a slot"
+    );
+    complete(s, &st, &mut first, Some(200));
+    complete(s, &st, &mut contended, Some(200));
+    assert_eq!(in_flight(&st, key), base);
 }
 
 #[test]

@@ -266,9 +266,12 @@ pub fn record(
     .flatten()
 }
 
-/// Bulkhead: takes an in-flight slot if fewer than `max` are taken.
+/// Bulkhead: takes an in-flight slot if fewer than `max` are taken. A CAS
+/// mismatch means another worker just took or returned a slot; giving up
+/// after a few would fail open (admit past `max`) exactly when the bulkhead
+/// is contended, so it retries as long as a release does.
 pub fn acquire(store: &dyn SharedStore, key: &str, max: u64) -> Option<bool> {
-    counter(store, key, MAX_CAS_RETRIES, |n| (n < max).then(|| n + 1))
+    counter(store, key, RELEASE_RETRIES, |n| (n < max).then(|| n + 1))
 }
 
 /// A lost release would shrink the bulkhead for good: retry much longer.

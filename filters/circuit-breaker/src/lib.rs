@@ -48,5 +48,5 @@ impl HttpFilter for CircuitBreaker {
     }
 }
 
-#[cfg(target_os = "wasi")]
+#[cfg(all(target_os = "wasi", not(feature = "library")))]
 meshware_common::export_filter!(CircuitBreaker);

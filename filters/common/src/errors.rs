@@ -39,6 +39,12 @@ impl ConfigErrors {
         self.0.iter()
     }
 
+    /// Adds another pass's problems (each filter of the suite module checks
+    /// the shared parts again; `finish` reports them once).
+    pub fn merge(&mut self, other: ConfigErrors) {
+        self.0.extend(other.0);
+    }
+
     /// Sorted and de-duplicated: a bad `defaults` field is seen once per tenant
     /// while compiling but reported once.
     pub fn finish(mut self) -> Self {
@@ -101,6 +107,9 @@ mod tests {
         e.push("z", "late");
         e.push("a", "early");
         e.push("z", "late");
+        let mut again = ConfigErrors::default();
+        again.push("a", "early");
+        e.merge(again);
         let e = e.finish();
         assert_eq!(e.len(), 2);
         assert_eq!(e.to_string(), "a: early\nz: late");

@@ -72,6 +72,39 @@ impl Headers {
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
+
+    /// Applies one edit as Envoy applies it to its map: `Set` replaces every
+    /// value (in place of the first), `Append` adds one, `Remove` drops all.
+    /// Keeps a read shared by several filters in step with their edits.
+    pub fn apply(&mut self, op: &crate::decision::HeaderOp<'_>) {
+        use crate::decision::HeaderOp;
+        match op {
+            HeaderOp::Set(name, value) => {
+                let name = name.to_ascii_lowercase();
+                match self.pairs.iter().position(|(k, _)| *k == name) {
+                    Some(first) => {
+                        let mut i = 0;
+                        self.pairs.retain(|(k, _)| {
+                            let keep = *k != name || i == first;
+                            i += 1;
+                            keep
+                        });
+                        if let Some(pair) = self.pairs.get_mut(first) {
+                            pair.1 = value.clone();
+                        }
+                    }
+                    None => self.pairs.push((name, value.clone())),
+                }
+            }
+            HeaderOp::Append(name, value) => {
+                self.pairs.push((name.to_ascii_lowercase(), value.clone()));
+            }
+            HeaderOp::Remove(name) => {
+                let name = name.to_ascii_lowercase();
+                self.pairs.retain(|(k, _)| *k != name);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -98,5 +131,25 @@ mod tests {
     fn non_utf8_values_become_replacement_characters() {
         let h = Headers::from_bytes(vec![("x".into(), vec![b'a', 0xff, b'b'])]);
         assert_eq!(h.get("x"), Some("a\u{fffd}b"));
+    }
+
+    #[test]
+    fn edits_apply_like_envoys_map() {
+        use crate::decision::HeaderOp;
+        let mut h = Headers::new(vec![
+            ("a".into(), "1".into()),
+            ("b".into(), "x".into()),
+            ("a".into(), "2".into()),
+        ]);
+        h.apply(&HeaderOp::Set("A", "3".into()));
+        assert_eq!(h.get_all("a").collect::<Vec<_>>(), vec!["3"]);
+        assert_eq!(h.iter().next(), Some(("a", "3")), "replaced in place");
+        h.apply(&HeaderOp::Append("b", "y".into()));
+        assert_eq!(h.get_all("b").collect::<Vec<_>>(), vec!["x", "y"]);
+        h.apply(&HeaderOp::Remove("b"));
+        assert!(!h.contains("b"));
+        h.apply(&HeaderOp::Set("c", "new".into()));
+        assert_eq!(h.get("c"), Some("new"));
+        assert_eq!(h.len(), 2);
     }
 }

@@ -154,7 +154,7 @@ impl<F: HttpFilter> Root<F> {
             }
             if let Some(settings) = compiled.profile.settings(p.slot) {
                 let decision = F::on_park_expired(settings, p.tag);
-                finish_other::<F>(compiled, p.slot, &decision);
+                finish_other::<F>(compiled, p.slot, &decision, p.context_id);
             }
         }
         let _ = hostcalls::set_effective_context(self.context_id);
@@ -207,8 +207,14 @@ fn dispatch(callout: &Callout<'_>) -> Option<u32> {
 /// Applies a decision to a request that is not the current callback's own
 /// (the effective context was switched to it): reply, or edit and resume.
 /// Such a request cannot start callouts of its own; asking to is answered
-/// as an expired wait.
-fn finish_other<F: HttpFilter>(compiled: &Compiled<F>, slot: usize, decision: &Decision<'_>) {
+/// as an expired wait. Resuming goes through `chain::resume`, so in the
+/// suite module the concerns after this one run before the request moves on.
+fn finish_other<F: HttpFilter>(
+    compiled: &Compiled<F>,
+    slot: usize,
+    decision: &Decision<'_>,
+    context_id: u32,
+) {
     if decision.callout.is_some() || decision.park.is_some() {
         if let Some(settings) = compiled.profile.settings(slot) {
             let tag = decision
@@ -219,7 +225,7 @@ fn finish_other<F: HttpFilter>(compiled: &Compiled<F>, slot: usize, decision: &D
                 .unwrap_or(0);
             let expired = F::on_park_expired(settings, tag);
             if expired.callout.is_none() && expired.park.is_none() {
-                finish_other::<F>(compiled, slot, &expired);
+                finish_other::<F>(compiled, slot, &expired, context_id);
                 return;
             }
         }
@@ -231,7 +237,7 @@ fn finish_other<F: HttpFilter>(compiled: &Compiled<F>, slot: usize, decision: &D
     }
     apply(MapType::HttpRequestHeaders, &decision.request);
     apply_tenant_header(compiled, slot, &decision.tenant_header);
-    let _ = hostcalls::resume_http_request();
+    resume_request(context_id);
 }
 
 fn apply_tenant_header<F: HttpFilter>(compiled: &Compiled<F>, slot: usize, what: &TenantWrite) {
@@ -245,6 +251,86 @@ fn apply_tenant_header<F: HttpFilter>(compiled: &Compiled<F>, slot: usize, what:
         TenantWrite::Removed => None,
     };
     let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, &h.name, value);
+    match value {
+        Some(v) => shared_headers::edit(&HeaderOp::Set(&h.name, v.to_string())),
+        None => shared_headers::edit(&HeaderOp::Remove(&h.name)),
+    }
+}
+
+/// The suite module's one read of a request's headers, shared by its
+/// concerns (feature `suite`; a module of one filter reads for itself).
+#[cfg(feature = "suite")]
+pub mod shared_headers {
+    use super::*;
+
+    thread_local! {
+        /// The suite module's one read of a request's headers (context id and
+        /// map), shared by its concerns instead of a read per concern, and kept
+        /// in step with the edits they apply. Set only while the suite runs a
+        /// request phase (`chain`), so a module of one filter never sees it.
+        static SHARED_HEADERS: RefCell<Option<(u32, Rc<Headers>)>> = const { RefCell::new(None) };
+    }
+
+    /// Reads the effective context's request headers once for the concerns
+    /// about to run (`None`: stop sharing).
+    pub fn share(context_id: Option<u32>) {
+        let read = context_id.and_then(|id| {
+            let pairs = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).ok()?;
+            Some((id, Rc::new(Headers::from_bytes(pairs))))
+        });
+        SHARED_HEADERS.with(|s| {
+            if let Ok(mut s) = s.try_borrow_mut() {
+                *s = read;
+            }
+        });
+    }
+
+    pub(super) fn get(context_id: u32) -> Option<Rc<Headers>> {
+        SHARED_HEADERS.with(|s| match &*s.try_borrow().ok()? {
+            Some((id, h)) if *id == context_id => Some(h.clone()),
+            _ => None,
+        })
+    }
+
+    /// Mirrors a request header edit into the shared read; drops the read
+    /// when it cannot (still borrowed), so later concerns read the map again.
+    pub(super) fn edit(op: &HeaderOp<'_>) {
+        SHARED_HEADERS.with(|s| {
+            let Ok(mut s) = s.try_borrow_mut() else {
+                return;
+            };
+            let edited = match s.as_mut() {
+                None => return,
+                Some((_, h)) => Rc::get_mut(h).map(|h| h.apply(op)).is_some(),
+            };
+            if !edited {
+                *s = None;
+            }
+        });
+    }
+}
+
+#[cfg(not(feature = "suite"))]
+mod shared_headers {
+    use super::*;
+
+    pub(super) fn get(_context_id: u32) -> Option<Rc<Headers>> {
+        None
+    }
+
+    pub(super) fn edit(_op: &HeaderOp<'_>) {}
+}
+
+/// Lets a held request go on: in the suite module through the concerns
+/// after the one that held it (`chain::resume`), else to Envoy's next filter.
+fn resume_request(context_id: u32) {
+    #[cfg(feature = "suite")]
+    crate::chain::resume(context_id);
+    #[cfg(not(feature = "suite"))]
+    {
+        let _ = context_id;
+        let _ = hostcalls::resume_http_request();
+    }
 }
 
 /// Runs `decide` with a request context for the effective context's
@@ -305,7 +391,7 @@ fn wake_parked<F: HttpFilter>(
         }) else {
             continue;
         };
-        finish_other::<F>(compiled, slot, &decision);
+        finish_other::<F>(compiled, slot, &decision, p.context_id);
     }
     let _ = hostcalls::set_effective_context(own_context);
 }
@@ -339,58 +425,77 @@ impl<F: HttpFilter> Context for Root<F> {
     }
 }
 
+impl<F: HttpFilter> Root<F> {
+    /// Compiles the profile for this filter and defines its metrics.
+    pub fn configure(&mut self, config: &[u8]) -> Result<(), crate::errors::ConfigErrors> {
+        let profile = compile::<F>(config)?;
+        let tenant_outcomes: Vec<Vec<String>> = (0..profile.tenant_names().len())
+            .map(|slot| {
+                profile
+                    .settings(slot)
+                    .map(F::tenant_outcomes)
+                    .unwrap_or_default()
+            })
+            .collect();
+        let counters = define_counters::<F>(&profile, &tenant_outcomes);
+        let extra_metrics = define_extra_metrics::<F>(&profile);
+        let strip_header = match profile.tenancy.header() {
+            Some(h) if !h.trusted && F::STRIP_UNTRUSTED_TENANT_HEADER => Some(h.name.clone()),
+            _ => None,
+        };
+        log::info!(
+            "[{}] configured {} tenants",
+            F::NAME,
+            profile.tenant_names().len().saturating_sub(1)
+        );
+        self.compiled = Some(Rc::new(Compiled {
+            profile,
+            counters,
+            extra_metrics,
+            tenant_outcomes,
+            strip_header,
+            log_key: format!("meshware.{}", F::NAME),
+        }));
+        Ok(())
+    }
+
+    /// How often `on_tick` must run (0: never). Test builds tick for every
+    /// filter, so a tick panic can be armed.
+    pub fn tick_period_ms() -> u32 {
+        if cfg!(feature = "test-panic") && F::TICK_PERIOD_MS == 0 {
+            200
+        } else {
+            F::TICK_PERIOD_MS
+        }
+    }
+}
+
+/// The plugin configuration Envoy passed to `on_configure`.
+pub fn plugin_configuration() -> Vec<u8> {
+    hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// Follows Envoy's wasm log level, so debug lines are not even formatted on
+/// the request path unless an operator asked for them.
+pub fn follow_log_level() {
+    if let Ok(level) = hostcalls::get_log_level() {
+        proxy_wasm::set_log_level(level);
+    }
+}
+
 impl<F: HttpFilter> RootContext for Root<F> {
     fn on_configure(&mut self, _size: usize) -> bool {
-        // Follow Envoy's wasm log level, so debug lines are not even formatted
-        // on the request path unless an operator asked for them.
-        if let Ok(level) = hostcalls::get_log_level() {
-            proxy_wasm::set_log_level(level);
-        }
-        let config = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        match compile::<F>(&config) {
-            Ok(profile) => {
-                let tenant_outcomes: Vec<Vec<String>> = (0..profile.tenant_names().len())
-                    .map(|slot| {
-                        profile
-                            .settings(slot)
-                            .map(F::tenant_outcomes)
-                            .unwrap_or_default()
-                    })
-                    .collect();
-                let counters = define_counters::<F>(&profile, &tenant_outcomes);
-                let extra_metrics = define_extra_metrics::<F>(&profile);
-                let strip_header = match profile.tenancy.header() {
-                    Some(h) if !h.trusted && F::STRIP_UNTRUSTED_TENANT_HEADER => {
-                        Some(h.name.clone())
-                    }
-                    _ => None,
-                };
-                log::info!(
-                    "[{}] configured {} tenants",
-                    F::NAME,
-                    profile.tenant_names().len().saturating_sub(1)
-                );
-                // Test builds tick for every filter, so a tick panic can be armed.
-                let period = if cfg!(feature = "test-panic") && F::TICK_PERIOD_MS == 0 {
-                    200
-                } else {
-                    F::TICK_PERIOD_MS
-                };
+        follow_log_level();
+        match self.configure(&plugin_configuration()) {
+            Ok(()) => {
+                let period = Self::tick_period_ms();
                 if period > 0 {
                     hostcalls::set_tick_period(std::time::Duration::from_millis(u64::from(period)))
                         .ok();
                 }
-                self.compiled = Some(Rc::new(Compiled {
-                    profile,
-                    counters,
-                    extra_metrics,
-                    tenant_outcomes,
-                    strip_header,
-                    log_key: format!("meshware.{}", F::NAME),
-                }));
                 true
             }
             Err(errors) => {
@@ -448,8 +553,18 @@ impl<F: HttpFilter> RootContext for Root<F> {
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(self.stream(context_id)))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+impl<F: HttpFilter> Root<F> {
+    fn stream(&self, context_id: u32) -> Stream<F> {
         self.worker.serves.set(true);
-        Some(Box::new(Stream::<F> {
+        Stream::<F> {
             context_id,
             compiled: self.compiled.clone(),
             worker: self.worker.clone(),
@@ -461,12 +576,60 @@ impl<F: HttpFilter> RootContext for Root<F> {
             body_buffered: 0,
             state: F::Stream::default(),
             _filter: PhantomData,
-        }))
+        }
     }
+}
 
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+/// One filter's root inside the suite module (`crate::chain`): configured,
+/// ticked and asked for streams by the suite's own root.
+pub trait RootStage {
+    fn name(&self) -> &'static str;
+    fn configure(&mut self, config: &[u8]) -> Result<(), crate::errors::ConfigErrors>;
+    fn tick_period_ms(&self) -> u32;
+    fn tick(&mut self);
+    /// A background callout's answer (ignored unless this stage started it).
+    fn call_response(&mut self, token: u32, num_headers: usize, body_size: usize);
+    fn stage(&self, context_id: u32) -> Box<dyn Stage>;
+}
+
+impl<F: HttpFilter> RootStage for Root<F> {
+    fn name(&self) -> &'static str {
+        F::NAME
     }
+    fn configure(&mut self, config: &[u8]) -> Result<(), crate::errors::ConfigErrors> {
+        Root::configure(self, config)
+    }
+    fn tick_period_ms(&self) -> u32 {
+        Self::tick_period_ms()
+    }
+    fn tick(&mut self) {
+        RootContext::on_tick(self);
+    }
+    fn call_response(&mut self, token: u32, num_headers: usize, body_size: usize) {
+        Context::on_http_call_response(self, token, num_headers, body_size, 0);
+    }
+    fn stage(&self, context_id: u32) -> Box<dyn Stage> {
+        Box::new(self.stream(context_id))
+    }
+}
+
+/// One filter's stream inside the suite module: the HTTP callbacks, each
+/// returning what the filter alone would return to Envoy.
+pub trait Stage {
+    fn request_headers(&mut self, end_of_stream: bool) -> Action;
+    fn request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action;
+    fn request_trailers(&mut self) -> Action;
+    fn response_headers(&mut self, end_of_stream: bool) -> Action;
+    fn response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action;
+    fn log(&mut self);
+    /// A callout's answer: `None` when this stage did not start it;
+    /// `Some(true)` when the request may go on (the caller resumes it).
+    fn call_response(&mut self, token: u32, num_headers: usize, body_size: usize) -> Option<bool>;
+    /// Whether the stage holds the request until its body is complete.
+    fn waiting_for_body(&self) -> bool;
+    /// The request this stage held was decided from another context
+    /// (`wake_parked`) and goes on.
+    fn release(&mut self);
 }
 
 fn define_counters<F: HttpFilter>(
@@ -582,18 +745,30 @@ impl<F: HttpFilter> Context for Stream<F> {
         body_size: usize,
         _num_trailers: usize,
     ) {
+        if Stage::call_response(self, token_id, num_headers, body_size) == Some(true) {
+            let _ = hostcalls::resume_http_request();
+        }
+    }
+}
+
+impl<F: HttpFilter> Stream<F> {
+    fn callout_answered(
+        &mut self,
+        token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+    ) -> Option<bool> {
         test_panic::at("http_call_response");
         if !F::MAKES_CALLOUTS {
-            return;
+            return None;
         }
         let tag = match self.held {
             Some(Some((token, tag))) if token == token_id => tag,
-            _ => return,
+            _ => return None,
         };
         self.held = None;
         let (Some(compiled), Some(slot)) = (self.compiled.clone(), self.active_slot) else {
-            let _ = hostcalls::resume_http_request();
-            return;
+            return Some(true);
         };
         let response = callout_response(num_headers, body_size);
         // Was this request already answered at its deadline?
@@ -608,21 +783,26 @@ impl<F: HttpFilter> Context for Stream<F> {
                 Err(_) => false,
             }
         };
-        if expired {
+        let resume = if expired {
             if let Some(settings) = compiled.profile.settings(slot) {
                 let outcomes = F::on_callout_done(settings, tag, response.as_ref(), &EnvoyEnv);
                 count(&compiled, slot, outcomes);
             }
-        } else if self.on_callout_answer(&compiled, slot, tag, response.as_ref(), 0) {
-            let _ = hostcalls::resume_http_request();
-        }
+            false
+        } else {
+            self.on_callout_answer(&compiled, slot, tag, response.as_ref(), 0)
+        };
         // Requests of this tenant waiting for the same resource go on too.
         wake_parked::<F>(&compiled, &self.worker, slot, tag, self.context_id);
+        Some(resume)
     }
 }
 
 fn apply(map: MapType, edits: &HeaderEdits<'_>) {
     for op in &edits.ops {
+        if map == MapType::HttpRequestHeaders {
+            shared_headers::edit(op);
+        }
         let result = match op {
             HeaderOp::Set(name, value) => hostcalls::set_map_value(map, name, Some(value)),
             HeaderOp::Append(name, value) => hostcalls::add_map_value(map, name, value),
@@ -912,6 +1092,29 @@ impl<F: HttpFilter> Stream<F> {
 }
 
 impl<F: HttpFilter> Stream<F> {
+    /// Whether the request is still held. A parked request is woken from
+    /// another request's context (`wake_parked`), which cannot reach this
+    /// stream: once it is no longer in the parked list, its hold is over
+    /// and body chunks arriving later must pass.
+    fn still_held(&mut self) -> bool {
+        match self.held {
+            None => false,
+            Some(Some(_)) => true,
+            Some(None) => {
+                let own = self.context_id;
+                let parked = self
+                    .worker
+                    .parked
+                    .try_borrow()
+                    .map_or(true, |p| p.iter().any(|x| x.context_id == own));
+                if !parked {
+                    self.held = None;
+                }
+                parked
+            }
+        }
+    }
+
     /// A chunk of a request held for its body: buffer (Envoy keeps the
     /// chunks while we pause) until the end or the limit, then decide.
     fn held_body(&mut self, body_size: usize, end_of_stream: bool, limit: usize) -> Action {
@@ -941,19 +1144,28 @@ impl<F: HttpFilter> Stream<F> {
     }
 }
 
-impl<F: HttpFilter> HttpContext for Stream<F> {
-    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+impl<F: HttpFilter> Stage for Stream<F> {
+    fn request_headers(&mut self, end_of_stream: bool) -> Action {
         let Some(compiled) = self.compiled.clone() else {
             return Action::Continue;
         };
-        let pairs = match F::REQUEST_HEADERS {
-            None => match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
-                Ok(pairs) => pairs,
-                Err(_) => return Action::Continue,
-            },
-            Some(names) => declared_headers(names, compiled.profile.tenancy.header()),
+        // In the suite module, one read serves every concern.
+        let shared = shared_headers::get(self.context_id);
+        let owned;
+        let headers: &Headers = match shared.as_deref() {
+            Some(h) => h,
+            None => {
+                let pairs = match F::REQUEST_HEADERS {
+                    None => match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
+                        Ok(pairs) => pairs,
+                        Err(_) => return Action::Continue,
+                    },
+                    Some(names) => declared_headers(names, compiled.profile.tenancy.header()),
+                };
+                owned = Headers::from_bytes(pairs);
+                &owned
+            }
         };
-        let headers = Headers::from_bytes(pairs);
         #[cfg(feature = "test-panic")]
         if let Some(callback) = headers.get(test_panic::HEADER) {
             test_panic::arm(callback);
@@ -969,6 +1181,7 @@ impl<F: HttpFilter> HttpContext for Stream<F> {
         if let Some(name) = &compiled.strip_header {
             if headers.contains(name) {
                 let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
+                shared_headers::edit(&HeaderOp::Remove(name));
             }
         }
         let Some(settings) = profile.settings(slot) else {
@@ -989,7 +1202,7 @@ impl<F: HttpFilter> HttpContext for Stream<F> {
         let mut ctx = RequestCtx {
             tenant,
             tenants: profile.tenant_names(),
-            headers: &headers,
+            headers,
             rng: &mut rng,
             source: &mut source,
             env: &EnvoyEnv,
@@ -1006,6 +1219,8 @@ impl<F: HttpFilter> HttpContext for Stream<F> {
                 .or_else(|| headers.get("x-request-id"))
                 .map(str::to_string);
         }
+        // Released before editing, so the shared read is edited in place.
+        drop(shared);
         if self.act(&compiled, slot, &decision) {
             return Action::Pause;
         }
@@ -1030,8 +1245,8 @@ impl<F: HttpFilter> HttpContext for Stream<F> {
         Action::Continue
     }
 
-    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if self.held.is_some() {
+    fn request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.still_held() {
             // Continuing here would release the held headers too.
             return Action::Pause;
         }
@@ -1055,8 +1270,8 @@ impl<F: HttpFilter> HttpContext for Stream<F> {
         Action::Continue
     }
 
-    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
-        if self.held.is_some() {
+    fn request_trailers(&mut self) -> Action {
+        if self.still_held() {
             return Action::Pause;
         }
         // With trailers (HTTP/2, gRPC) the body ends here, not with a data
@@ -1067,7 +1282,7 @@ impl<F: HttpFilter> HttpContext for Stream<F> {
         Action::Continue
     }
 
-    fn on_log(&mut self) {
+    fn log(&mut self) {
         if !F::OBSERVES_COMPLETION {
             return;
         }
@@ -1095,7 +1310,7 @@ impl<F: HttpFilter> HttpContext for Stream<F> {
         }
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+    fn response_headers(&mut self, end_of_stream: bool) -> Action {
         test_panic::at("response_headers");
         let (Some(compiled), Some(slot)) = (self.compiled.clone(), self.active_slot) else {
             return Action::Continue;
@@ -1120,7 +1335,7 @@ impl<F: HttpFilter> HttpContext for Stream<F> {
         Action::Continue
     }
 
-    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+    fn response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         if !F::READS_RESPONSE_BODY {
             return Action::Continue;
         }
@@ -1138,6 +1353,40 @@ impl<F: HttpFilter> HttpContext for Stream<F> {
             F::on_response_body(settings, &mut self.state, &chunk, end_of_stream, &EnvoyEnv);
         count(&compiled, slot, outcomes);
         Action::Continue
+    }
+
+    fn call_response(&mut self, token: u32, num_headers: usize, body_size: usize) -> Option<bool> {
+        self.callout_answered(token, num_headers, body_size)
+    }
+
+    fn waiting_for_body(&self) -> bool {
+        self.waiting_for_body.is_some()
+    }
+
+    fn release(&mut self) {
+        self.held = None;
+        self.deadline = false;
+    }
+}
+
+impl<F: HttpFilter> HttpContext for Stream<F> {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        self.request_headers(end_of_stream)
+    }
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.request_body(body_size, end_of_stream)
+    }
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        self.request_trailers()
+    }
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        self.response_headers(end_of_stream)
+    }
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.response_body(body_size, end_of_stream)
+    }
+    fn on_log(&mut self) {
+        self.log()
     }
 }
 

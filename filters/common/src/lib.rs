@@ -12,9 +12,12 @@ pub mod net;
 pub mod profile;
 pub mod rng;
 pub mod section;
+pub mod sequence;
 pub mod store;
 pub mod tenancy;
 
+#[cfg(all(target_os = "wasi", feature = "suite"))]
+pub mod chain;
 #[cfg(target_os = "wasi")]
 pub mod host;
 

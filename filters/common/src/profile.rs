@@ -352,6 +352,27 @@ fn section_layer<'a>(
     }
 }
 
+/// The sections a profile configures anywhere (in `defaults` or for any
+/// tenant); `None` when it is not a JSON object (compiling reports why).
+/// The suite module runs only these concerns.
+pub fn sections_present(json: &[u8]) -> Option<std::collections::BTreeSet<String>> {
+    let root: Value = serde_json::from_slice(json).ok()?;
+    let root = root.as_object()?;
+    let mut present = std::collections::BTreeSet::new();
+    let mut add = |sections: &Value| {
+        if let Some(map) = sections.as_object() {
+            present.extend(map.keys().cloned());
+        }
+    };
+    if let Some(defaults) = root.get("defaults") {
+        add(defaults);
+    }
+    if let Some(tenants) = root.get("tenants").and_then(Value::as_object) {
+        tenants.values().for_each(add);
+    }
+    Some(present)
+}
+
 /// Validates the whole profile and compiles `section` for every tenant with `parse`.
 pub fn compile<S>(
     json: &[u8],
@@ -434,6 +455,22 @@ mod tests {
 
     fn compile_json(v: Value) -> Result<Profile<(f64, bool)>, ConfigErrors> {
         compile(v.to_string().as_bytes(), "trace_context", parse_demo)
+    }
+
+    #[test]
+    fn sections_present_in_defaults_or_any_tenant() {
+        let v = json!({
+            "tenancy": {"default": "a"},
+            "defaults": {"cors": {}},
+            "tenants": {"a": {"rate_limit": {"rps": 1}}, "b": {"cors": {}, "canary": {}}}
+        });
+        let present = sections_present(v.to_string().as_bytes());
+        let names: Vec<String> = present.map(|p| p.into_iter().collect()).unwrap_or_default();
+        assert_eq!(names, vec!["canary", "cors", "rate_limit"]);
+        assert!(sections_present(b"[1]").is_none());
+        assert!(sections_present(b"{").is_none());
+        let empty = sections_present(b"{}");
+        assert_eq!(empty.map(|p| p.len()), Some(0));
     }
 
     fn example() -> Value {

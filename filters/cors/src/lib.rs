@@ -44,5 +44,5 @@ impl HttpFilter for Cors {
     }
 }
 
-#[cfg(target_os = "wasi")]
+#[cfg(all(target_os = "wasi", not(feature = "library")))]
 meshware_common::export_filter!(Cors);

@@ -49,5 +49,5 @@ impl HttpFilter for EndpointGuard {
     }
 }
 
-#[cfg(target_os = "wasi")]
+#[cfg(all(target_os = "wasi", not(feature = "library")))]
 meshware_common::export_filter!(EndpointGuard);

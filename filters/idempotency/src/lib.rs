@@ -85,5 +85,5 @@ impl HttpFilter for Idempotency {
     }
 }
 
-#[cfg(target_os = "wasi")]
+#[cfg(all(target_os = "wasi", not(feature = "library")))]
 meshware_common::export_filter!(Idempotency);

@@ -93,5 +93,5 @@ impl HttpFilter for JwtAuth {
     }
 }
 
-#[cfg(target_os = "wasi")]
+#[cfg(all(target_os = "wasi", not(feature = "library")))]
 meshware_common::export_filter!(JwtAuth);

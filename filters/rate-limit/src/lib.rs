@@ -65,5 +65,5 @@ impl HttpFilter for RateLimit {
     }
 }
 
-#[cfg(target_os = "wasi")]
+#[cfg(all(target_os = "wasi", not(feature = "library")))]
 meshware_common::export_filter!(RateLimit);

@@ -51,5 +51,5 @@ impl HttpFilter for SecurityHeaders {
     }
 }
 
-#[cfg(target_os = "wasi")]
+#[cfg(all(target_os = "wasi", not(feature = "library")))]
 meshware_common::export_filter!(SecurityHeaders);

@@ -291,60 +291,39 @@ fn module_size(names: &[&str]) -> u64 {
         .sum()
 }
 
+impl Config {
+    /// Wasm modules from dist/ (their size is measured here).
+    fn wasm(name: &str, filters: Vec<&'static str>) -> Config {
+        Config {
+            dir: None,
+            name: name.to_string(),
+            module_bytes: module_size(&filters),
+            filters,
+            native: false,
+            no_token_cache: false,
+        }
+    }
+}
+
 fn configs() -> Vec<Config> {
     let mut out = vec![
+        Config::wasm("bare Envoy", vec![]),
         Config {
-            dir: None,
-            name: "bare Envoy".into(),
-            filters: vec![],
-            native: false,
-            module_bytes: 0,
-            no_token_cache: false,
-        },
-        Config {
-            dir: None,
-            name: "native filters".into(),
-            filters: vec![],
             native: true,
-            module_bytes: 0,
-            no_token_cache: false,
+            ..Config::wasm("native filters", vec![])
         },
-        Config {
-            dir: None,
-            name: "no-op wasm".into(),
-            filters: vec!["noop"],
-            native: false,
-            module_bytes: module_size(&["noop"]),
-            no_token_cache: false,
-        },
+        Config::wasm("no-op wasm", vec!["noop"]),
     ];
     for f in meshware_cli::FILTERS {
-        out.push(Config {
-            dir: None,
-            name: f.name.to_string(),
-            filters: vec![f.name],
-            native: false,
-            module_bytes: module_size(&[f.name]),
-            no_token_cache: false,
-        });
+        out.push(Config::wasm(f.name, vec![f.name]));
     }
     out.push(Config {
-        dir: None,
-        name: "jwt_auth, token cache off".into(),
-        filters: vec!["jwt_auth"],
-        native: false,
-        module_bytes: module_size(&["jwt_auth"]),
         no_token_cache: true,
+        ..Config::wasm("jwt_auth, token cache off", vec!["jwt_auth"])
     });
     let all: Vec<&'static str> = meshware_cli::FILTERS.iter().map(|f| f.name).collect();
-    out.push(Config {
-        dir: None,
-        name: "all filters, separate modules".into(),
-        module_bytes: module_size(&all),
-        filters: all,
-        native: false,
-        no_token_cache: false,
-    });
+    out.push(Config::wasm("all filters, separate modules", all));
+    out.push(Config::wasm("suite module (all concerns)", vec!["suite"]));
     out
 }
 

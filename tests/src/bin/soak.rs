@@ -167,6 +167,11 @@ fn main() -> ExitCode {
     let (port, admin) = (free_port(), free_port());
     let mut params = BootstrapParams::suite(port, admin, echo.port, meshware_e2e::dist(), profile);
     params.access_log_path = "/dev/null".into();
+    // SOAK_MODULE=suite: the same load against the single module.
+    if std::env::var("SOAK_MODULE").is_ok_and(|m| m == meshware_cli::bootstrap::SUITE) {
+        params.filters = vec![meshware_cli::bootstrap::SUITE.to_string()];
+    }
+    eprintln!("soak: modules {}", params.filters.join(","));
     let envoy = match Envoy::start_with(&render(&params), admin, 2, "warning") {
         Ok(e) => e,
         Err(e) => {

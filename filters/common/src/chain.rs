@@ -1,0 +1,364 @@
+//! The suite module: every concern in one VM per worker. One root holds the
+//! root of each concern the profile configures (`RootStage`); one HTTP
+//! context runs their streams (`Stage`) in the documented order, as separate
+//! Envoy filters would run, and stops where one of them holds or answers the
+//! request. When a held concern lets the request go (a callout answered, a
+//! body complete, a parked wait woken from another context), the concerns
+//! after it run before the request reaches the upstream.
+
+use crate::errors::ConfigErrors;
+use crate::host::{
+    follow_log_level, plugin_configuration, shared_headers, EnvoyEnv, RootStage, Stage,
+};
+use crate::sequence::{Flow, Sequence, Step};
+use crate::store::HostEnv;
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::{Rc, Weak};
+
+/// One concern the suite can run: its section name and how to make its root.
+#[derive(Clone, Copy)]
+pub struct Concern {
+    pub name: &'static str,
+    make: fn(u32) -> Box<dyn RootStage>,
+}
+
+fn make_root<F: crate::HttpFilter>(context_id: u32) -> Box<dyn RootStage> {
+    Box::new(crate::host::Root::<F>::new(context_id))
+}
+
+/// The concern of filter `F` (its crate used as a library).
+pub const fn concern<F: crate::HttpFilter>() -> Concern {
+    Concern {
+        name: F::NAME,
+        make: make_root::<F>,
+    }
+}
+
+thread_local! {
+    /// Suite streams whose request phase stopped, by context id: a concern
+    /// deciding such a request from another context (a parked request woken
+    /// by another request's callout) resumes it through `resume`, so the
+    /// concerns after it still run. A VM is single-threaded.
+    static STOPPED: RefCell<HashMap<u32, Weak<RefCell<Chain>>>> = RefCell::new(HashMap::new());
+}
+
+fn register(context_id: u32, chain: &Rc<RefCell<Chain>>) {
+    STOPPED.with(|s| {
+        if let Ok(mut s) = s.try_borrow_mut() {
+            s.insert(context_id, Rc::downgrade(chain));
+        }
+    });
+}
+
+fn unregister(context_id: u32) -> Option<Weak<RefCell<Chain>>> {
+    STOPPED.with(|s| {
+        s.try_borrow_mut()
+            .ok()
+            .and_then(|mut s| s.remove(&context_id))
+    })
+}
+
+/// Lets the request of `context_id` (the effective context) go on: in the
+/// suite, through the concerns after the one that held it; in a module of
+/// one filter, straight to Envoy's next filter.
+pub fn resume(context_id: u32) {
+    let Some(chain) = unregister(context_id).and_then(|w| w.upgrade()) else {
+        let _ = hostcalls::resume_http_request();
+        return;
+    };
+    let Ok(mut c) = chain.try_borrow_mut() else {
+        // Never skip the concerns after the held one (identity before
+        // authorization): refuse rather than let the request through.
+        let _ = hostcalls::send_http_response(503, Vec::new(), None);
+        return;
+    };
+    let Some(stopped) = c.stopped_at() else {
+        return;
+    };
+    let flow = c.resume_after(stopped, true);
+    drop(c);
+    match flow {
+        Some(Flow::Continue) => {
+            let _ = hostcalls::resume_http_request();
+        }
+        _ => register(context_id, &chain),
+    }
+}
+
+/// One request's streams of every enabled concern.
+type Chain = Sequence<Box<dyn Stage>>;
+
+fn flow(action: Action) -> Flow {
+    if action == Action::Continue {
+        Flow::Continue
+    } else {
+        Flow::Stop
+    }
+}
+
+fn action(flow: Flow) -> Action {
+    match flow {
+        Flow::Continue => Action::Continue,
+        Flow::Stop => Action::Pause,
+    }
+}
+
+impl Step for Box<dyn Stage> {
+    fn request_headers(&mut self, end_of_stream: bool) -> Flow {
+        flow(Stage::request_headers(self.as_mut(), end_of_stream))
+    }
+    fn request_body(&mut self, body_size: usize, end_of_stream: bool) -> Flow {
+        flow(Stage::request_body(self.as_mut(), body_size, end_of_stream))
+    }
+    fn request_trailers(&mut self) -> Flow {
+        flow(Stage::request_trailers(self.as_mut()))
+    }
+    fn waiting_for_body(&self) -> bool {
+        Stage::waiting_for_body(self.as_ref())
+    }
+    fn release(&mut self) {
+        Stage::release(self.as_mut());
+    }
+}
+
+/// The suite's HTTP context.
+pub struct SuiteStream {
+    context_id: u32,
+    chain: Rc<RefCell<Chain>>,
+}
+
+impl SuiteStream {
+    /// Registers a stopped request phase, so another context can resume it.
+    fn request_action(&self, flow: Flow) -> Action {
+        if flow == Flow::Continue {
+            unregister(self.context_id);
+        } else {
+            register(self.context_id, &self.chain);
+        }
+        action(flow)
+    }
+}
+
+impl Drop for SuiteStream {
+    fn drop(&mut self) {
+        unregister(self.context_id);
+    }
+}
+
+impl Context for SuiteStream {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let Ok(mut c) = self.chain.try_borrow_mut() else {
+            return;
+        };
+        let mut answered = None;
+        for (i, stage) in c.steps.iter_mut().enumerate() {
+            if let Some(go) = stage.call_response(token_id, num_headers, body_size) {
+                answered = Some((i, go));
+                break;
+            }
+        }
+        let Some((i, true)) = answered else {
+            return;
+        };
+        let Some(flow) = c.resume_after(i, false) else {
+            return;
+        };
+        drop(c);
+        if self.request_action(flow) == Action::Continue {
+            let _ = hostcalls::resume_http_request();
+        }
+    }
+}
+
+impl HttpContext for SuiteStream {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let flow = match self.chain.try_borrow_mut() {
+            Ok(mut c) => c.request_headers(end_of_stream),
+            Err(_) => return Action::Continue,
+        };
+        self.request_action(flow)
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let flow = match self.chain.try_borrow_mut() {
+            Ok(mut c) => c.request_body(body_size, end_of_stream),
+            Err(_) => return Action::Pause,
+        };
+        self.request_action(flow)
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        let flow = match self.chain.try_borrow_mut() {
+            Ok(mut c) => c.request_trailers(),
+            Err(_) => return Action::Pause,
+        };
+        self.request_action(flow)
+    }
+
+    // The response runs through the concerns in reverse, as Envoy runs
+    // encoder filters; a concern that did not act on the request skips it.
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        if let Ok(mut c) = self.chain.try_borrow_mut() {
+            for stage in c.steps.iter_mut().rev() {
+                stage.response_headers(end_of_stream);
+            }
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if let Ok(mut c) = self.chain.try_borrow_mut() {
+            for stage in c.steps.iter_mut().rev() {
+                stage.response_body(body_size, end_of_stream);
+            }
+        }
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        if let Ok(mut c) = self.chain.try_borrow_mut() {
+            for stage in c.steps.iter_mut() {
+                stage.log();
+            }
+        }
+    }
+}
+
+/// The suite's root: configures every concern the profile has a section for
+/// (the others are skipped here, at no per-request cost), ticks each at its
+/// own period and makes each request's chain.
+pub struct SuiteRoot {
+    context_id: u32,
+    concerns: &'static [Concern],
+    stages: Vec<Box<dyn RootStage>>,
+    /// Per stage: period and the next due time of its tick, in ms.
+    ticks: Vec<(u64, u64)>,
+    /// Half the VM's tick period: a tick arriving a little early still counts.
+    tick_slack: u64,
+}
+
+impl SuiteRoot {
+    pub fn new(context_id: u32, concerns: &'static [Concern]) -> Self {
+        SuiteRoot {
+            context_id,
+            concerns,
+            stages: Vec::new(),
+            ticks: Vec::new(),
+            tick_slack: 0,
+        }
+    }
+
+    fn configure(&mut self, config: &[u8]) -> Result<Vec<&'static str>, ConfigErrors> {
+        let present = crate::profile::sections_present(config);
+        let mut errors = ConfigErrors::default();
+        let mut stages = Vec::new();
+        let mut enabled = Vec::new();
+        for concern in self.concerns {
+            // Invalid JSON has no sections: every concern reports it.
+            if present.as_ref().is_some_and(|p| !p.contains(concern.name)) {
+                continue;
+            }
+            let mut root = (concern.make)(self.context_id);
+            match root.configure(config) {
+                Ok(()) => {
+                    enabled.push(concern.name);
+                    stages.push(root);
+                }
+                Err(e) => errors.merge(e),
+            }
+        }
+        if enabled.is_empty() && errors.is_empty() {
+            // No concern configured: the shared parts must still be valid.
+            if let Err(e) = crate::profile::compile(config, "", |_| ()) {
+                errors.merge(e);
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors.finish());
+        }
+        self.stages = stages;
+        Ok(enabled)
+    }
+}
+
+impl Context for SuiteRoot {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        for stage in &mut self.stages {
+            stage.call_response(token_id, num_headers, body_size);
+        }
+    }
+}
+
+impl RootContext for SuiteRoot {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        follow_log_level();
+        match self.configure(&plugin_configuration()) {
+            Ok(enabled) => {
+                log::info!("[suite] concerns: {}", enabled.join(", "));
+                let now = EnvoyEnv.now_ms();
+                self.ticks = self
+                    .stages
+                    .iter()
+                    .map(|s| (u64::from(s.tick_period_ms()), now))
+                    .collect();
+                // One tick period for the VM: the shortest any concern asks for.
+                let period = self.ticks.iter().map(|t| t.0).filter(|p| *p > 0).min();
+                if let Some(period) = period {
+                    self.tick_slack = period / 2;
+                    hostcalls::set_tick_period(std::time::Duration::from_millis(period)).ok();
+                }
+                true
+            }
+            Err(errors) => {
+                log::error!(
+                    "[suite] invalid profile ({} problems):\n{errors}",
+                    errors.len()
+                );
+                false
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let now = EnvoyEnv.now_ms();
+        for (stage, (period, due)) in self.stages.iter_mut().zip(self.ticks.iter_mut()) {
+            if *period == 0 || now < *due {
+                continue;
+            }
+            stage.tick();
+            *due = now.saturating_add(period.saturating_sub(self.tick_slack));
+        }
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let stages = self.stages.iter().map(|s| s.stage(context_id)).collect();
+        Some(Box::new(SuiteStream {
+            context_id,
+            chain: Rc::new(RefCell::new(Sequence::new(
+                stages,
+                context_id,
+                shared_headers::share,
+            ))),
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
