@@ -23,7 +23,26 @@ pub fn binary() -> PathBuf {
     PathBuf::from("envoy")
 }
 
+/// A port no one listens on, for Envoy to bind a moment later.
+///
+/// Taken below Linux's ephemeral range (32768+), from a per-process counter:
+/// a port the kernel handed out with `bind(0)` could be handed out again, to
+/// another test's listener or to any outgoing connection (our clients,
+/// Envoy's upstream connections), before Envoy binds it. CI saw exactly that
+/// as "cannot bind: Address already in use".
 pub fn free_port() -> u16 {
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Spread concurrent test processes apart; the bind check covers overlap.
+    let base = std::process::id().wrapping_mul(97) % SPAN;
+    for _ in 0..SPAN {
+        let offset = (base + NEXT.fetch_add(1, Ordering::SeqCst)) % SPAN;
+        let port = (FIRST + offset) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

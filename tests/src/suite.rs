@@ -153,16 +153,15 @@ impl Suite {
         workers: u32,
     ) -> Suite {
         let echo = Echo::start(0).expect("echo upstream");
-        let (mut config, port, admin) = bootstrap_with(profile, filters, echo.port, None);
-        if let Some(list) = config["static_resources"]["clusters"].as_array_mut() {
-            for name in clusters {
-                list.push(meshware_cli::bootstrap::static_cluster(name, services.port));
+        let (envoy, port) = start_on_fresh_ports(workers, || {
+            let (mut config, port, admin) = bootstrap_with(profile, filters, echo.port, None);
+            if let Some(list) = config["static_resources"]["clusters"].as_array_mut() {
+                for name in clusters {
+                    list.push(meshware_cli::bootstrap::static_cluster(name, services.port));
+                }
             }
-        }
-        let envoy = match Envoy::start_with(&config, admin, workers, "info") {
-            Ok(e) => e,
-            Err(e) => panic!("{e}"),
-        };
+            (config, port, admin)
+        });
         Suite {
             echo,
             canary: None,
@@ -176,11 +175,9 @@ impl Suite {
         let echo = Echo::start(0).expect("echo upstream");
         let canary = with_canary.then(|| Echo::start(0).expect("canary upstream"));
         let canary_port = canary.as_ref().map(|c| c.port);
-        let (config, port, admin) = bootstrap_with(profile, filters, echo.port, canary_port);
-        let envoy = match Envoy::start(&config, admin) {
-            Ok(e) => e,
-            Err(e) => panic!("{e}"),
-        };
+        let (envoy, port) = start_on_fresh_ports(2, || {
+            bootstrap_with(profile, filters, echo.port, canary_port)
+        });
         Suite {
             echo,
             canary,
@@ -212,5 +209,20 @@ impl Suite {
             l.strip_prefix(sample)
                 .and_then(|rest| rest.trim().parse().ok())
         })
+    }
+}
+
+/// Starts Envoy on the bootstrap `make_config` makes; if a port was taken between
+/// picking and binding (another process can still win that race), renders
+/// again on new ports. Any other failure panics with Envoy's log.
+fn start_on_fresh_ports(workers: u32, make_config: impl Fn() -> (Value, u16, u16)) -> (Envoy, u16) {
+    let mut attempt = 0;
+    loop {
+        let (config, port, admin) = make_config();
+        match Envoy::start_with(&config, admin, workers, "info") {
+            Ok(envoy) => return (envoy, port),
+            Err(e) if attempt < 3 && e.contains("Address already in use") => attempt += 1,
+            Err(e) => panic!("{e}"),
+        }
     }
 }
