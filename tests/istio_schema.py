@@ -123,7 +123,7 @@ if check("self-test", [broken])[1] == 0 or check("self-test", [no_sha])[1] == 0:
     sys.exit(1)
 
 checked = problems = 0
-for path in sorted(glob.glob(os.path.join(root, "istio", "*.yaml"))):
+for path in sorted(glob.glob(os.path.join(root, "istio", "**", "*.yaml"), recursive=True)):
     with open(path) as f:
         c, p = check(path, [d for d in yaml.safe_load_all(f) if d])
     checked, problems = checked + c, problems + p

@@ -1,9 +1,10 @@
 //! Istio resources generated from the profile, so routing and filter agree:
 //! EnvoyFilter, WasmPlugin and TrafficExtension per filter (in the suite's
-//! order), and the canary VirtualService + DestinationRule.
+//! order) or for the single suite module, and the canary VirtualService +
+//! DestinationRule.
 
-use crate::bootstrap::wasm_filter_with_code;
-use crate::{FilterSpec, FILTERS};
+use crate::bootstrap::{wasm_filter_with_code, SUITE};
+use crate::{Failure, Phase, FILTERS};
 use meshware_common::filter::compile;
 use meshware_common::ConfigErrors;
 use serde_json::{json, Value};
@@ -37,11 +38,49 @@ fn priority(index: usize) -> i64 {
     1000 - 10 * index as i64
 }
 
+/// One wasm module a manifest deploys: a filter, or the suite module.
+struct Module {
+    name: &'static str,
+    phase: Phase,
+    failure: Failure,
+}
+
+/// The ten filters as separate modules, in the suite's order.
+fn separate_modules() -> Vec<Module> {
+    FILTERS
+        .iter()
+        .map(|f| Module {
+            name: f.name,
+            phase: f.phase,
+            failure: f.failure,
+        })
+        .collect()
+}
+
+/// The suite module alone: it holds jwt_auth and endpoint_guard, so it
+/// authenticates (first phase) and fails closed.
+fn suite_module() -> Vec<Module> {
+    vec![Module {
+        name: SUITE,
+        phase: Phase::Authn,
+        failure: Failure::Closed,
+    }]
+}
+
 /// One EnvoyFilter per filter, inserting it before the router on sidecar
 /// inbound listeners and on gateways. `priority` orders the patches so
 /// repeated "insert before router" yields the suite's order.
 pub fn envoy_filters(profile: &str, p: &IstioParams) -> Vec<Value> {
-    FILTERS
+    envoy_filters_of(&separate_modules(), profile, p)
+}
+
+/// The EnvoyFilter inserting the suite module (instead of `envoy_filters`).
+pub fn suite_envoy_filters(profile: &str, p: &IstioParams) -> Vec<Value> {
+    envoy_filters_of(&suite_module(), profile, p)
+}
+
+fn envoy_filters_of(modules: &[Module], profile: &str, p: &IstioParams) -> Vec<Value> {
+    modules
         .iter()
         .enumerate()
         .map(|(i, f)| {
@@ -77,7 +116,7 @@ pub fn envoy_filters(profile: &str, p: &IstioParams) -> Vec<Value> {
         .collect()
 }
 
-fn wasm_fields(f: &FilterSpec, index: usize, profile: &Value, p: &IstioParams) -> Value {
+fn wasm_fields(f: &Module, index: usize, profile: &Value, p: &IstioParams) -> Value {
     json!({
         "url": format!("{}/{}:{}", p.image, f.name.replace('_', "-"), p.tag),
         "sha256": p.sha256.get(f.name).cloned().unwrap_or_default(),
@@ -93,7 +132,11 @@ fn wasm_fields(f: &FilterSpec, index: usize, profile: &Value, p: &IstioParams) -
 /// One WasmPlugin per filter (Istio pulls the OCI image; phase and priority
 /// give the suite's order).
 pub fn wasm_plugins(profile: &Value, p: &IstioParams) -> Vec<Value> {
-    FILTERS
+    wasm_plugins_of(&separate_modules(), profile, p)
+}
+
+fn wasm_plugins_of(modules: &[Module], profile: &Value, p: &IstioParams) -> Vec<Value> {
+    modules
         .iter()
         .enumerate()
         .map(|(i, f)| {
@@ -113,7 +156,11 @@ pub fn wasm_plugins(profile: &Value, p: &IstioParams) -> Vec<Value> {
 
 /// The same as TrafficExtension resources (Istio's successor API).
 pub fn traffic_extensions(profile: &Value, p: &IstioParams) -> Vec<Value> {
-    FILTERS
+    traffic_extensions_of(&separate_modules(), profile, p)
+}
+
+fn traffic_extensions_of(modules: &[Module], profile: &Value, p: &IstioParams) -> Vec<Value> {
+    modules
         .iter()
         .enumerate()
         .map(|(i, f)| {
@@ -225,6 +272,20 @@ pub fn render_all(
     files.insert(
         "trafficextension.yaml",
         doc(traffic_extensions(&profile, p)),
+    );
+    // The same three shapes for the suite module: deploy one set or the other.
+    let suite = suite_module();
+    files.insert(
+        "suite/envoyfilter.yaml",
+        doc(envoy_filters_of(&suite, &compact, p)),
+    );
+    files.insert(
+        "suite/wasmplugin.yaml",
+        doc(wasm_plugins_of(&suite, &profile, p)),
+    );
+    files.insert(
+        "suite/trafficextension.yaml",
+        doc(traffic_extensions_of(&suite, &profile, p)),
     );
     files.insert(
         "grafana-dashboard.json",

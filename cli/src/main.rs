@@ -111,14 +111,21 @@ fn flags(
 }
 
 /// sha256 of every filter module in `wasm_dir`.
-fn module_digests(wasm_dir: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
+/// Every module `make build` ships: the filters, then the suite module.
+fn modules() -> impl Iterator<Item = &'static str> {
     FILTERS
         .iter()
-        .map(|f| {
-            let path = format!("{wasm_dir}/{}.wasm", f.name);
+        .map(|f| f.name)
+        .chain([meshware_cli::bootstrap::SUITE])
+}
+
+fn module_digests(wasm_dir: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
+    modules()
+        .map(|name| {
+            let path = format!("{wasm_dir}/{name}.wasm");
             let bytes =
                 std::fs::read(&path).map_err(|e| format!("{path}: {e} (run make build)"))?;
-            Ok((f.name.to_string(), meshware_cli::oci::sha256_hex(&bytes)))
+            Ok((name.to_string(), meshware_cli::oci::sha256_hex(&bytes)))
         })
         .collect()
 }
@@ -165,7 +172,11 @@ fn istio(args: &[String]) -> Result<ExitCode, String> {
         meshware_cli::istio::render_all(&text, &params, &service).map_err(|e| e.to_string())?;
     let out = get("--out", "istio");
     for (name, content) in files {
-        let p = format!("{out}/{name}");
+        let p = std::path::Path::new(&out).join(name);
+        if let Some(dir) = p.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        let p = p.display().to_string();
         std::fs::write(&p, content).map_err(|e| format!("{p}: {e}"))?;
         println!("wrote {p}");
     }
@@ -183,10 +194,10 @@ fn oci(args: &[String]) -> Result<ExitCode, String> {
         .cloned()
         .unwrap_or_else(|| env!("CARGO_PKG_VERSION").into());
     let out = f.get("--out").cloned().unwrap_or_else(|| "dist/oci".into());
-    for spec in FILTERS {
-        let path = format!("{wasm_dir}/{}.wasm", spec.name);
+    for name in modules() {
+        let path = format!("{wasm_dir}/{name}.wasm");
         let wasm = std::fs::read(&path).map_err(|e| format!("{path}: {e} (run make build)"))?;
-        let dir = std::path::Path::new(&out).join(spec.name.replace('_', "-"));
+        let dir = std::path::Path::new(&out).join(name.replace('_', "-"));
         let digest = meshware_cli::oci::write_layout(&dir, &wasm, &tag)
             .map_err(|e| format!("{}: {e}", dir.display()))?;
         println!(

@@ -2,7 +2,8 @@
 //! ones, each EnvoyFilter's filter config passes `envoy --mode validate`, and
 //! each OCI layout holds exactly the module the manifests pin by sha256.
 
-use meshware_cli::istio::{envoy_filters, render_all, IstioParams};
+use meshware_cli::bootstrap::SUITE;
+use meshware_cli::istio::{envoy_filters, render_all, suite_envoy_filters, IstioParams};
 use meshware_cli::oci::{sha256_hex, write_layout, LAYER_MEDIA_TYPE, VARIANT_ANNOTATION};
 use meshware_cli::{
     EXAMPLE_IMAGE, EXAMPLE_NAMESPACE, EXAMPLE_SELECTOR, EXAMPLE_SERVICE, EXAMPLE_TAG, FILTERS,
@@ -37,16 +38,20 @@ fn example_params() -> IstioParams {
         )]),
         image: EXAMPLE_IMAGE.into(),
         tag: EXAMPLE_TAG.into(),
-        sha256: FILTERS
-            .iter()
-            .map(|f| {
+        sha256: modules()
+            .map(|name| {
                 (
-                    f.name.to_string(),
-                    digest_of(&dist.join(format!("{}.wasm", f.name))),
+                    name.to_string(),
+                    digest_of(&dist.join(format!("{name}.wasm"))),
                 )
             })
             .collect(),
     }
+}
+
+/// Every module with manifests and an image: the filters, then the suite.
+fn modules() -> impl Iterator<Item = &'static str> {
+    FILTERS.iter().map(|f| f.name).chain([SUITE])
 }
 
 /// Module digests depend on the build (toolchain, checkout path), so the
@@ -64,7 +69,7 @@ fn without_digests(text: &str) -> String {
 #[test]
 fn checked_in_manifests_are_the_generators_output() {
     let files = render_all(&profile(), &example_params(), EXAMPLE_SERVICE).unwrap();
-    assert_eq!(files.len(), 5);
+    assert_eq!(files.len(), 8);
     for (name, generated) in files {
         let path = meshware_e2e::root().join("istio").join(name);
         let committed = std::fs::read_to_string(&path).unwrap_or_default();
@@ -78,16 +83,37 @@ fn checked_in_manifests_are_the_generators_output() {
 
 #[test]
 fn every_envoyfilter_patch_passes_envoy_validate() {
-    let dist = meshware_e2e::dist();
-    let filters = envoy_filters(
-        &serde_json::from_str::<Value>(&profile())
-            .unwrap()
-            .to_string(),
-        &example_params(),
-    );
+    let compact = serde_json::from_str::<Value>(&profile())
+        .unwrap()
+        .to_string();
+    let filters = envoy_filters(&compact, &example_params());
     assert_eq!(filters.len(), FILTERS.len());
+    validate_patches(&filters);
+}
+
+#[test]
+fn the_suite_envoyfilter_patch_passes_envoy_validate() {
+    let compact = serde_json::from_str::<Value>(&profile())
+        .unwrap()
+        .to_string();
+    let filters = suite_envoy_filters(&compact, &example_params());
+    assert_eq!(filters.len(), 1);
+    let config =
+        &filters[0]["spec"]["configPatches"][0]["patch"]["value"]["typed_config"]["config"];
+    assert_eq!(config["failure_policy"], "FAIL_CLOSED");
+    assert_eq!(
+        config["vm_config"]["code"]["local"]["filename"],
+        "/var/lib/meshware/suite.wasm"
+    );
+    validate_patches(&filters);
+}
+
+/// The patches' filter configs, pointed at the local build, in one
+/// bootstrap that `envoy --mode validate` must accept.
+fn validate_patches(filters: &[Value]) {
+    let dist = meshware_e2e::dist();
     let mut http_filters = Vec::new();
-    for ef in &filters {
+    for ef in filters {
         let patches = ef["spec"]["configPatches"].as_array().unwrap();
         assert_eq!(patches.len(), 2, "SIDECAR_INBOUND and GATEWAY");
         assert_eq!(patches[0]["patch"]["operation"], "INSERT_BEFORE");
@@ -137,9 +163,9 @@ fn oci_layouts_hold_the_pinned_modules() {
     let out = std::env::temp_dir().join(format!("meshware-oci-{}", std::process::id()));
     let params = example_params();
     let manifests = render_all(&profile(), &params, EXAMPLE_SERVICE).unwrap();
-    for f in FILTERS {
-        let wasm = std::fs::read(meshware_e2e::dist().join(format!("{}.wasm", f.name))).unwrap();
-        let dir = out.join(f.name);
+    for name in modules() {
+        let wasm = std::fs::read(meshware_e2e::dist().join(format!("{name}.wasm"))).unwrap();
+        let dir = out.join(name);
         let digest = write_layout(&dir, &wasm, EXAMPLE_TAG).unwrap();
         assert_eq!(
             std::fs::read_to_string(dir.join("oci-layout")).unwrap(),
@@ -172,19 +198,20 @@ fn oci_layouts_hold_the_pinned_modules() {
         flate2::read::GzDecoder::new(&gz[..])
             .read_to_end(&mut tar)
             .unwrap();
-        let (name, module) = untar_single(&tar);
-        assert_eq!(name, "plugin.wasm");
+        let (file_name, module) = untar_single(&tar);
+        assert_eq!(file_name, "plugin.wasm");
         assert_eq!(module, wasm);
         // The module in the image is the one the manifests pin.
         let pinned = format!(
             "sha256: \"{}\"",
-            digest_of(&meshware_e2e::dist().join(format!("{}.wasm", f.name)))
+            digest_of(&meshware_e2e::dist().join(format!("{name}.wasm")))
         );
+        let folder = if name == SUITE { "suite/" } else { "" };
         for kind in ["wasmplugin.yaml", "trafficextension.yaml"] {
+            let file = format!("{folder}{kind}");
             assert!(
-                manifests[kind].contains(&pinned),
-                "{kind} does not pin {}",
-                f.name
+                manifests[file.as_str()].contains(&pinned),
+                "{file} does not pin {name}"
             );
         }
         use sha2::Digest;

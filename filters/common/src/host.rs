@@ -803,13 +803,14 @@ fn apply(map: MapType, edits: &HeaderEdits<'_>) {
         if map == MapType::HttpRequestHeaders {
             shared_headers::edit(op);
         }
-        let result = match op {
-            HeaderOp::Set(name, value) => hostcalls::set_map_value(map, name, Some(value)),
-            HeaderOp::Append(name, value) => hostcalls::add_map_value(map, name, value),
-            HeaderOp::Remove(name) => hostcalls::remove_map_value(map, name),
+        let (name, result) = match op {
+            HeaderOp::Set(name, value) => (name, hostcalls::set_map_value(map, name, Some(value))),
+            HeaderOp::Append(name, value) => (name, hostcalls::add_map_value(map, name, value)),
+            HeaderOp::Remove(name) => (name, hostcalls::remove_map_value(map, name)),
         };
+        // The name only: values can be credentials or identities.
         if result.is_err() {
-            log::warn!("header edit failed: {op:?}");
+            log::warn!("header edit failed: {name}");
         }
     }
     if edits.clear_route_cache

@@ -19,6 +19,11 @@
 //!
 //! Output: a table on stdout, `target/bench/results.json`, and the table
 //! between the bench markers of docs/PERFORMANCE.md (BENCH_WRITE_DOCS=1).
+//!
+//! `BENCH_PROBE=1` (`make bench-hostcalls`) measures instead what one host
+//! call of each kind costs: the probe module makes it BENCH_PROBE_COUNT
+//! (default 100) times per request, compared with the no-op module in the
+//! same round; the table goes between the probe markers.
 
 use meshware_cli::bootstrap::{render, BootstrapParams};
 use meshware_e2e::envoy::{free_port, Envoy};
@@ -42,6 +47,19 @@ struct Config {
     module_bytes: u64,
     /// jwt-auth verifies every request (`cache_entries: 0`).
     no_token_cache: bool,
+    /// The plugin configuration instead of the benchmark profile (the probe
+    /// module's plan).
+    configuration: Option<String>,
+    /// A row of a difference table: this configuration's CPU against another's.
+    diff: Option<Diff>,
+}
+
+/// `(this - base) / divisor` per round.
+#[derive(Clone)]
+struct Diff {
+    label: String,
+    base: &'static str,
+    divisor: f64,
 }
 
 fn root() -> PathBuf {
@@ -125,8 +143,10 @@ fn native_filters(jwks: &Value) -> Vec<Value> {
 }
 
 fn bootstrap(config: &Config, profile: &str, jwks: &Value, port: u16, admin: u16) -> Value {
-    let noop = config.filters == ["noop"];
-    let dist = if noop {
+    // Bench-only modules (no-op, probe) live in dist/bench.
+    let instrument = config.filters == ["noop"] || config.filters == ["probe"];
+    let profile = config.configuration.as_deref().unwrap_or(profile);
+    let dist = if instrument {
         meshware_e2e::dist().join("bench")
     } else if let Some(dir) = &config.dir {
         dir.clone()
@@ -220,6 +240,7 @@ struct Sample {
 struct Load {
     request: Vec<u8>,
     count: usize,
+    warmup: usize,
     rate: f64,
 }
 
@@ -232,7 +253,7 @@ fn measure(config: &Config, profile: &str, jwks: &Value, load: &Load) -> Result<
         "warning",
     )?;
     let mut conn = Conn::open(port)?;
-    for _ in 0..load.count / 10 {
+    for _ in 0..load.warmup {
         conn.exchange(&load.request)?; // warm-up: VM start, JIT, caches
     }
     let before = envoy.cpu_us().ok_or("no /proc stat")?;
@@ -281,8 +302,8 @@ fn module_size(names: &[&str]) -> u64 {
     names
         .iter()
         .map(|n| {
-            let path = if *n == "noop" {
-                meshware_e2e::dist().join("bench/noop.wasm")
+            let path = if *n == "noop" || *n == "probe" {
+                meshware_e2e::dist().join(format!("bench/{n}.wasm"))
             } else {
                 meshware_e2e::dist().join(format!("{n}.wasm"))
             };
@@ -301,8 +322,70 @@ impl Config {
             filters,
             native: false,
             no_token_cache: false,
+            configuration: None,
+            diff: None,
         }
     }
+}
+
+/// `BENCH_PROBE=1`: bare Envoy, the no-op module, and the probe module making
+/// each kind of host call `count` times per request.
+fn probe_configs(count: usize) -> Vec<Config> {
+    let mut out = vec![
+        Config::wasm("bare Envoy", vec![]),
+        Config::wasm("no-op wasm", vec!["noop"]),
+    ];
+    for call in probe::CALLS {
+        out.push(Config {
+            configuration: Some(json!({"call": call, "count": count}).to_string()),
+            diff: Some(Diff {
+                label: format!("`{call}`"),
+                base: "no-op wasm",
+                divisor: count as f64,
+            }),
+            ..Config::wasm(call, vec!["probe"])
+        });
+    }
+    out
+}
+
+/// The difference rows: medians over rounds of the same-round differences.
+fn diff_table(configs: &[Config], samples: &[Vec<Sample>], heading: &str) -> String {
+    let mut table = format!("| {heading} | rounds |\n|---|---|---|\n");
+    for (i, c) in configs.iter().enumerate() {
+        let Some(d) = &c.diff else { continue };
+        let Some(base) = configs.iter().position(|b| b.name == d.base) else {
+            continue;
+        };
+        let per_round: Vec<f64> = samples[i]
+            .iter()
+            .zip(&samples[base])
+            .map(|(this, base)| (this.cpu_us - base.cpu_us) / d.divisor)
+            .collect();
+        let rounds: Vec<String> = per_round.iter().map(|v| format!("{v:.2}")).collect();
+        table.push_str(&format!(
+            "| {} | {:.2} | {} |\n",
+            d.label,
+            median(per_round.clone()),
+            rounds.join(", ")
+        ));
+    }
+    table
+}
+
+/// Replaces the text between `<!-- {marker}:start -->` and its end marker.
+fn write_docs(marker: &str, text: &str) -> Result<(), String> {
+    let path = root().join("docs/PERFORMANCE.md");
+    let doc = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
+    let (start, end) = (
+        format!("<!-- {marker}:start -->"),
+        format!("<!-- {marker}:end -->"),
+    );
+    if let (Some(a), Some(b)) = (doc.find(&start), doc.find(&end)) {
+        let new = format!("{}{start}{text}{}", &doc[..a], &doc[b..]);
+        std::fs::write(&path, new).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 fn configs() -> Vec<Config> {
@@ -319,10 +402,10 @@ fn configs() -> Vec<Config> {
     }
     out.push(Config {
         no_token_cache: true,
-        ..Config::wasm("jwt_auth, token cache off", vec!["jwt_auth"])
+        ..Config::wasm("jwt_auth (token cache off)", vec!["jwt_auth"])
     });
     let all: Vec<&'static str> = meshware_cli::FILTERS.iter().map(|f| f.name).collect();
-    out.push(Config::wasm("all filters, separate modules", all));
+    out.push(Config::wasm("all filters (separate modules)", all));
     out.push(Config::wasm("suite module (all concerns)", vec!["suite"]));
     out
 }
@@ -348,6 +431,7 @@ fn run() -> Result<(), String> {
     let rounds: usize = env_or("BENCH_ROUNDS", 3);
     let load = Load {
         count: env_or("BENCH_REQUESTS", 10000),
+        warmup: env_or("BENCH_WARMUP", 1000),
         rate: env_or("BENCH_RATE", 400.0),
         request: format!(
             "GET /orders HTTP/1.1\r\nhost: {HOST}\r\nauthorization: Bearer {}\r\norigin: https://shop.acme.example\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n\r\n",
@@ -363,10 +447,21 @@ fn run() -> Result<(), String> {
     let only: Option<Vec<String>> = std::env::var("BENCH_ONLY")
         .ok()
         .map(|v| v.split(',').map(str::to_string).collect());
-    let configs: Vec<Config> = configs()
+    let probe_count: usize = env_or("BENCH_PROBE_COUNT", 100);
+    let probing = std::env::var("BENCH_PROBE").is_ok();
+    let all_configs = if probing {
+        probe_configs(probe_count)
+    } else {
+        configs()
+    };
+    let configs: Vec<Config> = all_configs
         .into_iter()
         .enumerate()
-        .filter(|(i, c)| *i == 0 || *i == 2 || only.as_ref().is_none_or(|o| o.contains(&c.name)))
+        .filter(|(_, c)| {
+            c.name == "bare Envoy"
+                || c.name == "no-op wasm"
+                || only.as_ref().is_none_or(|o| o.contains(&c.name))
+        })
         .map(|(_, c)| c)
         .collect();
     // BENCH_BASELINE_DIR=<folder of other builds>: each single-filter
@@ -379,6 +474,14 @@ fn run() -> Result<(), String> {
             .map(|c| Config {
                 name: format!("{} (baseline)", c.name),
                 dir: Some(PathBuf::from(&dir)),
+                module_bytes: c
+                    .filters
+                    .iter()
+                    .map(|n| {
+                        std::fs::metadata(PathBuf::from(&dir).join(format!("{n}.wasm")))
+                            .map_or(0, |m| m.len())
+                    })
+                    .sum(),
                 ..c.clone()
             })
             .collect();
@@ -411,6 +514,19 @@ fn run() -> Result<(), String> {
             ratios[i].push(s.cpu_us / bare);
             samples[i].push(s);
         }
+    }
+    if probing {
+        let heading = format!("host call (x{probe_count} per request) | Envoy CPU µs per call");
+        let table = diff_table(&configs, &samples, &heading);
+        println!("{table}");
+        if std::env::var("BENCH_WRITE_DOCS").is_ok() {
+            let header = format!(
+                "\n{rounds} rounds x {} requests per configuration; medians of each round's (probe - no-op) / {probe_count}.\n\n",
+                load.count
+            );
+            write_docs("probe", &format!("{header}{table}"))?;
+        }
+        return Ok(());
     }
     let col = |i: usize, f: fn(&Sample) -> f64| median(samples[i].iter().map(f).collect());
     let noop_index = configs
@@ -460,17 +576,11 @@ fn run() -> Result<(), String> {
                      "rounds": rounds, "results": results});
     std::fs::write(dir.join("results.json"), format!("{out:#}\n")).map_err(|e| e.to_string())?;
     if std::env::var("BENCH_WRITE_DOCS").is_ok() {
-        let path = root().join("docs/PERFORMANCE.md");
-        let doc = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
-        let (start, end) = ("<!-- bench:start -->", "<!-- bench:end -->");
-        if let (Some(a), Some(b)) = (doc.find(start), doc.find(end)) {
-            let header = format!(
-                "\n{rounds} rounds x {} requests per configuration, fixed rate {} req/s for latency; medians.\n\n",
-                load.count, load.rate
-            );
-            let new = format!("{}{start}{header}{table}{}", &doc[..a], &doc[b..]);
-            std::fs::write(&path, new).map_err(|e| e.to_string())?;
-        }
+        let header = format!(
+            "\n{rounds} rounds x {} requests per configuration, fixed rate {} req/s for latency; medians.\n\n",
+            load.count, load.rate
+        );
+        write_docs("bench", &format!("{header}{table}"))?;
     }
     Ok(())
 }
