@@ -209,9 +209,11 @@ impl HttpContext for SuiteStream {
     // encoder filters; a concern that did not act on the request skips it.
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         if let Ok(mut c) = self.chain.try_borrow_mut() {
+            shared_headers::share_response(Some(self.context_id));
             for stage in c.steps.iter_mut().rev() {
                 stage.response_headers(end_of_stream);
             }
+            shared_headers::share_response(None);
         }
         Action::Continue
     }

@@ -292,6 +292,62 @@ pub mod shared_headers {
         })
     }
 
+    thread_local! {
+        /// The suite's response headers for the concerns of one response
+        /// phase: read by the first concern that needs them, reused by the
+        /// next ones (about 2 µs per whole-map read), kept in step with
+        /// their edits.
+        static SHARED_RESPONSE: RefCell<Option<(u32, Option<Rc<Headers>>)>> =
+            const { RefCell::new(None) };
+    }
+
+    /// Opens (`Some`) or closes (`None`) a response-headers phase whose
+    /// concerns share one read.
+    pub fn share_response(context_id: Option<u32>) {
+        SHARED_RESPONSE.with(|s| {
+            if let Ok(mut s) = s.try_borrow_mut() {
+                *s = context_id.map(|id| (id, None));
+            }
+        });
+    }
+
+    /// The response headers of `context_id` from the phase's shared read
+    /// (made now by the first concern asking); `None` outside such a phase.
+    pub(super) fn response(context_id: u32) -> Option<Rc<Headers>> {
+        SHARED_RESPONSE.with(|s| {
+            let mut s = s.try_borrow_mut().ok()?;
+            let (id, cached) = s.as_mut()?;
+            if *id != context_id {
+                return None;
+            }
+            if cached.is_none() {
+                let pairs = hostcalls::get_map_bytes(MapType::HttpResponseHeaders).ok()?;
+                *cached = Some(Rc::new(Headers::from_bytes(pairs)));
+            }
+            cached.clone()
+        })
+    }
+
+    /// Mirrors a response header edit into the shared read; forgets the read
+    /// when it cannot, so the next concern reads the map again.
+    pub(super) fn edit_response(op: &HeaderOp<'_>) {
+        SHARED_RESPONSE.with(|s| {
+            let Ok(mut s) = s.try_borrow_mut() else {
+                return;
+            };
+            if let Some((_, cached)) = s.as_mut() {
+                let edited = cached
+                    .as_mut()
+                    .and_then(Rc::get_mut)
+                    .map(|h| h.apply(op))
+                    .is_some();
+                if !edited {
+                    *cached = None;
+                }
+            }
+        });
+    }
+
     /// Mirrors a request header edit into the shared read; drops the read
     /// when it cannot (still borrowed), so later concerns read the map again.
     pub(super) fn edit(op: &HeaderOp<'_>) {
@@ -319,6 +375,12 @@ mod shared_headers {
     }
 
     pub(super) fn edit(_op: &HeaderOp<'_>) {}
+
+    pub(super) fn response(_context_id: u32) -> Option<Rc<Headers>> {
+        None
+    }
+
+    pub(super) fn edit_response(_op: &HeaderOp<'_>) {}
 }
 
 /// Lets a held request go on: in the suite module through the concerns
@@ -802,6 +864,8 @@ fn apply(map: MapType, edits: &HeaderEdits<'_>) {
     for op in &edits.ops {
         if map == MapType::HttpRequestHeaders {
             shared_headers::edit(op);
+        } else if map == MapType::HttpResponseHeaders {
+            shared_headers::edit_response(op);
         }
         let (name, result) = match op {
             HeaderOp::Set(name, value) => (name, hostcalls::set_map_value(map, name, Some(value))),
@@ -1319,15 +1383,32 @@ impl<F: HttpFilter> Stage for Stream<F> {
         let Some(settings) = compiled.profile.settings(slot) else {
             return Action::Continue;
         };
-        let headers = if F::READS_RESPONSE_HEADERS {
-            match hostcalls::get_map_bytes(MapType::HttpResponseHeaders) {
-                Ok(pairs) => Headers::from_bytes(pairs),
-                Err(_) => return Action::Continue,
-            }
+        // In the suite module, the first concern's read serves the others.
+        let shared = if F::READS_RESPONSE_HEADERS {
+            shared_headers::response(self.context_id)
         } else {
-            Headers::default()
+            None
         };
-        let edits = F::on_response(settings, &headers, &mut self.state);
+        let owned;
+        let headers: &Headers = match shared.as_deref() {
+            Some(h) => h,
+            None if F::READS_RESPONSE_HEADERS => {
+                match hostcalls::get_map_bytes(MapType::HttpResponseHeaders) {
+                    Ok(pairs) => {
+                        owned = Headers::from_bytes(pairs);
+                        &owned
+                    }
+                    Err(_) => return Action::Continue,
+                }
+            }
+            None => {
+                owned = Headers::default();
+                &owned
+            }
+        };
+        let edits = F::on_response(settings, headers, &mut self.state);
+        // Released before editing, so the shared read is edited in place.
+        drop(shared);
         apply(MapType::HttpResponseHeaders, &edits);
         if F::READS_RESPONSE_BODY && end_of_stream {
             let outcomes = F::on_response_body(settings, &mut self.state, &[], true, &EnvoyEnv);

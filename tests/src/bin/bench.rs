@@ -13,9 +13,11 @@
 //! Configurations: bare Envoy; Envoy's native filters covering the same
 //! concerns (jwt_authn with a local JWKS, local_ratelimit, cors,
 //! header_mutation); a no-op proxy-wasm filter; each filter of the suite
-//! alone; all of them as separate modules. All with one benchmark tenant
-//! whose every section is configured and a request every filter acts on (a
-//! valid RS256 token, an allowed Origin, a traceparent), limits not hit.
+//! alone; all of them as separate modules; the suite module. All with one
+//! benchmark tenant whose every section is configured and a request every
+//! filter acts on (a valid RS256 token, an allowed Origin, a traceparent),
+//! limits not hit, 1% of successful requests access-logged (as in
+//! production; two more configurations log every request).
 //!
 //! Output: a table on stdout, `target/bench/results.json`, and the table
 //! between the bench markers of docs/PERFORMANCE.md (BENCH_WRITE_DOCS=1).
@@ -47,6 +49,9 @@ struct Config {
     module_bytes: u64,
     /// jwt-auth verifies every request (`cache_entries: 0`).
     no_token_cache: bool,
+    /// The access log writes every request (sample_rate 1.0), not the
+    /// benchmark tenant's 1% of successes.
+    log_every_request: bool,
     /// The plugin configuration instead of the benchmark profile (the probe
     /// module's plan).
     configuration: Option<String>,
@@ -80,7 +85,9 @@ fn bench_profile() -> Result<(String, Value), String> {
         provider.remove("tenant_claim");
     }
     bench["circuit_breaker"] = t["globex"]["circuit_breaker"].clone();
-    bench["access_log"] = json!({"sample_rate": 1.0});
+    // As in production: every error is logged, and a sample of successes
+    // (configurations "(every request logged)" show what logging all costs).
+    bench["access_log"] = json!({"sample_rate": 0.01});
     if let Some(limits) = bench["rate_limit"]["limits"].as_array_mut() {
         for l in limits {
             l["rate"] = json!(1_000_000);
@@ -322,6 +329,7 @@ impl Config {
             filters,
             native: false,
             no_token_cache: false,
+            log_every_request: false,
             configuration: None,
             diff: None,
         }
@@ -407,6 +415,14 @@ fn configs() -> Vec<Config> {
     let all: Vec<&'static str> = meshware_cli::FILTERS.iter().map(|f| f.name).collect();
     out.push(Config::wasm("all filters (separate modules)", all));
     out.push(Config::wasm("suite module (all concerns)", vec!["suite"]));
+    out.push(Config {
+        log_every_request: true,
+        ..Config::wasm("access_log (every request logged)", vec!["access_log"])
+    });
+    out.push(Config {
+        log_every_request: true,
+        ..Config::wasm("suite module (every request logged)", vec!["suite"])
+    });
     out
 }
 
@@ -443,6 +459,9 @@ fn run() -> Result<(), String> {
     let mut no_cache: Value = serde_json::from_str(&profile).map_err(|e| e.to_string())?;
     no_cache["tenants"]["bench"]["jwt_auth"]["cache_entries"] = json!(0);
     let no_cache_profile = no_cache.to_string();
+    let mut log_all: Value = serde_json::from_str(&profile).map_err(|e| e.to_string())?;
+    log_all["tenants"]["bench"]["access_log"]["sample_rate"] = json!(1.0);
+    let log_all_profile = log_all.to_string();
     // BENCH_ONLY=a,b: those configurations plus the two baselines.
     let only: Option<Vec<String>> = std::env::var("BENCH_ONLY")
         .ok()
@@ -494,6 +513,8 @@ fn run() -> Result<(), String> {
         for (i, config) in configs.iter().enumerate() {
             let p = if config.no_token_cache {
                 &no_cache_profile
+            } else if config.log_every_request {
+                &log_all_profile
             } else {
                 &profile
             };
