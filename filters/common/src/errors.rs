@@ -76,7 +76,7 @@ pub fn join(path: &str, key: &str) -> String {
     match (path.is_empty(), plain) {
         (true, true) => key.to_string(),
         (false, true) => format!("{path}.{key}"),
-        (_, false) => format!("{path}[{}]", serde_json::Value::from(key)),
+        (_, false) => format!("{path}[{}]", crate::jsontext::quoted(key)),
     }
 }
 

@@ -7,6 +7,7 @@ pub mod decision;
 pub mod errors;
 pub mod filter;
 pub mod headers;
+pub mod jsontext;
 pub mod metrics;
 pub mod net;
 pub mod profile;

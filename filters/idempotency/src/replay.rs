@@ -105,7 +105,7 @@ pub fn parse_key(raw: &str, s: &IdempotencySettings) -> Result<String, &'static 
 }
 
 fn problem<'s>(status: u32, title: &str, detail: &str, outcome: usize) -> Decision<'s> {
-    let body = serde_json::json!({"type": "about:blank", "title": title, "status": status, "detail": detail}).to_string();
+    let body = meshware_common::jsontext::problem("about:blank", title, status, detail);
     Decision {
         reply: Some(LocalReply {
             status,

@@ -91,13 +91,15 @@ fn key_value(
 }
 
 fn too_many<'s>(limit: &Limit, retry_after_s: u64, outcomes: Outcomes) -> Decision<'s> {
-    let body = serde_json::json!({
-        "type": "urn:meshware:problem:quota-exceeded",
-        "title": "Too Many Requests",
-        "status": 429,
-        "detail": format!("quota \"{}\" exceeded; retry after {retry_after_s} s", limit.name),
-    })
-    .to_string();
+    let body = meshware_common::jsontext::problem(
+        "urn:meshware:problem:quota-exceeded",
+        "Too Many Requests",
+        429,
+        &format!(
+            "quota \"{}\" exceeded; retry after {retry_after_s} s",
+            limit.name
+        ),
+    );
     Decision {
         reply: Some(LocalReply {
             status: 429,
