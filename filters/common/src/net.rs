@@ -22,6 +22,28 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// The address as key material (`4:0a000001`, `6:` + 32 hex digits): one
+/// text per address, cheaper than the RFC 5952 text, and without linking
+/// `Display for Ipv6Addr` into modules that never print an address.
+pub fn key_text(ip: IpAddr) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let (family, octets): (char, Vec<u8>) = match ip {
+        IpAddr::V4(v4) => ('4', v4.octets().to_vec()),
+        IpAddr::V6(v6) => ('6', v6.octets().to_vec()),
+    };
+    let mut out = String::with_capacity(2 + 2 * octets.len());
+    out.push(family);
+    out.push(':');
+    for b in octets {
+        for nibble in [b >> 4, b & 0xf] {
+            out.push(char::from(
+                HEX.get(usize::from(nibble)).copied().unwrap_or(b'0'),
+            ));
+        }
+    }
+    out
+}
+
 /// An address range such as `10.0.0.0/8` or `2001:db8::/32`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cidr {
@@ -120,6 +142,21 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn key_texts_are_one_per_address_and_family() {
+        assert_eq!(key_text(ip("10.0.0.1")), "4:0a000001");
+        assert_eq!(
+            key_text(ip("2001:db8::ff")),
+            "6:20010db80000000000000000000000ff"
+        );
+        // The same bits in the two families stay distinct.
+        assert_ne!(key_text(ip("0.0.0.1")), key_text(ip("::1")));
+        assert_eq!(
+            key_text(parse_source_address("[::ffff:10.0.0.1]:80").unwrap()),
+            "4:0a000001"
+        );
     }
 
     #[test]

@@ -179,7 +179,10 @@ pub fn on_request<'s>(
         Some(user) => format!("user:{user}"),
         None => format!(
             "addr:{}",
-            source.get().map(|ip| ip.to_string()).unwrap_or_default()
+            source
+                .get()
+                .map(meshware_common::net::key_text)
+                .unwrap_or_default()
         ),
     };
     let scope = format!("{tenant}\n{identity}\n{key}");
