@@ -21,6 +21,9 @@ pub struct SectionReader<'a> {
     known: Vec<&'static str>,
 }
 
+/// How a numeric setting is read from JSON and how its bounds are written.
+type NumberKind<T> = (fn(&serde_json::Number) -> Option<T>, fn(T) -> String);
+
 impl<'a> SectionReader<'a> {
     pub fn new(layers: Vec<Layer<'a>>, errors: &'a mut ConfigErrors) -> Self {
         SectionReader {
@@ -62,13 +65,14 @@ impl<'a> SectionReader<'a> {
         }
     }
 
-    /// A number in `min..=max`; `extract` picks the numeric type, `kind` names it in errors.
-    fn number_in<T: PartialOrd + std::fmt::Display + Copy>(
+    /// A number in `min..=max`; `extract` picks the numeric type, `show`
+    /// writes a bound, `kind` names the type in errors.
+    fn number_in<T: PartialOrd + Copy>(
         &mut self,
         key: &'static str,
         default: T,
         (min, max): (T, T),
-        extract: fn(&serde_json::Number) -> Option<T>,
+        (extract, show): NumberKind<T>,
         kind: &str,
     ) -> T {
         let Some((value, path)) = self.raw(key) else {
@@ -76,8 +80,8 @@ impl<'a> SectionReader<'a> {
         };
         match value {
             Value::Number(n) => match extract(n) {
-                Some(v) if v < min => self.error(path, format!("must be >= {min}")),
-                Some(v) if v > max => self.error(path, format!("must be <= {max}")),
+                Some(v) if v < min => self.error(path, format!("must be >= {}", show(min))),
+                Some(v) if v > max => self.error(path, format!("must be <= {}", show(max))),
                 Some(v) => return v,
                 None => self.error(path, format!("must be {kind}")),
             },
@@ -91,14 +95,21 @@ impl<'a> SectionReader<'a> {
             key,
             default,
             (min, max),
-            serde_json::Number::as_f64,
+            (serde_json::Number::as_f64, decimal),
             "a number",
         )
     }
 
     pub fn u64_in(&mut self, key: &'static str, default: u64, min: u64, max: u64) -> u64 {
         let kind = "a non-negative integer";
-        self.number_in(key, default, (min, max), serde_json::Number::as_u64, kind)
+        let show = |v: u64| v.to_string();
+        self.number_in(
+            key,
+            default,
+            (min, max),
+            (serde_json::Number::as_u64, show),
+            kind,
+        )
     }
 
     /// An optional integer in `min..=max`; absent or `null` -> None (feature off).
@@ -283,12 +294,44 @@ pub fn check_header_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// A bound in an error message, as Rust prints it for the bounds the
+/// filters use (`0`, `0.01`, `1`, `100`: up to six decimals). Written here
+/// because `Display for f64` links core's float printing (Grisu and Dragon
+/// with their tables, about 20 KB) into every module with a float setting.
+fn decimal(x: f64) -> String {
+    let negative = x < 0.0;
+    let micros = (x.abs() * 1e6).round() as u64;
+    let (whole, mut frac) = (micros / 1_000_000, micros % 1_000_000);
+    let mut out = if negative {
+        format!("-{whole}")
+    } else {
+        whole.to_string()
+    };
+    if frac > 0 {
+        let mut digits = 6;
+        while frac % 10 == 0 {
+            frac /= 10;
+            digits -= 1;
+        }
+        out.push_str(&format!(".{frac:0digits$}"));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    /// Rust's own float printing is the reference.
+    #[test]
+    fn bounds_print_as_rust_prints_them() {
+        for x in [0.0, 0.01, 0.5, 1.0, 100.0, 2.25, 0.000001, 12345.125, -0.5] {
+            assert_eq!(decimal(x), format!("{x}"), "{x}");
+        }
+    }
 
     fn obj(v: Value) -> Map<String, Value> {
         match v {
