@@ -27,14 +27,21 @@ fn canonical(ip: IpAddr) -> IpAddr {
 /// `Display for Ipv6Addr` into modules that never print an address.
 pub fn key_text(ip: IpAddr) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let (family, octets): (char, Vec<u8>) = match ip {
-        IpAddr::V4(v4) => ('4', v4.octets().to_vec()),
-        IpAddr::V6(v6) => ('6', v6.octets().to_vec()),
+    let (v4, v6);
+    let (family, octets): (char, &[u8]) = match ip {
+        IpAddr::V4(a) => {
+            v4 = a.octets();
+            ('4', &v4)
+        }
+        IpAddr::V6(a) => {
+            v6 = a.octets();
+            ('6', &v6)
+        }
     };
     let mut out = String::with_capacity(2 + 2 * octets.len());
     out.push(family);
     out.push(':');
-    for b in octets {
+    for &b in octets {
         for nibble in [b >> 4, b & 0xf] {
             out.push(char::from(
                 HEX.get(usize::from(nibble)).copied().unwrap_or(b'0'),
