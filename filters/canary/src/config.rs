@@ -1,8 +1,8 @@
 //! The `canary` section of the profile.
 
+use crate::pattern::Pattern;
 use meshware_common::section::check_header_name;
 use meshware_common::SectionReader;
-use regex_lite::Regex;
 use serde_json::{Map, Value};
 
 pub const DEFAULT_ROUTING_HEADER: &str = "x-route-version";
@@ -12,8 +12,6 @@ pub const DEFAULT_GROUP_HEADER: &str = "x-user-group";
 /// Versions are metric labels (`version_<v>`) and bounded per tenant.
 pub const MAX_VERSIONS: usize = 16;
 pub const MAX_RULES: usize = 64;
-/// Compiled regex size bound: a profile cannot make a rule expensive.
-pub const REGEX_SIZE_LIMIT: usize = 64 * 1024;
 
 /// Where a value comes from: a request header or a cookie.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +25,7 @@ pub enum Test {
     Equals(String),
     In(Vec<String>),
     Prefix(String),
-    Regex(Regex),
+    Regex(Pattern),
 }
 
 #[derive(Debug, Clone)]
@@ -133,26 +131,14 @@ fn read_condition(r: &mut SectionReader<'_>, path: &str) -> Option<Condition> {
         .then(|| r.string_list("in", &[], |_| Ok(())));
     let regex = match r.opt_string("regex", |_| Ok(())) {
         None => None,
-        Some(pattern) => {
-            let built = regex_lite::RegexBuilder::new(&pattern)
-                .size_limit(REGEX_SIZE_LIMIT)
-                .build();
-            match built {
-                Ok(re) => Some(re),
-                Err(e) => {
-                    let p = r.path_of("regex");
-                    let first_line = e.to_string();
-                    let first_line = first_line
-                        .lines()
-                        .last()
-                        .unwrap_or("invalid")
-                        .trim()
-                        .to_string();
-                    r.error(p, format!("invalid regex: {first_line}"));
-                    return None;
-                }
+        Some(pattern) => match Pattern::new(&pattern) {
+            Ok(re) => Some(re),
+            Err(e) => {
+                let p = r.path_of("regex");
+                r.error(p, format!("invalid regex: {e}"));
+                return None;
             }
-        }
+        },
     };
     let tests: Vec<Test> = [
         equals.map(Test::Equals),

@@ -6,6 +6,7 @@
 //! the common host adapter, which does all proxy-wasm calls.
 
 pub mod config;
+pub mod pattern;
 pub mod route;
 
 use meshware_common::{Decision, HeaderEdits, Headers, HttpFilter, RequestCtx, SectionReader};
