@@ -32,7 +32,7 @@ WASM_PROFILE   := wasm
 WASM_OUT       := target/$(WASM_TARGET)/$(WASM_PROFILE)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup build build-test-panic run soak bench bench-hostcalls dashboard-picture fuzz test test-compat fmt-check clippy unit wasm-test e2e e2e-suite check-config istio oci istio-check clean
+.PHONY: help setup build build-test-panic build-counting run soak bench bench-hostcalls dashboard-picture fuzz test test-compat fmt-check clippy unit wasm-test e2e e2e-suite check-config istio oci istio-check clean
 
 help:
 	@echo "make setup | build | run | test | test-compat | bench | bench-hostcalls | soak | fuzz | check-config PROFILE=file.json | istio | oci | clean"
@@ -109,7 +109,7 @@ dashboard-picture: build
 ## invariants). Seeds: fuzz/corpus/<target> (committed); what the fuzzer
 ## finds goes to target/fuzz-corpus; crashes to fuzz/artifacts/<target>/.
 FUZZ_SECONDS   ?= 60
-FUZZ_TARGETS   := profile jwt trace_headers path_normalize request_values
+FUZZ_TARGETS   := profile jwt trace_headers path_normalize request_values canary_pattern
 fuzz: $(TOOLS)/.cargo-fuzz
 	@for t in $(FUZZ_TARGETS); do \
 	  echo "== $$t ($(FUZZ_SECONDS) s)"; \
@@ -129,12 +129,25 @@ $(TOOLS)/.cargo-fuzz:
 soak: build
 	cargo run --quiet --release -p meshware-e2e --bin soak
 
+## build-counting: benchmark-only modules that count their host calls by
+## function into Envoy counters (dist/bench/counting/).
+build-counting: setup
+	CARGO_TARGET_DIR=target/counting cargo build --profile $(WASM_PROFILE) --target $(WASM_TARGET) \
+	  $(addprefix -p ,$(FILTER_CRATES)) --features meshware-common/count-hostcalls
+	CARGO_TARGET_DIR=target/counting cargo build --profile $(WASM_PROFILE) --target $(WASM_TARGET) \
+	  -p suite --features meshware-common/count-hostcalls
+	@mkdir -p $(DIST)/bench/counting
+	@for c in $(FILTER_CRATES) suite; do n=$$(echo $$c | tr - _); \
+	  cp target/counting/$(WASM_TARGET)/$(WASM_PROFILE)/$$n.wasm $(DIST)/bench/counting/$$n.wasm; done
+
 ## bench: Envoy CPU per request per configuration (interleaved rounds, medians,
 ## ratios to bare Envoy); BENCH_ROUNDS / BENCH_REQUESTS tune it.
-## bench-hostcalls: what one host call of each kind costs Envoy (probe module).
-bench-hostcalls: build
+## bench-hostcalls: what one host call of each kind costs Envoy (probe module),
+## then how many of each every configuration makes per request (counting builds).
+bench-hostcalls: build build-counting
 	BENCH_PROBE=1 BENCH_ROUNDS=$${BENCH_ROUNDS:-5} \
 	  BENCH_WRITE_DOCS=1 cargo run --quiet --release -p meshware-e2e --bin bench
+	BENCH_COUNT=1 BENCH_WRITE_DOCS=1 cargo run --quiet --release -p meshware-e2e --bin bench
 
 bench: build
 	BENCH_WRITE_DOCS=1 cargo run --quiet --release -p meshware-e2e --bin bench

@@ -12,7 +12,7 @@
 //! `(...)` and `(?:...)`, `|`, `*`, `+`, `?`, `{n}`, `{n,}`, `{n,m}` (a lazy
 //! `?` suffix is accepted; it changes nothing for a yes/no match), classes
 //! `[a-z0-9_]` and `[^...]`, the ASCII classes `\d \w \s` and their negations
-//! `\D \W \S`, the escapes `\n \t \r \f \v` and any escaped ASCII punctuation.
+//! `\D \W \S`, the escapes `\n \t \r \f \v` and any escaped ASCII punctuation but `<` and `>`.
 //! Anything else (inline flags, `\b`, `\p{..}`, nested classes) is an error
 //! at configure time, never a silent difference.
 
@@ -22,6 +22,7 @@ use std::cell::RefCell;
 pub const MAX_INSTRUCTIONS: usize = 2048;
 /// Bound of `n` and `m` in `{n,m}`.
 pub const MAX_REPEAT: u32 = 256;
+const SET_OPERATIONS: &str = "class set operations are not supported";
 /// Bound of group nesting (the parser recurses per group).
 const MAX_DEPTH: usize = 32;
 
@@ -199,9 +200,22 @@ impl Parser {
             'r' => Escaped::Char('\r'),
             'f' => Escaped::Char('\u{c}'),
             'v' => Escaped::Char('\u{b}'),
-            c if c.is_ascii_punctuation() => Escaped::Char(c),
+            // `\<` and `\>` are word boundaries in Rust's regex.
+            c if c.is_ascii_punctuation() && c != '<' && c != '>' => Escaped::Char(c),
             c => return self.fail(&format!("unsupported escape \\{c}")),
         })
+    }
+
+    /// The next character inside a class. `&&`, `--` and `~~` are set
+    /// operations in Rust's regex: refused wherever they appear.
+    fn class_next(&mut self) -> Result<Option<char>, String> {
+        let c = self.next();
+        if let Some(op @ ('&' | '-' | '~')) = c {
+            if self.peek() == Some(op) {
+                return self.fail(SET_OPERATIONS);
+            }
+        }
+        Ok(c)
     }
 
     /// After `[`.
@@ -210,7 +224,7 @@ impl Parser {
         let mut ranges: Vec<(u32, u32)> = Vec::new();
         let mut first = true;
         loop {
-            let Some(c) = self.next() else {
+            let Some(c) = self.class_next()? else {
                 return self.fail("unclosed character class");
             };
             if c == ']' && !first {
@@ -220,13 +234,14 @@ impl Parser {
             if c == '[' {
                 return self.fail("nested classes and [:name:] are not supported");
             }
-            if matches!(c, '&' | '-' | '~') && self.peek() == Some(c) {
-                return self.fail("class set operations are not supported");
-            }
             let lo = match c {
                 '\\' => match self.escape()? {
                     Escaped::Char(c) => c,
                     Escaped::Class(set, negated) => {
+                        if self.peek() == Some('-') && !matches!(self.peek_at(1), Some(']') | None)
+                        {
+                            return self.fail("a class range cannot start with a class");
+                        }
                         if negated {
                             ranges.extend(complement(set));
                         } else {
@@ -243,8 +258,11 @@ impl Parser {
                 ranges.push((u32::from(lo), u32::from(lo)));
                 continue;
             }
+            if self.peek_at(1) == Some('-') {
+                return self.fail(SET_OPERATIONS);
+            }
             self.pos += 1;
-            let hi = match self.next() {
+            let hi = match self.class_next()? {
                 Some('\\') => match self.escape()? {
                     Escaped::Char(c) => c,
                     Escaped::Class(..) => return self.fail("a class range cannot end in a class"),
