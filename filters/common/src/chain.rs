@@ -10,9 +10,9 @@ use crate::errors::ConfigErrors;
 use crate::host::{
     follow_log_level, plugin_configuration, shared_headers, EnvoyEnv, RootStage, Stage,
 };
+use crate::hostcall as hostcalls;
 use crate::sequence::{Flow, Sequence, Step};
 use crate::store::HostEnv;
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 use std::cell::RefCell;
@@ -229,10 +229,13 @@ impl HttpContext for SuiteStream {
 
     fn on_log(&mut self) {
         if let Ok(mut c) = self.chain.try_borrow_mut() {
+            shared_headers::phase(true);
             for stage in c.steps.iter_mut() {
                 stage.log();
             }
+            shared_headers::phase(false);
         }
+        hostcalls::flush();
     }
 }
 

@@ -131,6 +131,13 @@ pub trait HttpFilter: 'static {
     /// Whether `on_response_body` sees the response body chunks.
     const READS_RESPONSE_BODY: bool = false;
 
+    /// Whether this stream needs the response headers and body that
+    /// `READS_RESPONSE_HEADERS` / `READS_RESPONSE_BODY` declare: each read
+    /// costs a host call. `on_response` then sees no headers.
+    fn wants_response(_stream: &Self::Stream) -> bool {
+        true
+    }
+
     /// One response body chunk as it passes (never buffered); called once
     /// with an empty chunk and `end_of_stream` for a response without body.
     fn on_response_body(

@@ -10,12 +10,12 @@ use crate::decision::{
 };
 use crate::filter::{compile, log_line, HttpFilter, RequestCtx, Tenant};
 use crate::headers::Headers;
+use crate::hostcall as hostcalls;
 use crate::metrics::{decision_metric, MetricKind, MetricUpdates};
 use crate::net::{parse_source_address, SourceAddress};
 use crate::profile::Profile;
 use crate::rng::Rng;
 use crate::store::{HostEnv, SetError, SharedStore};
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
 use std::cell::RefCell;
@@ -72,7 +72,7 @@ struct Compiled<F: HttpFilter> {
 #[cfg(feature = "test-panic")]
 #[allow(clippy::panic)]
 pub mod test_panic {
-    use proxy_wasm::hostcalls;
+    use crate::hostcall as hostcalls;
     pub const HEADER: &str = "x-meshware-test-panic";
     const FLAG: &str = "meshware.test.panic";
 
@@ -271,9 +271,74 @@ pub mod shared_headers {
         static SHARED_HEADERS: RefCell<Option<(u32, Rc<Headers>)>> = const { RefCell::new(None) };
     }
 
+    /// What the concerns of one suite phase (a request, response-headers or
+    /// log callback) read from the host once, for all of them: the clock
+    /// (one reading per phase) and properties (source address, response
+    /// code), read by the first concern asking.
+    #[derive(Default)]
+    struct PhaseReads {
+        now_ms: Option<u64>,
+        properties: Vec<(String, Option<Vec<u8>>)>,
+    }
+
+    /// Properties a phase keeps (the concerns read a handful).
+    const MAX_PHASE_PROPERTIES: usize = 8;
+
+    thread_local! {
+        static PHASE_READS: RefCell<Option<PhaseReads>> = const { RefCell::new(None) };
+    }
+
+    /// Opens (`true`) or closes a phase whose concerns share host reads.
+    pub fn phase(open: bool) {
+        PHASE_READS.with(|p| {
+            if let Ok(mut p) = p.try_borrow_mut() {
+                *p = open.then(PhaseReads::default);
+            }
+        });
+    }
+
+    pub(super) fn now_ms(read: impl FnOnce() -> u64) -> u64 {
+        PHASE_READS.with(|p| match p.try_borrow_mut().as_deref_mut() {
+            Ok(Some(reads)) => *reads.now_ms.get_or_insert_with(read),
+            _ => read(),
+        })
+    }
+
+    pub(super) fn property(
+        path: &[&str],
+        read: impl FnOnce() -> Option<Vec<u8>>,
+    ) -> Option<Vec<u8>> {
+        PHASE_READS.with(|p| {
+            let mut p = p.try_borrow_mut();
+            let Ok(Some(reads)) = p.as_deref_mut() else {
+                return read();
+            };
+            let key = path.join("\u{0}");
+            if let Some((_, value)) = reads.properties.iter().find(|(k, _)| *k == key) {
+                return value.clone();
+            }
+            let value = read();
+            if reads.properties.len() < MAX_PHASE_PROPERTIES {
+                reads.properties.push((key, value.clone()));
+            }
+            value
+        })
+    }
+
+    /// Forgets the phase's properties: the route (and `xds.cluster_name`)
+    /// may change after a concern clears the route cache.
+    pub(super) fn forget_properties() {
+        PHASE_READS.with(|p| {
+            if let Ok(Some(reads)) = p.try_borrow_mut().as_deref_mut() {
+                reads.properties.clear();
+            }
+        });
+    }
+
     /// Reads the effective context's request headers once for the concerns
     /// about to run (`None`: stop sharing).
     pub fn share(context_id: Option<u32>) {
+        phase(context_id.is_some());
         let read = context_id.and_then(|id| {
             let pairs = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).ok()?;
             Some((id, Rc::new(Headers::from_bytes(pairs))))
@@ -304,6 +369,7 @@ pub mod shared_headers {
     /// Opens (`Some`) or closes (`None`) a response-headers phase whose
     /// concerns share one read.
     pub fn share_response(context_id: Option<u32>) {
+        phase(context_id.is_some());
         SHARED_RESPONSE.with(|s| {
             if let Ok(mut s) = s.try_borrow_mut() {
                 *s = context_id.map(|id| (id, None));
@@ -381,6 +447,19 @@ mod shared_headers {
     }
 
     pub(super) fn edit_response(_op: &HeaderOp<'_>) {}
+
+    pub(super) fn now_ms(read: impl FnOnce() -> u64) -> u64 {
+        read()
+    }
+
+    pub(super) fn forget_properties() {}
+
+    pub(super) fn property(
+        _path: &[&str],
+        read: impl FnOnce() -> Option<Vec<u8>>,
+    ) -> Option<Vec<u8>> {
+        read()
+    }
 }
 
 /// Lets a held request go on: in the suite module through the concerns
@@ -877,10 +956,11 @@ fn apply(map: MapType, edits: &HeaderEdits<'_>) {
             log::warn!("header edit failed: {name}");
         }
     }
-    if edits.clear_route_cache
-        && hostcalls::call_foreign_function("clear_route_cache", None).is_err()
-    {
-        log::warn!("clear_route_cache is not available on this host");
+    if edits.clear_route_cache {
+        shared_headers::forget_properties();
+        if hostcalls::call_foreign_function("clear_route_cache", None).is_err() {
+            log::warn!("clear_route_cache is not available on this host");
+        }
     }
 }
 
@@ -907,16 +987,21 @@ impl SharedStore for EnvoyEnv {
 }
 
 impl HostEnv for EnvoyEnv {
+    // In the suite, once per phase for all concerns (`shared_headers`).
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
-        hostcalls::get_property(path.to_vec()).ok().flatten()
+        shared_headers::property(path, || {
+            hostcalls::get_property(path.to_vec()).ok().flatten()
+        })
     }
 
     fn now_ms(&self) -> u64 {
-        hostcalls::get_current_time()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0)
+        shared_headers::now_ms(|| {
+            hostcalls::get_current_time()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0)
+        })
     }
 }
 
@@ -940,7 +1025,7 @@ fn declared_headers(
 /// Envoy's downstream address as the listener saw it (after
 /// `use_remote_address`/original-src handling, never a client header).
 fn source_address() -> Option<std::net::IpAddr> {
-    let bytes = hostcalls::get_property(vec!["source", "address"]).ok()??;
+    let bytes = EnvoyEnv.property(&["source", "address"])?;
     parse_source_address(std::str::from_utf8(&bytes).ok()?)
 }
 
@@ -1383,8 +1468,9 @@ impl<F: HttpFilter> Stage for Stream<F> {
         let Some(settings) = compiled.profile.settings(slot) else {
             return Action::Continue;
         };
+        let reads_headers = F::READS_RESPONSE_HEADERS && F::wants_response(&self.state);
         // In the suite module, the first concern's read serves the others.
-        let shared = if F::READS_RESPONSE_HEADERS {
+        let shared = if reads_headers {
             shared_headers::response(self.context_id)
         } else {
             None
@@ -1392,15 +1478,13 @@ impl<F: HttpFilter> Stage for Stream<F> {
         let owned;
         let headers: &Headers = match shared.as_deref() {
             Some(h) => h,
-            None if F::READS_RESPONSE_HEADERS => {
-                match hostcalls::get_map_bytes(MapType::HttpResponseHeaders) {
-                    Ok(pairs) => {
-                        owned = Headers::from_bytes(pairs);
-                        &owned
-                    }
-                    Err(_) => return Action::Continue,
+            None if reads_headers => match hostcalls::get_map_bytes(MapType::HttpResponseHeaders) {
+                Ok(pairs) => {
+                    owned = Headers::from_bytes(pairs);
+                    &owned
                 }
-            }
+                Err(_) => return Action::Continue,
+            },
             None => {
                 owned = Headers::default();
                 &owned
@@ -1418,7 +1502,7 @@ impl<F: HttpFilter> Stage for Stream<F> {
     }
 
     fn response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if !F::READS_RESPONSE_BODY {
+        if !F::READS_RESPONSE_BODY || !F::wants_response(&self.state) {
             return Action::Continue;
         }
         let (Some(compiled), Some(slot)) = (self.compiled.clone(), self.active_slot) else {
@@ -1468,7 +1552,8 @@ impl<F: HttpFilter> HttpContext for Stream<F> {
         self.response_body(body_size, end_of_stream)
     }
     fn on_log(&mut self) {
-        self.log()
+        self.log();
+        hostcalls::flush();
     }
 }
 

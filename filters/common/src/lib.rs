@@ -21,6 +21,8 @@ pub mod tenancy;
 pub mod chain;
 #[cfg(target_os = "wasi")]
 pub mod host;
+#[cfg(target_os = "wasi")]
+pub mod hostcall;
 
 pub use decision::{
     Callout, CalloutResponse, Decision, HeaderEdits, HeaderOp, LocalReply, Outcomes, Park,

@@ -62,6 +62,11 @@ impl HttpFilter for Idempotency {
         HeaderEdits::default()
     }
 
+    /// Only a claimed request's response is stored.
+    fn wants_response(stream: &Self::Stream) -> bool {
+        stream.stores_response()
+    }
+
     fn on_response_body(
         settings: &Self::Settings,
         stream: &mut Self::Stream,

@@ -56,6 +56,13 @@ pub struct Flight {
     too_big: bool,
 }
 
+impl Flight {
+    /// Whether this request's response is to be stored (its mark is ours).
+    pub fn stores_response(&self) -> bool {
+        self.claimed.is_some()
+    }
+}
+
 #[derive(Debug)]
 struct Pending {
     scope: String,

@@ -30,6 +30,7 @@
 use meshware_cli::bootstrap::{render, BootstrapParams};
 use meshware_e2e::envoy::{free_port, Envoy};
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -300,6 +301,114 @@ fn measure(config: &Config, profile: &str, jwks: &Value, load: &Load) -> Result<
     })
 }
 
+/// The counting builds' `meshware_hostcalls.<function>` counters.
+fn hostcall_counters(envoy: &Envoy) -> Result<BTreeMap<String, u64>, String> {
+    let text = meshware_e2e::http::get(envoy.admin_port, "/stats?filter=meshware_hostcalls", &[])
+        .map_err(|e| e.to_string())?
+        .text();
+    Ok(text
+        .lines()
+        .filter_map(|line| {
+            let (name, value) = line.split_once(": ")?;
+            let (_, function) = name.split_once("meshware_hostcalls.")?;
+            Some((function.to_string(), value.trim().parse().ok()?))
+        })
+        .collect())
+}
+
+/// Host calls per request by function, over `load.count` requests.
+fn count_calls(
+    config: &Config,
+    profile: &str,
+    jwks: &Value,
+    load: &Load,
+) -> Result<BTreeMap<String, f64>, String> {
+    let (port, admin) = (free_port(), free_port());
+    let envoy = Envoy::start_with(
+        &bootstrap(config, profile, jwks, port, admin),
+        admin,
+        1,
+        "warning",
+    )?;
+    let mut conn = Conn::open(port)?;
+    for _ in 0..load.warmup {
+        conn.exchange(&load.request)?;
+    }
+    let before = hostcall_counters(&envoy)?;
+    for _ in 0..load.count {
+        conn.exchange(&load.request)?;
+    }
+    let after = hostcall_counters(&envoy)?;
+    if after.is_empty() {
+        return Err("no meshware_hostcalls counters: not a counting build?".into());
+    }
+    Ok(after
+        .iter()
+        .map(|(name, n)| {
+            let delta = n - before.get(name).copied().unwrap_or(0);
+            (name.clone(), delta as f64 / load.count as f64)
+        })
+        .filter(|(_, per_request)| *per_request > 0.0)
+        .collect())
+}
+
+/// `BENCH_COUNT=1`: every wasm configuration with its counting build.
+fn count_table(
+    configs: &[Config],
+    profile_of: &dyn Fn(&Config) -> String,
+    jwks: &Value,
+    load: &Load,
+) -> Result<String, String> {
+    let dir = meshware_e2e::dist().join("bench/counting");
+    let mut rows = Vec::new();
+    for config in configs
+        .iter()
+        .filter(|c| !c.filters.is_empty() && c.filters != ["noop"])
+    {
+        let counting = Config {
+            dir: Some(dir.clone()),
+            ..config.clone()
+        };
+        let counts = count_calls(&counting, &profile_of(config), jwks, load)
+            .map_err(|e| format!("{}: {e}", config.name))?;
+        eprintln!(
+            "{:<40} {:>6.1} host calls/request",
+            config.name,
+            counts.values().sum::<f64>()
+        );
+        rows.push((config.name.clone(), counts));
+    }
+    // Columns: the functions called, most called first.
+    let mut totals: BTreeMap<&str, f64> = BTreeMap::new();
+    for (_, counts) in &rows {
+        for (name, n) in counts {
+            *totals.entry(name).or_default() += n;
+        }
+    }
+    let mut columns: Vec<(&str, f64)> = totals.into_iter().collect();
+    columns.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let mut table = String::from("| configuration | all |");
+    let mut rule = String::from("|---|---|");
+    for (name, _) in &columns {
+        table.push_str(&format!(" `{name}` |"));
+        rule.push_str("---|");
+    }
+    table.push('\n');
+    table.push_str(&rule);
+    table.push('\n');
+    for (name, counts) in &rows {
+        table.push_str(&format!("| {name} | {:.1} |", counts.values().sum::<f64>()));
+        for (column, _) in &columns {
+            match counts.get(*column) {
+                Some(n) => table.push_str(&format!(" {n:.1} |")),
+                None => table.push_str(" - |"),
+            }
+        }
+        table.push('\n');
+    }
+    Ok(table)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
@@ -506,20 +615,39 @@ fn run() -> Result<(), String> {
             .collect();
         configs.extend(extra);
     }
+    let profile_of = |config: &Config| -> String {
+        if config.no_token_cache {
+            no_cache_profile.clone()
+        } else if config.log_every_request {
+            log_all_profile.clone()
+        } else {
+            profile.clone()
+        }
+    };
+    if std::env::var("BENCH_COUNT").is_ok() {
+        let load = Load {
+            count: env_or("BENCH_COUNT_REQUESTS", 1000),
+            warmup: 100,
+            ..load
+        };
+        let table = count_table(&configs, &profile_of, &jwks, &load)?;
+        println!("{table}");
+        if std::env::var("BENCH_WRITE_DOCS").is_ok() {
+            let header = format!(
+                "\n{} requests per configuration after {} of warm-up, counting builds (dist/bench/counting); host calls per request.\n\n",
+                load.count, load.warmup
+            );
+            write_docs("counts", &format!("{header}{table}"))?;
+        }
+        return Ok(());
+    }
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); configs.len()];
     let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
     for round in 0..rounds {
         let mut bare = f64::NAN;
         for (i, config) in configs.iter().enumerate() {
-            let p = if config.no_token_cache {
-                &no_cache_profile
-            } else if config.log_every_request {
-                &log_all_profile
-            } else {
-                &profile
-            };
-            let s =
-                measure(config, p, &jwks, &load).map_err(|e| format!("{}: {e}", config.name))?;
+            let s = measure(config, &profile_of(config), &jwks, &load)
+                .map_err(|e| format!("{}: {e}", config.name))?;
             eprintln!(
                 "round {} {:<32} {:>7.1} us/req {:>7.0} req/s p50 {:>6.0} us p99 {:>6.0} us",
                 round + 1,

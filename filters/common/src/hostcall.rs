@@ -1,0 +1,115 @@
+//! Every host call of the adapter goes through here. Normally these are the
+//! proxy-wasm SDK's own functions, unchanged. The benchmark's counting build
+//! (feature `count-hostcalls`, `make bench-hostcalls`) counts each call by
+//! function, and `flush` adds the counts to Envoy counters
+//! `meshware_hostcalls.<function>`: host calls per request per configuration,
+//! the profile the per-call costs of the probe module are multiplied by.
+
+#[cfg(not(feature = "count-hostcalls"))]
+pub use proxy_wasm::hostcalls::*;
+
+/// Publishes the calls counted since the last flush (counting build only).
+#[cfg(not(feature = "count-hostcalls"))]
+pub fn flush() {}
+
+#[cfg(feature = "count-hostcalls")]
+pub use counting::*;
+
+#[cfg(feature = "count-hostcalls")]
+mod counting {
+    use proxy_wasm::hostcalls as host;
+    use proxy_wasm::types::{BufferType, Bytes, LogLevel, MapType, MetricType, Status};
+    use std::cell::RefCell;
+    use std::time::{Duration, SystemTime};
+
+    macro_rules! counted {
+        ($($name:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)*) => {
+            /// The counted functions, in counter order.
+            pub const NAMES: &[&str] = &[$(stringify!($name)),*];
+
+            #[allow(non_camel_case_types)]
+            enum Kind { $($name),* }
+
+            $(pub fn $name($($arg: $ty),*) -> $ret {
+                bump(Kind::$name as usize);
+                host::$name($($arg),*)
+            })*
+        };
+    }
+
+    counted! {
+        log(level: LogLevel, message: &str) -> Result<(), Status>;
+        get_log_level() -> Result<LogLevel, Status>;
+        get_current_time() -> Result<SystemTime, Status>;
+        set_tick_period(period: Duration) -> Result<(), Status>;
+        get_buffer(buffer_type: BufferType, start: usize, max_size: usize) -> Result<Option<Bytes>, Status>;
+        get_map_bytes(map_type: MapType) -> Result<Vec<(String, Bytes)>, Status>;
+        get_map_value_bytes(map_type: MapType, key: &str) -> Result<Option<Bytes>, Status>;
+        remove_map_value(map_type: MapType, key: &str) -> Result<(), Status>;
+        set_map_value(map_type: MapType, key: &str, value: Option<&str>) -> Result<(), Status>;
+        add_map_value(map_type: MapType, key: &str, value: &str) -> Result<(), Status>;
+        get_property(path: Vec<&str>) -> Result<Option<Bytes>, Status>;
+        set_property(path: Vec<&str>, value: Option<&[u8]>) -> Result<(), Status>;
+        get_shared_data(key: &str) -> Result<(Option<Bytes>, Option<u32>), Status>;
+        set_shared_data(key: &str, value: Option<&[u8]>, cas: Option<u32>) -> Result<(), Status>;
+        resume_http_request() -> Result<(), Status>;
+        send_http_response(status_code: u32, headers: Vec<(&str, &str)>, body: Option<&[u8]>) -> Result<(), Status>;
+        dispatch_http_call(upstream: &str, headers: Vec<(&str, &str)>, body: Option<&[u8]>, trailers: Vec<(&str, &str)>, timeout: Duration) -> Result<u32, Status>;
+        set_effective_context(context_id: u32) -> Result<(), Status>;
+        call_foreign_function(function_name: &str, arguments: Option<&[u8]>) -> Result<Option<Bytes>, Status>;
+        define_metric(metric_type: MetricType, name: &str) -> Result<u32, Status>;
+        record_metric(metric_id: u32, value: u64) -> Result<(), Status>;
+        increment_metric(metric_id: u32, offset: i64) -> Result<(), Status>;
+    }
+
+    struct Counts {
+        calls: Vec<u64>,
+        /// Counter ids by function, defined on the first flush.
+        ids: Option<Vec<Option<u32>>>,
+    }
+
+    thread_local! {
+        static COUNTS: RefCell<Counts> = RefCell::new(Counts {
+            calls: vec![0; NAMES.len()],
+            ids: None,
+        });
+    }
+
+    fn bump(kind: usize) {
+        COUNTS.with(|c| {
+            if let Ok(mut c) = c.try_borrow_mut() {
+                if let Some(n) = c.calls.get_mut(kind) {
+                    *n += 1;
+                }
+            }
+        });
+    }
+
+    /// Adds the calls counted since the last flush to Envoy counters. Its own
+    /// host calls are not counted.
+    pub fn flush() {
+        COUNTS.with(|c| {
+            let Ok(mut c) = c.try_borrow_mut() else {
+                return;
+            };
+            let ids = c
+                .ids
+                .get_or_insert_with(|| {
+                    NAMES
+                        .iter()
+                        .map(|name| {
+                            let metric = format!("meshware_hostcalls.{name}");
+                            host::define_metric(MetricType::Counter, &metric).ok()
+                        })
+                        .collect()
+                })
+                .clone();
+            for (n, id) in c.calls.iter_mut().zip(ids) {
+                if let (Some(id), true) = (id, *n > 0) {
+                    let _ = host::increment_metric(id, i64::try_from(*n).unwrap_or(i64::MAX));
+                    *n = 0;
+                }
+            }
+        });
+    }
+}
