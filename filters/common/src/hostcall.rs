@@ -62,9 +62,13 @@ mod counting {
         increment_metric(metric_id: u32, offset: i64) -> Result<(), Status>;
     }
 
+    /// Counters for the allocation figures of `alloc_count`.
+    const ALLOCATION_COUNTERS: [&str; 2] = ["calls", "bytes"];
+
     struct Counts {
         calls: Vec<u64>,
-        /// Counter ids by function, defined on the first flush.
+        /// Counter ids by function, then the allocation counters; defined
+        /// on the first flush.
         ids: Option<Vec<Option<u32>>>,
     }
 
@@ -85,31 +89,43 @@ mod counting {
         });
     }
 
-    /// Adds the calls counted since the last flush to Envoy counters. Its own
-    /// host calls are not counted.
+    fn define(name: String) -> Option<u32> {
+        host::define_metric(MetricType::Counter, &name).ok()
+    }
+
+    fn add(id: Option<u32>, n: u64) {
+        if let (Some(id), true) = (id, n > 0) {
+            let _ = host::increment_metric(id, i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Adds the calls and allocations counted since the last flush to Envoy
+    /// counters. Its own host calls are not counted, and after the first
+    /// flush it allocates nothing.
     pub fn flush() {
         COUNTS.with(|c| {
             let Ok(mut c) = c.try_borrow_mut() else {
                 return;
             };
-            let ids = c
-                .ids
-                .get_or_insert_with(|| {
-                    NAMES
-                        .iter()
-                        .map(|name| {
-                            let metric = format!("meshware_hostcalls.{name}");
-                            host::define_metric(MetricType::Counter, &metric).ok()
-                        })
-                        .collect()
-                })
-                .clone();
-            for (n, id) in c.calls.iter_mut().zip(ids) {
-                if let (Some(id), true) = (id, *n > 0) {
-                    let _ = host::increment_metric(id, i64::try_from(*n).unwrap_or(i64::MAX));
-                    *n = 0;
-                }
+            let Counts { calls, ids } = &mut *c;
+            let ids = ids.get_or_insert_with(|| {
+                NAMES
+                    .iter()
+                    .map(|name| define(format!("meshware_hostcalls.{name}")))
+                    .chain(
+                        ALLOCATION_COUNTERS
+                            .iter()
+                            .map(|name| define(format!("meshware_allocations.{name}"))),
+                    )
+                    .collect()
+            });
+            for (n, id) in calls.iter_mut().zip(ids.iter()) {
+                add(*id, std::mem::take(n));
             }
+            let (allocations, bytes) = crate::alloc_count::take();
+            let mut rest = ids.iter().skip(NAMES.len());
+            add(rest.next().copied().flatten(), allocations);
+            add(rest.next().copied().flatten(), bytes);
         });
     }
 }

@@ -17,6 +17,8 @@ pub mod sequence;
 pub mod store;
 pub mod tenancy;
 
+#[cfg(all(target_os = "wasi", feature = "count-hostcalls"))]
+pub mod alloc_count;
 #[cfg(all(target_os = "wasi", feature = "suite"))]
 pub mod chain;
 #[cfg(target_os = "wasi")]

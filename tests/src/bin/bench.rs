@@ -301,17 +301,32 @@ fn measure(config: &Config, profile: &str, jwks: &Value, load: &Load) -> Result<
     })
 }
 
-/// The counting builds' `meshware_hostcalls.<function>` counters.
+const ALLOCATIONS: &str = "allocations";
+const ALLOCATED_BYTES: &str = "bytes allocated";
+
+/// The counting builds' `meshware_hostcalls.<function>` and
+/// `meshware_allocations.*` counters.
 fn hostcall_counters(envoy: &Envoy) -> Result<BTreeMap<String, u64>, String> {
-    let text = meshware_e2e::http::get(envoy.admin_port, "/stats?filter=meshware_hostcalls", &[])
-        .map_err(|e| e.to_string())?
-        .text();
+    let text = meshware_e2e::http::get(
+        envoy.admin_port,
+        "/stats?filter=meshware_(hostcalls|allocations)",
+        &[],
+    )
+    .map_err(|e| e.to_string())?
+    .text();
     Ok(text
         .lines()
         .filter_map(|line| {
             let (name, value) = line.split_once(": ")?;
-            let (_, function) = name.split_once("meshware_hostcalls.")?;
-            Some((function.to_string(), value.trim().parse().ok()?))
+            let key = match name.split_once("meshware_hostcalls.") {
+                Some((_, function)) => format!("`{function}`"),
+                None => match name.split_once("meshware_allocations.")? {
+                    (_, "calls") => ALLOCATIONS.to_string(),
+                    (_, "bytes") => ALLOCATED_BYTES.to_string(),
+                    _ => return None,
+                },
+            };
+            Some((key, value.trim().parse().ok()?))
         })
         .collect())
 }
@@ -352,6 +367,14 @@ fn count_calls(
         .collect())
 }
 
+fn host_calls(counts: &BTreeMap<String, f64>) -> f64 {
+    counts
+        .iter()
+        .filter(|(k, _)| k.starts_with('`'))
+        .map(|(_, n)| n)
+        .sum()
+}
+
 /// `BENCH_COUNT=1`: every wasm configuration with its counting build.
 fn count_table(
     configs: &[Config],
@@ -374,30 +397,36 @@ fn count_table(
         eprintln!(
             "{:<40} {:>6.1} host calls/request",
             config.name,
-            counts.values().sum::<f64>()
+            host_calls(&counts)
         );
         rows.push((config.name.clone(), counts));
     }
     // Columns: the functions called, most called first.
     let mut totals: BTreeMap<&str, f64> = BTreeMap::new();
     for (_, counts) in &rows {
-        for (name, n) in counts {
+        for (name, n) in counts.iter().filter(|(k, _)| k.starts_with('`')) {
             *totals.entry(name).or_default() += n;
         }
     }
     let mut columns: Vec<(&str, f64)> = totals.into_iter().collect();
     columns.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let mut table = String::from("| configuration | all |");
-    let mut rule = String::from("|---|---|");
+    let mut table = format!("| configuration | {ALLOCATIONS} | {ALLOCATED_BYTES} | host calls |");
+    let mut rule = String::from("|---|---|---|---|");
     for (name, _) in &columns {
-        table.push_str(&format!(" `{name}` |"));
+        table.push_str(&format!(" {name} |"));
         rule.push_str("---|");
     }
     table.push('\n');
     table.push_str(&rule);
     table.push('\n');
     for (name, counts) in &rows {
-        table.push_str(&format!("| {name} | {:.1} |", counts.values().sum::<f64>()));
+        let of = |key: &str| counts.get(key).copied().unwrap_or(0.0);
+        table.push_str(&format!(
+            "| {name} | {:.1} | {:.0} | {:.1} |",
+            of(ALLOCATIONS),
+            of(ALLOCATED_BYTES),
+            host_calls(counts)
+        ));
         for (column, _) in &columns {
             match counts.get(*column) {
                 Some(n) => table.push_str(&format!(" {n:.1} |")),
