@@ -252,7 +252,14 @@ struct Load {
     rate: f64,
 }
 
-fn measure(config: &Config, profile: &str, jwks: &Value, load: &Load) -> Result<Sample, String> {
+/// A fresh Envoy for `config` and one connection to it, after the warm-up
+/// requests (VM start, JIT, caches).
+fn start_warm(
+    config: &Config,
+    profile: &str,
+    jwks: &Value,
+    load: &Load,
+) -> Result<(Envoy, Conn), String> {
     let (port, admin) = (free_port(), free_port());
     let envoy = Envoy::start_with(
         &bootstrap(config, profile, jwks, port, admin),
@@ -262,8 +269,13 @@ fn measure(config: &Config, profile: &str, jwks: &Value, load: &Load) -> Result<
     )?;
     let mut conn = Conn::open(port)?;
     for _ in 0..load.warmup {
-        conn.exchange(&load.request)?; // warm-up: VM start, JIT, caches
+        conn.exchange(&load.request)?;
     }
+    Ok((envoy, conn))
+}
+
+fn measure(config: &Config, profile: &str, jwks: &Value, load: &Load) -> Result<Sample, String> {
+    let (envoy, mut conn) = start_warm(config, profile, jwks, load)?;
     let before = envoy.cpu_us().ok_or("no /proc stat")?;
     let started = Instant::now();
     for _ in 0..load.count {
@@ -338,17 +350,7 @@ fn count_calls(
     jwks: &Value,
     load: &Load,
 ) -> Result<BTreeMap<String, f64>, String> {
-    let (port, admin) = (free_port(), free_port());
-    let envoy = Envoy::start_with(
-        &bootstrap(config, profile, jwks, port, admin),
-        admin,
-        1,
-        "warning",
-    )?;
-    let mut conn = Conn::open(port)?;
-    for _ in 0..load.warmup {
-        conn.exchange(&load.request)?;
-    }
+    let (envoy, mut conn) = start_warm(config, profile, jwks, load)?;
     let before = hostcall_counters(&envoy)?;
     for _ in 0..load.count {
         conn.exchange(&load.request)?;
