@@ -182,11 +182,13 @@ impl Context for SuiteStream {
 
 impl HttpContext for SuiteStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let flow = match self.chain.try_borrow_mut() {
-            Ok(mut c) => c.request_headers(end_of_stream),
-            Err(_) => return Action::Continue,
-        };
-        self.request_action(flow)
+        hostcalls::timed("suite", "request_headers", || {
+            let flow = match self.chain.try_borrow_mut() {
+                Ok(mut c) => c.request_headers(end_of_stream),
+                Err(_) => return Action::Continue,
+            };
+            self.request_action(flow)
+        })
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
@@ -208,13 +210,15 @@ impl HttpContext for SuiteStream {
     // The response runs through the concerns in reverse, as Envoy runs
     // encoder filters; a concern that did not act on the request skips it.
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        if let Ok(mut c) = self.chain.try_borrow_mut() {
-            shared_headers::share_response(Some(self.context_id));
-            for stage in c.steps.iter_mut().rev() {
-                stage.response_headers(end_of_stream);
+        hostcalls::timed("suite", "response_headers", || {
+            if let Ok(mut c) = self.chain.try_borrow_mut() {
+                shared_headers::share_response(Some(self.context_id));
+                for stage in c.steps.iter_mut().rev() {
+                    stage.response_headers(end_of_stream);
+                }
+                shared_headers::share_response(None);
             }
-            shared_headers::share_response(None);
-        }
+        });
         Action::Continue
     }
 
@@ -228,14 +232,84 @@ impl HttpContext for SuiteStream {
     }
 
     fn on_log(&mut self) {
-        if let Ok(mut c) = self.chain.try_borrow_mut() {
-            shared_headers::phase(true);
-            for stage in c.steps.iter_mut() {
-                stage.log();
+        hostcalls::timed("suite", "log", || {
+            if let Ok(mut c) = self.chain.try_borrow_mut() {
+                shared_headers::phase(true);
+                for stage in c.steps.iter_mut() {
+                    stage.log();
+                }
+                shared_headers::phase(false);
             }
-            shared_headers::phase(false);
-        }
+        });
         hostcalls::flush();
+    }
+}
+
+/// A concern's stream; in the counting build, wrapped to time each phase.
+fn stage(root: &dyn RootStage, context_id: u32) -> Box<dyn Stage> {
+    let inner = root.stage(context_id);
+    #[cfg(feature = "count-hostcalls")]
+    let inner: Box<dyn Stage> = Box::new(timing::Timed {
+        concern: root.name(),
+        inner,
+    });
+    inner
+}
+
+#[cfg(feature = "count-hostcalls")]
+mod timing {
+    use crate::host::Stage;
+    use crate::hostcall::timed;
+    use proxy_wasm::types::Action;
+
+    /// A concern's stream whose phases add their wall time to
+    /// `meshware_stage_ns.<concern>.<phase>` (host calls included).
+    pub struct Timed {
+        pub concern: &'static str,
+        pub inner: Box<dyn Stage>,
+    }
+
+    impl Stage for Timed {
+        fn request_headers(&mut self, end_of_stream: bool) -> Action {
+            timed(self.concern, "request_headers", || {
+                self.inner.request_headers(end_of_stream)
+            })
+        }
+        fn request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+            timed(self.concern, "request_body", || {
+                self.inner.request_body(body_size, end_of_stream)
+            })
+        }
+        fn request_trailers(&mut self) -> Action {
+            self.inner.request_trailers()
+        }
+        fn response_headers(&mut self, end_of_stream: bool) -> Action {
+            timed(self.concern, "response_headers", || {
+                self.inner.response_headers(end_of_stream)
+            })
+        }
+        fn response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+            timed(self.concern, "response_body", || {
+                self.inner.response_body(body_size, end_of_stream)
+            })
+        }
+        fn log(&mut self) {
+            timed(self.concern, "log", || self.inner.log());
+        }
+        fn call_response(
+            &mut self,
+            token: u32,
+            num_headers: usize,
+            body_size: usize,
+        ) -> Option<bool> {
+            self.inner.call_response(token, num_headers, body_size)
+        }
+        fn waiting_for_body(&self) -> bool {
+            self.inner.waiting_for_body()
+        }
+        fn release(&mut self) {
+            self.inner.release();
+        }
     }
 }
 
@@ -352,15 +426,21 @@ impl RootContext for SuiteRoot {
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let stages = self.stages.iter().map(|s| s.stage(context_id)).collect();
-        Some(Box::new(SuiteStream {
-            context_id,
-            chain: Rc::new(RefCell::new(Sequence::new(
-                stages,
+        hostcalls::timed("suite", "create", || {
+            let stages = self
+                .stages
+                .iter()
+                .map(|s| stage(s.as_ref(), context_id))
+                .collect();
+            Some(Box::new(SuiteStream {
                 context_id,
-                shared_headers::share,
-            ))),
-        }))
+                chain: Rc::new(RefCell::new(Sequence::new(
+                    stages,
+                    context_id,
+                    shared_headers::share,
+                ))),
+            }) as _)
+        })
     }
 
     fn get_type(&self) -> Option<ContextType> {

@@ -694,7 +694,9 @@ impl<F: HttpFilter> RootContext for Root<F> {
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(self.stream(context_id)))
+        hostcalls::timed(F::NAME, "create", || {
+            Some(Box::new(self.stream(context_id)) as _)
+        })
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -1535,24 +1537,33 @@ impl<F: HttpFilter> Stage for Stream<F> {
     }
 }
 
+// `timed`: the counting build's wall time per phase; nothing otherwise.
 impl<F: HttpFilter> HttpContext for Stream<F> {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        self.request_headers(end_of_stream)
+        hostcalls::timed(F::NAME, "request_headers", || {
+            self.request_headers(end_of_stream)
+        })
     }
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        self.request_body(body_size, end_of_stream)
+        hostcalls::timed(F::NAME, "request_body", || {
+            self.request_body(body_size, end_of_stream)
+        })
     }
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
         self.request_trailers()
     }
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        self.response_headers(end_of_stream)
+        hostcalls::timed(F::NAME, "response_headers", || {
+            self.response_headers(end_of_stream)
+        })
     }
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        self.response_body(body_size, end_of_stream)
+        hostcalls::timed(F::NAME, "response_body", || {
+            self.response_body(body_size, end_of_stream)
+        })
     }
     fn on_log(&mut self) {
-        self.log();
+        hostcalls::timed(F::NAME, "log", || self.log());
         hostcalls::flush();
     }
 }

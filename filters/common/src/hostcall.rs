@@ -12,6 +12,14 @@ pub use proxy_wasm::hostcalls::*;
 #[cfg(not(feature = "count-hostcalls"))]
 pub fn flush() {}
 
+/// Runs `f`; the counting build also adds its wall time to
+/// `meshware_stage_ns.<concern>.<phase>`.
+#[cfg(not(feature = "count-hostcalls"))]
+#[inline(always)]
+pub fn timed<R>(_concern: &'static str, _phase: &'static str, f: impl FnOnce() -> R) -> R {
+    f()
+}
+
 #[cfg(feature = "count-hostcalls")]
 pub use counting::*;
 
@@ -70,13 +78,43 @@ mod counting {
         /// Counter ids by function, then the allocation counters; defined
         /// on the first flush.
         ids: Option<Vec<Option<u32>>>,
+        /// Wall time by (concern, phase): nanoseconds since the last flush
+        /// and the counter's id, defined when the pair first appears.
+        stages: Vec<(&'static str, &'static str, u64, Option<u32>)>,
     }
 
     thread_local! {
         static COUNTS: RefCell<Counts> = RefCell::new(Counts {
             calls: vec![0; NAMES.len()],
             ids: None,
+            stages: Vec::new(),
         });
+    }
+
+    /// The host's clock in ns, not counted. Envoy reads its real-time clock
+    /// for each call, so the resolution is the system's; a reading costs
+    /// one host call, which the `clock.empty` interval measures (one per
+    /// flush) so the reader can subtract it from each interval.
+    fn now_ns() -> u64 {
+        host::get_current_time()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    pub fn timed<R>(concern: &'static str, phase: &'static str, f: impl FnOnce() -> R) -> R {
+        let start = now_ns();
+        let out = f();
+        let ns = now_ns().saturating_sub(start);
+        COUNTS.with(|c| {
+            if let Ok(mut c) = c.try_borrow_mut() {
+                match c.stages.iter_mut().find(|s| s.0 == concern && s.1 == phase) {
+                    Some(s) => s.2 += ns,
+                    None => c.stages.push((concern, phase, ns, None)),
+                }
+            }
+        });
+        out
     }
 
     fn bump(kind: usize) {
@@ -107,7 +145,7 @@ mod counting {
             let Ok(mut c) = c.try_borrow_mut() else {
                 return;
             };
-            let Counts { calls, ids } = &mut *c;
+            let Counts { calls, ids, .. } = &mut *c;
             let ids = ids.get_or_insert_with(|| {
                 NAMES
                     .iter()
@@ -126,6 +164,19 @@ mod counting {
             let mut rest = ids.iter().skip(NAMES.len());
             add(rest.next().copied().flatten(), allocations);
             add(rest.next().copied().flatten(), bytes);
+        });
+        // Outside the borrow above: `timed` records into the same cell.
+        timed("clock", "empty", || ());
+        COUNTS.with(|c| {
+            let Ok(mut c) = c.try_borrow_mut() else {
+                return;
+            };
+            for (concern, phase, ns, id) in &mut c.stages {
+                if id.is_none() {
+                    *id = define(format!("meshware_stage_ns.{concern}.{phase}"));
+                }
+                add(*id, std::mem::take(ns));
+            }
         });
     }
 }

@@ -314,6 +314,8 @@ fn measure(config: &Config, profile: &str, jwks: &Value, load: &Load) -> Result<
 }
 
 const ALLOCATIONS: &str = "allocations";
+/// Key prefix of the counting builds' wall time per concern and phase.
+const STAGE: &str = "stage:";
 const ALLOCATED_BYTES: &str = "bytes allocated";
 
 /// The counting builds' `meshware_hostcalls.<function>` and
@@ -321,7 +323,7 @@ const ALLOCATED_BYTES: &str = "bytes allocated";
 fn hostcall_counters(envoy: &Envoy) -> Result<BTreeMap<String, u64>, String> {
     let text = meshware_e2e::http::get(
         envoy.admin_port,
-        "/stats?filter=meshware_(hostcalls|allocations)",
+        "/stats?filter=meshware_(hostcalls|allocations|stage_ns)",
         &[],
     )
     .map_err(|e| e.to_string())?
@@ -332,6 +334,9 @@ fn hostcall_counters(envoy: &Envoy) -> Result<BTreeMap<String, u64>, String> {
             let (name, value) = line.split_once(": ")?;
             let key = match name.split_once("meshware_hostcalls.") {
                 Some((_, function)) => format!("`{function}`"),
+                None if name.contains("meshware_stage_ns.") => {
+                    format!("{STAGE}{}", name.split_once("meshware_stage_ns.")?.1)
+                }
                 None => match name.split_once("meshware_allocations.")? {
                     (_, "calls") => ALLOCATIONS.to_string(),
                     (_, "bytes") => ALLOCATED_BYTES.to_string(),
@@ -403,6 +408,7 @@ fn count_table(
         );
         rows.push((config.name.clone(), counts));
     }
+    let times = stage_table(&rows);
     // Columns: the functions called, most called first.
     let mut totals: BTreeMap<&str, f64> = BTreeMap::new();
     for (_, counts) in &rows {
@@ -437,7 +443,59 @@ fn count_table(
         }
         table.push('\n');
     }
-    Ok(table)
+    Ok(format!("{table}\n{times}"))
+}
+
+/// Wall time per request in each concern and phase of the counting builds
+/// (`meshware_stage_ns`), less one clock reading per interval
+/// (`clock.empty`, measured once per request): where the time inside the
+/// VM goes, host calls included. The counting itself inflates every
+/// figure a little (each counted call bumps a counter).
+fn stage_table(rows: &[(String, BTreeMap<String, f64>)]) -> String {
+    let mut out = String::from(
+        "| configuration | concern | request µs | response µs | log µs | other µs | total µs |\n|---|---|---|---|---|---|---|\n",
+    );
+    for (config, counts) in rows {
+        let clock = counts
+            .get(&format!("{STAGE}clock.empty"))
+            .copied()
+            .unwrap_or(0.0);
+        let mut concerns: Vec<&str> = counts
+            .keys()
+            .filter_map(|k| k.strip_prefix(STAGE)?.split_once('.'))
+            .map(|(concern, _)| concern)
+            .filter(|c| *c != "clock")
+            .collect();
+        concerns.dedup();
+        for concern in concerns {
+            let mut by_phase = [0.0f64; 4];
+            for (key, ns) in counts {
+                let Some((c, phase)) = key.strip_prefix(STAGE).and_then(|k| k.split_once('.'))
+                else {
+                    continue;
+                };
+                if c != concern {
+                    continue;
+                }
+                let column = match phase {
+                    "request_headers" | "request_body" => 0,
+                    "response_headers" | "response_body" => 1,
+                    "log" => 2,
+                    _ => 3,
+                };
+                // Counters are per request already; one clock per interval.
+                if let Some(slot) = by_phase.get_mut(column) {
+                    *slot += (ns - clock).max(0.0) / 1000.0;
+                }
+            }
+            let total: f64 = by_phase.iter().sum();
+            let [req, resp, log, other] = by_phase;
+            out.push_str(&format!(
+                "| {config} | {concern} | {req:.1} | {resp:.1} | {log:.1} | {other:.1} | {total:.1} |\n"
+            ));
+        }
+    }
+    out
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
