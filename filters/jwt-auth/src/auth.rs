@@ -10,7 +10,6 @@ use meshware_common::{
     CalloutResponse, Decision, Headers, HostEnv, LocalReply, Outcomes, TenantWrite,
 };
 use serde_json::Value;
-use sha2::Digest;
 use std::borrow::Cow;
 use std::rc::Rc;
 
@@ -154,13 +153,6 @@ fn claim_text(v: &Value) -> Option<String> {
     }
 }
 
-fn cache_key(token: &str) -> u128 {
-    let d = sha2::Sha256::digest(token.as_bytes());
-    d.get(..16)
-        .and_then(|b| <[u8; 16]>::try_from(b).ok())
-        .map_or(0, u128::from_le_bytes)
-}
-
 /// Why no provider accepted a token, and the first provider with remote
 /// keys that did not know its `kid` (more keys may be fetched for it).
 struct Failure {
@@ -175,9 +167,8 @@ fn verify_any(
     now_s: u64,
     env: &dyn HostEnv,
 ) -> Result<(Rc<Cached>, bool), Failure> {
-    let key = cache_key(token);
     if let Ok(cache) = s.cache.try_borrow() {
-        if let Some(c) = cache.get(&key) {
+        if let Some(c) = cache.get(token) {
             // Expiry is checked again on every hit (with the provider's leeway).
             let provider = s.providers.get(c.provider);
             let leeway = provider.map_or(0, |p| p.provider.leeway_s);
@@ -207,7 +198,7 @@ fn verify_any(
                             // Bounded: start over rather than track recency.
                             cache.clear();
                         }
-                        cache.insert(key, Rc::clone(&cached));
+                        cache.insert(token.into(), Rc::clone(&cached));
                     }
                 }
                 return Ok((cached, false));

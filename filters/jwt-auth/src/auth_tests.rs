@@ -100,6 +100,23 @@ fn a_valid_token_sets_identity_and_strips_spoofs() {
     assert!(request(s, "/orders", &[("authorization", &bearer)])
         .outcomes
         .contains(CACHE_HIT));
+    // The cache compares whole tokens: the cached one with a character of
+    // its signature changed, or cut short, is verified (and refused).
+    let valid = token("valid RS256");
+    let at = valid.len() - 10;
+    let other = if &valid[at..=at] == "A" { "B" } else { "A" };
+    for forged in [
+        format!("{}{other}{}", &valid[..at], &valid[at + 1..]),
+        valid[..valid.len() - 4].to_string(),
+    ] {
+        let d = request(
+            s,
+            "/orders",
+            &[("authorization", &format!("Bearer {forged}"))],
+        );
+        assert_eq!(status(&d), Some(401), "{forged}");
+        assert!(!d.outcomes.contains(CACHE_HIT));
+    }
 }
 
 #[test]

@@ -74,9 +74,12 @@ pub struct JwtSettings {
     pub tenant_from_claim: bool,
     pub external: Option<External>,
     pub cache_entries: usize,
-    /// Keyed by the first 16 bytes of the token's SHA-256 (collision-resistant:
-    /// a forged token cannot borrow a cached verdict).
-    pub cache: RefCell<HashMap<u128, Rc<Cached>>>,
+    /// Keyed by the token itself: a hit compares the whole token, so a
+    /// forged token cannot borrow a cached verdict. Hashing it with the
+    /// map's keyed SipHash costs a fraction of a SHA-256 over the token,
+    /// the hit path's largest cost in wasm (docs/PERFORMANCE.md); the price
+    /// is memory, at most `cache_entries` tokens per worker.
+    pub cache: RefCell<HashMap<Box<str>, Rc<Cached>>>,
 }
 
 const ALGS: &[&str] = &[

@@ -456,6 +456,11 @@ fn stage_table(rows: &[(String, BTreeMap<String, f64>)]) -> String {
         "| configuration | concern | request µs | response µs | log µs | other µs | total µs |\n|---|---|---|---|---|---|---|\n",
     );
     for (config, counts) in rows {
+        if std::env::var("BENCH_STAGE_RAW").is_ok() {
+            for (k, v) in counts.iter().filter(|(k, _)| k.starts_with(STAGE)) {
+                eprintln!("RAW {config} {k} {:.2}", v / 1000.0);
+            }
+        }
         let clock = counts
             .get(&format!("{STAGE}clock.empty"))
             .copied()
