@@ -216,6 +216,17 @@ fn successes_are_sampled_per_tenant_and_errors_always_logged() {
         !ids.iter().any(|i| i.starts_with("acme-ok")),
         "sample_rate 0: {ids:?}"
     );
+    // Every line written carries the records (in the suite module they are
+    // written in the log phase, and only for lines the logger writes).
+    for line in lines.iter().filter(|l| {
+        l["request_id"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("globex-") || i.starts_with("acme-err"))
+    }) {
+        assert!(line["tenant"].is_string(), "{line}");
+        assert!(line["trace_id"].is_string(), "{line}");
+        assert!(line["decisions"]["trace_context"].is_string(), "{line}");
+    }
     let globex_logged = ids.iter().filter(|i| i.starts_with("globex-")).count();
     // Binomial(200, 0.5): 70..130 is beyond 4 standard deviations.
     assert!(

@@ -235,6 +235,8 @@ impl HttpContext for SuiteStream {
         hostcalls::timed("suite", "log", || {
             if let Ok(mut c) = self.chain.try_borrow_mut() {
                 shared_headers::phase(true);
+                let sampled = c.steps.iter().any(|s| s.records("sampled", "1"));
+                shared_headers::set_line_logged(sampled);
                 for stage in c.steps.iter_mut() {
                     stage.log();
                 }
@@ -306,6 +308,9 @@ mod timing {
         }
         fn waiting_for_body(&self) -> bool {
             self.inner.waiting_for_body()
+        }
+        fn records(&self, field: &str, value: &str) -> bool {
+            self.inner.records(field, value)
         }
         fn release(&mut self) {
             self.inner.release();

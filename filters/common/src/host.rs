@@ -325,6 +325,31 @@ pub mod shared_headers {
         })
     }
 
+    thread_local! {
+        /// Whether the request of the current log phase gets an access-log
+        /// line (set by the suite's `on_log` before its concerns run).
+        static LINE_LOGGED: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+    }
+
+    /// The access logger we ship writes a line for an error (status >= 400,
+    /// or no response at all) and for a request the access-log concern
+    /// sampled (docs/CONFIG.md, "Access log"); only those lines read the
+    /// concerns' records, so the suite writes them only then.
+    pub fn set_line_logged(sampled: bool) {
+        let logged = sampled || {
+            let status = super::EnvoyEnv
+                .property(&["response", "code"])
+                .and_then(|b| crate::store::property_u64(&b))
+                .unwrap_or(0);
+            status == 0 || status >= 400
+        };
+        LINE_LOGGED.with(|l| l.set(logged));
+    }
+
+    pub(super) fn line_logged() -> bool {
+        LINE_LOGGED.with(std::cell::Cell::get)
+    }
+
     /// Forgets the phase's properties: the route (and `xds.cluster_name`)
     /// may change after a concern clears the route cache.
     pub(super) fn forget_properties() {
@@ -717,6 +742,8 @@ impl<F: HttpFilter> Root<F> {
             request_id: None,
             waiting_for_body: None,
             body_buffered: 0,
+            #[cfg(feature = "suite")]
+            log_record: LogRecord::new(),
             state: F::Stream::default(),
             _filter: PhantomData,
         }
@@ -770,6 +797,9 @@ pub trait Stage {
     fn call_response(&mut self, token: u32, num_headers: usize, body_size: usize) -> Option<bool>;
     /// Whether the stage holds the request until its body is complete.
     fn waiting_for_body(&self) -> bool;
+    /// Whether a decision of this request recorded log field `field` as
+    /// `value` (kept for the log phase).
+    fn records(&self, field: &str, value: &str) -> bool;
     /// The request this stage held was decided from another context
     /// (`wake_parked`) and goes on.
     fn release(&mut self);
@@ -876,6 +906,9 @@ pub struct Stream<F: HttpFilter> {
     waiting_for_body: Option<usize>,
     /// Bytes of the held body Envoy buffered so far.
     body_buffered: usize,
+    /// The suite module's records for the access log, kept for the log phase.
+    #[cfg(feature = "suite")]
+    log_record: LogRecord,
     state: F::Stream,
     _filter: PhantomData<F>,
 }
@@ -1031,14 +1064,34 @@ fn source_address() -> Option<std::net::IpAddr> {
     parse_source_address(std::str::from_utf8(&bytes).ok()?)
 }
 
+/// What decisions record for the access log, in order: the filter-state
+/// key (a log field's name, or `None` for the filter's outcome labels) and
+/// its value.
+type LogRecord = Vec<(Option<&'static str>, String)>;
+
+/// Where `act_in` puts a decision's record for the access log.
+enum Record<'a> {
+    /// Written now.
+    Now,
+    /// Kept for the log phase (the suite module, `Stream::log`).
+    #[cfg_attr(not(feature = "suite"), allow(dead_code))]
+    Later(&'a mut LogRecord),
+    /// Not recorded (decisions of the log phase itself).
+    Skip,
+}
+
 /// The one convention by which filters tell the access log what they did:
 /// Envoy filter state `wasm.meshware.<filter>` holds the decision's outcome
 /// labels (comma-separated), `wasm.meshware.<field>` each of its `log_fields`.
 /// Envoy's access log reads them with `%FILTER_STATE(wasm.meshware.x:PLAIN)%`.
-fn record_for_log<F: HttpFilter>(compiled: &Compiled<F>, slot: usize, decision: &Decision<'_>) {
+fn record_for_log<F: HttpFilter>(
+    compiled: &Compiled<F>,
+    slot: usize,
+    decision: &Decision<'_>,
+    record: &mut LogRecord,
+) {
     for (field, value) in &decision.log_fields {
-        let key = format!("meshware.{field}");
-        let _ = hostcalls::set_property(vec![key.as_str()], Some(value.as_bytes()));
+        record.push((Some(*field), value.clone()));
     }
     if decision.outcomes == Outcomes::default() {
         return;
@@ -1057,7 +1110,21 @@ fn record_for_log<F: HttpFilter>(compiled: &Compiled<F>, slot: usize, decision: 
         }
         labels.push_str(label);
     }
-    let _ = hostcalls::set_property(vec![compiled.log_key.as_str()], Some(labels.as_bytes()));
+    record.push((None, labels));
+}
+
+fn write_log_record<F: HttpFilter>(compiled: &Compiled<F>, record: &LogRecord) {
+    for (field, value) in record {
+        let key;
+        let key = match field {
+            Some(field) => {
+                key = format!("meshware.{field}");
+                key.as_str()
+            }
+            None => compiled.log_key.as_str(),
+        };
+        let _ = hostcalls::set_property(vec![key], Some(value.as_bytes()));
+    }
 }
 
 /// Counts a decision's outcomes, logs it and sends its local reply.
@@ -1068,20 +1135,25 @@ fn act<F: HttpFilter>(
     decision: &Decision<'_>,
     request_id: Option<&str>,
 ) -> bool {
-    act_in::<F>(compiled, slot, decision, request_id, true)
+    act_in::<F>(compiled, slot, decision, request_id, Record::Now)
 }
 
-/// `record`: write the outcome for the access log (not in the log phase:
-/// Envoy's access loggers may already have run).
+/// `record`: where the decision's record for the access log goes.
 fn act_in<F: HttpFilter>(
     compiled: &Compiled<F>,
     slot: usize,
     decision: &Decision<'_>,
     request_id: Option<&str>,
-    record: bool,
+    record: Record<'_>,
 ) -> bool {
-    if record {
-        record_for_log::<F>(compiled, slot, decision);
+    match record {
+        Record::Now => {
+            let mut now = LogRecord::new();
+            record_for_log::<F>(compiled, slot, decision, &mut now);
+            write_log_record(compiled, &now);
+        }
+        Record::Later(kept) => record_for_log::<F>(compiled, slot, decision, kept),
+        Record::Skip => {}
     }
     if !decision.metrics.is_empty() {
         update_metrics(compiled, slot, &decision.metrics);
@@ -1132,8 +1204,14 @@ fn act_in<F: HttpFilter>(
 }
 
 impl<F: HttpFilter> Stream<F> {
-    fn act(&self, compiled: &Compiled<F>, slot: usize, decision: &Decision<'_>) -> bool {
-        act::<F>(compiled, slot, decision, self.request_id.as_deref())
+    /// In the suite module the record for the access log waits for the log
+    /// phase, where it is written only for a line that will be written.
+    fn act(&mut self, compiled: &Compiled<F>, slot: usize, decision: &Decision<'_>) -> bool {
+        #[cfg(feature = "suite")]
+        let record = Record::Later(&mut self.log_record);
+        #[cfg(not(feature = "suite"))]
+        let record = Record::Now;
+        act_in::<F>(compiled, slot, decision, self.request_id.as_deref(), record)
     }
 
     /// Starts a decision's callout or parks the request. Returns true when
@@ -1296,6 +1374,21 @@ impl<F: HttpFilter> Stream<F> {
     }
 }
 
+#[cfg(feature = "suite")]
+impl<F: HttpFilter> Stream<F> {
+    /// Writes the kept records when the suite's log phase says the access
+    /// logger will write this request's line (`shared_headers::line_logged`).
+    fn write_kept_record(&mut self) {
+        if self.log_record.is_empty() {
+            return;
+        }
+        let record = std::mem::take(&mut self.log_record);
+        if let (Some(compiled), true) = (&self.compiled, shared_headers::line_logged()) {
+            write_log_record(compiled, &record);
+        }
+    }
+}
+
 impl<F: HttpFilter> Stage for Stream<F> {
     fn request_headers(&mut self, end_of_stream: bool) -> Action {
         let Some(compiled) = self.compiled.clone() else {
@@ -1435,6 +1528,8 @@ impl<F: HttpFilter> Stage for Stream<F> {
     }
 
     fn log(&mut self) {
+        #[cfg(feature = "suite")]
+        self.write_kept_record();
         if !F::OBSERVES_COMPLETION {
             return;
         }
@@ -1454,7 +1549,7 @@ impl<F: HttpFilter> Stage for Stream<F> {
             slot,
             &decision,
             self.request_id.as_deref(),
-            false,
+            Record::Skip,
         );
         let updates = F::on_complete_metrics(settings, &mut self.state, &EnvoyEnv);
         if !updates.is_empty() {
@@ -1529,6 +1624,19 @@ impl<F: HttpFilter> Stage for Stream<F> {
 
     fn waiting_for_body(&self) -> bool {
         self.waiting_for_body.is_some()
+    }
+
+    fn records(&self, field: &str, value: &str) -> bool {
+        #[cfg(feature = "suite")]
+        return self
+            .log_record
+            .iter()
+            .any(|(f, v)| *f == Some(field) && v == value);
+        #[cfg(not(feature = "suite"))]
+        {
+            let _ = (field, value);
+            false
+        }
     }
 
     fn release(&mut self) {
