@@ -166,8 +166,9 @@ fn callout_response(num_headers: usize, body_size: usize) -> Option<CalloutRespo
     if num_headers == 0 {
         return None; // Envoy's signal for a failed call (timeout, reset, no host)
     }
-    let headers =
-        Headers::from_bytes(hostcalls::get_map_bytes(MapType::HttpCallResponseHeaders).ok()?);
+    let headers = Headers::from_serialized(
+        hostcalls::get_map_serialized(MapType::HttpCallResponseHeaders).ok()?,
+    );
     let status = headers.get(":status")?.parse().ok()?;
     let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
         .ok()
@@ -365,8 +366,8 @@ pub mod shared_headers {
     pub fn share(context_id: Option<u32>) {
         phase(context_id.is_some());
         let read = context_id.and_then(|id| {
-            let pairs = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).ok()?;
-            Some((id, Rc::new(Headers::from_bytes(pairs))))
+            let map = hostcalls::get_map_serialized(MapType::HttpRequestHeaders).ok()?;
+            Some((id, Rc::new(Headers::from_serialized(map))))
         });
         SHARED_HEADERS.with(|s| {
             if let Ok(mut s) = s.try_borrow_mut() {
@@ -412,8 +413,8 @@ pub mod shared_headers {
                 return None;
             }
             if cached.is_none() {
-                let pairs = hostcalls::get_map_bytes(MapType::HttpResponseHeaders).ok()?;
-                *cached = Some(Rc::new(Headers::from_bytes(pairs)));
+                let map = hostcalls::get_map_serialized(MapType::HttpResponseHeaders).ok()?;
+                *cached = Some(Rc::new(Headers::from_serialized(map)));
             }
             cached.clone()
         })
@@ -507,8 +508,8 @@ fn with_request<F: HttpFilter, R>(
     slot: usize,
     decide: impl FnOnce(&mut RequestCtx<'_>) -> R,
 ) -> Option<R> {
-    let pairs = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).ok()?;
-    let headers = Headers::from_bytes(pairs);
+    let map = hostcalls::get_map_serialized(MapType::HttpRequestHeaders).ok()?;
+    let headers = Headers::from_serialized(map);
     let mut rng = worker.rng.try_borrow_mut().ok()?;
     let mut source = SourceAddress::lazy(source_address);
     let mut ctx = RequestCtx {
@@ -1400,14 +1401,16 @@ impl<F: HttpFilter> Stage for Stream<F> {
         let headers: &Headers = match shared.as_deref() {
             Some(h) => h,
             None => {
-                let pairs = match F::REQUEST_HEADERS {
-                    None => match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
-                        Ok(pairs) => pairs,
+                owned = match F::REQUEST_HEADERS {
+                    None => match hostcalls::get_map_serialized(MapType::HttpRequestHeaders) {
+                        Ok(map) => Headers::from_serialized(map),
                         Err(_) => return Action::Continue,
                     },
-                    Some(names) => declared_headers(names, compiled.profile.tenancy.header()),
+                    Some(names) => Headers::from_bytes(declared_headers(
+                        names,
+                        compiled.profile.tenancy.header(),
+                    )),
                 };
-                owned = Headers::from_bytes(pairs);
                 &owned
             }
         };
@@ -1575,13 +1578,15 @@ impl<F: HttpFilter> Stage for Stream<F> {
         let owned;
         let headers: &Headers = match shared.as_deref() {
             Some(h) => h,
-            None if reads_headers => match hostcalls::get_map_bytes(MapType::HttpResponseHeaders) {
-                Ok(pairs) => {
-                    owned = Headers::from_bytes(pairs);
-                    &owned
+            None if reads_headers => {
+                match hostcalls::get_map_serialized(MapType::HttpResponseHeaders) {
+                    Ok(map) => {
+                        owned = Headers::from_serialized(map);
+                        &owned
+                    }
+                    Err(_) => return Action::Continue,
                 }
-                Err(_) => return Action::Continue,
-            },
+            }
             None => {
                 owned = Headers::default();
                 &owned

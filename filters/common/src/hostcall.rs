@@ -7,6 +7,39 @@
 
 #[cfg(not(feature = "count-hostcalls"))]
 pub use proxy_wasm::hostcalls::*;
+#[cfg(not(feature = "count-hostcalls"))]
+pub use raw::get_map_serialized;
+
+/// Host calls the SDK only offers in a costlier shape.
+mod raw {
+    use proxy_wasm::types::{MapType, Status};
+
+    #[link(wasm_import_module = "env")]
+    extern "C" {
+        fn proxy_get_header_map_pairs(
+            map_type: MapType,
+            return_map_data: *mut *mut u8,
+            return_map_size: *mut usize,
+        ) -> Status;
+    }
+
+    /// A header map as the host serializes it, in one buffer
+    /// (`Headers::from_serialized` reads it). The SDK's `get_map_bytes`
+    /// copies every name and value into its own `String`/`Vec` (two
+    /// allocations per header) and panics on a status it does not expect.
+    pub fn get_map_serialized(map_type: MapType) -> Result<Vec<u8>, Status> {
+        let mut data: *mut u8 = std::ptr::null_mut();
+        let mut size: usize = 0;
+        // SAFETY: the host writes a pointer and a size; the pointer comes from
+        // the SDK's `proxy_on_memory_allocate`, a boxed `[u8]` of exactly
+        // `size` bytes from this module's allocator, now ours to own.
+        match unsafe { proxy_get_header_map_pairs(map_type, &mut data, &mut size) } {
+            Status::Ok if data.is_null() => Ok(Vec::new()),
+            Status::Ok => Ok(unsafe { Vec::from_raw_parts(data, size, size) }),
+            status => Err(status),
+        }
+    }
+}
 
 /// Publishes the calls counted since the last flush (counting build only).
 #[cfg(not(feature = "count-hostcalls"))]
@@ -25,7 +58,11 @@ pub use counting::*;
 
 #[cfg(feature = "count-hostcalls")]
 mod counting {
-    use proxy_wasm::hostcalls as host;
+    /// The SDK's host calls and ours, counted alike.
+    mod host {
+        pub use super::super::raw::get_map_serialized;
+        pub use proxy_wasm::hostcalls::*;
+    }
     use proxy_wasm::types::{BufferType, Bytes, LogLevel, MapType, MetricType, Status};
     use std::cell::RefCell;
     use std::time::{Duration, SystemTime};
@@ -52,6 +89,7 @@ mod counting {
         set_tick_period(period: Duration) -> Result<(), Status>;
         get_buffer(buffer_type: BufferType, start: usize, max_size: usize) -> Result<Option<Bytes>, Status>;
         get_map_bytes(map_type: MapType) -> Result<Vec<(String, Bytes)>, Status>;
+        get_map_serialized(map_type: MapType) -> Result<Vec<u8>, Status>;
         get_map_value_bytes(map_type: MapType, key: &str) -> Result<Option<Bytes>, Status>;
         remove_map_value(map_type: MapType, key: &str) -> Result<(), Status>;
         set_map_value(map_type: MapType, key: &str, value: Option<&str>) -> Result<(), Status>;
