@@ -199,3 +199,14 @@ fn budgets_are_set_and_client_budgets_stripped() {
     assert_eq!(d.request.value_of("x-envoy-retry-on"), Some("5xx"));
     assert!(d.outcomes.contains(CLIENT_BUDGET_STRIPPED));
 }
+
+#[test]
+fn a_bulkhead_slot_taken_by_another_worker_meanwhile_is_not_lost() {
+    let st = MemoryStore::default();
+    // Another worker takes the first slot just after this one read the
+    // counter as absent: both slots must be counted.
+    *st.created_after_read.borrow_mut() = Some(("k.inflight".into(), 1u64.to_le_bytes().to_vec()));
+    assert_eq!(crate::circuit::acquire(&st, "k.inflight", 2), Some(true));
+    assert_eq!(in_flight(&st, "k.inflight"), 2);
+    assert_eq!(crate::circuit::acquire(&st, "k.inflight", 2), Some(false));
+}

@@ -1004,16 +1004,27 @@ fn apply(map: MapType, edits: &HeaderEdits<'_>) {
 /// every worker thread, with CAS).
 pub struct EnvoyEnv;
 
+/// See `EnvoyEnv::set`.
+const CREATE_ONLY_CAS: u32 = u32::MAX;
+
 impl SharedStore for EnvoyEnv {
     fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
         match hostcalls::get_shared_data(key) {
             Ok((Some(value), Some(cas))) => Some((value, cas)),
             Ok((Some(value), None)) => Some((value, 0)),
+            // The SDK reports an empty value (a released or cleared key) as
+            // no data: the key exists, and a write must name its CAS.
+            Ok((None, Some(cas))) => Some((Vec::new(), cas)),
             _ => None,
         }
     }
 
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SetError> {
+        // Envoy writes unconditionally with CAS 0, and creates an absent key
+        // whatever the CAS: a token no existing entry holds (Envoy hands them
+        // out from 1 upwards, one per write, host-wide: this one comes round
+        // once every 2^32 writes) makes the write create-only.
+        let cas = Some(cas.unwrap_or(CREATE_ONLY_CAS));
         match hostcalls::set_shared_data(key, Some(value), cas) {
             Ok(()) => Ok(()),
             Err(Status::CasMismatch) => Err(SetError::CasMismatch),

@@ -2,10 +2,13 @@
 //! through a trait so cores stay pure and tests can use `MemoryStore`.
 //!
 //! Semantics follow Envoy's: `get` returns the value and its CAS token; `set`
-//! with `Some(cas)` fails with `CasMismatch` when the key changed since; `set`
-//! with `None` writes unconditionally. Values never expire by themselves, and
-//! keys cannot be deleted (callers write an empty value and bound their key
-//! space by construction).
+//! with `Some(cas)` fails with `CasMismatch` when the key changed since. `set`
+//! with `None` (the key was absent when read) creates the key and fails with
+//! `CasMismatch` when another worker created it meanwhile: two workers
+//! creating the same key (a bulkhead's first slot, an idempotency claim)
+//! must not both succeed. Values never expire by themselves, and keys cannot
+//! be deleted (callers write an empty value and bound their key space by
+//! construction).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -85,6 +88,9 @@ pub struct MemoryStore {
     pub now: RefCell<u64>,
     /// Attributes for `HostEnv::property`, keyed by the path joined with `.`.
     pub properties: RefCell<HashMap<String, Vec<u8>>>,
+    /// Test hook: another worker creates this key with this value right
+    /// after the next read of it (which still sees the key absent).
+    pub created_after_read: RefCell<Option<(String, Vec<u8>)>>,
 }
 
 impl MemoryStore {
@@ -112,7 +118,13 @@ impl MemoryStore {
 
 impl SharedStore for MemoryStore {
     fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-        self.entries.borrow().get(key).cloned()
+        let read = self.entries.borrow().get(key).cloned();
+        let racer = self.created_after_read.borrow().clone();
+        if let Some((racing_key, value)) = racer.filter(|(k, _)| k == key) {
+            *self.created_after_read.borrow_mut() = None;
+            let _ = self.set(&racing_key, &value, None);
+        }
+        read
     }
 
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SetError> {
@@ -124,10 +136,12 @@ impl SharedStore for MemoryStore {
             }
         }
         let mut entries = self.entries.borrow_mut();
-        if let (Some(expected), Some((_, current))) = (cas, entries.get(key)) {
-            if expected != *current {
+        match (cas, entries.get(key)) {
+            (Some(expected), Some((_, current))) if expected != *current => {
                 return Err(SetError::CasMismatch);
             }
+            (None, Some(_)) => return Err(SetError::CasMismatch),
+            _ => {}
         }
         let mut next = self.next_cas.borrow_mut();
         *next = next.wrapping_add(1).max(1);
@@ -167,5 +181,20 @@ mod tests {
         assert_eq!(s.set("k", b"d", Some(cas)), Err(SetError::CasMismatch));
         assert!(s.set("k", b"d", Some(cas)).is_ok());
         assert_eq!((s.len(), s.occupied()), (1, 1));
+    }
+
+    #[test]
+    fn creating_a_key_fails_when_another_worker_created_it_first() {
+        let s = MemoryStore::default();
+        // Both read "absent"; the first creation wins, the second must retry.
+        assert_eq!(s.get("slot"), None);
+        s.set("slot", b"1", None).unwrap();
+        assert_eq!(s.set("slot", b"1", None), Err(SetError::CasMismatch));
+        assert_eq!(s.get("slot").unwrap().0, b"1");
+        // The hook: the read sees the key absent, the creation lands after it.
+        *s.created_after_read.borrow_mut() = Some(("other".into(), b"x".to_vec()));
+        assert_eq!(s.get("other"), None);
+        assert_eq!(s.set("other", b"y", None), Err(SetError::CasMismatch));
+        assert_eq!(s.get("other").unwrap().0, b"x");
     }
 }

@@ -274,4 +274,18 @@ mod tests {
         assert!(finish(&st, "a", "z", None) || finish(&st, "b", "z", None));
         assert_eq!(sweep(&st, "t", 0, 10, 10, 0).0, 0);
     }
+
+    #[test]
+    fn two_workers_claiming_the_same_key_do_not_both_win() {
+        let st = MemoryStore::default();
+        let slots = [String::from("a"), String::from("b")];
+        // Another worker claims the key in slot a just after this worker
+        // read slot a as free: this claim must see it, not claim beside it.
+        *st.created_after_read.borrow_mut() = Some(("a".into(), mark("x", 1).encode()));
+        assert!(matches!(
+            find_or_claim(&st, &slots, &mark("x", 1), 0),
+            Claim::Found(e) if e.scope == "x"
+        ));
+        assert_eq!(st.get("b"), None, "no second claim");
+    }
 }
