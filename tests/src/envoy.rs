@@ -30,6 +30,12 @@ pub fn binary() -> PathBuf {
 /// another test's listener or to any outgoing connection (our clients,
 /// Envoy's upstream connections), before Envoy binds it. CI saw exactly that
 /// as "cannot bind: Address already in use".
+/// The filters add their counter and gauge increments to Envoy's metrics on
+/// their VM's tick, every 100 ms (`meshware_common::metrics::FLUSH_MS`): a
+/// read of the metrics first waits this long, a few flush periods, so it
+/// sees the counts of every request made before it.
+pub const METRICS_SETTLE: Duration = Duration::from_millis(350);
+
 pub fn free_port() -> u16 {
     const FIRST: u32 = 20_000;
     const SPAN: u32 = 12_000;
@@ -158,8 +164,10 @@ impl Envoy {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
-    /// `/stats/prometheus` text.
+    /// `/stats/prometheus` text, once the filters' counts of the requests
+    /// before this call are in (`METRICS_SETTLE`).
     pub fn prometheus(&self) -> String {
+        std::thread::sleep(METRICS_SETTLE);
         crate::http::get(self.admin_port, "/stats/prometheus", &[])
             .map(|r| r.text())
             .unwrap_or_default()

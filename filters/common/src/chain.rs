@@ -376,6 +376,11 @@ impl SuiteRoot {
 }
 
 impl Context for SuiteRoot {
+    fn on_done(&mut self) -> bool {
+        crate::host::flush_metrics();
+        true
+    }
+
     fn on_http_call_response(
         &mut self,
         token_id: u32,
@@ -401,12 +406,12 @@ impl RootContext for SuiteRoot {
                     .iter()
                     .map(|s| (u64::from(s.tick_period_ms()), now))
                     .collect();
-                // One tick period for the VM: the shortest any concern asks for.
-                let period = self.ticks.iter().map(|t| t.0).filter(|p| *p > 0).min();
-                if let Some(period) = period {
-                    self.tick_slack = period / 2;
-                    hostcalls::set_tick_period(std::time::Duration::from_millis(period)).ok();
-                }
+                // One tick period for the VM: the shortest any concern asks
+                // for, and the metric flush's.
+                let shortest = self.ticks.iter().map(|t| t.0).filter(|p| *p > 0).min();
+                let period = crate::host::vm_tick_period_ms(shortest.unwrap_or(0));
+                self.tick_slack = period / 2;
+                hostcalls::set_tick_period(std::time::Duration::from_millis(period)).ok();
                 true
             }
             Err(errors) => {
@@ -420,6 +425,7 @@ impl RootContext for SuiteRoot {
     }
 
     fn on_tick(&mut self) {
+        crate::host::flush_metrics();
         let now = EnvoyEnv.now_ms();
         for (stage, (period, due)) in self.stages.iter_mut().zip(self.ticks.iter_mut()) {
             if *period == 0 || now < *due {

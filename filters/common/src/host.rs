@@ -121,6 +121,9 @@ pub struct Root<F: HttpFilter> {
     worker: Rc<Worker>,
     /// Background callouts in flight: token -> (tenant slot, tag).
     callouts: std::collections::HashMap<u32, (usize, u32)>,
+    /// When the filter's own tick is next due (ms): the VM ticks more often,
+    /// to flush metrics.
+    tick_due_ms: u64,
 }
 
 impl<F: HttpFilter> Root<F> {
@@ -134,6 +137,7 @@ impl<F: HttpFilter> Root<F> {
                 serves: std::cell::Cell::new(false),
             }),
             callouts: std::collections::HashMap::new(),
+            tick_due_ms: 0,
         }
     }
 
@@ -564,6 +568,13 @@ fn wake_parked<F: HttpFilter>(
 }
 
 impl<F: HttpFilter> Context for Root<F> {
+    /// The plugin is going away (a new configuration, or Envoy stopping):
+    /// its counts must not.
+    fn on_done(&mut self) -> bool {
+        flush_metrics();
+        true
+    }
+
     fn on_http_call_response(
         &mut self,
         token_id: u32,
@@ -658,11 +669,8 @@ impl<F: HttpFilter> RootContext for Root<F> {
         follow_log_level();
         match self.configure(&plugin_configuration()) {
             Ok(()) => {
-                let period = Self::tick_period_ms();
-                if period > 0 {
-                    hostcalls::set_tick_period(std::time::Duration::from_millis(u64::from(period)))
-                        .ok();
-                }
+                let period = vm_tick_period_ms(u64::from(Self::tick_period_ms()));
+                hostcalls::set_tick_period(std::time::Duration::from_millis(period)).ok();
                 true
             }
             Err(errors) => {
@@ -677,6 +685,36 @@ impl<F: HttpFilter> RootContext for Root<F> {
     }
 
     fn on_tick(&mut self) {
+        flush_metrics();
+        let period = u64::from(Self::tick_period_ms());
+        if period == 0 {
+            return;
+        }
+        // Due with half a VM period of slack, so a tick a little early counts.
+        let now = EnvoyEnv.now_ms();
+        if now < self.tick_due_ms {
+            return;
+        }
+        let slack = vm_tick_period_ms(period) / 2;
+        self.tick_due_ms = now.saturating_add(period.saturating_sub(slack));
+        self.filter_tick();
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        hostcalls::timed(F::NAME, "create", || {
+            Some(Box::new(self.stream(context_id)) as _)
+        })
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+impl<F: HttpFilter> Root<F> {
+    /// The filter's background work: its own tick per tenant, background
+    /// callouts, expired parked requests.
+    fn filter_tick(&mut self) {
         // Armed tick panics hit a worker's VM (the main thread's ticks too).
         if self.worker.serves.get() {
             test_panic::at("tick");
@@ -717,16 +755,6 @@ impl<F: HttpFilter> RootContext for Root<F> {
         if has_parked {
             self.expire_parked(&compiled);
         }
-    }
-
-    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        hostcalls::timed(F::NAME, "create", || {
-            Some(Box::new(self.stream(context_id)) as _)
-        })
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
     }
 }
 
@@ -774,7 +802,7 @@ impl<F: HttpFilter> RootStage for Root<F> {
         Self::tick_period_ms()
     }
     fn tick(&mut self) {
-        RootContext::on_tick(self);
+        self.filter_tick();
     }
     fn call_response(&mut self, token: u32, num_headers: usize, body_size: usize) {
         Context::on_http_call_response(self, token, num_headers, body_size, 0);
@@ -871,9 +899,52 @@ fn update_metrics<F: HttpFilter>(compiled: &Compiled<F>, slot: usize, updates: &
                 MetricKind::Histogram => {
                     hostcalls::record_metric(*id, u64::try_from(value).unwrap_or(0))
                 }
-                MetricKind::Counter | MetricKind::Gauge => hostcalls::increment_metric(*id, value),
+                MetricKind::Counter | MetricKind::Gauge => {
+                    add_metric(*id, value);
+                    Ok(())
+                }
             };
         }
+    }
+}
+
+thread_local! {
+    /// This VM's counter and gauge increments since the last flush.
+    static PENDING_METRICS: RefCell<crate::metrics::MetricBatch> =
+        RefCell::new(crate::metrics::MetricBatch::default());
+}
+
+/// Counts into the VM's batch; Envoy sees it at the next flush (the root's
+/// tick, every `metrics::FLUSH_MS`), or now when the batch is full.
+fn add_metric(id: u32, delta: i64) {
+    let full = PENDING_METRICS.with(|b| b.try_borrow_mut().map(|mut b| b.add(id, delta)));
+    match full {
+        Ok(false) => {}
+        Ok(true) => flush_metrics(),
+        // Never lose a count: send it directly.
+        Err(_) => {
+            let _ = hostcalls::increment_metric(id, delta);
+        }
+    }
+}
+
+/// Adds the VM's pending increments to Envoy's metrics.
+pub fn flush_metrics() {
+    PENDING_METRICS.with(|b| {
+        if let Ok(mut b) = b.try_borrow_mut() {
+            b.drain(|id, delta| {
+                let _ = hostcalls::increment_metric(id, delta);
+            });
+        }
+    });
+}
+
+/// The VM's tick period: the filter's own, or the metric flush period when
+/// that is shorter (or the filter has none).
+pub fn vm_tick_period_ms(filter_period_ms: u64) -> u64 {
+    match filter_period_ms {
+        0 => crate::metrics::FLUSH_MS,
+        p => p.min(crate::metrics::FLUSH_MS),
     }
 }
 
@@ -885,7 +956,7 @@ fn count<F: HttpFilter>(compiled: &Compiled<F>, slot: usize, outcomes: Outcomes)
         .unwrap_or(&[]);
     for outcome in outcomes.iter() {
         if let Some(Some(id)) = counters.get(outcome) {
-            let _ = hostcalls::increment_metric(*id, 1);
+            add_metric(*id, 1);
         }
     }
 }
@@ -1177,7 +1248,7 @@ fn act_in<F: HttpFilter>(
         .unwrap_or(&[]);
     for outcome in decision.outcomes.iter() {
         if let Some(Some(id)) = counters.get(outcome) {
-            let _ = hostcalls::increment_metric(*id, 1);
+            add_metric(*id, 1);
         }
     }
     let tenant = compiled.profile.tenant_name(slot);

@@ -101,6 +101,44 @@ pub fn stats_tags() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
+/// How often a VM adds its pending counter and gauge increments to Envoy's
+/// metrics (its root's tick): at most this late, never lost while the VM
+/// lives (flushed when the plugin is removed too).
+pub const FLUSH_MS: u64 = 100;
+
+/// Counter and gauge increments kept in the VM between flushes: one host
+/// call per metric touched per flush instead of one per increment per
+/// request (about 16 per request in the suite). Bounded: past `MAX` metrics
+/// pending, the caller flushes at once.
+#[derive(Debug, Default)]
+pub struct MetricBatch {
+    pending: Vec<(u32, i64)>,
+}
+
+impl MetricBatch {
+    /// Metrics pending at most (more: flush now).
+    pub const MAX: usize = 256;
+
+    /// Adds `delta` to metric `id`; true when the batch is full.
+    pub fn add(&mut self, id: u32, delta: i64) -> bool {
+        match self.pending.iter_mut().find(|(m, _)| *m == id) {
+            Some((_, d)) => *d = d.saturating_add(delta),
+            None => self.pending.push((id, delta)),
+        }
+        self.pending.len() >= Self::MAX
+    }
+
+    /// Hands every non-zero pending delta to `apply` and empties the batch
+    /// (keeping its capacity: no allocation in steady state).
+    pub fn drain(&mut self, mut apply: impl FnMut(u32, i64)) {
+        for (id, delta) in self.pending.drain(..) {
+            if delta != 0 {
+                apply(id, delta);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,5 +155,29 @@ mod tests {
             decision_metric("rate_limit", "acme", "limit.per_client.limited"),
             "meshware.decisions.filter.rate_limit.tenant.acme.limit.per_client.outcome.limited"
         );
+    }
+
+    #[test]
+    fn a_batch_sums_per_metric_and_drains_once() {
+        let mut b = MetricBatch::default();
+        assert!(!b.add(7, 1));
+        b.add(9, 1);
+        b.add(7, 1);
+        b.add(11, 1); // a gauge going up ...
+        b.add(11, -1); // ... and down again: nothing to send
+        let mut sent = Vec::new();
+        b.drain(|id, d| sent.push((id, d)));
+        assert_eq!(sent, vec![(7, 2), (9, 1)]);
+        b.drain(|id, d| sent.push((id, d)));
+        assert_eq!(sent.len(), 2, "drained");
+        let full = (0..MetricBatch::MAX as u32)
+            .map(|i| b.add(i, 1))
+            .collect::<Vec<_>>();
+        assert_eq!(
+            full.iter().filter(|f| **f).count(),
+            1,
+            "full exactly at MAX"
+        );
+        assert_eq!(full.last(), Some(&true));
     }
 }
