@@ -25,7 +25,7 @@ export CHROMIUM_BIN
 # Binaryen's optimizer (Debian package) shrinks every module rustc emits by
 # about 18%; the features are exactly those rustc enables for wasm32-wasip1.
 WASM_OPT ?= /usr/bin/wasm-opt
-WASM_OPT_FLAGS := -Oz --enable-bulk-memory --enable-multivalue --enable-mutable-globals \
+WASM_OPT_FLAGS := -Oz --converge --enable-bulk-memory --enable-multivalue --enable-mutable-globals \
   --enable-nontrapping-float-to-int --enable-reference-types --enable-sign-ext
 # Cargo profile of the modules (Cargo.toml: opt-level "z").
 WASM_PROFILE   := wasm

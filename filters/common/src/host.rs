@@ -911,7 +911,7 @@ fn update_metrics<F: HttpFilter>(compiled: &Compiled<F>, slot: usize, updates: &
 thread_local! {
     /// This VM's counter and gauge increments since the last flush.
     static PENDING_METRICS: RefCell<crate::metrics::MetricBatch> =
-        RefCell::new(crate::metrics::MetricBatch::default());
+        const { RefCell::new(crate::metrics::MetricBatch::new()) };
 }
 
 /// Counts into the VM's batch; Envoy sees it at the next flush (the root's

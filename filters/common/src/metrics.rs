@@ -119,10 +119,16 @@ impl MetricBatch {
     /// Metrics pending at most (more: flush now).
     pub const MAX: usize = 256;
 
+    pub const fn new() -> Self {
+        MetricBatch {
+            pending: Vec::new(),
+        }
+    }
+
     /// Adds `delta` to metric `id`; true when the batch is full.
     pub fn add(&mut self, id: u32, delta: i64) -> bool {
         match self.pending.iter_mut().find(|(m, _)| *m == id) {
-            Some((_, d)) => *d = d.saturating_add(delta),
+            Some((_, d)) => *d = d.wrapping_add(delta),
             None => self.pending.push((id, delta)),
         }
         self.pending.len() >= Self::MAX
@@ -131,11 +137,12 @@ impl MetricBatch {
     /// Hands every non-zero pending delta to `apply` and empties the batch
     /// (keeping its capacity: no allocation in steady state).
     pub fn drain(&mut self, mut apply: impl FnMut(u32, i64)) {
-        for (id, delta) in self.pending.drain(..) {
+        for &(id, delta) in &self.pending {
             if delta != 0 {
                 apply(id, delta);
             }
         }
+        self.pending.clear();
     }
 }
 
