@@ -176,20 +176,23 @@ pub fn access_log_format() -> Value {
 
 /// Envoy's file access logger writing `access_log_format`: every response
 /// with status >= 400 (or none), and successful ones the access-log filter
-/// sampled for the tenant.
+/// sampled for the tenant (the rule the suite's records follow:
+/// `meshware_common::decision::LOGGED_FROM_STATUS`).
 pub fn access_log(path: &str) -> Value {
+    use meshware_common::decision::{LOGGED_FROM_STATUS, SAMPLED, SAMPLED_FIELD};
+    let sampled = format!("filter_state['wasm.meshware.{SAMPLED_FIELD}'] == b'{SAMPLED}'");
     json!({
         "name": "envoy.access_loggers.file",
         "filter": {"or_filter": {"filters": [
             {"status_code_filter": {"comparison": {"op": "GE",
-                "value": {"default_value": 400, "runtime_key": "meshware.access_log.min_status"}}}},
+                "value": {"default_value": LOGGED_FROM_STATUS, "runtime_key": "meshware.access_log.min_status"}}}},
             {"status_code_filter": {"comparison": {"op": "EQ",
                 "value": {"default_value": 0, "runtime_key": "meshware.access_log.no_status"}}}},
             {"extension_filter": {
                 "name": "envoy.access_loggers.extension_filters.cel",
                 "typed_config": {
                     "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
-                    "expression": "filter_state['wasm.meshware.sampled'] == b'1'"
+                    "expression": sampled
                 }
             }}
         ]}},

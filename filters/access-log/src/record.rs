@@ -117,7 +117,15 @@ pub fn on_request<'s>(
         log_fields: vec![
             ("tenant", tenant.to_string()),
             ("path", logged_path(s, headers.get(":path").unwrap_or(""))),
-            ("sampled", if sampled { "1" } else { "0" }.to_string()),
+            (
+                meshware_common::decision::SAMPLED_FIELD,
+                if sampled {
+                    meshware_common::decision::SAMPLED
+                } else {
+                    "0"
+                }
+                .to_string(),
+            ),
         ],
         ..Decision::default()
     };

@@ -235,7 +235,10 @@ impl HttpContext for SuiteStream {
         hostcalls::timed("suite", "log", || {
             if let Ok(mut c) = self.chain.try_borrow_mut() {
                 shared_headers::phase(true);
-                let sampled = c.steps.iter().any(|s| s.records("sampled", "1"));
+                let sampled = c
+                    .steps
+                    .iter()
+                    .any(|s| s.records(crate::decision::SAMPLED_FIELD, crate::decision::SAMPLED));
                 shared_headers::set_line_logged(sampled);
                 for stage in c.steps.iter_mut() {
                     stage.log();
@@ -327,8 +330,6 @@ pub struct SuiteRoot {
     stages: Vec<Box<dyn RootStage>>,
     /// Per stage: period and the next due time of its tick, in ms.
     ticks: Vec<(u64, u64)>,
-    /// Half the VM's tick period: a tick arriving a little early still counts.
-    tick_slack: u64,
 }
 
 impl SuiteRoot {
@@ -338,7 +339,6 @@ impl SuiteRoot {
             concerns,
             stages: Vec::new(),
             ticks: Vec::new(),
-            tick_slack: 0,
         }
     }
 
@@ -410,7 +410,6 @@ impl RootContext for SuiteRoot {
                 // for, and the metric flush's.
                 let shortest = self.ticks.iter().map(|t| t.0).filter(|p| *p > 0).min();
                 let period = crate::host::vm_tick_period_ms(shortest.unwrap_or(0));
-                self.tick_slack = period / 2;
                 hostcalls::set_tick_period(std::time::Duration::from_millis(period)).ok();
                 true
             }
@@ -428,11 +427,9 @@ impl RootContext for SuiteRoot {
         crate::host::flush_metrics();
         let now = EnvoyEnv.now_ms();
         for (stage, (period, due)) in self.stages.iter_mut().zip(self.ticks.iter_mut()) {
-            if *period == 0 || now < *due {
-                continue;
+            if crate::host::tick_due(now, due, *period) {
+                stage.tick();
             }
-            stage.tick();
-            *due = now.saturating_add(period.saturating_sub(self.tick_slack));
         }
     }
 

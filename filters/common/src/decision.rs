@@ -107,6 +107,15 @@ pub struct Decision<'a> {
     pub metrics: crate::metrics::MetricUpdates,
 }
 
+/// Which requests get an access-log line from the logger we ship (the
+/// bootstrap's filter, and the Istio Telemetry example of DEPLOY.md): every
+/// response with a status from `LOGGED_FROM_STATUS` on, every stream without
+/// a response, and the requests whose log field `SAMPLED_FIELD` is
+/// `SAMPLED` (set by the access-log filter).
+pub const LOGGED_FROM_STATUS: u32 = 400;
+pub const SAMPLED_FIELD: &str = "sampled";
+pub const SAMPLED: &str = "1";
+
 /// The identity filter's word on the tenant header.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub enum TenantWrite {

@@ -93,12 +93,12 @@ impl Headers {
             if value_end > buf.len() {
                 break;
             }
-            let text = |from: usize, to: usize| match buf.get(from..to).map(std::str::from_utf8) {
-                Some(Ok(_)) => Text::Span(from, to),
-                Some(Err(_)) => Text::Own(
-                    String::from_utf8_lossy(buf.get(from..to).unwrap_or_default()).into_owned(),
-                ),
-                None => Text::Own(String::new()),
+            // In bounds (checked above); borrowed back means valid UTF-8.
+            let text = |from: usize, to: usize| match String::from_utf8_lossy(
+                buf.get(from..to).unwrap_or_default(),
+            ) {
+                std::borrow::Cow::Borrowed(_) => Text::Span(from, to),
+                std::borrow::Cow::Owned(lossy) => Text::Own(lossy),
             };
             pairs.push((text(at, name_end), text(value_start, value_end)));
             at = value_end.saturating_add(1);

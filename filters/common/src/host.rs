@@ -336,9 +336,9 @@ pub mod shared_headers {
         static LINE_LOGGED: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
     }
 
-    /// The access logger we ship writes a line for an error (status >= 400,
-    /// or no response at all) and for a request the access-log concern
-    /// sampled (docs/CONFIG.md, "Access log"); only those lines read the
+    /// The access logger we ship writes a line for an error, a stream
+    /// without a response and a request the access-log concern sampled
+    /// (`decision::LOGGED_FROM_STATUS`); only those lines read the
     /// concerns' records, so the suite writes them only then.
     pub fn set_line_logged(sampled: bool) {
         let logged = sampled || {
@@ -346,7 +346,7 @@ pub mod shared_headers {
                 .property(&["response", "code"])
                 .and_then(|b| crate::store::property_u64(&b))
                 .unwrap_or(0);
-            status == 0 || status >= 400
+            status == 0 || status >= u64::from(crate::decision::LOGGED_FROM_STATUS)
         };
         LINE_LOGGED.with(|l| l.set(logged));
     }
@@ -690,14 +690,9 @@ impl<F: HttpFilter> RootContext for Root<F> {
         if period == 0 {
             return;
         }
-        // Due with half a VM period of slack, so a tick a little early counts.
-        let now = EnvoyEnv.now_ms();
-        if now < self.tick_due_ms {
-            return;
+        if tick_due(EnvoyEnv.now_ms(), &mut self.tick_due_ms, period) {
+            self.filter_tick();
         }
-        let slack = vm_tick_period_ms(period) / 2;
-        self.tick_due_ms = now.saturating_add(period.saturating_sub(slack));
-        self.filter_tick();
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -939,6 +934,18 @@ pub fn flush_metrics() {
     });
 }
 
+/// Whether a tick of `period` ms is due at `now` (then the next is
+/// scheduled). Half a VM tick of slack, so a VM tick arriving a little early
+/// still counts. A module of one filter and the suite's concerns share it.
+pub fn tick_due(now: u64, next_due: &mut u64, period: u64) -> bool {
+    if period == 0 || now < *next_due {
+        return false;
+    }
+    let slack = vm_tick_period_ms(period) / 2;
+    *next_due = now.saturating_add(period.saturating_sub(slack));
+    true
+}
+
 /// The VM's tick period: the filter's own, or the metric flush period when
 /// that is shorter (or the filter has none).
 pub fn vm_tick_period_ms(filter_period_ms: u64) -> u64 {
@@ -1150,6 +1157,7 @@ fn source_address() -> Option<std::net::IpAddr> {
 /// What decisions record for the access log, in order: the filter-state
 /// key (a log field's name, or `None` for the filter's outcome labels) and
 /// its value.
+#[cfg_attr(not(feature = "suite"), allow(dead_code))]
 type LogRecord = Vec<(Option<&'static str>, String)>;
 
 /// Where `act_in` puts a decision's record for the access log.
@@ -1167,14 +1175,15 @@ enum Record<'a> {
 /// Envoy filter state `wasm.meshware.<filter>` holds the decision's outcome
 /// labels (comma-separated), `wasm.meshware.<field>` each of its `log_fields`.
 /// Envoy's access log reads them with `%FILTER_STATE(wasm.meshware.x:PLAIN)%`.
+/// `record` takes each (key, value): written now, or kept for later.
 fn record_for_log<F: HttpFilter>(
     compiled: &Compiled<F>,
     slot: usize,
     decision: &Decision<'_>,
-    record: &mut LogRecord,
+    record: &mut dyn FnMut(Option<&'static str>, &str),
 ) {
     for (field, value) in &decision.log_fields {
-        record.push((Some(*field), value.clone()));
+        record(Some(*field), value);
     }
     if decision.outcomes == Outcomes::default() {
         return;
@@ -1193,21 +1202,20 @@ fn record_for_log<F: HttpFilter>(
         }
         labels.push_str(label);
     }
-    record.push((None, labels));
+    record(None, &labels);
 }
 
-fn write_log_record<F: HttpFilter>(compiled: &Compiled<F>, record: &LogRecord) {
-    for (field, value) in record {
-        let key;
-        let key = match field {
-            Some(field) => {
-                key = format!("meshware.{field}");
-                key.as_str()
-            }
-            None => compiled.log_key.as_str(),
-        };
-        let _ = hostcalls::set_property(vec![key], Some(value.as_bytes()));
-    }
+/// Writes one record: a log field, or (`None`) the filter's outcome labels.
+fn write_log_value<F: HttpFilter>(compiled: &Compiled<F>, field: Option<&str>, value: &str) {
+    let key;
+    let key = match field {
+        Some(field) => {
+            key = format!("meshware.{field}");
+            key.as_str()
+        }
+        None => compiled.log_key.as_str(),
+    };
+    let _ = hostcalls::set_property(vec![key], Some(value.as_bytes()));
 }
 
 /// Counts a decision's outcomes, logs it and sends its local reply.
@@ -1230,27 +1238,20 @@ fn act_in<F: HttpFilter>(
     record: Record<'_>,
 ) -> bool {
     match record {
-        Record::Now => {
-            let mut now = LogRecord::new();
-            record_for_log::<F>(compiled, slot, decision, &mut now);
-            write_log_record(compiled, &now);
+        Record::Now => record_for_log::<F>(compiled, slot, decision, &mut |field, value| {
+            write_log_value(compiled, field, value)
+        }),
+        Record::Later(kept) => {
+            record_for_log::<F>(compiled, slot, decision, &mut |field, value| {
+                kept.push((field, value.to_string()))
+            })
         }
-        Record::Later(kept) => record_for_log::<F>(compiled, slot, decision, kept),
         Record::Skip => {}
     }
     if !decision.metrics.is_empty() {
         update_metrics(compiled, slot, &decision.metrics);
     }
-    let counters = compiled
-        .counters
-        .get(slot)
-        .map(Vec::as_slice)
-        .unwrap_or(&[]);
-    for outcome in decision.outcomes.iter() {
-        if let Some(Some(id)) = counters.get(outcome) {
-            add_metric(*id, 1);
-        }
-    }
+    count(compiled, slot, decision.outcomes);
     let tenant = compiled.profile.tenant_name(slot);
     if log::log_enabled!(log::Level::Debug) && decision.outcomes != Outcomes::default() {
         let dynamic = compiled.tenant_outcomes.get(slot);
@@ -1467,7 +1468,9 @@ impl<F: HttpFilter> Stream<F> {
         }
         let record = std::mem::take(&mut self.log_record);
         if let (Some(compiled), true) = (&self.compiled, shared_headers::line_logged()) {
-            write_log_record(compiled, &record);
+            for (field, value) in &record {
+                write_log_value(compiled, *field, value);
+            }
         }
     }
 }
