@@ -32,7 +32,7 @@ WASM_PROFILE   := wasm
 WASM_OUT       := target/$(WASM_TARGET)/$(WASM_PROFILE)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup build build-test-panic build-counting run soak bench bench-hostcalls dashboard-picture fuzz test test-compat fmt-check clippy unit wasm-test e2e e2e-suite check-config istio oci istio-check clean
+.PHONY: help setup build build-test-panic build-counting run soak bench bench-tools bench-hostcalls dashboard-picture fuzz test test-compat fmt-check clippy unit wasm-test e2e e2e-suite check-config istio oci istio-check clean
 
 help:
 	@echo "make setup | build | run | test | test-compat | bench | bench-hostcalls | soak | fuzz | check-config PROFILE=file.json | istio | oci | clean"
@@ -145,11 +145,16 @@ build-counting: setup
 ## bench-hostcalls: what one host call of each kind costs Envoy (probe module),
 ## then how many of each every configuration makes per request (counting builds).
 bench-hostcalls: build build-counting
-	BENCH_PROBE=1 BENCH_ROUNDS=$${BENCH_ROUNDS:-5} \
+	BENCH_PROBE=1 BENCH_WRK_SECONDS=0 BENCH_ROUNDS=$${BENCH_ROUNDS:-5} \
 	  BENCH_WRITE_DOCS=1 cargo run --quiet --release -p meshware-e2e --bin bench
 	BENCH_COUNT=1 BENCH_WRITE_DOCS=1 cargo run --quiet --release -p meshware-e2e --bin bench
 
-bench: build
+# wrk (Debian's package) gives make bench its closed-loop throughput.
+bench-tools:
+	@command -v $${WRK_BIN:-wrk} >/dev/null || { apt-get install -y -qq wrk || \
+	  { apt-get update -qq && apt-get install -y -qq wrk; }; }
+
+bench: build bench-tools
 	BENCH_WRITE_DOCS=1 cargo run --quiet --release -p meshware-e2e --bin bench
 	@$(VENV)/bin/python -c 'import matplotlib' 2>/dev/null || $(VENV)/bin/pip install --quiet matplotlib
 	$(VENV)/bin/python tests/bench_chart.py

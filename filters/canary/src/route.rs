@@ -112,7 +112,7 @@ pub fn on_request<'s>(
     }
     if let Some(name) = s.versions.get(version) {
         // `set` replaces every client value of the header.
-        decision.request.set(&s.routing_header, name.clone());
+        decision.request.set(&s.routing_header, name.as_str());
         decision.request.clear_route_cache = true;
         decision.outcomes.add(OUTCOMES.len() + version);
     }
@@ -124,7 +124,7 @@ pub fn on_response<'s>(s: &'s CanarySettings, chosen: &Chosen) -> HeaderEdits<'s
     let mut edits = HeaderEdits::default();
     if s.echo_version {
         if let Some(name) = chosen.0.and_then(|v| s.versions.get(v)) {
-            edits.set(&s.routing_header, name.clone());
+            edits.set(&s.routing_header, name.as_str());
         }
     }
     edits

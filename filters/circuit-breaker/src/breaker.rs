@@ -104,13 +104,13 @@ pub fn on_request<'s>(
         if let Some(v) = &route.timeout_ms {
             decision
                 .request
-                .set("x-envoy-upstream-rq-timeout-ms", v.clone());
+                .set("x-envoy-upstream-rq-timeout-ms", v.as_str());
         }
         if let Some(v) = &route.max_retries {
-            decision.request.set("x-envoy-max-retries", v.clone());
+            decision.request.set("x-envoy-max-retries", v.as_str());
         }
         if let Some(v) = &route.retry_on {
-            decision.request.set("x-envoy-retry-on", v.clone());
+            decision.request.set("x-envoy-retry-on", v.as_str());
         }
     }
     let key = circuit_key(s, tenant, path, env);

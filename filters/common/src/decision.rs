@@ -2,13 +2,14 @@
 
 use std::borrow::Cow;
 
-/// One header change. Names borrow from the compiled config (or are static).
+/// One header change. Names borrow from the compiled config (or are static);
+/// so do values fixed at configure time, so only computed values allocate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HeaderOp<'a> {
     /// Replace every value of the header with this one.
-    Set(&'a str, String),
+    Set(&'a str, Cow<'a, str>),
     /// Add one more value, keeping existing ones.
-    Append(&'a str, String),
+    Append(&'a str, Cow<'a, str>),
     Remove(&'a str),
 }
 
@@ -21,11 +22,11 @@ pub struct HeaderEdits<'a> {
 }
 
 impl<'a> HeaderEdits<'a> {
-    pub fn set(&mut self, name: &'a str, value: String) {
-        self.ops.push(HeaderOp::Set(name, value));
+    pub fn set(&mut self, name: &'a str, value: impl Into<Cow<'a, str>>) {
+        self.ops.push(HeaderOp::Set(name, value.into()));
     }
-    pub fn append(&mut self, name: &'a str, value: String) {
-        self.ops.push(HeaderOp::Append(name, value));
+    pub fn append(&mut self, name: &'a str, value: impl Into<Cow<'a, str>>) {
+        self.ops.push(HeaderOp::Append(name, value.into()));
     }
     pub fn remove(&mut self, name: &'a str) {
         self.ops.push(HeaderOp::Remove(name));
@@ -36,7 +37,7 @@ impl<'a> HeaderEdits<'a> {
     /// The value a `Set` or `Append` gives `name`, for tests and chaining.
     pub fn value_of(&self, name: &str) -> Option<&str> {
         self.ops.iter().rev().find_map(|op| match op {
-            HeaderOp::Set(n, v) | HeaderOp::Append(n, v) if *n == name => Some(v.as_str()),
+            HeaderOp::Set(n, v) | HeaderOp::Append(n, v) if *n == name => Some(v.as_ref()),
             _ => None,
         })
     }
@@ -175,9 +176,9 @@ mod tests {
     fn edits_report_what_they_do() {
         let mut e = HeaderEdits::default();
         assert!(e.is_empty());
-        e.set("a", "1".into());
+        e.set("a", "1");
         e.remove("b");
-        e.append("a", "2".into());
+        e.append("a", "2".to_string());
         assert_eq!(e.value_of("a"), Some("2"));
         assert!(e.removes("b") && !e.removes("a"));
     }

@@ -27,6 +27,16 @@ impl PartialEq for Headers {
 
 impl Eq for Headers {}
 
+/// Header names in edits are almost always lowercase already (configured
+/// names are lowered at configure time): borrow those, lower the rest.
+fn lowercase(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(name)
+    }
+}
+
 fn le_u32(bytes: &[u8], at: usize) -> Option<usize> {
     let b = bytes.get(at..at.checked_add(4)?)?;
     let b: [u8; 4] = b.try_into().ok()?;
@@ -177,11 +187,11 @@ impl Headers {
         use crate::decision::HeaderOp;
         match op {
             HeaderOp::Set(name, value) => {
-                let name = name.to_ascii_lowercase();
+                let name = lowercase(name);
                 let buf = &self.buf;
                 let is = |t: &Text| match t {
                     Text::Span(from, to) => buf.get(*from..*to) == Some(name.as_bytes()),
-                    Text::Own(s) => *s == name,
+                    Text::Own(s) => *s == *name,
                 };
                 match self.pairs.iter().position(|(k, _)| is(k)) {
                     Some(first) => {
@@ -192,24 +202,26 @@ impl Headers {
                             keep
                         });
                         if let Some(pair) = self.pairs.get_mut(first) {
-                            pair.1 = Text::Own(value.clone());
+                            pair.1 = Text::Own(value.to_string());
                         }
                     }
-                    None => self.pairs.push((Text::Own(name), Text::Own(value.clone()))),
+                    None => self
+                        .pairs
+                        .push((Text::Own(name.into_owned()), Text::Own(value.to_string()))),
                 }
             }
             HeaderOp::Append(name, value) => {
                 self.pairs.push((
-                    Text::Own(name.to_ascii_lowercase()),
-                    Text::Own(value.clone()),
+                    Text::Own(lowercase(name).into_owned()),
+                    Text::Own(value.to_string()),
                 ));
             }
             HeaderOp::Remove(name) => {
-                let name = name.to_ascii_lowercase();
+                let name = lowercase(name);
                 let buf = &self.buf;
                 self.pairs.retain(|(k, _)| match k {
                     Text::Span(from, to) => buf.get(*from..*to) != Some(name.as_bytes()),
-                    Text::Own(s) => *s != name,
+                    Text::Own(s) => *s != *name,
                 });
             }
         }

@@ -257,7 +257,7 @@ fn apply_tenant_header<F: HttpFilter>(compiled: &Compiled<F>, slot: usize, what:
     };
     let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, &h.name, value);
     match value {
-        Some(v) => shared_headers::edit(&HeaderOp::Set(&h.name, v.to_string())),
+        Some(v) => shared_headers::edit(&HeaderOp::Set(&h.name, v.into())),
         None => shared_headers::edit(&HeaderOp::Remove(&h.name)),
     }
 }
@@ -1061,7 +1061,10 @@ fn apply(map: MapType, edits: &HeaderEdits<'_>) {
             shared_headers::edit_response(op);
         }
         let (name, result) = match op {
-            HeaderOp::Set(name, value) => (name, hostcalls::set_map_value(map, name, Some(value))),
+            HeaderOp::Set(name, value) => (
+                name,
+                hostcalls::set_map_value(map, name, Some(value.as_ref())),
+            ),
             HeaderOp::Append(name, value) => (name, hostcalls::add_map_value(map, name, value)),
             HeaderOp::Remove(name) => (name, hostcalls::remove_map_value(map, name)),
         };

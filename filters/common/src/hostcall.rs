@@ -65,6 +65,7 @@ mod counting {
     }
     use proxy_wasm::types::{BufferType, Bytes, LogLevel, MapType, MetricType, Status};
     use std::cell::RefCell;
+    use std::sync::atomic::Ordering;
     use std::time::{Duration, SystemTime};
 
     macro_rules! counted {
@@ -116,9 +117,19 @@ mod counting {
         /// Counter ids by function, then the allocation counters; defined
         /// on the first flush.
         ids: Option<Vec<Option<u32>>>,
-        /// Wall time by (concern, phase): nanoseconds since the last flush
-        /// and the counter's id, defined when the pair first appears.
-        stages: Vec<(&'static str, &'static str, u64, Option<u32>)>,
+        /// Wall time and allocations by concern and phase since the last
+        /// flush.
+        stages: Vec<Stage>,
+    }
+
+    struct Stage {
+        concern: &'static str,
+        phase: &'static str,
+        ns: u64,
+        allocations: u64,
+        /// Counter ids (time, allocations), defined when the pair first
+        /// appears.
+        ids: Option<(Option<u32>, Option<u32>)>,
     }
 
     thread_local! {
@@ -141,14 +152,29 @@ mod counting {
     }
 
     pub fn timed<R>(concern: &'static str, phase: &'static str, f: impl FnOnce() -> R) -> R {
-        let start = now_ns();
+        let allocated = || crate::alloc_count::CALLS.load(Ordering::Relaxed);
+        let (start, start_allocations) = (now_ns(), allocated());
         let out = f();
         let ns = now_ns().saturating_sub(start);
+        let allocations = allocated().saturating_sub(start_allocations);
         COUNTS.with(|c| {
             if let Ok(mut c) = c.try_borrow_mut() {
-                match c.stages.iter_mut().find(|s| s.0 == concern && s.1 == phase) {
-                    Some(s) => s.2 += ns,
-                    None => c.stages.push((concern, phase, ns, None)),
+                match c
+                    .stages
+                    .iter_mut()
+                    .find(|s| s.concern == concern && s.phase == phase)
+                {
+                    Some(s) => {
+                        s.ns += ns;
+                        s.allocations += allocations;
+                    }
+                    None => c.stages.push(Stage {
+                        concern,
+                        phase,
+                        ns,
+                        allocations,
+                        ids: None,
+                    }),
                 }
             }
         });
@@ -209,11 +235,16 @@ mod counting {
             let Ok(mut c) = c.try_borrow_mut() else {
                 return;
             };
-            for (concern, phase, ns, id) in &mut c.stages {
-                if id.is_none() {
-                    *id = define(format!("meshware_stage_ns.{concern}.{phase}"));
-                }
-                add(*id, std::mem::take(ns));
+            for s in &mut c.stages {
+                let (concern, phase) = (s.concern, s.phase);
+                let (ns_id, allocations_id) = *s.ids.get_or_insert_with(|| {
+                    (
+                        define(format!("meshware_stage_ns.{concern}.{phase}")),
+                        define(format!("meshware_stage_allocs.{concern}.{phase}")),
+                    )
+                });
+                add(ns_id, std::mem::take(&mut s.ns));
+                add(allocations_id, std::mem::take(&mut s.allocations));
             }
         });
     }

@@ -158,10 +158,10 @@ pub fn on_response<'s>(
     if let Some(origin) = pending.allow_origin.take() {
         edits.set("access-control-allow-origin", origin);
         if s.allow_credentials {
-            edits.set("access-control-allow-credentials", "true".to_string());
+            edits.set("access-control-allow-credentials", "true");
         }
         if !s.expose_value.is_empty() {
-            edits.set("access-control-expose-headers", s.expose_value.clone());
+            edits.set("access-control-expose-headers", s.expose_value.as_str());
         }
     }
     if vary_on_origin(s) {
@@ -170,7 +170,7 @@ pub fn on_response<'s>(
             .flat_map(|v| v.split(','))
             .any(|v| v.trim() == "*" || v.trim().eq_ignore_ascii_case("origin"));
         if !already {
-            edits.append("vary", "Origin".to_string());
+            edits.append("vary", "Origin");
         }
     }
     edits

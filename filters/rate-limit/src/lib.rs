@@ -57,11 +57,11 @@ impl HttpFilter for RateLimit {
     }
 
     fn on_response<'s>(
-        _settings: &'s Self::Settings,
+        settings: &'s Self::Settings,
         _headers: &Headers,
         stream: &mut Self::Stream,
     ) -> HeaderEdits<'s> {
-        quota::on_response(stream)
+        quota::on_response(settings, stream)
     }
 }
 

@@ -128,12 +128,31 @@ fn take_slot(
     SlotResult::Done(Verdict::StoreError)
 }
 
-/// Shared-data key of a limit's bucket or slot.
-pub fn bucket_key(tenant: &str, limit: &str, slot: Option<&str>) -> String {
+/// A slot of a per-value limit: its number, or the shared overflow bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotName {
+    Number(u64),
+    Overflow,
+}
+
+/// Shared-data key of a limit's bucket or slot, built in one allocation
+/// (`mw.rl.<tenant>.<limit>[.<slot>|.overflow]`).
+pub fn bucket_key(tenant: &str, limit: &str, slot: Option<SlotName>) -> String {
+    use std::fmt::Write;
+    // "mw.rl." + two dots + the longest slot text (20 digits).
+    let mut key = String::with_capacity(tenant.len() + limit.len() + 28);
+    key.push_str("mw.rl.");
+    key.push_str(tenant);
+    key.push('.');
+    key.push_str(limit);
     match slot {
-        None => format!("mw.rl.{tenant}.{limit}"),
-        Some(s) => format!("mw.rl.{tenant}.{limit}.{s}"),
+        None => {}
+        Some(SlotName::Number(n)) => {
+            let _ = write!(key, ".{n}");
+        }
+        Some(SlotName::Overflow) => key.push_str(".overflow"),
     }
+    key
 }
 
 /// Takes one token for `value` (the client address, user, header value;
@@ -167,7 +186,7 @@ pub fn take(
     ])
     .max(1);
     for slot in candidate_slots(hash, max_keys) {
-        let key = bucket_key(tenant, &limit.name, Some(&slot.to_string()));
+        let key = bucket_key(tenant, &limit.name, Some(SlotName::Number(slot)));
         if let SlotResult::Done(verdict) = take_slot(env, &key, hash, limit, now_us) {
             return Taken {
                 verdict,
@@ -175,7 +194,7 @@ pub fn take(
             };
         }
     }
-    let key = bucket_key(tenant, &limit.name, Some("overflow"));
+    let key = bucket_key(tenant, &limit.name, Some(SlotName::Overflow));
     let verdict = match take_slot(env, &key, 0, limit, now_us) {
         SlotResult::Done(v) => v,
         SlotResult::Busy => Verdict::StoreError,
@@ -198,7 +217,7 @@ pub fn sweep(env: &dyn HostEnv, tenant: &str, settings: &RateLimitSettings) -> u
             limit.sweep_cursor.get(),
             SWEEP_PER_TICK,
             settings.max_keys,
-            |slot| bucket_key(tenant, &limit.name, Some(&slot.to_string())),
+            |slot| bucket_key(tenant, &limit.name, Some(SlotName::Number(slot))),
             |bytes| Slot::decode(bytes).is_some_and(|s| s.tat_us <= now_us),
         );
         limit.sweep_cursor.set(next);

@@ -3,11 +3,12 @@
 
 use crate::config::{KeyKind, Limit, RateLimitSettings};
 use crate::limiter::{take, Verdict};
-use meshware_common::net::parse_source_address;
+use meshware_common::net::{key_text, parse_source_address};
 use meshware_common::{
     Decision, HeaderEdits, Headers, HostEnv, LocalReply, Outcomes, SourceAddress,
 };
 use std::borrow::Cow;
+use std::net::IpAddr;
 
 pub const OUTCOMES: &[&str] = &[
     "allowed",
@@ -45,7 +46,8 @@ fn limit_outcome(index: usize, which: usize) -> usize {
 /// The RateLimit fields for allowed responses, when the tenant wants them.
 #[derive(Debug, Default)]
 pub struct Fields {
-    policy: Option<String>,
+    /// The tightest limit's index: its policy text is configuration.
+    policy: Option<usize>,
     current: Option<String>,
 }
 
@@ -53,7 +55,7 @@ pub struct Fields {
 /// proxies in front, the address `hops` places left of the last entry of
 /// `x-forwarded-for` (Envoy appends the peer with `use_remote_address`).
 /// Anything a client writes further left is ignored.
-pub fn client_address(headers: &Headers, source: &mut SourceAddress, hops: u64) -> Option<String> {
+pub fn client_address(headers: &Headers, source: &mut SourceAddress, hops: u64) -> Option<IpAddr> {
     if hops > 0 {
         let entries: Vec<&str> = headers
             .get_all("x-forwarded-for")
@@ -63,30 +65,33 @@ pub fn client_address(headers: &Headers, source: &mut SourceAddress, hops: u64) 
         let from_right = usize::try_from(hops).ok()?;
         if let Some(index) = entries.len().checked_sub(from_right + 1) {
             if let Some(ip) = entries.get(index).and_then(|e| parse_source_address(e)) {
-                return Some(ip.to_string());
+                return Some(ip);
             }
         }
     }
-    source.get().map(|ip| ip.to_string())
+    source.get()
 }
 
-fn key_value(
+/// The value a per-value limit counts by (only ever hashed): borrowed from
+/// the request, or the address as key text.
+fn key_value<'h>(
     s: &RateLimitSettings,
     limit: &Limit,
-    headers: &Headers,
+    headers: &'h Headers,
     source: &mut SourceAddress,
-) -> Option<Option<String>> {
+) -> Option<Option<Cow<'h, str>>> {
     match &limit.key {
         KeyKind::Tenant | KeyKind::Route => Some(None),
-        KeyKind::ClientAddress => client_address(headers, source, s.xff_trusted_hops).map(Some),
+        KeyKind::ClientAddress => client_address(headers, source, s.xff_trusted_hops)
+            .map(|ip| Some(Cow::Owned(key_text(ip)))),
         KeyKind::User => headers
             .get(&s.user_header)
             .filter(|v| !v.is_empty())
-            .map(|v| Some(v.to_string())),
+            .map(|v| Some(Cow::Borrowed(v))),
         KeyKind::Header(name) => headers
             .get(name)
             .filter(|v| !v.is_empty())
-            .map(|v| Some(v.to_string())),
+            .map(|v| Some(Cow::Borrowed(v))),
     }
 }
 
@@ -132,7 +137,7 @@ pub fn on_request<'s>(
     let path = headers.get(":path").unwrap_or("/");
     let method = headers.get(":method").unwrap_or("");
     // The tightest allowed limit, for the optional response fields.
-    let mut tightest: Option<(&Limit, u64, u64)> = None;
+    let mut tightest: Option<(usize, &Limit, u64, u64)> = None;
     for (i, limit) in s.limits.iter().enumerate() {
         if !limit.applies(path, method) {
             continue;
@@ -148,8 +153,8 @@ pub fn on_request<'s>(
         match taken.verdict {
             Verdict::Allowed { remaining, reset_s } => {
                 outcomes.add(limit_outcome(i, 0));
-                if tightest.is_none_or(|(_, r, _)| remaining < r) {
-                    tightest = Some((limit, remaining, reset_s));
+                if tightest.is_none_or(|(_, _, r, _)| remaining < r) {
+                    tightest = Some((i, limit, remaining, reset_s));
                 }
             }
             Verdict::StoreError => outcomes.add(STORE_CONTENTION),
@@ -167,8 +172,8 @@ pub fn on_request<'s>(
     }
     outcomes.add(ALLOWED);
     if s.response_headers {
-        if let Some((limit, remaining, reset_s)) = tightest {
-            fields.policy = Some(limit.policy.clone());
+        if let Some((i, limit, remaining, reset_s)) = tightest {
+            fields.policy = Some(i);
             fields.current = Some(format!("\"{}\";r={remaining};t={reset_s}", limit.name));
         }
     }
@@ -178,10 +183,10 @@ pub fn on_request<'s>(
     }
 }
 
-pub fn on_response<'s>(fields: &mut Fields) -> HeaderEdits<'s> {
+pub fn on_response<'s>(s: &'s RateLimitSettings, fields: &mut Fields) -> HeaderEdits<'s> {
     let mut edits = HeaderEdits::default();
-    if let Some(policy) = fields.policy.take() {
-        edits.set("ratelimit-policy", policy);
+    if let Some(limit) = fields.policy.take().and_then(|i| s.limits.get(i)) {
+        edits.set("ratelimit-policy", limit.policy.as_str());
     }
     if let Some(current) = fields.current.take() {
         edits.set("ratelimit", current);

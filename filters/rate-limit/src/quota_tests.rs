@@ -156,19 +156,14 @@ fn trusted_hops_pick_the_address_left_of_the_proxies() {
         "1.1.1.1, 203.0.113.5, 10.0.0.2".into(),
     )]);
     let mut src = SourceAddress::known("10.0.0.2".parse().ok());
-    assert_eq!(client_address(&h, &mut src, 0).as_deref(), Some("10.0.0.2"));
-    assert_eq!(
-        client_address(&h, &mut src, 1).as_deref(),
-        Some("203.0.113.5")
-    );
-    assert_eq!(client_address(&h, &mut src, 2).as_deref(), Some("1.1.1.1"));
+    let ip = |text: &str| text.parse::<std::net::IpAddr>().ok();
+    assert_eq!(client_address(&h, &mut src, 0), ip("10.0.0.2"));
+    assert_eq!(client_address(&h, &mut src, 1), ip("203.0.113.5"));
+    assert_eq!(client_address(&h, &mut src, 2), ip("1.1.1.1"));
     // Fewer entries than hops: the request did not come through the proxies.
-    assert_eq!(client_address(&h, &mut src, 3).as_deref(), Some("10.0.0.2"));
+    assert_eq!(client_address(&h, &mut src, 3), ip("10.0.0.2"));
     let junk = Headers::new(vec![("x-forwarded-for".into(), "evil, 10.0.0.2".into())]);
-    assert_eq!(
-        client_address(&junk, &mut src, 1).as_deref(),
-        Some("10.0.0.2")
-    );
+    assert_eq!(client_address(&junk, &mut src, 1), ip("10.0.0.2"));
 }
 
 #[test]
@@ -239,7 +234,7 @@ fn allowed_responses_carry_the_tightest_limit() {
     let headers = Headers::new(vec![(":path".into(), "/".into())]);
     let mut src = SourceAddress::known("10.0.0.1".parse().ok());
     on_request(s, "acme", &headers, &mut src, &st, &mut fields);
-    let e = on_response(&mut fields);
+    let e = on_response(s, &mut fields);
     assert_eq!(e.value_of("ratelimit-policy"), Some("\"client\";q=2;w=1"));
     assert_eq!(e.value_of("ratelimit"), Some("\"client\";r=2;t=1"));
 }
@@ -253,4 +248,18 @@ fn slots_round_trip_and_reject_foreign_bytes() {
     assert_eq!(Slot::decode(&slot.encode()), Some(slot));
     assert_eq!(Slot::decode(b""), None);
     assert_eq!(Slot::decode(&[0u8; 17]), None);
+}
+
+#[test]
+fn bucket_keys_name_tenant_limit_and_slot() {
+    use crate::limiter::{bucket_key, SlotName};
+    assert_eq!(bucket_key("acme", "client", None), "mw.rl.acme.client");
+    assert_eq!(
+        bucket_key("acme", "client", Some(SlotName::Number(u64::MAX))),
+        "mw.rl.acme.client.18446744073709551615"
+    );
+    assert_eq!(
+        bucket_key("acme", "client", Some(SlotName::Overflow)),
+        "mw.rl.acme.client.overflow"
+    );
 }

@@ -9,7 +9,7 @@ pub fn on_response<'s>(s: &'s SecuritySettings, response: &Headers) -> HeaderEdi
     let mut edits = HeaderEdits::default();
     for rule in &s.rules {
         if rule.mode == Mode::Overwrite || !response.contains(rule.name) {
-            edits.set(rule.name, rule.value.clone());
+            edits.set(rule.name, rule.value.as_str());
         }
     }
     for name in &s.remove {

@@ -6,8 +6,11 @@
 //! medians reported with ratios to bare Envoy of the same round:
 //! - CPU microseconds per request: Envoy's user+system time from /proc over
 //!   BENCH_REQUESTS (default 10000) requests on one keep-alive connection;
-//! - throughput: those requests per wall-clock second (closed loop);
-//! - p50 / p99 latency at a fixed rate (BENCH_RATE, default 400 req/s, paced);
+//! - throughput: `wrk` (Debian's package) with BENCH_WRK_CONNECTIONS
+//!   (default 8) keep-alive connections for BENCH_WRK_SECONDS (default 3),
+//!   closed loop, Envoy's one worker saturated;
+//! - p50 / p99 latency at a fixed rate (BENCH_RATE, default 400 req/s), open
+//!   loop: each request's latency counts from when it was due;
 //! - RSS after the run, and the module size.
 //!
 //! Configurations: bare Envoy; Envoy's native filters covering the same
@@ -38,6 +41,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 const HOST: &str = "bench.example";
+/// How long before a paced request is due the client stops sleeping and
+/// spins (timer slack is tens to hundreds of µs).
+const SPIN: Duration = Duration::from_millis(1);
 
 #[derive(Clone)]
 struct Config {
@@ -191,6 +197,8 @@ fn bootstrap(config: &Config, profile: &str, jwks: &Value, port: u16, admin: u16
 struct Conn {
     writer: TcpStream,
     reader: BufReader<TcpStream>,
+    /// Envoy's listener, for other clients.
+    port: u16,
 }
 
 impl Conn {
@@ -200,7 +208,11 @@ impl Conn {
         s.set_read_timeout(Some(Duration::from_secs(10)))
             .map_err(|e| e.to_string())?;
         let reader = BufReader::new(s.try_clone().map_err(|e| e.to_string())?);
-        Ok(Conn { writer: s, reader })
+        Ok(Conn {
+            writer: s,
+            reader,
+            port,
+        })
     }
 
     fn exchange(&mut self, request: &[u8]) -> Result<(), String> {
@@ -250,6 +262,54 @@ struct Load {
     count: usize,
     warmup: usize,
     rate: f64,
+    wrk_seconds: u64,
+    wrk_connections: u64,
+}
+
+/// Requests per second that `wrk` (Debian's package; `make bench` installs
+/// it) gets through Envoy on `port` with `request`'s headers, over
+/// `seconds` on `connections` keep-alive connections from one thread.
+/// Any answer other than 2xx is an error: the figure would not be the
+/// configuration's.
+fn wrk_rps(port: u16, request: &[u8], seconds: u64, connections: u64) -> Result<f64, String> {
+    let text = String::from_utf8_lossy(request);
+    let mut lines = text.split("\r\n");
+    let path = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .ok_or("request without a path")?;
+    let mut cmd = std::process::Command::new(std::env::var("WRK_BIN").unwrap_or("wrk".into()));
+    cmd.args(["-t1", &format!("-c{connections}"), &format!("-d{seconds}s")]);
+    for header in lines.take_while(|l| !l.is_empty()) {
+        // wrk adds `Host` from the URL unless given one spelled so.
+        match header.split_once(':') {
+            Some((name, value)) if name.eq_ignore_ascii_case("host") => {
+                cmd.args(["-H", &format!("Host:{value}")])
+            }
+            _ => cmd.args(["-H", header]),
+        };
+    }
+    cmd.arg(format!("http://127.0.0.1:{port}{path}"));
+    let out = cmd
+        .output()
+        .map_err(|e| format!("wrk: {e} (make bench installs Debian's wrk)"))?;
+    let report = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!(
+            "wrk failed: {report}{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    for bad in ["Non-2xx or 3xx responses:", "Socket errors:"] {
+        if let Some(line) = report.lines().find(|l| l.trim_start().starts_with(bad)) {
+            return Err(format!("wrk: {}", line.trim()));
+        }
+    }
+    report
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| format!("no Requests/sec in wrk's report: {report}"))
 }
 
 /// A fresh Envoy for `config` and one connection to it, after the warm-up
@@ -283,19 +343,39 @@ fn measure(config: &Config, profile: &str, jwks: &Value, load: &Load) -> Result<
     }
     let wall = started.elapsed().as_secs_f64();
     let after = envoy.cpu_us().ok_or("no /proc stat")?;
-    // Fixed rate: one request every 1/rate seconds, latency of each.
+    let closed_loop_rps = load.count as f64 / wall;
+    // Throughput from a standard generator: wrk, several connections,
+    // Envoy's one worker saturated (BENCH_WRK_SECONDS=0: skipped, the
+    // sequential client's rate instead).
+    let rps = if load.wrk_seconds > 0 {
+        wrk_rps(
+            conn.port,
+            &load.request,
+            load.wrk_seconds,
+            load.wrk_connections,
+        )?
+    } else {
+        closed_loop_rps
+    };
+    // Fixed rate, open loop: request i is due at start + i / rate and its
+    // latency counts from then, so a slow answer also charges the requests
+    // it delays (no coordinated omission).
     let interval = Duration::from_secs_f64(1.0 / load.rate);
     let n = (load.rate * 2.0) as usize;
     let mut latencies = Vec::with_capacity(n);
     let start = Instant::now();
     for i in 0..n {
         let due = start + interval * i as u32;
+        // Sleep to just before the due time, then spin: a sleep's late
+        // wake-up would otherwise count as latency.
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
+            std::thread::sleep(wait.saturating_sub(SPIN));
         }
-        let t = Instant::now();
+        while Instant::now() < due {
+            std::hint::spin_loop();
+        }
         conn.exchange(&load.request)?;
-        latencies.push(t.elapsed().as_secs_f64() * 1e6);
+        latencies.push(due.elapsed().as_secs_f64() * 1e6);
     }
     latencies.sort_by(|a, b| a.total_cmp(b));
     let pct = |q: f64| {
@@ -306,7 +386,7 @@ fn measure(config: &Config, profile: &str, jwks: &Value, load: &Load) -> Result<
     };
     Ok(Sample {
         cpu_us: (after - before) as f64 / load.count as f64,
-        rps: load.count as f64 / wall,
+        rps,
         p50_us: pct(0.5),
         p99_us: pct(0.99),
         rss_kib: envoy.rss_kib().unwrap_or(0) as f64,
@@ -316,6 +396,8 @@ fn measure(config: &Config, profile: &str, jwks: &Value, load: &Load) -> Result<
 const ALLOCATIONS: &str = "allocations";
 /// Key prefix of the counting builds' wall time per concern and phase.
 const STAGE: &str = "stage:";
+/// Key prefix of the counting builds' allocations per concern and phase.
+const STAGE_ALLOCS: &str = "stage-allocs:";
 const ALLOCATED_BYTES: &str = "bytes allocated";
 
 /// The counting builds' `meshware_hostcalls.<function>` and
@@ -323,7 +405,7 @@ const ALLOCATED_BYTES: &str = "bytes allocated";
 fn hostcall_counters(envoy: &Envoy) -> Result<BTreeMap<String, u64>, String> {
     let text = meshware_e2e::http::get(
         envoy.admin_port,
-        "/stats?filter=meshware_(hostcalls|allocations|stage_ns)",
+        "/stats?filter=meshware_(hostcalls|allocations|stage_ns|stage_allocs)",
         &[],
     )
     .map_err(|e| e.to_string())?
@@ -336,6 +418,12 @@ fn hostcall_counters(envoy: &Envoy) -> Result<BTreeMap<String, u64>, String> {
                 Some((_, function)) => format!("`{function}`"),
                 None if name.contains("meshware_stage_ns.") => {
                     format!("{STAGE}{}", name.split_once("meshware_stage_ns.")?.1)
+                }
+                None if name.contains("meshware_stage_allocs.") => {
+                    format!(
+                        "{STAGE_ALLOCS}{}",
+                        name.split_once("meshware_stage_allocs.")?.1
+                    )
                 }
                 None => match name.split_once("meshware_allocations.")? {
                     (_, "calls") => ALLOCATIONS.to_string(),
@@ -453,12 +541,15 @@ fn count_table(
 /// figure a little (each counted call bumps a counter).
 fn stage_table(rows: &[(String, BTreeMap<String, f64>)]) -> String {
     let mut out = String::from(
-        "| configuration | concern | request µs | response µs | log µs | other µs | total µs |\n|---|---|---|---|---|---|---|\n",
+        "| configuration | concern | request µs | response µs | log µs | other µs | total µs | allocations |\n|---|---|---|---|---|---|---|---|\n",
     );
     for (config, counts) in rows {
         if std::env::var("BENCH_STAGE_RAW").is_ok() {
             for (k, v) in counts.iter().filter(|(k, _)| k.starts_with(STAGE)) {
-                eprintln!("RAW {config} {k} {:.2}", v / 1000.0);
+                eprintln!("RAW {config} {k} {:.2} us", v / 1000.0);
+            }
+            for (k, v) in counts.iter().filter(|(k, _)| k.starts_with(STAGE_ALLOCS)) {
+                eprintln!("RAW {config} {k} {v:.2} allocations");
             }
         }
         let clock = counts
@@ -495,8 +586,19 @@ fn stage_table(rows: &[(String, BTreeMap<String, f64>)]) -> String {
             }
             let total: f64 = by_phase.iter().sum();
             let [req, resp, log, other] = by_phase;
+            // Every phase's allocations (each phase's own interval, so
+            // the suite's row includes its concerns').
+            let allocations: f64 = counts
+                .iter()
+                .filter(|(k, _)| {
+                    k.strip_prefix(STAGE_ALLOCS)
+                        .and_then(|k| k.split_once('.'))
+                        .is_some_and(|(c, _)| c == concern)
+                })
+                .map(|(_, n)| n)
+                .sum();
             out.push_str(&format!(
-                "| {config} | {concern} | {req:.1} | {resp:.1} | {log:.1} | {other:.1} | {total:.1} |\n"
+                "| {config} | {concern} | {req:.1} | {resp:.1} | {log:.1} | {other:.1} | {total:.1} | {allocations:.1} |\n"
             ));
         }
     }
@@ -652,6 +754,8 @@ fn run() -> Result<(), String> {
         count: env_or("BENCH_REQUESTS", 10000),
         warmup: env_or("BENCH_WARMUP", 1000),
         rate: env_or("BENCH_RATE", 400.0),
+        wrk_seconds: env_or("BENCH_WRK_SECONDS", 3),
+        wrk_connections: env_or("BENCH_WRK_CONNECTIONS", 8),
         request: format!(
             "GET /orders HTTP/1.1\r\nhost: {HOST}\r\nauthorization: Bearer {}\r\norigin: https://shop.acme.example\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n\r\n",
             token()?
