@@ -1,7 +1,7 @@
 //! The circuit-breaker decision per request, and the bookkeeping when the
 //! stream ends.
 
-use crate::circuit::{acquire, admit, record, release, Admission, State, Transition};
+use crate::circuit::{admit, complete, Admission, Evidence, State, Transition};
 use crate::config::{BreakerSettings, CircuitKey, CLIENT_BUDGET_HEADERS};
 use meshware_common::{property_u64, Decision, Headers, HostEnv, LocalReply, Outcomes};
 use std::borrow::Cow;
@@ -39,8 +39,8 @@ pub const DOWNSTREAM_CONNECTION_TERMINATION: u64 = 0x4000;
 pub struct Admitted {
     circuit_key: Option<String>,
     probe: bool,
-    /// The bulkhead slot to give back, exactly once.
-    in_flight_key: Option<String>,
+    /// A bulkhead slot to give back (with the circuit's key, exactly once).
+    slot: bool,
     started_ms: u64,
 }
 
@@ -115,13 +115,25 @@ pub fn on_request<'s>(
     }
     let key = circuit_key(s, tenant, path, env);
     let now = env.now_ms();
-    match admit(env, &key, s, now) {
+    let admit = admit(env, &key, s, now, s.max_in_flight);
+    match admit.admission {
         Admission::Rejected {
             state,
             retry_after_s,
         } => {
             decision.outcomes.add(REJECTED);
             return reject(s, state, retry_after_s, decision.outcomes);
+        }
+        Admission::BulkheadFull => {
+            decision.outcomes.add(BULKHEAD_REJECTED);
+            let mut d = reject(s, State::Closed, 1, decision.outcomes);
+            if let Some(reply) = &mut d.reply {
+                reply.headers.retain(|(k, _)| *k != "x-circuit-state");
+                reply
+                    .headers
+                    .push(("x-circuit-state", "bulkhead-full".to_string()));
+            }
+            return d;
         }
         Admission::Probe { half_opened } => {
             if half_opened {
@@ -131,30 +143,7 @@ pub fn on_request<'s>(
         }
         Admission::Allowed => {}
     }
-    if let Some(max) = s.max_in_flight {
-        let slot = format!("{key}.inflight");
-        match acquire(env, &slot, max) {
-            Some(false) => {
-                decision.outcomes.add(BULKHEAD_REJECTED);
-                if admitted.probe {
-                    // The probe never ran: count it as failed so the circuit
-                    // does not wait for it forever.
-                    record(env, &key, s, now, true, true);
-                }
-                let mut d = reject(s, State::Closed, 1, decision.outcomes);
-                if let Some(reply) = &mut d.reply {
-                    reply.headers.retain(|(k, _)| *k != "x-circuit-state");
-                    reply
-                        .headers
-                        .push(("x-circuit-state", "bulkhead-full".to_string()));
-                }
-                return d;
-            }
-            Some(true) => admitted.in_flight_key = Some(slot),
-            // Store unavailable: fail open without holding a slot.
-            None => {}
-        }
-    }
+    admitted.slot = admit.slot;
     admitted.circuit_key = Some(key);
     admitted.started_ms = now;
     decision.outcomes.add(ALLOWED);
@@ -166,12 +155,10 @@ pub fn on_request<'s>(
 /// failure; a client that disconnected first is not evidence either way.
 pub fn on_complete(s: &BreakerSettings, admitted: &mut Admitted, env: &dyn HostEnv) -> Outcomes {
     let mut outcomes = Outcomes::default();
-    if let Some(slot) = admitted.in_flight_key.take() {
-        release(env, &slot);
-    }
     let Some(key) = admitted.circuit_key.take() else {
         return outcomes;
     };
+    let slot = std::mem::take(&mut admitted.slot);
     let now = env.now_ms();
     let status = env
         .property(&["response", "code"])
@@ -185,8 +172,12 @@ pub fn on_complete(s: &BreakerSettings, admitted: &mut Admitted, env: &dyn HostE
         // The client went away first: says nothing about the upstream. A
         // probe that ends this way is given back as a failure, so the
         // half-open circuit does not wait for it forever.
+        let evidence = admitted.probe.then_some(Evidence {
+            failure: true,
+            probe: true,
+        });
+        complete(env, &key, s, now, slot, evidence);
         if admitted.probe {
-            record(env, &key, s, now, true, true);
             outcomes.add(PROBE_FAILED);
         }
         outcomes.add(CLIENT_ABORTED);
@@ -206,7 +197,11 @@ pub fn on_complete(s: &BreakerSettings, admitted: &mut Admitted, env: &dyn HostE
             PROBE_SUCCEEDED
         });
     }
-    match record(env, &key, s, now, failure, admitted.probe) {
+    let evidence = Evidence {
+        failure,
+        probe: admitted.probe,
+    };
+    match complete(env, &key, s, now, slot, Some(evidence)) {
         Some(Transition::Opened) | Some(Transition::Reopened) => outcomes.add(OPENED),
         Some(Transition::Closed) => outcomes.add(CLOSED),
         None => {}

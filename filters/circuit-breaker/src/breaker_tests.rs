@@ -5,7 +5,7 @@ use crate::circuit::in_flight;
 use crate::config::tests::parse_json;
 use crate::config::BreakerSettings;
 use meshware_common::store::MemoryStore;
-use meshware_common::{Decision, Headers};
+use meshware_common::{Decision, Headers, SharedStore};
 use serde_json::json;
 
 fn settings() -> &'static BreakerSettings {
@@ -135,7 +135,7 @@ fn a_failed_probe_reopens() {
 fn the_bulkhead_never_leaks() {
     let s = settings();
     let st = env();
-    let key = "mw.cb.a.payments.inflight";
+    let key = "mw.cb.a.payments";
     let (_, mut a1) = request(s, &st, "a", "/x");
     let (_, mut a2) = request(s, &st, "a", "/x");
     assert_eq!(in_flight(&st, key), 2);
@@ -202,11 +202,55 @@ fn budgets_are_set_and_client_budgets_stripped() {
 
 #[test]
 fn a_bulkhead_slot_taken_by_another_worker_meanwhile_is_not_lost() {
+    use crate::circuit::{admit, Admission, Circuit};
+    let s = settings();
     let st = MemoryStore::default();
     // Another worker takes the first slot just after this one read the
-    // counter as absent: both slots must be counted.
-    *st.created_after_read.borrow_mut() = Some(("k.inflight".into(), 1u64.to_le_bytes().to_vec()));
-    assert_eq!(crate::circuit::acquire(&st, "k.inflight", 2), Some(true));
-    assert_eq!(in_flight(&st, "k.inflight"), 2);
-    assert_eq!(crate::circuit::acquire(&st, "k.inflight", 2), Some(false));
+    // circuit as absent: both slots must be counted.
+    let mut taken = Circuit::closed(s.window_s);
+    taken.in_flight = 1;
+    *st.created_after_read.borrow_mut() = Some(("k".into(), taken.encode()));
+    let first = admit(&st, "k", s, 0, Some(2));
+    assert_eq!((first.admission, first.slot), (Admission::Allowed, true));
+    assert_eq!(in_flight(&st, "k"), 2);
+    let full = admit(&st, "k", s, 0, Some(2));
+    assert_eq!(
+        (full.admission, full.slot),
+        (Admission::BulkheadFull, false)
+    );
+}
+
+#[test]
+fn a_full_bulkhead_takes_no_probe_and_a_window_change_keeps_the_slots() {
+    use crate::circuit::{admit, Admission, Circuit};
+    let s = settings();
+    let st = env();
+    for _ in 0..4 {
+        run(s, &st, "a", Some(502));
+    }
+    let key = "mw.cb.a.payments";
+    let (d, _) = request(s, &st, "a", "/x");
+    assert!(d.outcomes.contains(REJECTED), "open");
+    // Open long enough, but every slot taken elsewhere: no probe is used up.
+    st.advance_ms(1500);
+    let (bytes, cas) = st.get(key).unwrap();
+    let mut c = Circuit::decode(&bytes, s.window_s).unwrap();
+    c.in_flight = 2;
+    st.set(key, &c.encode(), Some(cas)).unwrap();
+    let (d, _) = request(s, &st, "a", "/x");
+    assert!(d.outcomes.contains(BULKHEAD_REJECTED) && !d.outcomes.contains(HALF_OPENED));
+    // Slots free again: the circuit is still open, so this one half-opens it.
+    let (bytes, cas) = st.get(key).unwrap();
+    let mut c = Circuit::decode(&bytes, s.window_s).unwrap();
+    c.in_flight = 0;
+    st.set(key, &c.encode(), Some(cas)).unwrap();
+    let (d, _) = request(s, &st, "a", "/x");
+    assert!(d.outcomes.contains(HALF_OPENED), "{:?}", d.outcomes);
+    // Another window size (a config change) keeps the in-flight count: the
+    // probe's slot.
+    assert_eq!(in_flight(&st, key), 1);
+    let (narrow, e) = parse_json(json!({"window_s": 3, "max_in_flight": 1}));
+    assert_eq!(e, "");
+    let full = admit(&st, key, &narrow, 0, Some(1));
+    assert_eq!(full.admission, Admission::BulkheadFull);
 }

@@ -3,6 +3,8 @@
 //! buckets reaches the threshold (with enough requests); open -> half-open
 //! after `open_for_ms`; half-open admits `half_open_probes` probes; a failed
 //! probe re-opens, enough good probes close (with a fresh window).
+//! The same value carries the circuit's bulkhead (requests in flight), so
+//! admission and completion are each one read and one CAS write.
 
 use crate::config::BreakerSettings;
 use meshware_common::store::SetError;
@@ -44,21 +46,28 @@ pub struct Circuit {
     pub probes_admitted: u32,
     pub probe_successes: u32,
     window: Vec<Bucket>,
+    /// Bulkhead slots taken by admitted requests not yet complete.
+    pub in_flight: u64,
 }
 
+/// Bytes before the window, and after it (the in-flight count).
+const HEAD: usize = 17;
+const TAIL: usize = 8;
+
 impl Circuit {
-    fn closed(window_s: u64) -> Circuit {
+    pub(crate) fn closed(window_s: u64) -> Circuit {
         Circuit {
             state: State::Closed,
             opened_at_ms: 0,
             probes_admitted: 0,
             probe_successes: 0,
             window: vec![Bucket::default(); window_s as usize],
+            in_flight: 0,
         }
     }
 
-    fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(17 + self.window.len() * 16);
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEAD + self.window.len() * 16 + TAIL);
         out.push(match self.state {
             State::Closed => 0,
             State::Open => 1,
@@ -72,12 +81,25 @@ impl Circuit {
             out.extend_from_slice(&b.total.to_le_bytes());
             out.extend_from_slice(&b.failures.to_le_bytes());
         }
+        out.extend_from_slice(&self.in_flight.to_le_bytes());
         out
     }
 
+    /// The in-flight count of any value of this layout, whatever its window
+    /// size: a window change must not forget the slots taken.
+    fn in_flight_of(bytes: &[u8]) -> Option<u64> {
+        let len = bytes.len();
+        if len < HEAD + TAIL || !(len - HEAD - TAIL).is_multiple_of(16) {
+            return None;
+        }
+        Some(u64::from_le_bytes(
+            bytes.get(len - TAIL..)?.try_into().ok()?,
+        ))
+    }
+
     /// `None` for foreign bytes or a window of another size (a config
-    /// change): the circuit then starts closed.
-    fn decode(bytes: &[u8], window_s: u64) -> Option<Circuit> {
+    /// change): the circuit then starts closed (keeping its in-flight count).
+    pub(crate) fn decode(bytes: &[u8], window_s: u64) -> Option<Circuit> {
         let u64_at = |i: usize| -> Option<u64> {
             Some(u64::from_le_bytes(bytes.get(i..i + 8)?.try_into().ok()?))
         };
@@ -90,12 +112,12 @@ impl Circuit {
             2 => State::HalfOpen,
             _ => return None,
         };
-        if bytes.len() != 17 + window_s as usize * 16 {
+        if bytes.len() != HEAD + window_s as usize * 16 + TAIL {
             return None;
         }
         let window = (0..window_s as usize)
             .map(|i| {
-                let at = 17 + i * 16;
+                let at = HEAD + i * 16;
                 Some(Bucket {
                     second: u64_at(at)?,
                     total: u32_at(at + 8)?,
@@ -109,6 +131,7 @@ impl Circuit {
             probes_admitted: u32_at(9)?,
             probe_successes: u32_at(13)?,
             window,
+            in_flight: Self::in_flight_of(bytes)?,
         })
     }
 
@@ -135,6 +158,17 @@ pub enum Admission {
         state: State,
         retry_after_s: u64,
     },
+    /// The circuit would admit it, but `max_in_flight` requests are in
+    /// flight (nothing was taken: not a probe either).
+    BulkheadFull,
+}
+
+/// Admission, and whether it took a bulkhead slot (to give back exactly
+/// once, in `complete`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admit {
+    pub admission: Admission,
+    pub slot: bool,
 }
 
 /// Reads, changes and CAS-writes one circuit; `change` returns the value to
@@ -143,12 +177,17 @@ fn update<T>(
     store: &dyn SharedStore,
     key: &str,
     s: &BreakerSettings,
+    retries: usize,
     mut change: impl FnMut(&mut Circuit) -> (T, bool),
 ) -> Option<T> {
-    for _ in 0..MAX_CAS_RETRIES {
+    for _ in 0..retries {
         let (mut circuit, cas) = match store.get(key) {
             Some((bytes, cas)) => (
-                Circuit::decode(&bytes, s.window_s).unwrap_or_else(|| Circuit::closed(s.window_s)),
+                Circuit::decode(&bytes, s.window_s).unwrap_or_else(|| {
+                    let mut fresh = Circuit::closed(s.window_s);
+                    fresh.in_flight = Circuit::in_flight_of(&bytes).unwrap_or(0);
+                    fresh
+                }),
                 Some(cas),
             ),
             None => (Circuit::closed(s.window_s), None),
@@ -166,43 +205,84 @@ fn update<T>(
     None
 }
 
-pub fn admit(store: &dyn SharedStore, key: &str, s: &BreakerSettings, now_ms: u64) -> Admission {
-    let result = update(store, key, s, |c| match c.state {
-        State::Closed => (Admission::Allowed, false),
-        State::Open => {
-            let reopen_at = c.opened_at_ms.saturating_add(s.open_for_ms);
-            if now_ms < reopen_at {
-                let retry_after_s = (reopen_at - now_ms).div_ceil(1000).max(1);
-                return (
-                    Admission::Rejected {
-                        state: State::Open,
-                        retry_after_s,
-                    },
-                    false,
-                );
+/// The circuit's admission, then the bulkhead's, in one CAS write. With a
+/// bulkhead, a CAS mismatch means another worker just took or returned a
+/// slot; giving up after a few would fail open (admit past `max`) exactly
+/// when the bulkhead is contended, so it retries as long as a release does.
+pub fn admit(
+    store: &dyn SharedStore,
+    key: &str,
+    s: &BreakerSettings,
+    now_ms: u64,
+    max_in_flight: Option<u64>,
+) -> Admit {
+    let retries = if max_in_flight.is_some() {
+        RELEASE_RETRIES
+    } else {
+        MAX_CAS_RETRIES
+    };
+    let result = update(store, key, s, retries, |c| {
+        let (admission, changed) = match c.state {
+            State::Closed => (Admission::Allowed, false),
+            State::Open => {
+                let reopen_at = c.opened_at_ms.saturating_add(s.open_for_ms);
+                if now_ms < reopen_at {
+                    let retry_after_s = (reopen_at - now_ms).div_ceil(1000).max(1);
+                    let state = State::Open;
+                    return (
+                        no_slot(Admission::Rejected {
+                            state,
+                            retry_after_s,
+                        }),
+                        false,
+                    );
+                }
+                c.state = State::HalfOpen;
+                c.probes_admitted = 1;
+                c.probe_successes = 0;
+                (Admission::Probe { half_opened: true }, true)
             }
-            c.state = State::HalfOpen;
-            c.probes_admitted = 1;
-            c.probe_successes = 0;
-            (Admission::Probe { half_opened: true }, true)
-        }
-        State::HalfOpen => {
-            if u64::from(c.probes_admitted) < s.half_open_probes {
-                c.probes_admitted += 1;
-                (Admission::Probe { half_opened: false }, true)
-            } else {
-                let retry_after_s = s.open_for_ms.div_ceil(1000).max(1);
+            State::HalfOpen => {
+                if u64::from(c.probes_admitted) < s.half_open_probes {
+                    c.probes_admitted += 1;
+                    (Admission::Probe { half_opened: false }, true)
+                } else {
+                    let retry_after_s = s.open_for_ms.div_ceil(1000).max(1);
+                    let state = State::HalfOpen;
+                    return (
+                        no_slot(Admission::Rejected {
+                            state,
+                            retry_after_s,
+                        }),
+                        false,
+                    );
+                }
+            }
+        };
+        match max_in_flight {
+            // Not written: the probe above is not taken either.
+            Some(max) if c.in_flight >= max => (no_slot(Admission::BulkheadFull), false),
+            Some(_) => {
+                c.in_flight += 1;
                 (
-                    Admission::Rejected {
-                        state: State::HalfOpen,
-                        retry_after_s,
+                    Admit {
+                        admission,
+                        slot: true,
                     },
-                    false,
+                    true,
                 )
             }
+            None => (no_slot(admission), changed),
         }
     });
-    result.unwrap_or(Admission::Allowed)
+    result.unwrap_or(no_slot(Admission::Allowed))
+}
+
+fn no_slot(admission: Admission) -> Admit {
+    Admit {
+        admission,
+        slot: false,
+    }
 }
 
 /// A state change caused by recording an outcome.
@@ -214,108 +294,99 @@ pub enum Transition {
     Reopened,
 }
 
-/// Records a completed request (or probe) and applies the transitions.
-pub fn record(
+/// What a completed stream says about the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Evidence {
+    pub failure: bool,
+    pub probe: bool,
+}
+
+/// At the end of an admitted stream, in one CAS write: gives back its
+/// bulkhead slot (`slot`) and records its outcome (`evidence`, if it is
+/// any), applying the transitions.
+pub fn complete(
     store: &dyn SharedStore,
     key: &str,
     s: &BreakerSettings,
     now_ms: u64,
-    failure: bool,
-    probe: bool,
+    slot: bool,
+    evidence: Option<Evidence>,
 ) -> Option<Transition> {
-    let now_s = now_ms / 1000;
-    update(store, key, s, |c| {
-        if probe && c.state == State::HalfOpen {
-            if failure {
-                c.state = State::Open;
-                c.opened_at_ms = now_ms;
-                return (Some(Transition::Reopened), true);
-            }
-            c.probe_successes += 1;
-            if u64::from(c.probe_successes) >= s.half_open_probes {
-                *c = Circuit::closed(s.window_s);
-                return (Some(Transition::Closed), true);
-            }
-            return (None, true);
+    // A lost release would shrink the bulkhead for good: retry much longer.
+    let retries = if slot {
+        RELEASE_RETRIES
+    } else {
+        MAX_CAS_RETRIES
+    };
+    update(store, key, s, retries, |c| {
+        if slot {
+            c.in_flight = c.in_flight.saturating_sub(1);
         }
-        if c.state != State::Closed {
-            // A request admitted before the circuit opened: not evidence.
-            return (None, false);
-        }
-        let index = (now_s % s.window_s) as usize;
-        if let Some(bucket) = c.window.get_mut(index) {
-            if bucket.second != now_s {
-                *bucket = Bucket {
-                    second: now_s,
-                    ..Bucket::default()
-                };
-            }
-            bucket.total = bucket.total.saturating_add(1);
-            if failure {
-                bucket.failures = bucket.failures.saturating_add(1);
-            }
-        }
-        let (total, failures) = c.totals(now_s, s.window_s);
-        if total >= s.min_requests && failures as f64 >= s.failure_ratio * total as f64 {
-            c.state = State::Open;
-            c.opened_at_ms = now_ms;
-            return (Some(Transition::Opened), true);
-        }
-        (None, true)
+        let (transition, changed) = match evidence {
+            Some(e) => record(c, s, now_ms, e),
+            None => (None, false),
+        };
+        (transition, changed || slot)
     })
     .flatten()
 }
 
-/// Bulkhead: takes an in-flight slot if fewer than `max` are taken. A CAS
-/// mismatch means another worker just took or returned a slot; giving up
-/// after a few would fail open (admit past `max`) exactly when the bulkhead
-/// is contended, so it retries as long as a release does.
-pub fn acquire(store: &dyn SharedStore, key: &str, max: u64) -> Option<bool> {
-    counter(store, key, RELEASE_RETRIES, |n| (n < max).then(|| n + 1))
+/// Records a completed request (or probe) in `c`.
+fn record(
+    c: &mut Circuit,
+    s: &BreakerSettings,
+    now_ms: u64,
+    e: Evidence,
+) -> (Option<Transition>, bool) {
+    let now_s = now_ms / 1000;
+    if e.probe && c.state == State::HalfOpen {
+        if e.failure {
+            c.state = State::Open;
+            c.opened_at_ms = now_ms;
+            return (Some(Transition::Reopened), true);
+        }
+        c.probe_successes += 1;
+        if u64::from(c.probe_successes) >= s.half_open_probes {
+            let in_flight = c.in_flight;
+            *c = Circuit::closed(s.window_s);
+            c.in_flight = in_flight;
+            return (Some(Transition::Closed), true);
+        }
+        return (None, true);
+    }
+    if c.state != State::Closed {
+        // A request admitted before the circuit opened: not evidence.
+        return (None, false);
+    }
+    let index = (now_s % s.window_s) as usize;
+    if let Some(bucket) = c.window.get_mut(index) {
+        if bucket.second != now_s {
+            *bucket = Bucket {
+                second: now_s,
+                ..Bucket::default()
+            };
+        }
+        bucket.total = bucket.total.saturating_add(1);
+        if e.failure {
+            bucket.failures = bucket.failures.saturating_add(1);
+        }
+    }
+    let (total, failures) = c.totals(now_s, s.window_s);
+    if total >= s.min_requests && failures as f64 >= s.failure_ratio * total as f64 {
+        c.state = State::Open;
+        c.opened_at_ms = now_ms;
+        return (Some(Transition::Opened), true);
+    }
+    (None, true)
 }
 
-/// A lost release would shrink the bulkhead for good: retry much longer.
+/// CAS attempts for an update that holds or takes a bulkhead slot.
 pub const RELEASE_RETRIES: usize = 64;
 
-/// Returns the slot taken by `acquire` (exactly once per acquired stream).
-pub fn release(store: &dyn SharedStore, key: &str) -> Option<bool> {
-    counter(store, key, RELEASE_RETRIES, |n| Some(n.saturating_sub(1)))
-}
-
+/// Requests in flight on a circuit (0 for none or foreign bytes).
 pub fn in_flight(store: &dyn SharedStore, key: &str) -> u64 {
     store
         .get(key)
-        .and_then(|(b, _)| Some(u64::from_le_bytes(b.get(0..8)?.try_into().ok()?)))
+        .and_then(|(b, _)| Circuit::in_flight_of(&b))
         .unwrap_or(0)
-}
-
-/// Applies `change` to a counter with CAS; `Some(false)` when `change`
-/// refused, `None` when the store could not be updated.
-fn counter(
-    store: &dyn SharedStore,
-    key: &str,
-    retries: usize,
-    change: impl Fn(u64) -> Option<u64>,
-) -> Option<bool> {
-    for _ in 0..retries {
-        let (value, cas) = match store.get(key) {
-            Some((b, cas)) => (
-                b.get(0..8)
-                    .and_then(|x| x.try_into().ok())
-                    .map(u64::from_le_bytes)
-                    .unwrap_or(0),
-                Some(cas),
-            ),
-            None => (0, None),
-        };
-        let Some(next) = change(value) else {
-            return Some(false);
-        };
-        match store.set(key, &next.to_le_bytes(), cas) {
-            Ok(()) => return Some(true),
-            Err(SetError::CasMismatch) => continue,
-            Err(SetError::Failed) => return None,
-        }
-    }
-    None
 }

@@ -924,8 +924,8 @@ fn run() -> Result<(), String> {
     std::fs::write(dir.join("results.json"), format!("{out:#}\n")).map_err(|e| e.to_string())?;
     if std::env::var("BENCH_WRITE_DOCS").is_ok() {
         let header = format!(
-            "\n{rounds} rounds x {} requests per configuration, fixed rate {} req/s for latency; medians.\n\n",
-            load.count, load.rate
+            "\n{rounds} rounds x {} requests per configuration (CPU), wrk {} connections x {} s (req/s), open loop at {} req/s (latency); medians.\n\n",
+            load.count, load.wrk_connections, load.wrk_seconds, load.rate
         );
         write_docs("bench", &format!("{header}{table}"))?;
     }
