@@ -27,9 +27,9 @@ impl PartialEq for Headers {
 
 impl Eq for Headers {}
 
-/// Header names in edits are almost always lowercase already (configured
+/// Header names and hosts are almost always lowercase already (configured
 /// names are lowered at configure time): borrow those, lower the rest.
-fn lowercase(name: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn lowercase(name: &str) -> std::borrow::Cow<'_, str> {
     if name.bytes().any(|b| b.is_ascii_uppercase()) {
         std::borrow::Cow::Owned(name.to_ascii_lowercase())
     } else {

@@ -51,12 +51,7 @@ pub fn normalize_host(authority: &str) -> Cow<'_, str> {
             _ => authority,
         }
     };
-    let host = host.strip_suffix('.').unwrap_or(host);
-    if host.bytes().any(|b| b.is_ascii_uppercase()) {
-        Cow::Owned(host.to_ascii_lowercase())
-    } else {
-        Cow::Borrowed(host)
-    }
+    crate::headers::lowercase(host.strip_suffix('.').unwrap_or(host))
 }
 
 impl Tenancy {
