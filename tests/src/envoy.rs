@@ -55,15 +55,33 @@ pub fn free_port() -> u16 {
         .unwrap_or(0)
 }
 
-fn scratch_dir() -> PathBuf {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "meshware-e2e-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    ));
-    let _ = std::fs::create_dir_all(&dir);
-    dir
+/// A fresh folder for one Envoy's bootstrap and log, removed when dropped
+/// unless a test is failing (its log is then worth keeping).
+struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn new() -> ScratchDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "meshware-e2e-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::create_dir_all(&dir);
+        ScratchDir(dir)
+    }
+
+    fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 /// A running Envoy; killed on drop, with its log printed if the test failed.
@@ -71,6 +89,8 @@ pub struct Envoy {
     child: Child,
     pub admin_port: u16,
     pub log_path: PathBuf,
+    /// Dropped after the process is stopped (`Drop for Envoy`).
+    _scratch: ScratchDir,
 }
 
 impl Envoy {
@@ -87,12 +107,33 @@ impl Envoy {
         concurrency: u32,
         log_level: &str,
     ) -> Result<Envoy, String> {
-        let dir = scratch_dir();
+        Self::start_under(&[], bootstrap, admin_port, concurrency, log_level)
+    }
+
+    /// As `start_with`, run by `wrapper` (a command and its arguments, e.g.
+    /// valgrind's; empty: Envoy itself). A wrapped Envoy is given 10 minutes
+    /// to become ready (valgrind compiles the wasm modules slowly).
+    pub fn start_under(
+        wrapper: &[String],
+        bootstrap: &serde_json::Value,
+        admin_port: u16,
+        concurrency: u32,
+        log_level: &str,
+    ) -> Result<Envoy, String> {
+        let dir = ScratchDir::new();
         let config = dir.join("bootstrap.json");
         let log_path = dir.join("envoy.log");
         std::fs::write(&config, bootstrap.to_string()).map_err(|e| e.to_string())?;
         let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
-        let child = Command::new(binary())
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(binary());
+                c
+            }
+            None => Command::new(binary()),
+        };
+        let child = command
             .arg("-c")
             .arg(&config)
             .args(["--concurrency", &concurrency.to_string()])
@@ -117,8 +158,10 @@ impl Envoy {
             child,
             admin_port,
             log_path,
+            _scratch: dir,
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let ready_within = Duration::from_secs(if wrapper.is_empty() { 60 } else { 600 });
+        let deadline = Instant::now() + ready_within;
         loop {
             if let Ok(Some(status)) = envoy.child.try_wait() {
                 return Err(format!("envoy exited with {status}:\n{}", envoy.log()));
@@ -129,7 +172,11 @@ impl Envoy {
                 }
             }
             if Instant::now() > deadline {
-                return Err(format!("envoy not ready after 60 s:\n{}", envoy.log()));
+                return Err(format!(
+                    "envoy not ready after {} s:\n{}",
+                    ready_within.as_secs(),
+                    envoy.log()
+                ));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -202,7 +249,7 @@ impl Drop for Envoy {
 
 /// Starts Envoy on a config it is expected to reject; returns its exit status and log.
 pub fn expect_rejected(bootstrap: &serde_json::Value) -> (Option<i32>, String) {
-    let dir = scratch_dir();
+    let dir = ScratchDir::new();
     let config = dir.join("bootstrap.json");
     if std::fs::write(&config, bootstrap.to_string()).is_err() {
         return (None, String::new());
@@ -244,7 +291,7 @@ pub fn expect_rejected(bootstrap: &serde_json::Value) -> (Option<i32>, String) {
 
 /// `envoy --mode validate`: (passed, output).
 pub fn validate(bootstrap: &serde_json::Value) -> (bool, String) {
-    let dir = scratch_dir();
+    let dir = ScratchDir::new();
     let config = dir.join("bootstrap.json");
     if std::fs::write(&config, bootstrap.to_string()).is_err() {
         return (false, "cannot write bootstrap".into());

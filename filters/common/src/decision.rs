@@ -76,8 +76,18 @@ impl Outcomes {
     pub fn contains(&self, index: usize) -> bool {
         index < 64 && self.0 & (1 << index) != 0
     }
+    /// The outcomes in index order: one step per outcome present (every
+    /// request counts its outcomes, so not 64 steps per set).
     pub fn iter(self) -> impl Iterator<Item = usize> {
-        (0..64).filter(move |i| self.0 & (1u64 << i) != 0)
+        let mut left = self.0;
+        std::iter::from_fn(move || {
+            if left == 0 {
+                return None;
+            }
+            let index = left.trailing_zeros() as usize;
+            left &= left - 1;
+            Some(index)
+        })
     }
 }
 
@@ -170,6 +180,23 @@ mod tests {
         o.add(64); // out of range: ignored, never panics
         assert!(o.contains(2) && o.contains(5) && !o.contains(0));
         assert_eq!(o.iter().collect::<Vec<_>>(), vec![2, 5]);
+    }
+
+    #[test]
+    fn outcomes_iterate_every_member_in_order_and_nothing_else() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut masks = vec![0, 1, 1 << 63, u64::MAX];
+        for _ in 0..200 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            masks.push(seed);
+        }
+        for mask in masks {
+            let o = Outcomes(mask);
+            let naive: Vec<usize> = (0..64).filter(|&i| mask & (1 << i) != 0).collect();
+            assert_eq!(o.iter().collect::<Vec<_>>(), naive, "{mask:#x}");
+        }
     }
 
     #[test]

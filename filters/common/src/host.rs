@@ -767,7 +767,7 @@ impl<F: HttpFilter> Root<F> {
             waiting_for_body: None,
             body_buffered: 0,
             #[cfg(feature = "suite")]
-            log_record: LogRecord::new(),
+            log_record: LogRecord::default(),
             state: F::Stream::default(),
             _filter: PhantomData,
         }
@@ -1157,11 +1157,17 @@ fn source_address() -> Option<std::net::IpAddr> {
     parse_source_address(std::str::from_utf8(&bytes).ok()?)
 }
 
-/// What decisions record for the access log, in order: the filter-state
-/// key (a log field's name, or `None` for the filter's outcome labels) and
-/// its value.
+/// What the suite's decisions keep for the access log until the log phase:
+/// their log fields in order, and the last decision's outcomes (written as
+/// labels only if the line is logged: no text is made for the 99% that are
+/// not).
 #[cfg_attr(not(feature = "suite"), allow(dead_code))]
-type LogRecord = Vec<(Option<&'static str>, String)>;
+#[derive(Default)]
+struct LogRecord {
+    fields: Vec<(&'static str, String)>,
+    /// The tenant slot and outcomes of the last decision with any.
+    outcomes: Option<(usize, Outcomes)>,
+}
 
 /// Where `act_in` puts a decision's record for the access log.
 enum Record<'a> {
@@ -1191,9 +1197,22 @@ fn record_for_log<F: HttpFilter>(
     if decision.outcomes == Outcomes::default() {
         return;
     }
+    record(
+        None,
+        &outcome_labels::<F>(compiled, slot, decision.outcomes),
+    );
+}
+
+/// The outcome labels of the access log: the outcomes' names, in order,
+/// comma-separated.
+fn outcome_labels<F: HttpFilter>(
+    compiled: &Compiled<F>,
+    slot: usize,
+    outcomes: Outcomes,
+) -> String {
     let dynamic = compiled.tenant_outcomes.get(slot);
     let mut labels = String::new();
-    for i in decision.outcomes.iter() {
+    for i in outcomes.iter() {
         let label = match F::OUTCOMES.get(i) {
             Some(name) => *name,
             None => dynamic
@@ -1205,7 +1224,7 @@ fn record_for_log<F: HttpFilter>(
         }
         labels.push_str(label);
     }
-    record(None, &labels);
+    labels
 }
 
 /// Writes one record: a log field, or (`None`) the filter's outcome labels.
@@ -1245,9 +1264,10 @@ fn act_in<F: HttpFilter>(
             write_log_value(compiled, field, value)
         }),
         Record::Later(kept) => {
-            record_for_log::<F>(compiled, slot, decision, &mut |field, value| {
-                kept.push((field, value.to_string()))
-            })
+            kept.fields.extend(decision.log_fields.iter().cloned());
+            if decision.outcomes != Outcomes::default() {
+                kept.outcomes = Some((slot, decision.outcomes));
+            }
         }
         Record::Skip => {}
     }
@@ -1466,14 +1486,22 @@ impl<F: HttpFilter> Stream<F> {
     /// Writes the kept records when the suite's log phase says the access
     /// logger will write this request's line (`shared_headers::line_logged`).
     fn write_kept_record(&mut self) {
-        if self.log_record.is_empty() {
+        if self.log_record.fields.is_empty() && self.log_record.outcomes.is_none() {
             return;
         }
         let record = std::mem::take(&mut self.log_record);
-        if let (Some(compiled), true) = (&self.compiled, shared_headers::line_logged()) {
-            for (field, value) in &record {
-                write_log_value(compiled, *field, value);
-            }
+        let (Some(compiled), true) = (&self.compiled, shared_headers::line_logged()) else {
+            return;
+        };
+        for (field, value) in &record.fields {
+            write_log_value(compiled, Some(field), value);
+        }
+        if let Some((slot, outcomes)) = record.outcomes {
+            write_log_value(
+                compiled,
+                None,
+                &outcome_labels::<F>(compiled, slot, outcomes),
+            );
         }
     }
 }
@@ -1723,8 +1751,9 @@ impl<F: HttpFilter> Stage for Stream<F> {
         #[cfg(feature = "suite")]
         return self
             .log_record
+            .fields
             .iter()
-            .any(|(f, v)| *f == Some(field) && v == value);
+            .any(|(f, v)| *f == field && v == value);
         #[cfg(not(feature = "suite"))]
         {
             let _ = (field, value);

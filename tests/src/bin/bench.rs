@@ -29,6 +29,15 @@
 //! call of each kind costs: the probe module makes it BENCH_PROBE_COUNT
 //! (default 100) times per request, compared with the no-op module in the
 //! same round; the table goes between the probe markers.
+//!
+//! `BENCH_INSTRUCTIONS=1` (`make bench-instructions`) counts instead the
+//! instructions Envoy executes per request, under valgrind's callgrind
+//! (`instructions.rs`): one run per configuration, exact enough to compare
+//! builds on a noisy machine; the table goes between the instructions
+//! markers.
+
+#[path = "bench/instructions.rs"]
+mod instructions;
 
 use meshware_cli::bootstrap::{render, BootstrapParams};
 use meshware_e2e::envoy::{free_port, Envoy};
@@ -436,6 +445,112 @@ fn hostcall_counters(envoy: &Envoy) -> Result<BTreeMap<String, u64>, String> {
         .collect())
 }
 
+/// Instructions per request of one configuration (`instructions.rs`).
+fn count_instructions(
+    config: &Config,
+    profile: &str,
+    jwks: &Value,
+    load: &Load,
+    out: &std::path::Path,
+) -> Result<instructions::Split, String> {
+    let (port, admin) = (free_port(), free_port());
+    let envoy = Envoy::start_under(
+        &instructions::wrapper(out),
+        &bootstrap(config, profile, jwks, port, admin),
+        admin,
+        1,
+        "warning",
+    )?;
+    let mut conn = Conn::open(port)?;
+    for _ in 0..load.warmup {
+        conn.exchange(&load.request)?;
+    }
+    instructions::control(envoy.pid(), "-z")?;
+    let started = Instant::now();
+    for _ in 0..load.count {
+        conn.exchange(&load.request)?;
+    }
+    let busy = started.elapsed();
+    instructions::control(envoy.pid(), "-d")?;
+    std::thread::sleep(busy);
+    instructions::control(envoy.pid(), "-d")?;
+    drop(conn);
+    drop(envoy);
+    let requests = instructions::read_dump(out, 1)?;
+    let idle = instructions::read_dump(out, 2)?;
+    Ok(requests.minus(&idle).per(load.count as f64))
+}
+
+/// `BENCH_INSTRUCTIONS=1`: every configuration once under callgrind.
+fn instruction_table(
+    configs: &[Config],
+    profile_of: &dyn Fn(&Config) -> String,
+    jwks: &Value,
+    load: &Load,
+) -> Result<String, String> {
+    let dir = root().join("target/bench/callgrind");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let mut rows = Vec::new();
+    for (i, config) in configs.iter().enumerate() {
+        let out = dir.join(format!("config-{i}.out"));
+        let split = count_instructions(config, &profile_of(config), jwks, load, &out)
+            .map_err(|e| format!("{}: {e}", config.name))?;
+        eprintln!(
+            "{:<40} {:>9.0} instructions/request (Envoy {:.0}, VM {:.0}, libraries {:.0})",
+            config.name,
+            split.total(),
+            split.envoy,
+            split.vm,
+            split.libraries
+        );
+        rows.push((config.name.clone(), split));
+    }
+    let total_of = |name: &str| {
+        rows.iter()
+            .find(|(n, _)| n == name)
+            .map_or(f64::NAN, |(_, s)| s.total())
+    };
+    let bare = total_of("bare Envoy");
+    let noop_added = total_of("no-op wasm") - bare;
+    let mut table = String::from(
+        "| configuration | instructions / request | x bare | added | added / no-op's | in Envoy | in the VM's code | in libraries |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    let k = |v: f64| format!("{:.1}k", v / 1000.0);
+    let mut json_rows = Vec::new();
+    for (name, s) in &rows {
+        let added = s.total() - bare;
+        let vs_noop = if name != "bare Envoy" && name != "native filters" {
+            format!("{:.2}", added / noop_added)
+        } else {
+            "-".into()
+        };
+        table.push_str(&format!(
+            "| {name} | {} | {:.2} | {} | {vs_noop} | {} | {} | {} |\n",
+            k(s.total()),
+            s.total() / bare,
+            k(added),
+            k(s.envoy),
+            k(s.vm),
+            k(s.libraries)
+        ));
+        json_rows.push(json!({
+            "configuration": name,
+            "instructions_per_request": s.total(),
+            "envoy": s.envoy,
+            "vm": s.vm,
+            "libraries": s.libraries,
+        }));
+    }
+    let json_path = root().join("target/bench/instructions.json");
+    std::fs::write(
+        &json_path,
+        serde_json::to_string_pretty(&json_rows).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| format!("{}: {e}", json_path.display()))?;
+    Ok(table)
+}
+
 /// Host calls per request by function, over `load.count` requests.
 fn count_calls(
     config: &Config,
@@ -822,6 +937,23 @@ fn run() -> Result<(), String> {
             profile.clone()
         }
     };
+    if std::env::var("BENCH_INSTRUCTIONS").is_ok() {
+        let load = Load {
+            count: env_or("BENCH_INSTRUCTIONS_REQUESTS", 1000),
+            warmup: 300,
+            ..load
+        };
+        let table = instruction_table(&configs, &profile_of, &jwks, &load)?;
+        println!("{table}");
+        if std::env::var("BENCH_WRITE_DOCS").is_ok() {
+            let header = format!(
+                "\n{} requests per configuration after {} of warm-up, one run each under valgrind's callgrind; instructions per request, the same wall time without requests subtracted.\n\n",
+                load.count, load.warmup
+            );
+            write_docs("instructions", &format!("{header}{table}"))?;
+        }
+        return Ok(());
+    }
     if std::env::var("BENCH_COUNT").is_ok() {
         let load = Load {
             count: env_or("BENCH_COUNT_REQUESTS", 1000),
