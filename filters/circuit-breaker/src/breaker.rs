@@ -164,11 +164,14 @@ pub fn on_complete(s: &BreakerSettings, admitted: &mut Admitted, env: &dyn HostE
         .property(&["response", "code"])
         .and_then(|b| property_u64(&b))
         .unwrap_or(0);
-    let flags = env
-        .property(&["response", "flags"])
-        .and_then(|b| property_u64(&b))
-        .unwrap_or(0);
-    if status == 0 && flags & DOWNSTREAM_CONNECTION_TERMINATION != 0 {
+    // The flags matter only without a response: read them only then (a
+    // property read is one of the dearest host calls).
+    let client_went_away = status == 0
+        && env
+            .property(&["response", "flags"])
+            .and_then(|b| property_u64(&b))
+            .is_some_and(|flags| flags & DOWNSTREAM_CONNECTION_TERMINATION != 0);
+    if client_went_away {
         // The client went away first: says nothing about the upstream. A
         // probe that ends this way is given back as a failure, so the
         // half-open circuit does not wait for it forever.

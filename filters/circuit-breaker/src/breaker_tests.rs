@@ -156,6 +156,11 @@ fn the_bulkhead_never_leaks() {
         .insert("response.flags".into(), 0x4000u64.to_le_bytes().to_vec());
     let o = complete(s, &st, &mut a5, None);
     assert!(o.contains(CLIENT_ABORTED) && !o.contains(FAILURE_RECORDED));
+    // With a response, its status decides, whatever the flags say (another
+    // tenant: its own circuit).
+    let (_, mut a6) = request(s, &st, "other", "/x");
+    let o = complete(s, &st, &mut a6, Some(503));
+    assert!(o.contains(FAILURE_RECORDED) && !o.contains(CLIENT_ABORTED));
     st.properties.borrow_mut().remove("response.flags");
     assert_eq!(in_flight(&st, key), 0);
     // Contention on release is retried long enough.

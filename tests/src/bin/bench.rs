@@ -878,6 +878,28 @@ fn run() -> Result<(), String> {
         .into_bytes(),
     };
     let (profile, jwks) = bench_profile()?;
+    // BENCH_WRITE_PROFILE=<folder>: the benchmark's profile and request for
+    // another host (`make profile-vm`), nothing measured.
+    if let Ok(dir) = std::env::var("BENCH_WRITE_PROFILE") {
+        let dir = PathBuf::from(dir);
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let request = json!({
+            "headers": [
+                [":authority", HOST], [":path", "/orders"], [":method", "GET"],
+                [":scheme", "http"], ["authorization", format!("Bearer {}", token()?)],
+                ["origin", "https://shop.acme.example"],
+                ["traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"],
+                ["x-forwarded-proto", "http"], ["x-request-id", "a0b1c2d3-e4f5-4a6b-8c7d-9e0f1a2b3c4d"]
+            ],
+            "response_headers": [
+                [":status", "200"], ["content-length", "3"], ["content-type", "text/plain"],
+                ["date", "Mon, 23 Nov 2026 18:00:00 GMT"], ["server", "envoy"]
+            ]
+        });
+        std::fs::write(dir.join("profile.json"), &profile).map_err(|e| e.to_string())?;
+        std::fs::write(dir.join("request.json"), request.to_string()).map_err(|e| e.to_string())?;
+        return Ok(());
+    }
     let mut no_cache: Value = serde_json::from_str(&profile).map_err(|e| e.to_string())?;
     no_cache["tenants"]["bench"]["jwt_auth"]["cache_entries"] = json!(0);
     let no_cache_profile = no_cache.to_string();
