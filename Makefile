@@ -164,6 +164,7 @@ bench-tools:
 ## module with its symbol names, the benchmark's request, Node's V8 and its
 ## sampling profiler (tests/vmprof; Envoy's stripped V8 cannot name them).
 profile-vm: setup
+	@command -v node >/dev/null || { echo "node is required (apt-get install nodejs)"; exit 1; }
 	CARGO_TARGET_DIR=target/vmprof CARGO_PROFILE_WASM_SUITE_STRIP=false \
 	  cargo build --profile $(SUITE_PROFILE) --target $(WASM_TARGET) -p suite
 	$(WASM_OPT) $(WASM_OPT_FLAGS) -g target/vmprof/$(WASM_TARGET)/$(SUITE_PROFILE)/suite.wasm \
@@ -176,7 +177,7 @@ profile-vm: setup
 
 ## bench-instructions: instructions Envoy executes per request, per
 ## configuration, under valgrind's callgrind (exact where CPU time is noisy;
-## about 30 minutes for every configuration, BENCH_ONLY=a,b for fewer).
+## about 25 minutes for every configuration, BENCH_ONLY=a,b for fewer).
 bench-instructions: build
 	@command -v callgrind_control >/dev/null || { apt-get install -y -qq valgrind || \
 	  { apt-get update -qq && apt-get install -y -qq valgrind; }; }
