@@ -37,6 +37,15 @@ pub(crate) fn lowercase(name: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// Whether `t` (a span of `buf`, or its own text) is `name`. A free
+/// function, so an edit can compare while it changes the pairs.
+fn names(buf: &[u8], t: &Text, name: &str) -> bool {
+    match t {
+        Text::Span(from, to) => buf.get(*from..*to) == Some(name.as_bytes()),
+        Text::Own(s) => s == name,
+    }
+}
+
 fn le_u32(bytes: &[u8], at: usize) -> Option<usize> {
     let b = bytes.get(at..at.checked_add(4)?)?;
     let b: [u8; 4] = b.try_into().ok()?;
@@ -133,10 +142,7 @@ impl Headers {
     }
 
     fn is(&self, t: &Text, name: &str) -> bool {
-        match t {
-            Text::Span(from, to) => self.buf.get(*from..*to) == Some(name.as_bytes()),
-            Text::Own(s) => s == name,
-        }
+        names(&self.buf, t, name)
     }
 
     /// The first value of `name`.
@@ -193,10 +199,7 @@ impl Headers {
             HeaderOp::Set(name, value) => {
                 let name = lowercase(name);
                 let buf = &self.buf;
-                let is = |t: &Text| match t {
-                    Text::Span(from, to) => buf.get(*from..*to) == Some(name.as_bytes()),
-                    Text::Own(s) => *s == *name,
-                };
+                let is = |t: &Text| names(buf, t, &name);
                 match self.pairs.iter().position(|(k, _)| is(k)) {
                     Some(first) => {
                         let mut i = 0;
@@ -223,10 +226,7 @@ impl Headers {
             HeaderOp::Remove(name) => {
                 let name = lowercase(name);
                 let buf = &self.buf;
-                self.pairs.retain(|(k, _)| match k {
-                    Text::Span(from, to) => buf.get(*from..*to) != Some(name.as_bytes()),
-                    Text::Own(s) => *s != *name,
-                });
+                self.pairs.retain(|(k, _)| !names(buf, k, &name));
             }
         }
     }

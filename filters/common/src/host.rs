@@ -1184,23 +1184,21 @@ enum Record<'a> {
 /// Envoy filter state `wasm.meshware.<filter>` holds the decision's outcome
 /// labels (comma-separated), `wasm.meshware.<field>` each of its `log_fields`.
 /// Envoy's access log reads them with `%FILTER_STATE(wasm.meshware.x:PLAIN)%`.
-/// `record` takes each (key, value): written now, or kept for later.
 fn record_for_log<F: HttpFilter>(
     compiled: &Compiled<F>,
-    slot: usize,
-    decision: &Decision<'_>,
-    record: &mut dyn FnMut(Option<&'static str>, &str),
+    fields: &[(&'static str, String)],
+    outcomes: Option<(usize, Outcomes)>,
 ) {
-    for (field, value) in &decision.log_fields {
-        record(Some(*field), value);
+    for (field, value) in fields {
+        write_log_value(compiled, Some(field), value);
     }
-    if decision.outcomes == Outcomes::default() {
-        return;
+    if let Some((slot, outcomes)) = outcomes.filter(|(_, o)| *o != Outcomes::default()) {
+        write_log_value(
+            compiled,
+            None,
+            &outcome_labels::<F>(compiled, slot, outcomes),
+        );
     }
-    record(
-        None,
-        &outcome_labels::<F>(compiled, slot, decision.outcomes),
-    );
 }
 
 /// The outcome labels of the access log: the outcomes' names, in order,
@@ -1260,9 +1258,11 @@ fn act_in<F: HttpFilter>(
     record: Record<'_>,
 ) -> bool {
     match record {
-        Record::Now => record_for_log::<F>(compiled, slot, decision, &mut |field, value| {
-            write_log_value(compiled, field, value)
-        }),
+        Record::Now => record_for_log::<F>(
+            compiled,
+            &decision.log_fields,
+            Some((slot, decision.outcomes)),
+        ),
         Record::Later(kept) => {
             kept.fields.extend(decision.log_fields.iter().cloned());
             if decision.outcomes != Outcomes::default() {
@@ -1277,18 +1277,10 @@ fn act_in<F: HttpFilter>(
     count(compiled, slot, decision.outcomes);
     let tenant = compiled.profile.tenant_name(slot);
     if log::log_enabled!(log::Level::Debug) && decision.outcomes != Outcomes::default() {
-        let dynamic = compiled.tenant_outcomes.get(slot);
-        let outcomes: Vec<&str> = decision
-            .outcomes
-            .iter()
-            .filter_map(|i| match F::OUTCOMES.get(i) {
-                Some(name) => Some(*name),
-                None => dynamic
-                    .and_then(|d| d.get(i - F::OUTCOMES.len()))
-                    .map(String::as_str),
-            })
-            .collect();
-        let message = format!("outcome={}", outcomes.join(","));
+        let message = format!(
+            "outcome={}",
+            outcome_labels::<F>(compiled, slot, decision.outcomes)
+        );
         log::debug!("{}", log_line(F::NAME, tenant, request_id, &message));
     }
     let Some(reply) = &decision.reply else {
@@ -1490,18 +1482,8 @@ impl<F: HttpFilter> Stream<F> {
             return;
         }
         let record = std::mem::take(&mut self.log_record);
-        let (Some(compiled), true) = (&self.compiled, shared_headers::line_logged()) else {
-            return;
-        };
-        for (field, value) in &record.fields {
-            write_log_value(compiled, Some(field), value);
-        }
-        if let Some((slot, outcomes)) = record.outcomes {
-            write_log_value(
-                compiled,
-                None,
-                &outcome_labels::<F>(compiled, slot, outcomes),
-            );
+        if let (Some(compiled), true) = (&self.compiled, shared_headers::line_logged()) {
+            record_for_log::<F>(compiled, &record.fields, record.outcomes);
         }
     }
 }
