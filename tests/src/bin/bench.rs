@@ -30,6 +30,12 @@
 //! (default 100) times per request, compared with the no-op module in the
 //! same round; the table goes between the probe markers.
 //!
+//! `BENCH_TIME=1` (`make bench-time`) splits instead Envoy's CPU time per
+//! request by code region (the VM's code, Envoy called from it, the rest of
+//! Envoy, the kernel, libraries), sampled by `perf` (`time_split.rs`), in
+//! BENCH_ROUNDS interleaved rounds; the table goes between the time
+//! markers.
+//!
 //! `BENCH_INSTRUCTIONS=1` (`make bench-instructions`) counts instead the
 //! instructions Envoy executes per request, under valgrind's callgrind
 //! (`instructions.rs`): one run per configuration, exact enough to compare
@@ -38,6 +44,8 @@
 
 #[path = "bench/instructions.rs"]
 mod instructions;
+#[path = "bench/time_split.rs"]
+mod time_split;
 
 use meshware_cli::bootstrap::{render, BootstrapParams};
 use meshware_e2e::envoy::{free_port, Envoy};
@@ -561,6 +569,124 @@ fn instruction_table(
     Ok(table)
 }
 
+/// One configuration's CPU per request and its split by region, sampled
+/// over the same requests (`time_split.rs`).
+struct Timed {
+    cpu_us: f64,
+    user_us: f64,
+    system_us: f64,
+    split: time_split::TimeSplit,
+    samples: usize,
+}
+
+fn time_one(
+    config: &Config,
+    profile: &str,
+    jwks: &Value,
+    load: &Load,
+    data: &std::path::Path,
+) -> Result<Timed, String> {
+    let (envoy, mut conn) = start_warm(config, profile, jwks, load)?;
+    let recording = time_split::record(envoy.pid(), data)?;
+    let before = envoy.cpu_split_us().ok_or("no /proc stat")?;
+    for _ in 0..load.count {
+        conn.exchange(&load.request)?;
+    }
+    let after = envoy.cpu_split_us().ok_or("no /proc stat")?;
+    let (shares, samples) = recording.finish()?;
+    let n = load.count as f64;
+    let user_us = after.0.saturating_sub(before.0) as f64 / n;
+    let system_us = after.1.saturating_sub(before.1) as f64 / n;
+    let cpu_us = user_us + system_us;
+    Ok(Timed {
+        cpu_us,
+        user_us,
+        system_us,
+        split: shares.scaled(cpu_us),
+        samples,
+    })
+}
+
+/// `BENCH_TIME=1`: every configuration in BENCH_ROUNDS interleaved rounds,
+/// CPU per request split by region; medians of each column.
+fn time_table(
+    configs: &[Config],
+    profile_of: &dyn Fn(&Config) -> String,
+    jwks: &Value,
+    load: &Load,
+) -> Result<String, String> {
+    let rounds: usize = env_or("BENCH_ROUNDS", 3);
+    let dir = root().join("target/bench/perf");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let mut timed: Vec<Vec<Timed>> = configs.iter().map(|_| Vec::new()).collect();
+    let mut added: Vec<Vec<f64>> = configs.iter().map(|_| Vec::new()).collect();
+    for round in 0..rounds {
+        let mut bare = f64::NAN;
+        for (i, config) in configs.iter().enumerate() {
+            let data = dir.join(format!("config-{i}.data"));
+            let t = time_one(config, &profile_of(config), jwks, load, &data)
+                .map_err(|e| format!("{}: {e}", config.name))?;
+            let _ = std::fs::remove_file(&data);
+            let [vm, from_vm, rest, kernel, libraries] = t.split.parts();
+            eprintln!(
+                "round {} {:<40} {:>6.1} us/req: VM {vm:.1}, Envoy from VM {from_vm:.1}, Envoy {rest:.1}, kernel {kernel:.1}, libraries {libraries:.1} ({} samples)",
+                round + 1,
+                config.name,
+                t.cpu_us,
+                t.samples
+            );
+            if config.name == "bare Envoy" {
+                bare = t.cpu_us;
+            }
+            if let (Some(a), Some(v)) = (added.get_mut(i), timed.get_mut(i)) {
+                a.push(t.cpu_us - bare);
+                v.push(t);
+            }
+        }
+    }
+    let mut table = String::from(
+        "| configuration | CPU µs / request | added over bare | user | system | in the VM's code | in Envoy, called from the VM | in Envoy, the rest | in the kernel | in libraries |\n|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    let mut json_rows = Vec::new();
+    for ((config, t), a) in configs.iter().zip(&timed).zip(&added) {
+        let col = |f: &dyn Fn(&Timed) -> f64| median(t.iter().map(f).collect());
+        let part = |k: usize| col(&|x: &Timed| x.split.parts().get(k).copied().unwrap_or(f64::NAN));
+        let row = [
+            col(&|x: &Timed| x.cpu_us),
+            median(a.clone()),
+            col(&|x: &Timed| x.user_us),
+            col(&|x: &Timed| x.system_us),
+            part(0),
+            part(1),
+            part(2),
+            part(3),
+            part(4),
+        ];
+        let cells: Vec<String> = row.iter().map(|v| format!("{v:.1}")).collect();
+        table.push_str(&format!("| {} | {} |\n", config.name, cells.join(" | ")));
+        json_rows.push(json!({
+            "configuration": config.name,
+            "cpu_us": row[0],
+            "added_us": row[1],
+            "user_us": row[2],
+            "system_us": row[3],
+            "vm_us": row[4],
+            "envoy_from_vm_us": row[5],
+            "envoy_rest_us": row[6],
+            "kernel_us": row[7],
+            "libraries_us": row[8],
+        }));
+    }
+    let json_path = root().join("target/bench/time.json");
+    std::fs::write(
+        &json_path,
+        serde_json::to_string_pretty(&json_rows).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| format!("{}: {e}", json_path.display()))?;
+    Ok(table)
+}
+
 /// Host calls per request by function, over `load.count` requests.
 fn count_calls(
     config: &Config,
@@ -979,14 +1105,24 @@ fn run() -> Result<(), String> {
             profile.clone()
         }
     };
-    // The one-pass modes: (switch, request count variable, warm-up, docs
-    // marker, what the figures are, the table).
+    // The one-pass modes: (switch, request count variable and its default,
+    // warm-up, docs marker, what the figures are, the table).
     type TableOf =
         fn(&[Config], &dyn Fn(&Config) -> String, &Value, &Load) -> Result<String, String>;
-    let one_pass: [(&str, &str, usize, &str, &str, TableOf); 2] = [
+    let one_pass: [(&str, &str, usize, usize, &str, &str, TableOf); 3] = [
+        (
+            "BENCH_TIME",
+            "BENCH_REQUESTS",
+            10000,
+            1000,
+            "time",
+            "medians of BENCH_ROUNDS interleaved rounds; Envoy's CPU µs per request from /proc, split by where perf's clock samples fell (each column its own median)",
+            time_table,
+        ),
         (
             "BENCH_INSTRUCTIONS",
             "BENCH_INSTRUCTIONS_REQUESTS",
+            1000,
             300,
             "instructions",
             "one run each under valgrind's callgrind; instructions per request, the same wall time without requests subtracted",
@@ -995,16 +1131,17 @@ fn run() -> Result<(), String> {
         (
             "BENCH_COUNT",
             "BENCH_COUNT_REQUESTS",
+            1000,
             100,
             "counts",
             "counting builds (dist/bench/counting); host calls per request",
             count_table,
         ),
     ];
-    for (switch, count_variable, warmup, marker, what, table_of) in one_pass {
+    for (switch, count_variable, count, warmup, marker, what, table_of) in one_pass {
         if std::env::var(switch).is_ok() {
             let load = Load {
-                count: env_or(count_variable, 1000),
+                count: env_or(count_variable, count),
                 warmup,
                 ..load
             };
