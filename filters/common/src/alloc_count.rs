@@ -3,11 +3,17 @@
 //! with the host-call counts as `meshware_allocations.{calls,bytes}`, so
 //! `make bench-hostcalls` reports allocations per request too.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Wraps the default allocator; counts, nothing else.
-pub struct Counting;
+/// The allocator the module has without counting (lib.rs).
+#[cfg(feature = "suite")]
+type Inner = crate::small_alloc::SmallAlloc;
+#[cfg(not(feature = "suite"))]
+type Inner = std::alloc::System;
+
+/// Wraps the module's allocator; counts, nothing else.
+pub struct Counting(Inner);
 
 pub static CALLS: AtomicU64 = AtomicU64::new(0);
 pub static BYTES: AtomicU64 = AtomicU64::new(0);
@@ -17,35 +23,39 @@ fn note(size: usize) {
     BYTES.fetch_add(size as u64, Ordering::Relaxed);
 }
 
-// SAFETY: every call is forwarded unchanged to `System`, which upholds
+// SAFETY: every call is forwarded unchanged to the module's allocator, which upholds
 // `GlobalAlloc`'s contract; the counters have no effect on memory.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         note(layout.size());
         // SAFETY: the caller's contract is passed on as is.
-        unsafe { System.alloc(layout) }
+        unsafe { self.0.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         note(layout.size());
         // SAFETY: as above.
-        unsafe { System.alloc_zeroed(layout) }
+        unsafe { self.0.alloc_zeroed(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: as above.
-        unsafe { System.dealloc(ptr, layout) }
+        unsafe { self.0.dealloc(ptr, layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         note(new_size);
         // SAFETY: as above.
-        unsafe { System.realloc(ptr, layout, new_size) }
+        unsafe { self.0.realloc(ptr, layout, new_size) }
     }
 }
 
+#[cfg(feature = "suite")]
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: Counting = Counting(crate::small_alloc::SmallAlloc::new());
+#[cfg(not(feature = "suite"))]
+#[global_allocator]
+static GLOBAL: Counting = Counting(std::alloc::System);
 
 /// Calls and bytes since the last `take`.
 pub fn take() -> (u64, u64) {
