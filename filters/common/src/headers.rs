@@ -14,8 +14,9 @@ enum Text {
 /// header (docs/PERFORMANCE.md).
 #[derive(Debug, Default, Clone)]
 pub struct Headers {
-    /// The host's serialized map (proxy-wasm's layout; empty otherwise).
-    buf: Vec<u8>,
+    /// The host's serialized map (proxy-wasm's layout, its binary count and
+    /// lengths blanked) as text, checked once when read; empty otherwise.
+    buf: String,
     pairs: Vec<(Text, Text)>,
 }
 
@@ -39,9 +40,9 @@ pub(crate) fn lowercase(name: &str) -> std::borrow::Cow<'_, str> {
 
 /// Whether `t` (a span of `buf`, or its own text) is `name`. A free
 /// function, so an edit can compare while it changes the pairs.
-fn names(buf: &[u8], t: &Text, name: &str) -> bool {
+fn names(buf: &str, t: &Text, name: &str) -> bool {
     match t {
-        Text::Span(from, to) => buf.get(*from..*to) == Some(name.as_bytes()),
+        Text::Span(from, to) => buf.as_bytes().get(*from..*to) == Some(name.as_bytes()),
         Text::Own(s) => s == name,
     }
 }
@@ -55,7 +56,7 @@ fn le_u32(bytes: &[u8], at: usize) -> Option<usize> {
 impl Headers {
     pub fn new(pairs: Vec<(String, String)>) -> Self {
         Headers {
-            buf: Vec::new(),
+            buf: String::new(),
             pairs: pairs
                 .into_iter()
                 .map(|(k, v)| (Text::Own(k), Text::Own(v)))
@@ -78,7 +79,7 @@ impl Headers {
             })
             .collect();
         Headers {
-            buf: Vec::new(),
+            buf: String::new(),
             pairs,
         }
     }
@@ -88,11 +89,12 @@ impl Headers {
     /// and value followed by a NUL. Text that is not UTF-8 is kept with
     /// U+FFFD (as `from_bytes`); a buffer that ends early keeps the headers
     /// read so far (never a panic).
-    pub fn from_serialized(buf: Vec<u8>) -> Self {
+    pub fn from_serialized(mut buf: Vec<u8>) -> Self {
         let count = le_u32(&buf, 0).unwrap_or(0);
         // Each header takes at least 10 bytes: bounds a bogus count.
         let mut pairs = Vec::with_capacity(count.min(buf.len() / 10));
-        let mut at = count.saturating_mul(8).saturating_add(4);
+        let texts_start = count.saturating_mul(8).saturating_add(4);
+        let mut at = texts_start;
         for n in 0..count {
             let lengths = n.checked_mul(8).and_then(|o| o.checked_add(4));
             let Some((name_len, value_len)) =
@@ -112,31 +114,48 @@ impl Headers {
             if value_end > buf.len() {
                 break;
             }
-            // In bounds (checked above). `from_utf8` first: its ASCII fast
-            // path is quicker than `from_utf8_lossy`'s chunking, and almost
-            // every header is ASCII.
-            let text = |from: usize, to: usize| {
-                let bytes = buf.get(from..to).unwrap_or_default();
-                if std::str::from_utf8(bytes).is_ok() {
-                    Text::Span(from, to)
-                } else {
-                    Text::Own(String::from_utf8_lossy(bytes).into_owned())
-                }
-            };
-            pairs.push((text(at, name_end), text(value_start, value_end)));
+            pairs.push((Text::Span(at, name_end), Text::Span(value_start, value_end)));
             at = value_end.saturating_add(1);
+        }
+        // The count and lengths are binary, and what follows the last whole
+        // header is unread: blank the one, drop the other, and the buffer is
+        // text exactly when every name and value is UTF-8 (the NULs between
+        // them are). One check here instead of one per header per lookup.
+        let texts_start = texts_start.min(buf.len());
+        if let Some(binary) = buf.get_mut(..texts_start) {
+            binary.fill(0);
+        }
+        buf.truncate(at.max(texts_start));
+        match String::from_utf8(buf) {
+            Ok(buf) => Headers { buf, pairs },
+            Err(e) => Self::with_replacements(e.as_bytes(), pairs),
+        }
+    }
+
+    /// A read with text that is not UTF-8 (rare): every name and value
+    /// copied into a new buffer, the bad bytes replaced.
+    fn with_replacements(bytes: &[u8], mut pairs: Vec<(Text, Text)>) -> Self {
+        let mut buf = String::with_capacity(bytes.len());
+        let mut copy = |t: &mut Text| {
+            if let Text::Span(from, to) = *t {
+                let start = buf.len();
+                buf.push_str(&String::from_utf8_lossy(
+                    bytes.get(from..to).unwrap_or_default(),
+                ));
+                *t = Text::Span(start, buf.len());
+            }
+        };
+        for (name, value) in pairs.iter_mut() {
+            copy(name);
+            copy(value);
         }
         Headers { buf, pairs }
     }
 
     fn text<'a>(&'a self, t: &'a Text) -> &'a str {
         match t {
-            // Checked when read (`from_serialized`): only UTF-8 spans are kept.
-            Text::Span(from, to) => self
-                .buf
-                .get(*from..*to)
-                .and_then(|b| std::str::from_utf8(b).ok())
-                .unwrap_or(""),
+            // Spans of text checked when read (`from_serialized`).
+            Text::Span(from, to) => self.buf.get(*from..*to).unwrap_or(""),
             Text::Own(s) => s,
         }
     }
@@ -306,6 +325,23 @@ mod tests {
         assert_eq!(h.get("x"), Some("a\u{fffd}b"), "as from_bytes does");
         assert_eq!(h.len(), 4);
         assert_eq!(Headers::from_serialized(Vec::new()), Headers::default());
+    }
+
+    #[test]
+    fn bad_bytes_outside_names_and_values_do_not_touch_them() {
+        // A separator that is not NUL, and length bytes >= 0x80 (a 200-byte
+        // value): neither is text, and neither may change a header.
+        let long = vec![b'v'; 200];
+        let mut bytes = serialized(&[(b"a", b"1"), (b"b", &long), (b"c", b"3")]);
+        let separator = 4 + 3 * 8 + 1;
+        assert_eq!(bytes[separator], 0);
+        bytes[separator] = 0xff;
+        let h = Headers::from_serialized(bytes);
+        let long = String::from_utf8(long).unwrap();
+        assert_eq!(
+            h.iter().collect::<Vec<_>>(),
+            vec![("a", "1"), ("b", long.as_str()), ("c", "3")]
+        );
     }
 
     #[test]
