@@ -41,10 +41,18 @@ pub(crate) fn lowercase(name: &str) -> std::borrow::Cow<'_, str> {
 /// Whether `t` (a span of `buf`, or its own text) is `name`. A free
 /// function, so an edit can compare while it changes the pairs.
 fn names(buf: &str, t: &Text, name: &str) -> bool {
-    match t {
-        Text::Span(from, to) => buf.as_bytes().get(*from..*to) == Some(name.as_bytes()),
-        Text::Own(s) => s == name,
-    }
+    let candidate = match t {
+        Text::Span(from, to) => buf.as_bytes().get(*from..*to).unwrap_or_default(),
+        Text::Own(s) => s.as_bytes(),
+    };
+    same_name(candidate, name.as_bytes())
+}
+
+/// Byte equality, the length and last byte first: most names a lookup
+/// passes differ there (`x-…` names share their start), which skips the
+/// call to `memcmp` (in wasm a real call) for them.
+fn same_name(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.last() == b.last() && a == b
 }
 
 fn le_u32(bytes: &[u8], at: usize) -> Option<usize> {

@@ -4,6 +4,7 @@
 
 pub mod bucket;
 pub mod decision;
+pub mod digits;
 pub mod errors;
 pub mod filter;
 pub mod headers;

@@ -3,6 +3,7 @@
 
 use crate::config::{KeyKind, Limit, RateLimitSettings};
 use crate::limiter::{take, Verdict};
+use meshware_common::digits::push_decimal;
 use meshware_common::net::{key_text, parse_source_address};
 use meshware_common::{
     Decision, HeaderEdits, Headers, HostEnv, LocalReply, Outcomes, SourceAddress,
@@ -174,7 +175,14 @@ pub fn on_request<'s>(
     if s.response_headers {
         if let Some((i, limit, remaining, reset_s)) = tightest {
             fields.policy = Some(i);
-            fields.current = Some(format!("\"{}\";r={remaining};t={reset_s}", limit.name));
+            let mut current = String::with_capacity(limit.name.len() + 32);
+            current.push('"');
+            current.push_str(&limit.name);
+            current.push_str("\";r=");
+            push_decimal(&mut current, remaining);
+            current.push_str(";t=");
+            push_decimal(&mut current, reset_s);
+            fields.current = Some(current);
         }
     }
     Decision {

@@ -2,6 +2,7 @@
 //! Jaeger translation, sampling, x-request-id, tenant baggage. No host calls.
 
 use crate::config::TraceSettings;
+use meshware_common::digits::push_hex;
 use meshware_common::rng::Rng;
 use meshware_common::{Decision, HeaderEdits, Headers, Outcomes, Tenant};
 
@@ -36,10 +37,14 @@ impl TraceParent {
     }
     /// Always written as version 00, the only version whose fields we know.
     pub fn render(&self) -> String {
-        format!(
-            "00-{:032x}-{:016x}-{:02x}",
-            self.trace_id, self.parent_id, self.flags
-        )
+        let mut out = String::with_capacity(55);
+        out.push_str("00-");
+        push_hex(&mut out, self.trace_id, 32);
+        out.push('-');
+        push_hex(&mut out, u128::from(self.parent_id), 16);
+        out.push('-');
+        push_hex(&mut out, u128::from(self.flags), 2);
+        out
     }
 }
 
@@ -298,14 +303,23 @@ pub fn valid_request_id(s: &str) -> bool {
 pub fn uuid_v4(rng: &mut Rng) -> String {
     let hi = (rng.next_u64() & !0xf000) | 0x4000; // version nibble
     let lo = (rng.next_u64() & !(0b11 << 62)) | (0b10 << 62); // variant bits
-    format!(
-        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        hi >> 32,
-        (hi >> 16) & 0xffff,
-        hi & 0xffff,
-        lo >> 48,
-        lo & 0xffff_ffff_ffff
-    )
+    let mut out = String::with_capacity(36);
+    for (i, (value, width)) in [
+        (hi >> 32, 8),
+        ((hi >> 16) & 0xffff, 4),
+        (hi & 0xffff, 4),
+        (lo >> 48, 4),
+        (lo & 0xffff_ffff_ffff, 12),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if i > 0 {
+            out.push('-');
+        }
+        push_hex(&mut out, u128::from(value), width);
+    }
+    out
 }
 
 fn nonzero_u128(rng: &mut Rng) -> u128 {
@@ -483,7 +497,11 @@ pub fn on_request<'s>(
     Decision {
         request: edits,
         outcomes: Outcomes::one(outcome),
-        log_fields: vec![("trace_id", format!("{:032x}", traceparent.trace_id))],
+        log_fields: vec![("trace_id", {
+            let mut id = String::with_capacity(32);
+            push_hex(&mut id, traceparent.trace_id, 32);
+            id
+        })],
         ..Decision::default()
     }
 }
