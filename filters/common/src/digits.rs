@@ -22,6 +22,13 @@ pub fn push_hex(out: &mut String, value: u128, width: usize) {
     push_ascii(out, digits.get(32 - width.min(32)..).unwrap_or_default());
 }
 
+/// The low `width` hex digits of `value` as a new string (`push_hex`).
+pub fn hex(value: u128, width: usize) -> String {
+    let mut out = String::with_capacity(width);
+    push_hex(&mut out, value, width);
+    out
+}
+
 /// Appends `value` in decimal (`format!("{value}")`).
 pub fn push_decimal(out: &mut String, mut value: u64) {
     let mut digits = [0u8; 20];

@@ -17,12 +17,8 @@ pub fn quoted(text: &str) -> String {
             '\u{8}' => out.push_str("\\b"),
             '\u{c}' => out.push_str("\\f"),
             c if (c as u32) < 0x20 => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.push_str("\\u00");
-                for shift in [4, 0] {
-                    let digit = HEX.get(((c as u32 >> shift) & 0xf) as usize).copied();
-                    out.push(char::from(digit.unwrap_or(b'0')));
-                }
+                out.push_str("\\u");
+                crate::digits::push_hex(&mut out, u128::from(c), 4);
             }
             c => out.push(c),
         }

@@ -26,28 +26,15 @@ fn canonical(ip: IpAddr) -> IpAddr {
 /// text per address, cheaper than the RFC 5952 text, and without linking
 /// `Display for Ipv6Addr` into modules that never print an address.
 pub fn key_text(ip: IpAddr) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let (v4, v6);
-    let (family, octets): (char, &[u8]) = match ip {
-        IpAddr::V4(a) => {
-            v4 = a.octets();
-            ('4', &v4)
-        }
-        IpAddr::V6(a) => {
-            v6 = a.octets();
-            ('6', &v6)
-        }
+    // The octets in order are the address as one big-endian number.
+    let (family, value, digits) = match ip {
+        IpAddr::V4(a) => ('4', u128::from(u32::from(a)), 8),
+        IpAddr::V6(a) => ('6', u128::from(a), 32),
     };
-    let mut out = String::with_capacity(2 + 2 * octets.len());
+    let mut out = String::with_capacity(2 + digits);
     out.push(family);
     out.push(':');
-    for &b in octets {
-        for nibble in [b >> 4, b & 0xf] {
-            out.push(char::from(
-                HEX.get(usize::from(nibble)).copied().unwrap_or(b'0'),
-            ));
-        }
-    }
+    crate::digits::push_hex(&mut out, value, digits);
     out
 }
 

@@ -2,7 +2,7 @@
 //! Jaeger translation, sampling, x-request-id, tenant baggage. No host calls.
 
 use crate::config::TraceSettings;
-use meshware_common::digits::push_hex;
+use meshware_common::digits::{hex, push_hex};
 use meshware_common::rng::Rng;
 use meshware_common::{Decision, HeaderEdits, Headers, Outcomes, Tenant};
 
@@ -303,21 +303,14 @@ pub fn valid_request_id(s: &str) -> bool {
 pub fn uuid_v4(rng: &mut Rng) -> String {
     let hi = (rng.next_u64() & !0xf000) | 0x4000; // version nibble
     let lo = (rng.next_u64() & !(0b11 << 62)) | (0b10 << 62); // variant bits
+                                                              // 8-4-4-4-12 hex digits of the 128 bits.
+    let id = (u128::from(hi) << 64) | u128::from(lo);
     let mut out = String::with_capacity(36);
-    for (i, (value, width)) in [
-        (hi >> 32, 8),
-        ((hi >> 16) & 0xffff, 4),
-        (hi & 0xffff, 4),
-        (lo >> 48, 4),
-        (lo & 0xffff_ffff_ffff, 12),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        if i > 0 {
+    for (shift, width) in [(96, 8), (80, 4), (64, 4), (48, 4), (0, 12)] {
+        if !out.is_empty() {
             out.push('-');
         }
-        push_hex(&mut out, u128::from(value), width);
+        push_hex(&mut out, id >> shift, width);
     }
     out
 }
@@ -497,11 +490,7 @@ pub fn on_request<'s>(
     Decision {
         request: edits,
         outcomes: Outcomes::one(outcome),
-        log_fields: vec![("trace_id", {
-            let mut id = String::with_capacity(32);
-            push_hex(&mut id, traceparent.trace_id, 32);
-            id
-        })],
+        log_fields: vec![("trace_id", hex(traceparent.trace_id, 32))],
         ..Decision::default()
     }
 }

@@ -560,12 +560,7 @@ fn instruction_table(
             "libraries": s.libraries,
         }));
     }
-    let json_path = root().join("target/bench/instructions.json");
-    std::fs::write(
-        &json_path,
-        serde_json::to_string_pretty(&json_rows).map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| format!("{}: {e}", json_path.display()))?;
+    write_json("instructions.json", &Value::from(json_rows))?;
     Ok(table)
 }
 
@@ -678,12 +673,7 @@ fn time_table(
             "libraries_us": row[8],
         }));
     }
-    let json_path = root().join("target/bench/time.json");
-    std::fs::write(
-        &json_path,
-        serde_json::to_string_pretty(&json_rows).map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| format!("{}: {e}", json_path.display()))?;
+    write_json("time.json", &Value::from(json_rows))?;
     Ok(table)
 }
 
@@ -940,6 +930,14 @@ fn diff_table(configs: &[Config], samples: &[Vec<Sample>], heading: &str) -> Str
 /// Replaces the text between `<!-- {marker}:start -->` and its end marker.
 /// Prints a table and, with BENCH_WRITE_DOCS, writes it with its header
 /// line between the docs' `marker` markers.
+/// Writes `value` to `target/bench/<name>`, pretty-printed.
+fn write_json(name: &str, value: &Value) -> Result<(), String> {
+    let dir = root().join("target/bench");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let path = dir.join(name);
+    std::fs::write(&path, format!("{value:#}\n")).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 fn publish(marker: &str, header: &str, table: &str) -> Result<(), String> {
     println!("{table}");
     if std::env::var("BENCH_WRITE_DOCS").is_ok() {
@@ -1227,11 +1225,9 @@ fn run() -> Result<(), String> {
         }));
     }
     println!("{table}");
-    let dir = root().join("target/bench");
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let out = json!({"requests_per_round": load.count, "fixed_rate_rps": load.rate,
                      "rounds": rounds, "results": results});
-    std::fs::write(dir.join("results.json"), format!("{out:#}\n")).map_err(|e| e.to_string())?;
+    write_json("results.json", &out)?;
     if std::env::var("BENCH_WRITE_DOCS").is_ok() {
         let header = format!(
             "\n{rounds} rounds x {} requests per configuration (CPU), wrk {} connections x {} s (req/s), open loop at {} req/s (latency); medians.\n\n",
