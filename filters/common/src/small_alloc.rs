@@ -64,16 +64,24 @@ impl SmallAlloc {
     /// # Safety
     /// As `GlobalAlloc::alloc`.
     unsafe fn carve(&self, size: usize) -> *mut u8 {
-        if self.end.get() - self.next.get() < size {
+        if self.end.get().saturating_sub(self.next.get()) < size {
             // SAFETY: a non-zero size and a valid power-of-two alignment.
-            let chunk = unsafe {
-                System.alloc(Layout::from_size_align_unchecked(CHUNK_BYTES, BLOCK_ALIGN))
-            };
+            let chunk_layout =
+                unsafe { Layout::from_size_align_unchecked(CHUNK_BYTES, BLOCK_ALIGN) };
+            // SAFETY: as above.
+            let chunk = unsafe { System.alloc(chunk_layout) };
             if chunk.is_null() {
                 return chunk;
             }
+            // A chunk ending exactly at the top of a full 4 GiB wasm memory
+            // would wrap: give it back and report no memory.
+            let Some(end) = (chunk as usize).checked_add(CHUNK_BYTES) else {
+                // SAFETY: just allocated with this layout.
+                unsafe { System.dealloc(chunk, chunk_layout) };
+                return ptr::null_mut();
+            };
             self.next.set(chunk as usize);
-            self.end.set(chunk as usize + CHUNK_BYTES);
+            self.end.set(end);
         }
         let block = self.next.get();
         self.next.set(block + size);
