@@ -9,6 +9,11 @@
 //
 //   node --cpu-prof host.cjs <module.wasm> <folder with profile.json and
 //   request.json (BENCH_WRITE_PROFILE)> [requests]
+//
+// With VMPROF_TRACE=<file> it instead writes the host calls of one request
+// (after the warm-up) as JSON, with the callback each was made in and its
+// arguments: the probe module replays them in Envoy (`make bench`'s
+// "host calls only" row: what the suite's calls cost without its code).
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -152,18 +157,58 @@ const env = {
   proxy_send_local_response: (status) => { throw new Error(`the module answered ${status} itself`); },
 };
 
+// The trace: the callback being run, and each host call made in it.
+let phase = 'configure';
+let trace = null;
+const metricTypes = new Map();
+const hex = (ptr, len) => Buffer.from(bytes().subarray(ptr, ptr + len)).toString('hex');
+// How each traced call's arguments are read (pointer, length pairs).
+const decode = {
+  proxy_log: (level, p, l) => ({ level, message: text(p, l) }),
+  proxy_get_header_map_pairs: (map) => ({ map }),
+  proxy_get_header_map_value: (map, kp, kl) => ({ map, key: text(kp, kl) }),
+  proxy_replace_header_map_value: (map, kp, kl, vp, vl) => ({ map, key: text(kp, kl), value: text(vp, vl) }),
+  proxy_add_header_map_value: (map, kp, kl, vp, vl) => ({ map, key: text(kp, kl), value: text(vp, vl) }),
+  proxy_remove_header_map_value: (map, kp, kl) => ({ map, key: text(kp, kl) }),
+  proxy_get_property: (pp, pl) => ({ path: text(pp, pl).split('\0') }),
+  proxy_set_property: (pp, pl, vp, vl) => ({ path: text(pp, pl).split('\0'), value: hex(vp, vl) }),
+  proxy_get_shared_data: (kp, kl) => ({ key: text(kp, kl) }),
+  proxy_set_shared_data: (kp, kl, vp, vl) => ({ key: text(kp, kl), value: hex(vp, vl) }),
+  proxy_get_current_time_nanoseconds: () => ({}),
+  proxy_call_foreign_function: (np, nl, ap, al) => ({ name: text(np, nl), argument: hex(ap, al) }),
+  proxy_increment_metric: (id, delta) => ({ metric: metricTypes.get(id), delta: Number(delta) }),
+  proxy_record_metric: (id, value) => ({ metric: metricTypes.get(id), value: Number(value) }),
+  random_get: (_ptr, len) => ({ length: len }),
+};
+function traced(name, f) {
+  return (...args) => {
+    if (trace) {
+      const read = decode[name];
+      // A call the probe could not replay is written as such: the bench
+      // refuses the trace rather than measure less than the module does.
+      trace.push({ on: phase, call: name, ...(read ? read(...args) : { unknown: true }) });
+    }
+    return f(...args);
+  };
+}
+env.proxy_define_metric = ((define) => (type, np, nl, idAt) => {
+  const status = define(type, np, nl, idAt);
+  metricTypes.set(view().getUint32(idAt, true), type);
+  return status;
+})(env.proxy_define_metric);
+
 const wasmModule = new WebAssembly.Module(fs.readFileSync(modulePath));
 const imports = {};
 for (const { module: from, name } of WebAssembly.Module.imports(wasmModule)) {
   imports[from] = imports[from] || {};
   // Anything else (metrics, effective context, WASI's environment): done.
-  imports[from][name] = env[name] || (() => OK);
+  imports[from][name] = traced(name, env[name] || (() => OK));
 }
-imports.wasi_snapshot_preview1.random_get = (ptr, len) => {
+imports.wasi_snapshot_preview1.random_get = traced('random_get', (ptr, len) => {
   const b = bytes();
   for (let i = 0; i < len; i++) b[ptr + i] = (Math.random() * 256) | 0;
   return OK;
-};
+});
 exports_ = new WebAssembly.Instance(wasmModule, imports).exports;
 if (exports_._initialize) exports_._initialize();
 
@@ -181,17 +226,33 @@ function exchange(id) {
     [REQUEST_HEADERS]: request.headers.map(([k, v]) => [k, v]),
     [RESPONSE_HEADERS]: request.response_headers.map(([k, v]) => [k, v]),
   };
+  phase = 'context_create';
   exports_.proxy_on_context_create(id, ROOT);
+  phase = 'request_headers';
   exports_.proxy_on_request_headers(id, maps[REQUEST_HEADERS].length, 1);
+  phase = 'response_headers';
   exports_.proxy_on_response_headers(id, maps[RESPONSE_HEADERS].length, 0);
+  phase = 'response_body';
   exports_.proxy_on_response_body(id, 3, 1);
+  phase = 'log';
   exports_.proxy_on_log(id);
+  phase = 'done';
   exports_.proxy_on_done(id);
+  phase = 'delete';
   exports_.proxy_on_delete(id);
+  phase = 'between';
 }
 
 let id = ROOT + 1;
 for (let i = 0; i < 2000; i++) exchange(id++);
+if (process.env.VMPROF_TRACE) {
+  trace = [];
+  nowNs += 100000n;
+  exchange(id++);
+  fs.writeFileSync(process.env.VMPROF_TRACE, JSON.stringify(trace, null, 1) + '\n');
+  console.error(`${trace.length} host calls in one request -> ${process.env.VMPROF_TRACE}`);
+  process.exit(0);
+}
 const started = process.hrtime.bigint();
 for (let i = 0; i < requests; i++) {
   nowNs += 100000n; // 10,000 requests per second

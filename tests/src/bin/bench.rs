@@ -58,6 +58,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 const HOST: &str = "bench.example";
+/// The row of the probe replaying the suite's host calls.
+const SUITE_HOST_CALLS: &str = "suite's host calls alone (replayed)";
 /// How long before a paced request is due the client stops sleeping and
 /// spins (timer slack is tens to hundreds of µs).
 const SPIN: Duration = Duration::from_millis(1);
@@ -1007,6 +1009,66 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
+/// The benchmark's profile and request for the stand-in host
+/// (`tests/vmprof/host.cjs`): `profile.json` and `request.json` in `dir`.
+fn write_stand_in_inputs(dir: &std::path::Path, profile: &str) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let request = json!({
+        "headers": [
+            [":authority", HOST], [":path", "/orders"], [":method", "GET"],
+            [":scheme", "http"], ["authorization", format!("Bearer {}", token()?)],
+            ["origin", "https://shop.acme.example"],
+            ["traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"],
+            ["x-forwarded-proto", "http"], ["x-request-id", "a0b1c2d3-e4f5-4a6b-8c7d-9e0f1a2b3c4d"]
+        ],
+        "response_headers": [
+            [":status", "200"], ["content-length", "3"], ["content-type", "text/plain"],
+            ["date", "Mon, 23 Nov 2026 18:00:00 GMT"], ["server", "envoy"]
+        ]
+    });
+    std::fs::write(dir.join("profile.json"), profile).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("request.json"), request.to_string()).map_err(|e| e.to_string())
+}
+
+/// The probe's plan that replays the host calls the suite module makes for
+/// the benchmark's request: traced by the stand-in host in Node from
+/// dist/suite.wasm itself, so the row follows the suite as it changes.
+/// `None` (the row is left out) without Node.
+fn suite_replay_plan(profile: &str) -> Result<Option<String>, String> {
+    let node = std::env::var("NODE_BIN").unwrap_or_else(|_| "node".into());
+    if std::process::Command::new(&node)
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("bench: no {node}: the row of the suite's host calls alone is left out");
+        return Ok(None);
+    }
+    let dir = root().join("target/bench/replay");
+    write_stand_in_inputs(&dir, profile)?;
+    let trace = dir.join("trace.json");
+    let out = std::process::Command::new(&node)
+        .arg(root().join("tests/vmprof/host.cjs"))
+        .arg(meshware_e2e::dist().join("suite.wasm"))
+        .arg(&dir)
+        .env("VMPROF_TRACE", &trace)
+        .output()
+        .map_err(|e| format!("{node}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "tracing the suite's host calls: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let text = std::fs::read_to_string(&trace).map_err(|e| format!("{}: {e}", trace.display()))?;
+    let steps: Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", trace.display()))?;
+    let plan = json!({ "replay": steps }).to_string();
+    // Refused here rather than by Envoy at start: the error names the step.
+    probe::parse(plan.as_bytes()).map_err(|e| format!("the suite's trace: {e}"))?;
+    Ok(Some(plan))
+}
+
 fn run() -> Result<(), String> {
     let rounds: usize = env_or("BENCH_ROUNDS", 3);
     let load = Load {
@@ -1025,24 +1087,7 @@ fn run() -> Result<(), String> {
     // BENCH_WRITE_PROFILE=<folder>: the benchmark's profile and request for
     // another host (`make profile-vm`), nothing measured.
     if let Ok(dir) = std::env::var("BENCH_WRITE_PROFILE") {
-        let dir = PathBuf::from(dir);
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let request = json!({
-            "headers": [
-                [":authority", HOST], [":path", "/orders"], [":method", "GET"],
-                [":scheme", "http"], ["authorization", format!("Bearer {}", token()?)],
-                ["origin", "https://shop.acme.example"],
-                ["traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"],
-                ["x-forwarded-proto", "http"], ["x-request-id", "a0b1c2d3-e4f5-4a6b-8c7d-9e0f1a2b3c4d"]
-            ],
-            "response_headers": [
-                [":status", "200"], ["content-length", "3"], ["content-type", "text/plain"],
-                ["date", "Mon, 23 Nov 2026 18:00:00 GMT"], ["server", "envoy"]
-            ]
-        });
-        std::fs::write(dir.join("profile.json"), &profile).map_err(|e| e.to_string())?;
-        std::fs::write(dir.join("request.json"), request.to_string()).map_err(|e| e.to_string())?;
-        return Ok(());
+        return write_stand_in_inputs(&PathBuf::from(dir), &profile);
     }
     let mut no_cache: Value = serde_json::from_str(&profile).map_err(|e| e.to_string())?;
     no_cache["tenants"]["bench"]["jwt_auth"]["cache_entries"] = json!(0);
@@ -1056,11 +1101,29 @@ fn run() -> Result<(), String> {
         .map(|v| v.split(',').map(str::to_string).collect());
     let probe_count: usize = env_or("BENCH_PROBE_COUNT", 100);
     let probing = std::env::var("BENCH_PROBE").is_ok();
-    let all_configs = if probing {
+    let mut all_configs = if probing {
         probe_configs(probe_count)
     } else {
         configs()
     };
+    // The suite's host calls without its code, after the suite's row; not
+    // in the counting mode (there is no counting probe).
+    let wanted = |name: &str| only.as_ref().is_none_or(|o| o.iter().any(|n| n == name));
+    if !probing && std::env::var("BENCH_COUNT").is_err() && wanted(SUITE_HOST_CALLS) {
+        if let Some(plan) = suite_replay_plan(&profile)? {
+            let at = all_configs
+                .iter()
+                .position(|c| c.name == "suite module (all concerns)")
+                .map_or(all_configs.len(), |i| i + 1);
+            all_configs.insert(
+                at,
+                Config {
+                    configuration: Some(plan),
+                    ..Config::wasm(SUITE_HOST_CALLS, vec!["probe"])
+                },
+            );
+        }
+    }
     let configs: Vec<Config> = all_configs
         .into_iter()
         .enumerate()
