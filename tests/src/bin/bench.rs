@@ -16,7 +16,10 @@
 //! Configurations: bare Envoy; Envoy's native filters covering the same
 //! concerns (jwt_authn with a local JWKS, local_ratelimit, cors,
 //! header_mutation); a no-op proxy-wasm filter; each filter of the suite
-//! alone; all of them as separate modules; the suite module. All with one
+//! alone; all of them as separate modules; the suite module; the suite's
+//! host calls alone (the probe replaying the calls the stand-in host traced
+//! from dist/suite.wasm, without the suite's code: its floor;
+//! BENCH_REPLAY_ALL=1 adds one for every single module). All with one
 //! benchmark tenant whose every section is configured and a request every
 //! filter acts on (a valid RS256 token, an allowed Origin, a traceparent),
 //! limits not hit, 1% of successful requests access-logged (as in
@@ -58,8 +61,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 const HOST: &str = "bench.example";
-/// The row of the probe replaying the suite's host calls.
-const SUITE_HOST_CALLS: &str = "suite's host calls alone (replayed)";
+/// The row of the probe replaying a module's host calls.
+fn replay_row(module: &str) -> String {
+    format!("{module}'s host calls alone (replayed)")
+}
 /// How long before a paced request is due the client stops sleeping and
 /// spins (timer slack is tens to hundreds of µs).
 const SPIN: Duration = Duration::from_millis(1);
@@ -1030,33 +1035,33 @@ fn write_stand_in_inputs(dir: &std::path::Path, profile: &str) -> Result<(), Str
     std::fs::write(dir.join("request.json"), request.to_string()).map_err(|e| e.to_string())
 }
 
-/// The probe's plan that replays the host calls the suite module makes for
-/// the benchmark's request: traced by the stand-in host in Node from
-/// dist/suite.wasm itself, so the row follows the suite as it changes.
-/// `None` (the row is left out) without Node.
-fn suite_replay_plan(profile: &str) -> Result<Option<String>, String> {
+/// The probe's plan that replays the host calls a module (dist/<module>.wasm)
+/// makes for the benchmark's request: traced by the stand-in host in Node
+/// from the module itself, so the row follows the module as it changes.
+/// `None` (the rows are left out) without Node.
+fn replay_plan(module: &str, profile: &str) -> Result<Option<String>, String> {
     let node = std::env::var("NODE_BIN").unwrap_or_else(|_| "node".into());
     if std::process::Command::new(&node)
         .arg("--version")
         .output()
         .is_err()
     {
-        eprintln!("bench: no {node}: the row of the suite's host calls alone is left out");
+        eprintln!("bench: no {node}: the rows of host calls alone are left out");
         return Ok(None);
     }
     let dir = root().join("target/bench/replay");
     write_stand_in_inputs(&dir, profile)?;
-    let trace = dir.join("trace.json");
+    let trace = dir.join(format!("{module}.json"));
     let out = std::process::Command::new(&node)
         .arg(root().join("tests/vmprof/host.cjs"))
-        .arg(meshware_e2e::dist().join("suite.wasm"))
+        .arg(meshware_e2e::dist().join(format!("{module}.wasm")))
         .arg(&dir)
         .env("VMPROF_TRACE", &trace)
         .output()
         .map_err(|e| format!("{node}: {e}"))?;
     if !out.status.success() {
         return Err(format!(
-            "tracing the suite's host calls: {}",
+            "tracing {module}'s host calls: {}",
             String::from_utf8_lossy(&out.stderr)
         ));
     }
@@ -1065,7 +1070,7 @@ fn suite_replay_plan(profile: &str) -> Result<Option<String>, String> {
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", trace.display()))?;
     let plan = json!({ "replay": steps }).to_string();
     // Refused here rather than by Envoy at start: the error names the step.
-    probe::parse(plan.as_bytes()).map_err(|e| format!("the suite's trace: {e}"))?;
+    probe::parse(plan.as_bytes()).map_err(|e| format!("{module}'s trace: {e}"))?;
     Ok(Some(plan))
 }
 
@@ -1106,20 +1111,36 @@ fn run() -> Result<(), String> {
     } else {
         configs()
     };
-    // The suite's host calls without its code, after the suite's row; not
-    // in the counting mode (there is no counting probe).
+    // The suite's host calls without its code, after the suite's row
+    // (BENCH_REPLAY_ALL=1: every single module's too, after its row); not in
+    // the counting mode (there is no counting probe).
     let wanted = |name: &str| only.as_ref().is_none_or(|o| o.iter().any(|n| n == name));
-    if !probing && std::env::var("BENCH_COUNT").is_err() && wanted(SUITE_HOST_CALLS) {
-        if let Some(plan) = suite_replay_plan(&profile)? {
+    if !probing && std::env::var("BENCH_COUNT").is_err() {
+        let mut modules = vec![("suite", "suite module (all concerns)".to_string())];
+        if std::env::var("BENCH_REPLAY_ALL").is_ok() {
+            modules.extend(
+                meshware_cli::FILTERS
+                    .iter()
+                    .map(|f| (f.name, f.name.to_string())),
+            );
+        }
+        for (module, row) in modules {
+            let name = replay_row(module);
+            if !wanted(&name) {
+                continue;
+            }
+            let Some(plan) = replay_plan(module, &profile)? else {
+                break;
+            };
             let at = all_configs
                 .iter()
-                .position(|c| c.name == "suite module (all concerns)")
+                .position(|c| c.name == row)
                 .map_or(all_configs.len(), |i| i + 1);
             all_configs.insert(
                 at,
                 Config {
                     configuration: Some(plan),
-                    ..Config::wasm(SUITE_HOST_CALLS, vec!["probe"])
+                    ..Config::wasm(&name, vec!["probe"])
                 },
             );
         }
