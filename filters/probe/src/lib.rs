@@ -471,6 +471,16 @@ mod wasm {
         random_length: usize,
     }
 
+    impl Prepared {
+        /// The replay's metric of an ABI metric type.
+        fn metric_of(&self, metric_type: u32) -> u32 {
+            self.metrics_by_type
+                .get(metric_type as usize)
+                .copied()
+                .unwrap_or(0)
+        }
+    }
+
     #[derive(Default)]
     struct Root {
         prepared: Option<Rc<Prepared>>,
@@ -646,20 +656,10 @@ mod wasm {
                             );
                         }
                         Op::IncrementMetric { metric_type, delta } => {
-                            let id = p
-                                .metrics_by_type
-                                .get(*metric_type as usize)
-                                .copied()
-                                .unwrap_or(0);
-                            abi::proxy_increment_metric(id, *delta);
+                            abi::proxy_increment_metric(p.metric_of(*metric_type), *delta);
                         }
                         Op::RecordMetric { metric_type, value } => {
-                            let id = p
-                                .metrics_by_type
-                                .get(*metric_type as usize)
-                                .copied()
-                                .unwrap_or(0);
-                            abi::proxy_record_metric(id, *value);
+                            abi::proxy_record_metric(p.metric_of(*metric_type), *value);
                         }
                         Op::Log { level, message } => {
                             abi::proxy_log(*level, message.as_ptr(), message.len());
