@@ -2,6 +2,7 @@
 //! what it received, free ports picked at run time, Envoy's log printed when a
 //! test fails, processes always torn down.
 
+pub mod bench_setup;
 pub mod echo;
 pub mod envoy;
 pub mod http;

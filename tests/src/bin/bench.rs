@@ -51,6 +51,7 @@ mod instructions;
 mod time_split;
 
 use meshware_cli::bootstrap::{render, BootstrapParams};
+use meshware_e2e::bench_setup::{self, bench_profile, token, HOST};
 use meshware_e2e::envoy::{free_port, Envoy};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -60,7 +61,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-const HOST: &str = "bench.example";
 /// The row of the probe replaying a module's host calls.
 fn replay_row(module: &str) -> String {
     format!("{module}'s host calls alone (replayed)")
@@ -102,85 +102,7 @@ fn root() -> PathBuf {
     meshware_e2e::root()
 }
 
-/// The example profile plus tenant `bench` (host bench.example) with every
-/// section configured as a production tenant would, limits far above the
-/// benchmark's rate.
-fn bench_profile() -> Result<(String, Value), String> {
-    let text = std::fs::read_to_string(root().join("examples/tenants.json"))
-        .map_err(|e| format!("examples/tenants.json: {e}"))?;
-    let mut p: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-    let t = &p["tenants"];
-    let mut bench = t["acme"].clone();
-    bench["jwt_auth"] = t["umbrella"]["jwt_auth"].clone();
-    if let Some(provider) = bench["jwt_auth"]["providers"][0].as_object_mut() {
-        provider.remove("tenant_claim");
-    }
-    bench["circuit_breaker"] = t["globex"]["circuit_breaker"].clone();
-    // As in production: every error is logged, and a sample of successes
-    // (configurations "(every request logged)" show what logging all costs).
-    bench["access_log"] = json!({"sample_rate": 0.01});
-    if let Some(limits) = bench["rate_limit"]["limits"].as_array_mut() {
-        for l in limits {
-            l["rate"] = json!(1_000_000);
-            l["burst"] = json!(1_000_000);
-            l["per"] = json!("second");
-        }
-    }
-    let jwks = bench["jwt_auth"]["providers"][0]["jwks"].clone();
-    p["tenants"]["bench"] = bench;
-    p["tenancy"]["hosts"][HOST] = json!("bench");
-    Ok((p.to_string(), jwks))
-}
-
-fn token() -> Result<String, String> {
-    let text = std::fs::read_to_string(root().join("examples/tokens.json"))
-        .map_err(|e| format!("examples/tokens.json: {e}"))?;
-    let v: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-    v["valid RS256"]
-        .as_str()
-        .map(str::to_string)
-        .ok_or_else(|| "no \"valid RS256\" token".into())
-}
-
-/// Envoy's own filters for the same concerns, inserted before the router.
-fn native_filters(jwks: &Value) -> Vec<Value> {
-    vec![
-        json!({"name": "envoy.filters.http.cors", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"}}),
-        json!({"name": "envoy.filters.http.jwt_authn", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
-            "providers": {"umbrella": {
-                "issuer": "https://idp.umbrella.example",
-                "audiences": ["api"],
-                "local_jwks": {"inline_string": jwks.to_string()},
-                "forward_payload_header": "x-jwt-payload"
-            }},
-            "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "umbrella"}}]
-        }}),
-        json!({"name": "envoy.filters.http.local_ratelimit", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
-            "stat_prefix": "bench",
-            "token_bucket": {"max_tokens": 1_000_000, "tokens_per_fill": 1_000_000, "fill_interval": "1s"},
-            "filter_enabled": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}},
-            "filter_enforced": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}},
-            "response_headers_to_add": [{"append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
-                "header": {"key": "ratelimit-policy", "value": "\"tenant\";q=1000000;w=1"}}]
-        }}),
-        json!({"name": "envoy.filters.http.header_mutation", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
-            "mutations": {"response_mutations": [
-                {"append": {"header": {"key": "strict-transport-security", "value": "max-age=31536000; includeSubDomains"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}},
-                {"append": {"header": {"key": "content-security-policy", "value": "default-src 'self'; frame-ancestors 'none'"}, "append_action": "ADD_IF_ABSENT"}},
-                {"append": {"header": {"key": "x-content-type-options", "value": "nosniff"}, "append_action": "ADD_IF_ABSENT"}},
-                {"append": {"header": {"key": "x-frame-options", "value": "DENY"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}},
-                {"append": {"header": {"key": "referrer-policy", "value": "strict-origin-when-cross-origin"}, "append_action": "ADD_IF_ABSENT"}},
-                {"remove": "server"}
-            ]}
-        }}),
-    ]
-}
-
-fn bootstrap(config: &Config, profile: &str, jwks: &Value, port: u16, admin: u16) -> Value {
+fn bootstrap(config: &Config, profile: &str, tenant: &Value, port: u16, admin: u16) -> Value {
     // Bench-only modules (no-op, probe) live in dist/bench.
     let instrument = config.filters == ["noop"] || config.filters == ["probe"];
     let profile = config.configuration.as_deref().unwrap_or(profile);
@@ -196,23 +118,8 @@ fn bootstrap(config: &Config, profile: &str, jwks: &Value, port: u16, admin: u16
     params.direct_response = true;
     params.access_log_path = "/dev/null".into();
     let mut v = render(&params);
-    let hcm = &mut v["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
-        ["typed_config"];
     if config.native {
-        if let Some(filters) = hcm["http_filters"].as_array_mut() {
-            for (i, f) in native_filters(jwks).into_iter().enumerate() {
-                filters.insert(i, f);
-            }
-        }
-        hcm["route_config"]["virtual_hosts"][0]["typed_per_filter_config"] = json!({
-            "envoy.filters.http.cors": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
-                "allow_origin_string_match": [{"exact": "https://shop.acme.example"}, {"suffix": ".acme.example"}],
-                "allow_methods": "GET,POST",
-                "allow_headers": "content-type",
-                "max_age": "600"
-            }
-        });
+        bench_setup::add_native_chain(&mut v, tenant);
     }
     v
 }
@@ -341,10 +248,10 @@ fn wrk_rps(port: u16, request: &[u8], seconds: u64, connections: u64) -> Result<
 fn start_warm(
     config: &Config,
     profile: &str,
-    jwks: &Value,
+    tenant: &Value,
     load: &Load,
 ) -> Result<(Envoy, Conn), String> {
-    start_warm_under(&[], config, profile, jwks, load)
+    start_warm_under(&[], config, profile, tenant, load)
 }
 
 /// As `start_warm`, Envoy run by `wrapper` (`Envoy::start_under`).
@@ -352,13 +259,13 @@ fn start_warm_under(
     wrapper: &[String],
     config: &Config,
     profile: &str,
-    jwks: &Value,
+    tenant: &Value,
     load: &Load,
 ) -> Result<(Envoy, Conn), String> {
     let (port, admin) = (free_port(), free_port());
     let envoy = Envoy::start_under(
         wrapper,
-        &bootstrap(config, profile, jwks, port, admin),
+        &bootstrap(config, profile, tenant, port, admin),
         admin,
         1,
         "warning",
@@ -370,8 +277,8 @@ fn start_warm_under(
     Ok((envoy, conn))
 }
 
-fn measure(config: &Config, profile: &str, jwks: &Value, load: &Load) -> Result<Sample, String> {
-    let (envoy, mut conn) = start_warm(config, profile, jwks, load)?;
+fn measure(config: &Config, profile: &str, tenant: &Value, load: &Load) -> Result<Sample, String> {
+    let (envoy, mut conn) = start_warm(config, profile, tenant, load)?;
     let before = envoy.cpu_us().ok_or("no /proc stat")?;
     let started = Instant::now();
     for _ in 0..load.count {
@@ -476,12 +383,12 @@ fn hostcall_counters(envoy: &Envoy) -> Result<BTreeMap<String, u64>, String> {
 fn count_instructions(
     config: &Config,
     profile: &str,
-    jwks: &Value,
+    tenant: &Value,
     load: &Load,
     out: &std::path::Path,
 ) -> Result<instructions::Split, String> {
     let (envoy, mut conn) =
-        start_warm_under(&instructions::wrapper(out), config, profile, jwks, load)?;
+        start_warm_under(&instructions::wrapper(out), config, profile, tenant, load)?;
     instructions::control(envoy.pid(), "-z")?;
     let started = Instant::now();
     for _ in 0..load.count {
@@ -502,7 +409,7 @@ fn count_instructions(
 fn instruction_table(
     configs: &[Config],
     profile_of: &dyn Fn(&Config) -> String,
-    jwks: &Value,
+    tenant: &Value,
     load: &Load,
 ) -> Result<String, String> {
     let dir = root().join("target/bench/callgrind");
@@ -519,7 +426,7 @@ fn instruction_table(
             continue;
         }
         let out = dir.join(format!("config-{i}.out"));
-        let split = count_instructions(config, &profile_of(config), jwks, load, &out)
+        let split = count_instructions(config, &profile_of(config), tenant, load, &out)
             .map_err(|e| format!("{}: {e}", config.name))?;
         eprintln!(
             "{:<40} {:>9.0} instructions/request (Envoy {:.0}, VM {:.0}, libraries {:.0})",
@@ -584,11 +491,11 @@ struct Timed {
 fn time_one(
     config: &Config,
     profile: &str,
-    jwks: &Value,
+    tenant: &Value,
     load: &Load,
     data: &std::path::Path,
 ) -> Result<Timed, String> {
-    let (envoy, mut conn) = start_warm(config, profile, jwks, load)?;
+    let (envoy, mut conn) = start_warm(config, profile, tenant, load)?;
     let recording = time_split::record(envoy.pid(), data)?;
     let before = envoy.cpu_split_us().ok_or("no /proc stat")?;
     for _ in 0..load.count {
@@ -614,7 +521,7 @@ fn time_one(
 fn time_table(
     configs: &[Config],
     profile_of: &dyn Fn(&Config) -> String,
-    jwks: &Value,
+    tenant: &Value,
     load: &Load,
 ) -> Result<String, String> {
     let rounds: usize = env_or("BENCH_ROUNDS", 3);
@@ -627,7 +534,7 @@ fn time_table(
         let mut bare = f64::NAN;
         for (i, config) in configs.iter().enumerate() {
             let data = dir.join(format!("config-{i}.data"));
-            let t = time_one(config, &profile_of(config), jwks, load, &data)
+            let t = time_one(config, &profile_of(config), tenant, load, &data)
                 .map_err(|e| format!("{}: {e}", config.name))?;
             let _ = std::fs::remove_file(&data);
             let [vm, from_vm, rest, kernel, libraries] = t.split.parts();
@@ -688,10 +595,10 @@ fn time_table(
 fn count_calls(
     config: &Config,
     profile: &str,
-    jwks: &Value,
+    tenant: &Value,
     load: &Load,
 ) -> Result<BTreeMap<String, f64>, String> {
-    let (envoy, mut conn) = start_warm(config, profile, jwks, load)?;
+    let (envoy, mut conn) = start_warm(config, profile, tenant, load)?;
     let before = hostcall_counters(&envoy)?;
     for _ in 0..load.count {
         conn.exchange(&load.request)?;
@@ -722,7 +629,7 @@ fn host_calls(counts: &BTreeMap<String, f64>) -> f64 {
 fn count_table(
     configs: &[Config],
     profile_of: &dyn Fn(&Config) -> String,
-    jwks: &Value,
+    tenant: &Value,
     load: &Load,
 ) -> Result<String, String> {
     let dir = meshware_e2e::dist().join("bench/counting");
@@ -735,7 +642,7 @@ fn count_table(
             dir: Some(dir.clone()),
             ..config.clone()
         };
-        let counts = count_calls(&counting, &profile_of(config), jwks, load)
+        let counts = count_calls(&counting, &profile_of(config), tenant, load)
             .map_err(|e| format!("{}: {e}", config.name))?;
         eprintln!(
             "{:<40} {:>6.1} host calls/request",
@@ -1088,7 +995,7 @@ fn run() -> Result<(), String> {
         )
         .into_bytes(),
     };
-    let (profile, jwks) = bench_profile()?;
+    let (profile, tenant) = bench_profile()?;
     // BENCH_WRITE_PROFILE=<folder>: the benchmark's profile and request for
     // another host (`make profile-vm`), nothing measured.
     if let Ok(dir) = std::env::var("BENCH_WRITE_PROFILE") {
@@ -1227,7 +1134,7 @@ fn run() -> Result<(), String> {
                 warmup,
                 ..load
             };
-            let table = table_of(&configs, &profile_of, &jwks, &load)?;
+            let table = table_of(&configs, &profile_of, &tenant, &load)?;
             let header = format!(
                 "{} requests per configuration after {} of warm-up, {what}.",
                 load.count, load.warmup
@@ -1240,7 +1147,7 @@ fn run() -> Result<(), String> {
     for round in 0..rounds {
         let mut bare = f64::NAN;
         for (i, config) in configs.iter().enumerate() {
-            let s = measure(config, &profile_of(config), &jwks, &load)
+            let s = measure(config, &profile_of(config), &tenant, &load)
                 .map_err(|e| format!("{}: {e}", config.name))?;
             eprintln!(
                 "round {} {:<32} {:>7.1} us/req {:>7.0} req/s p50 {:>6.0} us p99 {:>6.0} us",
