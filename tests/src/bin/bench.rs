@@ -14,8 +14,9 @@
 //! - RSS after the run, and the module size.
 //!
 //! Configurations: bare Envoy; Envoy's native filters covering the same
-//! concerns (jwt_authn with a local JWKS, local_ratelimit, cors,
-//! header_mutation); a no-op proxy-wasm filter; each filter of the suite
+//! concerns (cors, rbac for endpoint_guard's rules, jwt_authn with a local
+//! JWKS, local_ratelimit, header_mutation; `meshware_e2e::bench_setup`); a
+//! no-op proxy-wasm filter; each filter of the suite
 //! alone; all of them as separate modules; the suite module; the suite's
 //! host calls alone (the probe replaying the calls the stand-in host traced
 //! from dist/suite.wasm, without the suite's code: its floor;
