@@ -4,8 +4,10 @@
 //! what the suite enforces for the comparison to be fair
 //! (tests/tests/bench_native.rs).
 
+use endpoint_guard::config::GuardSettings;
+use meshware_common::Cidr;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// The benchmark tenant's host.
 pub const HOST: &str = "bench.example";
@@ -13,7 +15,7 @@ pub const HOST: &str = "bench.example";
 /// The example profile plus tenant `bench` (host bench.example) with every
 /// section configured as a production tenant would, limits far above the
 /// benchmark's rate.
-pub fn bench_profile() -> Result<(String, Value), String> {
+pub fn bench_profile() -> Result<String, String> {
     let text = std::fs::read_to_string(crate::root().join("examples/tenants.json"))
         .map_err(|e| format!("examples/tenants.json: {e}"))?;
     let mut p: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
@@ -34,9 +36,9 @@ pub fn bench_profile() -> Result<(String, Value), String> {
             l["per"] = json!("second");
         }
     }
-    p["tenants"]["bench"] = bench.clone();
+    p["tenants"]["bench"] = bench;
     p["tenancy"]["hosts"][HOST] = json!("bench");
-    Ok((p.to_string(), bench))
+    Ok(p.to_string())
 }
 
 pub fn token() -> Result<String, String> {
@@ -49,16 +51,39 @@ pub fn token() -> Result<String, String> {
         .ok_or_else(|| "no \"valid RS256\" token".into())
 }
 
-/// Envoy's own filters for the same concerns, inserted before the router,
-/// configured from the benchmark tenant's sections.
-fn native_filters(tenant: &Value) -> Vec<Value> {
+/// Envoy's own filters for the same concerns as the benchmark tenant's
+/// sections, built once per run (`native_chain`) and put into each native
+/// configuration's bootstrap (`add_to`).
+pub struct NativeChain {
+    /// Inserted before the router, in this order.
+    filters: Vec<Value>,
+    /// The virtual host's `typed_per_filter_config`.
+    per_filter_config: Value,
+}
+
+/// The native chain for tenant `bench` of `profile` (`bench_profile`). Its
+/// endpoint_guard section is read by endpoint_guard's own parser, so the
+/// rules are the ones the filter enforces (defaults, replacements and all)
+/// and a bad section is an error naming its field.
+pub fn native_chain(profile: &str) -> Result<NativeChain, String> {
+    let p: Value = serde_json::from_str(profile).map_err(|e| e.to_string())?;
+    let tenant = &p["tenants"]["bench"];
+    let guards =
+        meshware_common::filter::compile::<endpoint_guard::EndpointGuard>(profile.as_bytes())
+            .map_err(|e| format!("the benchmark profile: {e}"))?;
+    let guard = guards
+        .tenant_names()
+        .iter()
+        .position(|name| name == "bench")
+        .and_then(|slot| guards.settings(slot))
+        .ok_or("the benchmark profile has no tenant \"bench\"")?;
     let jwks = &tenant["jwt_auth"]["providers"][0]["jwks"];
-    vec![
+    let filters = vec![
         json!({"name": "envoy.filters.http.cors", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"}}),
         json!({"name": "envoy.filters.http.rbac", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
-            "rules": {"action": "DENY", "policies": guard_policies(&tenant["endpoint_guard"])}
+            "rules": {"action": "DENY", "policies": guard_policies(guard)}
         }}),
         json!({"name": "envoy.filters.http.jwt_authn", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
@@ -91,76 +116,72 @@ fn native_filters(tenant: &Value) -> Vec<Value> {
                 {"remove": "server"}
             ]}
         }}),
-    ]
+    ];
+    let per_filter_config = json!({
+        "envoy.filters.http.cors": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
+            "allow_origin_string_match": [{"exact": "https://shop.acme.example"}, {"suffix": ".acme.example"}],
+            "allow_methods": "GET,POST",
+            "allow_headers": "content-type",
+            "max_age": "600"
+        }
+    });
+    Ok(NativeChain {
+        filters,
+        per_filter_config,
+    })
+}
+
+impl NativeChain {
+    /// Puts the chain into a rendered bootstrap
+    /// (`meshware_cli::bootstrap::render`).
+    pub fn add_to(&self, bootstrap: &mut Value) {
+        let hcm = &mut bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"]
+            [0]["typed_config"];
+        if let Some(filters) = hcm["http_filters"].as_array_mut() {
+            filters.splice(0..0, self.filters.iter().cloned());
+        }
+        hcm["route_config"]["virtual_hosts"][0]["typed_per_filter_config"] =
+            self.per_filter_config.clone();
+    }
 }
 
 /// endpoint_guard's path and method rules as RBAC deny policies, the way an
-/// operator would write them: a protected path (the defaults plus the
-/// tenant's extra ones, by prefix, ignoring case) is denied unless the source
-/// address is in the rule's ranges or the admin token header holds a token; a
-/// route's allowed methods deny the others under its prefix. Body and header
-/// size limits have no native filter that does not buffer, so none here.
-fn guard_policies(guard: &Value) -> Value {
-    let texts = |v: &Value| -> Vec<String> {
-        v.as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|x| x.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let section_cidrs = texts(&guard["allow_cidrs"]);
-    let mut rules: Vec<(String, Vec<String>)> = endpoint_guard::config::DEFAULT_PROTECTED_PATHS
+/// operator would write them: a protected path is denied (by its normalized
+/// prefix) unless the source address is in the rule's ranges or the admin
+/// token header holds a token; a route's allowed methods deny the others
+/// under its prefix. Not mapped: a tenant-wide `allowed_methods` (the
+/// benchmark tenant has none), and body and header size limits (no native
+/// filter enforces them without buffering).
+fn guard_policies(guard: &GuardSettings) -> Value {
+    let url_prefix = |prefix: &str| json!({"url_path": {"path": {"prefix": prefix, "ignore_case": guard.case_insensitive}}});
+    let tokens: Vec<Value> = guard
+        .admin_tokens
         .iter()
-        .map(|p| (p.to_string(), section_cidrs.clone()))
+        .map(|t| {
+            json!({"header": {"name": guard.admin_token_header,
+                "string_match": {"exact": String::from_utf8_lossy(t)}}})
+        })
         .collect();
-    for rule in guard["extra_protected_paths"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        match rule {
-            Value::String(path) => rules.push((path.clone(), section_cidrs.clone())),
-            rule => rules.push((
-                rule["path"].as_str().unwrap_or_default().to_string(),
-                match rule.get("allow_cidrs") {
-                    Some(own) => texts(own),
-                    None => section_cidrs.clone(),
-                },
-            )),
+    // One policy per set of ranges: rules sharing it are one or_rules.
+    let mut by_cidrs: Vec<(&[Cidr], Vec<Value>)> = Vec::new();
+    for rule in &guard.rules {
+        let path = url_prefix(rule.pattern.prefix());
+        match by_cidrs
+            .iter_mut()
+            .find(|(c, _)| *c == rule.allow_cidrs.as_slice())
+        {
+            Some((_, paths)) => paths.push(path),
+            None => by_cidrs.push((&rule.allow_cidrs, vec![path])),
         }
     }
-    // One policy per set of ranges: rules sharing it are one or_rules.
-    let mut by_cidrs: BTreeMap<Vec<String>, Vec<Value>> = BTreeMap::new();
-    for (path, cidrs) in rules {
-        let prefix = path.trim_end_matches('*');
-        by_cidrs
-            .entry(cidrs)
-            .or_default()
-            .push(json!({"url_path": {"path": {"prefix": prefix, "ignore_case": true}}}));
-    }
-    let token_header = guard["admin_token_header"]
-        .as_str()
-        .unwrap_or("x-admin-token");
-    let tokens = texts(&guard["admin_tokens"]);
     let mut policies = serde_json::Map::new();
     for (i, (cidrs, paths)) in by_cidrs.into_iter().enumerate() {
-        let mut allowed: Vec<Value> = cidrs
+        let allowed: Vec<Value> = cidrs
             .iter()
-            .filter_map(|c| {
-                let (address, len) = c
-                    .split_once('/')
-                    .unwrap_or((c, if c.contains(':') { "128" } else { "32" }));
-                let len: u32 = len.parse().ok()?;
-                Some(json!({"remote_ip": {"address_prefix": address, "prefix_len": len}}))
-            })
+            .map(remote_ip)
+            .chain(tokens.iter().cloned())
             .collect();
-        allowed.extend(
-            tokens
-                .iter()
-                .map(|t| json!({"header": {"name": token_header, "string_match": {"exact": t}}})),
-        );
         let principal = if allowed.is_empty() {
             json!({"any": true})
         } else {
@@ -171,9 +192,8 @@ fn guard_policies(guard: &Value) -> Value {
             json!({"permissions": [{"or_rules": {"rules": paths}}], "principals": [principal]}),
         );
     }
-    for (i, route) in guard["routes"].as_array().into_iter().flatten().enumerate() {
-        let methods = texts(&route["allowed_methods"]);
-        let (Some(prefix), false) = (route["prefix"].as_str(), methods.is_empty()) else {
+    for (i, route) in guard.routes.iter().enumerate() {
+        let Some(methods) = &route.limits.methods else {
             continue;
         };
         let method_rules: Vec<Value> = methods
@@ -184,7 +204,7 @@ fn guard_policies(guard: &Value) -> Value {
             format!("route-{i}-methods"),
             json!({
                 "permissions": [{"and_rules": {"rules": [
-                    {"url_path": {"path": {"prefix": prefix}}},
+                    url_prefix(route.pattern.prefix()),
                     {"not_rule": {"or_rules": {"rules": method_rules}}}
                 ]}}],
                 "principals": [{"any": true}]
@@ -194,23 +214,11 @@ fn guard_policies(guard: &Value) -> Value {
     Value::Object(policies)
 }
 
-/// Puts the native chain into a rendered bootstrap (`meshware_cli::bootstrap::render`):
-/// its filters before the router, CORS's policy on the virtual host.
-pub fn add_native_chain(bootstrap: &mut Value, tenant: &Value) {
-    let hcm = &mut bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
-        ["typed_config"];
-    if let Some(filters) = hcm["http_filters"].as_array_mut() {
-        for (i, f) in native_filters(tenant).into_iter().enumerate() {
-            filters.insert(i, f);
-        }
-    }
-    hcm["route_config"]["virtual_hosts"][0]["typed_per_filter_config"] = json!({
-        "envoy.filters.http.cors": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
-            "allow_origin_string_match": [{"exact": "https://shop.acme.example"}, {"suffix": ".acme.example"}],
-            "allow_methods": "GET,POST",
-            "allow_headers": "content-type",
-            "max_age": "600"
-        }
-    });
+/// A range as an RBAC principal.
+fn remote_ip(cidr: &Cidr) -> Value {
+    let (address, prefix_len) = match *cidr {
+        Cidr::V4 { network, mask } => (Ipv4Addr::from(network).to_string(), mask.count_ones()),
+        Cidr::V6 { network, mask } => (Ipv6Addr::from(network).to_string(), mask.count_ones()),
+    };
+    json!({"remote_ip": {"address_prefix": address, "prefix_len": prefix_len}})
 }

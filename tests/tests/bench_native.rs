@@ -12,7 +12,7 @@
 //! validate`.
 
 use meshware_cli::bootstrap::{render, BootstrapParams};
-use meshware_e2e::bench_setup::{add_native_chain, bench_profile, token, HOST};
+use meshware_e2e::bench_setup::{bench_profile, native_chain, token, HOST};
 use meshware_e2e::echo::Echo;
 use meshware_e2e::envoy::{free_port, validate, Envoy};
 use meshware_e2e::http::{get, send, Response};
@@ -26,7 +26,8 @@ struct Native {
 }
 
 fn start() -> Native {
-    let (profile, tenant) = bench_profile().unwrap();
+    let profile = bench_profile().unwrap();
+    let native = native_chain(&profile).unwrap();
     let echo = Echo::start(0).unwrap();
     let (port, admin) = (free_port(), free_port());
     let params = |direct_response: bool| {
@@ -40,7 +41,7 @@ fn start() -> Native {
         p.filters = vec![];
         p.direct_response = direct_response;
         let mut bootstrap = render(&p);
-        add_native_chain(&mut bootstrap, &tenant);
+        native.add_to(&mut bootstrap);
         bootstrap
     };
     let (valid, out) = validate(&params(true));
@@ -66,8 +67,8 @@ impl Native {
     }
 }
 
-fn admin_token(tenant: &Value) -> String {
-    tenant["endpoint_guard"]["admin_tokens"][0]
+fn admin_token(profile: &Value) -> String {
+    profile["tenants"]["bench"]["endpoint_guard"]["admin_tokens"][0]
         .as_str()
         .unwrap()
         .to_string()
@@ -105,8 +106,7 @@ fn the_native_chain_enforces_the_benchmark_tenants_rules() {
         assert_eq!(n.get(path, &[]).status, 403, "{path} was not denied");
     }
     // ... and open with the admin token.
-    let (_, tenant) = bench_profile().unwrap();
-    let admin = admin_token(&tenant);
+    let admin = admin_token(&serde_json::from_str(&bench_profile().unwrap()).unwrap());
     assert_eq!(
         n.get("/debug/pprof/heap", &[("x-admin-token", admin.as_str())])
             .status,
@@ -143,5 +143,19 @@ fn the_native_chain_enforces_the_benchmark_tenants_rules() {
         reached,
         ["/orders", "/debug/pprof/heap", "/upload/a"],
         "the upstream saw other requests"
+    );
+}
+
+/// A bad endpoint_guard section is refused with its field named, not turned
+/// into a native chain that enforces something else.
+#[test]
+fn a_bad_guard_section_is_an_error_naming_the_field() {
+    let mut profile: Value = serde_json::from_str(&bench_profile().unwrap()).unwrap();
+    profile["tenants"]["bench"]["endpoint_guard"]["allow_cidrs"] =
+        serde_json::json!(["10.0.0.1/8"]);
+    let err = native_chain(&profile.to_string()).err().unwrap();
+    assert!(
+        err.contains("tenants.bench.endpoint_guard.allow_cidrs"),
+        "{err}"
     );
 }

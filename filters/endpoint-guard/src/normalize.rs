@@ -146,6 +146,12 @@ impl PathPattern {
         }
     }
 
+    /// The normalized path the pattern starts with (what another matcher,
+    /// such as Envoy's RBAC in the benchmark's native chain, would use).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     pub fn len(&self) -> usize {
         self.prefix.len()
     }

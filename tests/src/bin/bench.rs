@@ -52,7 +52,7 @@ mod instructions;
 mod time_split;
 
 use meshware_cli::bootstrap::{render, BootstrapParams};
-use meshware_e2e::bench_setup::{self, bench_profile, token, HOST};
+use meshware_e2e::bench_setup::{bench_profile, native_chain, token, NativeChain, HOST};
 use meshware_e2e::envoy::{free_port, Envoy};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -103,7 +103,7 @@ fn root() -> PathBuf {
     meshware_e2e::root()
 }
 
-fn bootstrap(config: &Config, profile: &str, tenant: &Value, port: u16, admin: u16) -> Value {
+fn bootstrap(config: &Config, profile: &str, native: &NativeChain, port: u16, admin: u16) -> Value {
     // Bench-only modules (no-op, probe) live in dist/bench.
     let instrument = config.filters == ["noop"] || config.filters == ["probe"];
     let profile = config.configuration.as_deref().unwrap_or(profile);
@@ -120,7 +120,7 @@ fn bootstrap(config: &Config, profile: &str, tenant: &Value, port: u16, admin: u
     params.access_log_path = "/dev/null".into();
     let mut v = render(&params);
     if config.native {
-        bench_setup::add_native_chain(&mut v, tenant);
+        native.add_to(&mut v);
     }
     v
 }
@@ -249,10 +249,10 @@ fn wrk_rps(port: u16, request: &[u8], seconds: u64, connections: u64) -> Result<
 fn start_warm(
     config: &Config,
     profile: &str,
-    tenant: &Value,
+    native: &NativeChain,
     load: &Load,
 ) -> Result<(Envoy, Conn), String> {
-    start_warm_under(&[], config, profile, tenant, load)
+    start_warm_under(&[], config, profile, native, load)
 }
 
 /// As `start_warm`, Envoy run by `wrapper` (`Envoy::start_under`).
@@ -260,13 +260,13 @@ fn start_warm_under(
     wrapper: &[String],
     config: &Config,
     profile: &str,
-    tenant: &Value,
+    native: &NativeChain,
     load: &Load,
 ) -> Result<(Envoy, Conn), String> {
     let (port, admin) = (free_port(), free_port());
     let envoy = Envoy::start_under(
         wrapper,
-        &bootstrap(config, profile, tenant, port, admin),
+        &bootstrap(config, profile, native, port, admin),
         admin,
         1,
         "warning",
@@ -278,8 +278,13 @@ fn start_warm_under(
     Ok((envoy, conn))
 }
 
-fn measure(config: &Config, profile: &str, tenant: &Value, load: &Load) -> Result<Sample, String> {
-    let (envoy, mut conn) = start_warm(config, profile, tenant, load)?;
+fn measure(
+    config: &Config,
+    profile: &str,
+    native: &NativeChain,
+    load: &Load,
+) -> Result<Sample, String> {
+    let (envoy, mut conn) = start_warm(config, profile, native, load)?;
     let before = envoy.cpu_us().ok_or("no /proc stat")?;
     let started = Instant::now();
     for _ in 0..load.count {
@@ -384,12 +389,12 @@ fn hostcall_counters(envoy: &Envoy) -> Result<BTreeMap<String, u64>, String> {
 fn count_instructions(
     config: &Config,
     profile: &str,
-    tenant: &Value,
+    native: &NativeChain,
     load: &Load,
     out: &std::path::Path,
 ) -> Result<instructions::Split, String> {
     let (envoy, mut conn) =
-        start_warm_under(&instructions::wrapper(out), config, profile, tenant, load)?;
+        start_warm_under(&instructions::wrapper(out), config, profile, native, load)?;
     instructions::control(envoy.pid(), "-z")?;
     let started = Instant::now();
     for _ in 0..load.count {
@@ -410,7 +415,7 @@ fn count_instructions(
 fn instruction_table(
     configs: &[Config],
     profile_of: &dyn Fn(&Config) -> String,
-    tenant: &Value,
+    native: &NativeChain,
     load: &Load,
 ) -> Result<String, String> {
     let dir = root().join("target/bench/callgrind");
@@ -427,7 +432,7 @@ fn instruction_table(
             continue;
         }
         let out = dir.join(format!("config-{i}.out"));
-        let split = count_instructions(config, &profile_of(config), tenant, load, &out)
+        let split = count_instructions(config, &profile_of(config), native, load, &out)
             .map_err(|e| format!("{}: {e}", config.name))?;
         eprintln!(
             "{:<40} {:>9.0} instructions/request (Envoy {:.0}, VM {:.0}, libraries {:.0})",
@@ -492,11 +497,11 @@ struct Timed {
 fn time_one(
     config: &Config,
     profile: &str,
-    tenant: &Value,
+    native: &NativeChain,
     load: &Load,
     data: &std::path::Path,
 ) -> Result<Timed, String> {
-    let (envoy, mut conn) = start_warm(config, profile, tenant, load)?;
+    let (envoy, mut conn) = start_warm(config, profile, native, load)?;
     let recording = time_split::record(envoy.pid(), data)?;
     let before = envoy.cpu_split_us().ok_or("no /proc stat")?;
     for _ in 0..load.count {
@@ -522,7 +527,7 @@ fn time_one(
 fn time_table(
     configs: &[Config],
     profile_of: &dyn Fn(&Config) -> String,
-    tenant: &Value,
+    native: &NativeChain,
     load: &Load,
 ) -> Result<String, String> {
     let rounds: usize = env_or("BENCH_ROUNDS", 3);
@@ -535,7 +540,7 @@ fn time_table(
         let mut bare = f64::NAN;
         for (i, config) in configs.iter().enumerate() {
             let data = dir.join(format!("config-{i}.data"));
-            let t = time_one(config, &profile_of(config), tenant, load, &data)
+            let t = time_one(config, &profile_of(config), native, load, &data)
                 .map_err(|e| format!("{}: {e}", config.name))?;
             let _ = std::fs::remove_file(&data);
             let [vm, from_vm, rest, kernel, libraries] = t.split.parts();
@@ -596,10 +601,10 @@ fn time_table(
 fn count_calls(
     config: &Config,
     profile: &str,
-    tenant: &Value,
+    native: &NativeChain,
     load: &Load,
 ) -> Result<BTreeMap<String, f64>, String> {
-    let (envoy, mut conn) = start_warm(config, profile, tenant, load)?;
+    let (envoy, mut conn) = start_warm(config, profile, native, load)?;
     let before = hostcall_counters(&envoy)?;
     for _ in 0..load.count {
         conn.exchange(&load.request)?;
@@ -630,7 +635,7 @@ fn host_calls(counts: &BTreeMap<String, f64>) -> f64 {
 fn count_table(
     configs: &[Config],
     profile_of: &dyn Fn(&Config) -> String,
-    tenant: &Value,
+    native: &NativeChain,
     load: &Load,
 ) -> Result<String, String> {
     let dir = meshware_e2e::dist().join("bench/counting");
@@ -643,7 +648,7 @@ fn count_table(
             dir: Some(dir.clone()),
             ..config.clone()
         };
-        let counts = count_calls(&counting, &profile_of(config), tenant, load)
+        let counts = count_calls(&counting, &profile_of(config), native, load)
             .map_err(|e| format!("{}: {e}", config.name))?;
         eprintln!(
             "{:<40} {:>6.1} host calls/request",
@@ -996,7 +1001,8 @@ fn run() -> Result<(), String> {
         )
         .into_bytes(),
     };
-    let (profile, tenant) = bench_profile()?;
+    let profile = bench_profile()?;
+    let native = native_chain(&profile)?;
     // BENCH_WRITE_PROFILE=<folder>: the benchmark's profile and request for
     // another host (`make profile-vm`), nothing measured.
     if let Ok(dir) = std::env::var("BENCH_WRITE_PROFILE") {
@@ -1098,7 +1104,7 @@ fn run() -> Result<(), String> {
     // The one-pass modes: (switch, request count variable and its default,
     // warm-up, docs marker, what the figures are, the table).
     type TableOf =
-        fn(&[Config], &dyn Fn(&Config) -> String, &Value, &Load) -> Result<String, String>;
+        fn(&[Config], &dyn Fn(&Config) -> String, &NativeChain, &Load) -> Result<String, String>;
     let one_pass: [(&str, &str, usize, usize, &str, &str, TableOf); 3] = [
         (
             "BENCH_TIME",
@@ -1135,7 +1141,7 @@ fn run() -> Result<(), String> {
                 warmup,
                 ..load
             };
-            let table = table_of(&configs, &profile_of, &tenant, &load)?;
+            let table = table_of(&configs, &profile_of, &native, &load)?;
             let header = format!(
                 "{} requests per configuration after {} of warm-up, {what}.",
                 load.count, load.warmup
@@ -1148,7 +1154,7 @@ fn run() -> Result<(), String> {
     for round in 0..rounds {
         let mut bare = f64::NAN;
         for (i, config) in configs.iter().enumerate() {
-            let s = measure(config, &profile_of(config), &tenant, &load)
+            let s = measure(config, &profile_of(config), &native, &load)
                 .map_err(|e| format!("{}: {e}", config.name))?;
             eprintln!(
                 "round {} {:<32} {:>7.1} us/req {:>7.0} req/s p50 {:>6.0} us p99 {:>6.0} us",
