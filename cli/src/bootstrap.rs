@@ -264,6 +264,13 @@ pub fn render(p: &BootstrapParams) -> Value {
                         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                         "stat_prefix": "ingress",
                         "use_remote_address": true,
+                        // Envoy's own path normalization, before any filter
+                        // and the router (docs/SECURITY.md, "Paths"): dot
+                        // segments resolved, `//` merged, encoded `/` and
+                        // `\` refused. The filters stay safe without it.
+                        "normalize_path": true,
+                        "merge_slashes": true,
+                        "path_with_escaped_slashes_action": "REJECT_REQUEST",
                         // Bounds a request Envoy never resumes: held for a
                         // callout whose callback crashed the VM (docs/RELIABILITY.md).
                         "stream_idle_timeout": "60s",
@@ -321,6 +328,9 @@ mod tests {
         assert_eq!(routes[0]["route"]["cluster"], "canary");
         assert_eq!(routes[1]["route"]["cluster"], "echo");
         assert_eq!(filters[0]["name"], "meshware.trace_context");
+        assert_eq!(hcm["normalize_path"], true);
+        assert_eq!(hcm["merge_slashes"], true);
+        assert_eq!(hcm["path_with_escaped_slashes_action"], "REJECT_REQUEST");
         assert_eq!(filters[1]["name"], "envoy.filters.http.router");
         let cfg = &filters[0]["typed_config"]["config"];
         assert_eq!(cfg["configuration"]["value"], "{\"x\":1}");

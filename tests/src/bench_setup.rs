@@ -165,8 +165,8 @@ fn guard_policies(guard: &GuardSettings) -> Value {
         .collect();
     // One policy per set of ranges: rules sharing it are one or_rules.
     let mut by_cidrs: Vec<(&[Cidr], Vec<Value>)> = Vec::new();
-    for rule in &guard.rules {
-        let path = url_prefix(rule.pattern.prefix());
+    for (pattern, rule) in guard.rules.iter() {
+        let path = url_prefix(pattern.prefix());
         match by_cidrs
             .iter_mut()
             .find(|(c, _)| *c == rule.allow_cidrs.as_slice())
@@ -192,8 +192,8 @@ fn guard_policies(guard: &GuardSettings) -> Value {
             json!({"permissions": [{"or_rules": {"rules": paths}}], "principals": [principal]}),
         );
     }
-    for (i, route) in guard.routes.iter().enumerate() {
-        let Some(methods) = &route.limits.methods else {
+    for (i, (pattern, limits)) in guard.routes.iter().enumerate() {
+        let Some(methods) = &limits.methods else {
             continue;
         };
         let method_rules: Vec<Value> = methods
@@ -204,7 +204,7 @@ fn guard_policies(guard: &GuardSettings) -> Value {
             format!("route-{i}-methods"),
             json!({
                 "permissions": [{"and_rules": {"rules": [
-                    url_prefix(route.pattern.prefix()),
+                    url_prefix(pattern.prefix()),
                     {"not_rule": {"or_rules": {"rules": method_rules}}}
                 ]}}],
                 "principals": [{"any": true}]

@@ -139,7 +139,7 @@ fn envoy_rejects_bad_security_headers_and_idempotency_sections_with_their_paths(
                 vec![
                     "tenants.a.idempotency.ttl_s: must be >= 1",
                     "tenants.a.idempotency.over_limit: \"drop\"",
-                    "tenants.a.idempotency.routes[0].prefix: a path prefix starts with",
+                    "tenants.a.idempotency.routes[0].prefix: \"orders\": a path starts with",
                 ],
             ),
         ],

@@ -2,7 +2,8 @@
 //! stream ends.
 
 use crate::circuit::{admit, complete, Admission, Evidence, State, Transition};
-use crate::config::{BreakerSettings, CircuitKey, CLIENT_BUDGET_HEADERS};
+use crate::config::{BreakerSettings, CircuitKey, RouteBudget, CLIENT_BUDGET_HEADERS};
+use meshware_common::path::RequestPath;
 use meshware_common::{property_u64, Decision, Headers, HostEnv, LocalReply, Outcomes};
 use std::borrow::Cow;
 
@@ -45,12 +46,14 @@ pub struct Admitted {
 }
 
 /// The circuit's shared-data key: tenant and cluster or route.
-fn circuit_key(s: &BreakerSettings, tenant: &str, path: &str, env: &dyn HostEnv) -> String {
+fn circuit_key(
+    s: &BreakerSettings,
+    tenant: &str,
+    route: Option<&RouteBudget>,
+    env: &dyn HostEnv,
+) -> String {
     let scope = match s.key {
-        CircuitKey::Route => s
-            .routes
-            .iter()
-            .find(|r| path.starts_with(&r.prefix))
+        CircuitKey::Route => route
             .map(|r| r.name.clone())
             .unwrap_or_else(|| "default".to_string()),
         CircuitKey::Cluster => env
@@ -87,11 +90,14 @@ pub fn on_request<'s>(
     s: &'s BreakerSettings,
     tenant: &str,
     headers: &Headers,
+    path: &RequestPath,
     env: &dyn HostEnv,
     admitted: &mut Admitted,
 ) -> Decision<'s> {
     let mut decision = Decision::default();
-    let path = headers.get(":path").unwrap_or("/");
+    // The canonical reading's route, else the first reading that has one:
+    // a route's budget and circuit apply if any reading reaches it.
+    let route = path.readings().iter().find_map(|r| s.routes.best(r));
     if s.strip_client_envoy_headers {
         for name in CLIENT_BUDGET_HEADERS {
             if headers.contains(name) {
@@ -100,7 +106,7 @@ pub fn on_request<'s>(
             }
         }
     }
-    if let Some(route) = s.routes.iter().find(|r| path.starts_with(&r.prefix)) {
+    if let Some(route) = route {
         if let Some(v) = &route.timeout_ms {
             decision
                 .request
@@ -113,7 +119,7 @@ pub fn on_request<'s>(
             decision.request.set("x-envoy-retry-on", v.as_str());
         }
     }
-    let key = circuit_key(s, tenant, path, env);
+    let key = circuit_key(s, tenant, route, env);
     let now = env.now_ms();
     let admit = admit(env, &key, s, now, s.max_in_flight);
     match admit.admission {

@@ -4,6 +4,7 @@ use crate::breaker::*;
 use crate::circuit::in_flight;
 use crate::config::tests::parse_json;
 use crate::config::BreakerSettings;
+use meshware_common::path::RequestPath;
 use meshware_common::store::MemoryStore;
 use meshware_common::{Decision, Headers, SharedStore};
 use serde_json::json;
@@ -36,7 +37,8 @@ fn request(
 ) -> (Decision<'static>, Admitted) {
     let h = Headers::new(vec![(":path".into(), path.into())]);
     let mut a = Admitted::default();
-    let d = on_request(s, tenant, &h, st, &mut a);
+    let read = RequestPath::read_all(path).unwrap();
+    let d = on_request(s, tenant, &h, &read, st, &mut a);
     (d, a)
 }
 
@@ -194,7 +196,8 @@ fn budgets_are_set_and_client_budgets_stripped() {
         ("x-envoy-upstream-rq-timeout-ms".into(), "60000".into()),
         ("x-envoy-max-retries".into(), "10".into()),
     ]);
-    let d = on_request(s, "a", &h, &st, &mut Admitted::default());
+    let read = RequestPath::read("/pay/now").unwrap();
+    let d = on_request(s, "a", &h, &read, &st, &mut Admitted::default());
     assert!(d.request.removes("x-envoy-upstream-rq-timeout-ms"));
     assert_eq!(
         d.request.value_of("x-envoy-upstream-rq-timeout-ms"),

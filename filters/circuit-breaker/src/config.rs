@@ -1,6 +1,7 @@
 //! The `circuit_breaker` section of the profile.
 
-use meshware_common::section::check_path_prefix;
+use meshware_common::path::PathRules;
+use meshware_common::section::read_path_rule;
 use meshware_common::SectionReader;
 
 /// What one circuit covers, besides the tenant.
@@ -15,7 +16,6 @@ pub enum CircuitKey {
 /// Per route prefix: the upstream budget, set through Envoy's router headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteBudget {
-    pub prefix: String,
     /// Circuit name when keyed by route: the route's index, as `route<i>`.
     pub name: String,
     pub timeout_ms: Option<String>,
@@ -42,22 +42,13 @@ pub struct BreakerSettings {
     pub max_in_flight: Option<u64>,
     pub strip_client_envoy_headers: bool,
     /// Longest prefix first.
-    pub routes: Vec<RouteBudget>,
+    /// The most specific route applies.
+    pub routes: PathRules<RouteBudget>,
 }
 
-/// Router headers a client could use to raise its own budget.
-pub const CLIENT_BUDGET_HEADERS: &[&str] = &[
-    "x-envoy-upstream-rq-timeout-ms",
-    "x-envoy-upstream-rq-per-try-timeout-ms",
-    "x-envoy-expected-rq-timeout-ms",
-    "x-envoy-max-retries",
-    "x-envoy-retry-on",
-    "x-envoy-retry-grpc-on",
-    "x-envoy-retriable-status-codes",
-    "x-envoy-retriable-header-names",
-    "x-envoy-hedge-on-per-try-timeout",
-    "x-envoy-upstream-stream-duration-ms",
-];
+/// Router headers a client could use to raise its own budget (the first
+/// meshware filter of a request strips them: `meshware_common::request`).
+pub use meshware_common::request::CLIENT_BUDGET_HEADERS;
 
 const RETRY_ON: &[&str] = &[
     "5xx",
@@ -73,14 +64,14 @@ const RETRY_ON: &[&str] = &[
     "http3-post-connect-failure",
 ];
 
-fn read_routes(r: &mut SectionReader<'_>) -> Vec<RouteBudget> {
-    let mut routes = r
+fn read_routes(r: &mut SectionReader<'_>) -> PathRules<RouteBudget> {
+    let routes = r
         .object_list(
             "routes",
             "an array of route objects",
-            "{prefix, timeout_ms, max_retries, retry_on}",
+            "{prefix | path, timeout_ms, max_retries, retry_on, case_sensitive}",
             |n, item_path, i| {
-                let prefix = n.opt_string("prefix", check_path_prefix);
+                let pattern = read_path_rule(n, item_path, true);
                 let timeout_ms = n
                     .opt_u64_in("timeout_ms", 1, 3_600_000)
                     .map(|v| v.to_string());
@@ -94,21 +85,28 @@ fn read_routes(r: &mut SectionReader<'_>) -> Vec<RouteBudget> {
                         )),
                     }
                 });
-                let Some(prefix) = prefix else {
-                    n.error(format!("{item_path}.prefix"), "is required");
-                    return None;
-                };
-                Some(RouteBudget {
-                    name: format!("route{i}"),
-                    prefix,
-                    timeout_ms,
-                    max_retries,
-                    retry_on,
-                })
+                Some((
+                    pattern?,
+                    RouteBudget {
+                        name: format!("route{i}"),
+                        timeout_ms,
+                        max_retries,
+                        retry_on,
+                    },
+                ))
             },
         )
         .unwrap_or_default();
-    routes.sort_by_key(|route| std::cmp::Reverse(route.prefix.len()));
+    let routes = PathRules::new(routes);
+    for (earlier, later) in routes.shadowed(|_, _| true) {
+        let at = r.path_of("routes");
+        r.error(
+            at,
+            format!(
+                "routes #{earlier} and #{later} have the same path: the second can never apply"
+            ),
+        );
+    }
     routes
 }
 
@@ -185,9 +183,19 @@ pub(crate) mod tests {
             (s.failure_ratio, s.min_requests, s.window_s, s.open_for_ms),
             (0.5, 20, 10, 5000)
         );
-        assert_eq!(s.routes[0].prefix, "/cache/slow");
-        assert_eq!(s.routes[0].retry_on.as_deref(), Some("5xx,reset"));
-        assert_eq!(s.routes[1].timeout_ms.as_deref(), Some("100"));
+        let route = |p: &str| {
+            let path = meshware_common::path::RequestPath::read(p).unwrap();
+            s.routes.best(path.canonical()).cloned()
+        };
+        assert_eq!(
+            route("/cache/slow/x").unwrap().retry_on.as_deref(),
+            Some("5xx,reset")
+        );
+        assert_eq!(
+            route("/CACHE/x").unwrap().timeout_ms.as_deref(),
+            Some("100")
+        );
+        assert_eq!(route("/cached"), None);
     }
 
     #[test]
@@ -204,7 +212,7 @@ pub(crate) mod tests {
             "t.open_for_ms: must be >= 100",
             "t.status: must be >= 500",
             "t.key: \"host\"",
-            "t.routes[0].prefix: a path prefix",
+            "t.routes[0].prefix: \"cache\": a path starts with",
             "t.routes[0].retry_on: unknown retry condition \"sometimes\"",
         ] {
             assert!(e.contains(expected), "missing {expected:?} in:\n{e}");

@@ -36,7 +36,14 @@ impl HttpFilter for CircuitBreaker {
         ctx: &mut RequestCtx<'_>,
         stream: &mut Self::Stream,
     ) -> Decision<'s> {
-        breaker::on_request(settings, ctx.tenant.name, ctx.headers, ctx.env, stream)
+        breaker::on_request(
+            settings,
+            ctx.tenant.name,
+            ctx.headers,
+            ctx.path,
+            ctx.env,
+            stream,
+        )
     }
 
     fn on_complete(

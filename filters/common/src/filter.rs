@@ -21,6 +21,11 @@ pub struct RequestCtx<'a> {
     pub tenants: &'a [String],
     pub headers: &'a Headers,
     pub rng: &'a mut Rng,
+    /// The request's path as every filter judges it (`crate::path`): match
+    /// rules on its readings, never on the raw `:path`.
+    pub path: &'a crate::path::RequestPath,
+    /// The tenant's request policy (`request` section).
+    pub policy: &'a crate::request::RequestPolicy,
     /// Envoy's trusted downstream address, read on first use.
     pub source: &'a mut SourceAddress,
     /// Clock and shared data (cross-worker state).
@@ -38,9 +43,6 @@ pub trait HttpFilter: 'static {
     type Settings: 'static;
     /// Per-request state carried from the request to the response phase.
     type Stream: Default + 'static;
-    /// Filters that run before the identity filter strip a tenant header the
-    /// profile does not trust, so no client-set value reaches the upstream.
-    const STRIP_UNTRUSTED_TENANT_HEADER: bool = false;
     /// Whether `on_complete` is called at the end of every acted-on stream.
     const OBSERVES_COMPLETION: bool = false;
     /// Period of `on_tick` in milliseconds; 0 = no tick.

@@ -58,8 +58,12 @@ struct Compiled<F: HttpFilter> {
     extra_metrics: Vec<Vec<(MetricKind, Option<u32>)>>,
     /// Per slot: the tenant outcome labels, for log lines.
     tenant_outcomes: Vec<Vec<String>>,
-    /// The tenant header to strip from requests when the profile does not trust it.
-    strip_header: Option<String>,
+    /// The profile has this filter's section (else it does nothing of its own).
+    active: bool,
+    /// Whether any tenant owns headers (then the whole request map is read).
+    reads_owned: bool,
+    /// Per slot: the `filter="request"` counters (`request::OUTCOMES`).
+    request_counters: Vec<Vec<Option<u32>>>,
     /// Filter state key of this filter's recorded outcome: `meshware.<filter>`.
     log_key: String,
 }
@@ -387,6 +391,41 @@ pub mod shared_headers {
         })
     }
 
+    type PathRead = Result<crate::path::RequestPath, crate::path::Invalid>;
+
+    thread_local! {
+        /// The request's path, read once for every concern of the suite
+        /// (its tenant is resolved by each: jwt_auth may claim one).
+        static SHARED_PATH: RefCell<Option<(u32, Rc<PathRead>)>> = const { RefCell::new(None) };
+        /// The request whose owned headers the suite's first concern stripped.
+        static FIRST_DONE: std::cell::Cell<Option<u32>> = const { std::cell::Cell::new(None) };
+    }
+
+    /// The path of `context_id` read once (`raw` is its `:path`).
+    pub(super) fn path(context_id: u32, raw: &str) -> Option<Rc<PathRead>> {
+        SHARED_PATH.with(|s| {
+            let mut s = s.try_borrow_mut().ok()?;
+            if let Some((id, read)) = s.as_ref() {
+                if *id == context_id {
+                    return Some(read.clone());
+                }
+            }
+            let read = Rc::new(crate::path::RequestPath::read(raw));
+            *s = Some((context_id, read.clone()));
+            Some(read)
+        })
+    }
+
+    /// `Some(true)`: an earlier concern of this suite request stripped the
+    /// owned headers; `None`: ask the host (the suite may follow a module).
+    pub(super) fn first_done(context_id: u32) -> Option<bool> {
+        FIRST_DONE.with(|f| (f.get() == Some(context_id)).then_some(true))
+    }
+
+    pub(super) fn set_first_done(context_id: u32) {
+        FIRST_DONE.with(|f| f.set(Some(context_id)));
+    }
+
     thread_local! {
         /// The suite's response headers for the concerns of one response
         /// phase: read by the first concern that needs them, reused by the
@@ -466,6 +505,19 @@ pub mod shared_headers {
 mod shared_headers {
     use super::*;
 
+    pub(super) fn path(
+        _context_id: u32,
+        _raw: &str,
+    ) -> Option<Rc<Result<crate::path::RequestPath, crate::path::Invalid>>> {
+        None
+    }
+
+    pub(super) fn first_done(_context_id: u32) -> Option<bool> {
+        None
+    }
+
+    pub(super) fn set_first_done(_context_id: u32) {}
+
     pub(super) fn get(_context_id: u32) -> Option<Rc<Headers>> {
         None
     }
@@ -514,6 +566,13 @@ fn with_request<F: HttpFilter, R>(
 ) -> Option<R> {
     let map = hostcalls::get_map_serialized(MapType::HttpRequestHeaders).ok()?;
     let headers = Headers::from_serialized(map);
+    // The request was judged when it arrived; its path has not changed.
+    let raw_path = headers.get(":path").unwrap_or("/");
+    let mut path = crate::path::RequestPath::read(raw_path).unwrap_or_default();
+    let _ = path.allow(
+        raw_path,
+        compiled.profile.request_policy(slot).allowed_forms,
+    );
     let mut rng = worker.rng.try_borrow_mut().ok()?;
     let mut source = SourceAddress::lazy(source_address);
     let mut ctx = RequestCtx {
@@ -523,6 +582,8 @@ fn with_request<F: HttpFilter, R>(
         },
         tenants: compiled.profile.tenant_names(),
         headers: &headers,
+        path: &path,
+        policy: compiled.profile.request_policy(slot),
         rng: &mut rng,
         source: &mut source,
         env: &EnvoyEnv,
@@ -617,10 +678,21 @@ impl<F: HttpFilter> Root<F> {
             .collect();
         let counters = define_counters::<F>(&profile, &tenant_outcomes);
         let extra_metrics = define_extra_metrics::<F>(&profile);
-        let strip_header = match profile.tenancy.header() {
-            Some(h) if !h.trusted && F::STRIP_UNTRUSTED_TENANT_HEADER => Some(h.name.clone()),
-            _ => None,
-        };
+        let request_counters = define_request_counters(&profile);
+        let reads_owned = (0..profile.tenant_names().len())
+            .any(|slot| !profile.request_policy(slot).owned_headers.is_empty());
+        // One rule for the suite and the separate modules: a concern runs
+        // only where the profile has its section (in `defaults` or for a
+        // tenant). Without one, a module still checks paths and strips
+        // owned headers.
+        let active = crate::profile::sections_present(config).is_some_and(|p| p.contains(F::NAME));
+        if !active {
+            log::warn!(
+                "[{}] the profile has no {} section: the filter only checks paths and strips owned headers",
+                F::NAME,
+                F::NAME
+            );
+        }
         log::info!(
             "[{}] configured {} tenants",
             F::NAME,
@@ -631,7 +703,9 @@ impl<F: HttpFilter> Root<F> {
             counters,
             extra_metrics,
             tenant_outcomes,
-            strip_header,
+            reads_owned,
+            request_counters,
+            active,
             log_key: format!("meshware.{}", F::NAME),
         }));
         Ok(())
@@ -852,6 +926,25 @@ fn define_counters<F: HttpFilter>(
         all.push(ids);
     }
     all
+}
+
+/// `meshware.decisions.filter.request.tenant.<t>.outcome.<reason>`: every
+/// module defines the same names, so Envoy counts one metric however many
+/// filters are loaded (only the first that runs refuses a request).
+fn define_request_counters<S>(profile: &Profile<S>) -> Vec<Vec<Option<u32>>> {
+    profile
+        .tenant_names()
+        .iter()
+        .map(|tenant| {
+            crate::request::OUTCOMES
+                .iter()
+                .map(|outcome| {
+                    let name = decision_metric("request", tenant, outcome);
+                    hostcalls::define_metric(MetricType::Counter, &name).ok()
+                })
+                .collect()
+        })
+        .collect()
 }
 
 fn define_extra_metrics<F: HttpFilter>(
@@ -1077,6 +1170,113 @@ fn apply(map: MapType, edits: &HeaderEdits<'_>) {
         shared_headers::forget_properties();
         if hostcalls::call_foreign_function("clear_route_cache", None).is_err() {
             log::warn!("clear_route_cache is not available on this host");
+        }
+    }
+}
+
+/// Answers a request refused before any filter's work: 400 with a problem
+/// details body naming the reason (never the path), counted per tenant.
+fn refuse<F: HttpFilter>(compiled: &Compiled<F>, slot: usize, refusal: crate::request::Refusal) {
+    if let Some(Some(id)) = compiled
+        .request_counters
+        .get(slot)
+        .and_then(|c| c.get(refusal.outcome()))
+    {
+        add_metric(*id, 1);
+    }
+    let body = refusal.body();
+    log::debug!(
+        "{}",
+        log_line(
+            "request",
+            compiled.profile.tenant_name(slot),
+            None,
+            &format!(
+                "refused: {}",
+                crate::request::OUTCOMES
+                    .get(refusal.outcome())
+                    .unwrap_or(&"")
+            )
+        )
+    );
+    let _ = hostcalls::send_http_response(
+        400,
+        vec![("content-type", "application/problem+json")],
+        Some(body.as_bytes()),
+    );
+}
+
+/// The filter state key by which the first meshware filter of a request
+/// tells the others it already stripped the owned headers (a client cannot
+/// set filter state; it could set a header).
+const FIRST_FILTER_KEY: &str = "meshware.first";
+
+/// How a filter's view of the request differs from the headers it read,
+/// after the owned headers were dealt with (`strip_or_receive`).
+enum OwnedHeaders {
+    Unchanged,
+    /// Removed from the request now (the first filter): remove them from
+    /// the view, and from the suite's shared read once it is released.
+    Removed(Vec<String>),
+    /// Credentials the first filter removed and handed on: add them to
+    /// the view.
+    Handed(Vec<(String, String)>),
+}
+
+/// The first meshware filter of a request (in the suite module, its first
+/// concern) strips the owned headers the client sent, so the identity
+/// headers jwt_auth sets later are not stripped by the filters after it,
+/// and marks the request in filter state. Credentials it removed (the
+/// admin token) travel in that mark to the later filters.
+fn strip_or_receive(
+    context_id: u32,
+    policy: &crate::request::RequestPolicy,
+    headers: &Headers,
+) -> OwnedHeaders {
+    if shared_headers::first_done(context_id).is_some() {
+        // A later concern of the suite: the shared read kept the credentials.
+        return OwnedHeaders::Unchanged;
+    }
+    let mark = hostcalls::get_property(vec![FIRST_FILTER_KEY]).ok().flatten();
+    shared_headers::set_first_done(context_id);
+    if let Some(mark) = mark {
+        let handed = crate::request::handed(&String::from_utf8_lossy(&mark));
+        return if handed.is_empty() {
+            OwnedHeaders::Unchanged
+        } else {
+            OwnedHeaders::Handed(handed)
+        };
+    }
+    let credentials: Vec<(&str, &str)> = policy
+        .credential_headers
+        .iter()
+        .filter_map(|name| headers.get(name).map(|v| (name.as_str(), v)))
+        .collect();
+    let mark = crate::request::handoff(&credentials);
+    let _ = hostcalls::set_property(vec![FIRST_FILTER_KEY], Some(mark.as_bytes()));
+    let mut removed = Vec::new();
+    for name in &policy.owned_headers {
+        if headers.contains(name) {
+            let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
+            // This filter, and the suite's later concerns, still read the
+            // credentials.
+            if !policy.credential_headers.contains(name) {
+                removed.push(name.clone());
+            }
+        }
+    }
+    if removed.is_empty() {
+        OwnedHeaders::Unchanged
+    } else {
+        OwnedHeaders::Removed(removed)
+    }
+}
+
+/// The suite's shared read loses the owned headers the first concern removed.
+fn mirror_removed(owned: &OwnedHeaders) {
+    if let OwnedHeaders::Removed(names) = owned {
+        for name in names {
+            shared_headers::edit(&HeaderOp::Remove(name));
         }
     }
 }
@@ -1504,6 +1704,14 @@ impl<F: HttpFilter> Stage for Stream<F> {
                         Ok(map) => Headers::from_serialized(map),
                         Err(_) => return Action::Continue,
                     },
+                    // The owned headers must be seen to be stripped: the
+                    // whole map, in one read.
+                    Some(_) if compiled.reads_owned => {
+                        match hostcalls::get_map_serialized(MapType::HttpRequestHeaders) {
+                            Ok(map) => Headers::from_serialized(map),
+                            Err(_) => return Action::Continue,
+                        }
+                    }
                     Some(names) => Headers::from_bytes(declared_headers(
                         names,
                         compiled.profile.tenancy.header(),
@@ -1519,25 +1727,48 @@ impl<F: HttpFilter> Stage for Stream<F> {
         test_panic::at("request_headers");
         let profile = &compiled.profile;
         let header_value = profile.tenancy.header().and_then(|h| headers.get(&h.name));
-        let (slot, _source) = profile.resolve(
+        let raw_path = headers.get(":path").unwrap_or("/");
+        let read = shared_headers::path(self.context_id, raw_path);
+        let judged = crate::request::judge(
+            profile,
             headers.get(":authority"),
-            headers.get(":path"),
+            raw_path,
+            read.as_deref(),
             header_value,
         );
-        if let Some(name) = &compiled.strip_header {
-            if headers.contains(name) {
-                let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
-                shared_headers::edit(&HeaderOp::Remove(name));
+        let slot = judged.slot;
+        if let Some(refusal) = judged.refusal {
+            refuse(&compiled, slot, refusal);
+            return Action::Pause;
+        }
+        let owned_headers = strip_or_receive(self.context_id, profile.request_policy(slot), headers);
+        let adjusted;
+        let headers = match &owned_headers {
+            OwnedHeaders::Unchanged => headers,
+            OwnedHeaders::Removed(names) => {
+                let mut view = headers.clone();
+                for name in names {
+                    view.apply(&HeaderOp::Remove(name));
+                }
+                adjusted = view;
+                &adjusted
             }
-        }
-        let Some(settings) = profile.settings(slot) else {
-            return Action::Continue;
+            OwnedHeaders::Handed(handed) => {
+                let mut view = headers.clone();
+                for (name, value) in handed {
+                    view.apply(&HeaderOp::Set(name, value.as_str().into()));
+                }
+                adjusted = view;
+                &adjusted
+            }
         };
-        if !F::enabled(settings) {
-            return Action::Continue;
-        }
         let worker = self.worker.clone();
-        let Ok(mut rng) = worker.rng.try_borrow_mut() else {
+        let settings = profile
+            .settings(slot)
+            .filter(|s| compiled.active && F::enabled(s));
+        let (Some(settings), Ok(mut rng)) = (settings, worker.rng.try_borrow_mut()) else {
+            drop(shared);
+            mirror_removed(&owned_headers);
             return Action::Continue;
         };
         let tenant = Tenant {
@@ -1552,6 +1783,8 @@ impl<F: HttpFilter> Stage for Stream<F> {
             rng: &mut rng,
             source: &mut source,
             env: &EnvoyEnv,
+            path: &judged.path,
+            policy: profile.request_policy(slot),
         };
         let decision = F::on_request(settings, &mut ctx, &mut self.state);
         drop(rng);
@@ -1567,6 +1800,7 @@ impl<F: HttpFilter> Stage for Stream<F> {
         }
         // Released before editing, so the shared read is edited in place.
         drop(shared);
+        mirror_removed(&owned_headers);
         if self.act(&compiled, slot, &decision) {
             return Action::Pause;
         }

@@ -11,6 +11,8 @@
 //! tenant, collecting every error with its JSON path.
 
 use crate::errors::{join, ConfigErrors};
+use crate::path::{PathPattern, PathRules, RequestPath};
+use crate::request::RequestPolicy;
 use crate::section::{check_header_name, Layer, SectionReader};
 use crate::tenancy::{Slot, Source, Tenancy, TenantHeader};
 use serde_json::{Map, Value};
@@ -31,6 +33,10 @@ pub const KNOWN_SECTIONS: &[&str] = &[
     "circuit_breaker",
 ];
 
+/// Sections every filter reads besides its own (`request`: the path and
+/// header policy of `crate::request`).
+pub const COMMON_SECTIONS: &[&str] = &[crate::request::SECTION];
+
 /// The metric label and log name of the overflow tenant slot.
 pub const OTHER_TENANT: &str = "other";
 
@@ -47,6 +53,8 @@ pub struct Profile<S> {
     names: Vec<String>,
     /// Slot -> settings; the `other` slot holds the default tenant's settings.
     settings: Vec<S>,
+    /// Slot -> request policy (`request` section and owned headers).
+    requests: Vec<RequestPolicy>,
 }
 
 impl<S> Profile<S> {
@@ -68,10 +76,21 @@ impl<S> Profile<S> {
     pub fn resolve(
         &self,
         authority: Option<&str>,
-        path: Option<&str>,
+        path: &RequestPath,
         header_value: Option<&str>,
     ) -> (Slot, Source) {
         self.tenancy.resolve(authority, path, header_value)
+    }
+
+    /// The tenant's request policy (the default policy for an unknown slot).
+    pub fn request_policy(&self, slot: Slot) -> &RequestPolicy {
+        static DEFAULT: RequestPolicy = RequestPolicy {
+            allowed_forms: crate::path::Forms::NONE,
+            method_override: crate::request::MethodOverride::Strip,
+            owned_headers: Vec::new(),
+            credential_headers: Vec::new(),
+        };
+        self.requests.get(slot).unwrap_or(&DEFAULT)
     }
 }
 
@@ -125,12 +144,13 @@ fn check_keys(map: &Map<String, Value>, path: &str, allowed: &[&str], errors: &m
 fn check_sections(map: &Map<String, Value>, path: &str, errors: &mut ConfigErrors) {
     for (key, value) in map {
         let p = join(path, key);
-        if !KNOWN_SECTIONS.contains(&key.as_str()) {
+        if !KNOWN_SECTIONS.contains(&key.as_str()) && !COMMON_SECTIONS.contains(&key.as_str()) {
             errors.push(
                 p,
                 format!(
-                    "unknown section (expected one of: {})",
-                    KNOWN_SECTIONS.join(", ")
+                    "unknown section (expected one of: {}, {})",
+                    KNOWN_SECTIONS.join(", "),
+                    COMMON_SECTIONS.join(", ")
                 ),
             );
         } else {
@@ -264,23 +284,37 @@ fn parse_shared<'a>(root: &'a Value, errors: &mut ConfigErrors) -> Option<Shared
     }
     wildcard_hosts.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
 
+    // Matched like every path rule: on the canonical reading, on a segment
+    // boundary, ignoring case (`/T/x/` is tenant x's path to a
+    // case-insensitive backend).
     let mut path_prefixes = Vec::new();
     if let Some(v) = tenancy_map.get("path_prefixes") {
         if let Some(map) = as_object(v, "tenancy.path_prefixes", errors) {
             for (prefix, tenant) in map {
                 let p = join("tenancy.path_prefixes", prefix);
                 let slot = lookup(tenant, &p, errors);
-                if !prefix.starts_with('/') || prefix.contains(['?', '#']) {
-                    errors.push(p, "path prefixes start with \"/\" and hold no query");
-                    continue;
-                }
-                if let Some(slot) = slot {
-                    path_prefixes.push((prefix.clone(), slot));
+                match PathPattern::compile(prefix, false, true) {
+                    Ok(pattern) => {
+                        if let Some(slot) = slot {
+                            path_prefixes.push((pattern, slot));
+                        }
+                    }
+                    Err(msg) => errors.push(p, msg),
                 }
             }
         }
     }
-    path_prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+    let path_prefixes = PathRules::new(path_prefixes);
+    for (earlier, later) in path_prefixes.shadowed(|_, _| true) {
+        let name = |i: usize| path_prefixes.iter().nth(i).map_or("", |(p, _)| p.prefix());
+        errors.push(
+            "tenancy.path_prefixes",
+            format!(
+                "prefixes #{earlier} and #{later} are the same path ({}): the second can never apply",
+                name(later)
+            ),
+        );
+    }
 
     let header = match tenancy_map.get("header") {
         None => Some(TenantHeader {
@@ -373,6 +407,50 @@ pub fn sections_present(json: &[u8]) -> Option<std::collections::BTreeSet<String
     Some(present)
 }
 
+/// Every tenant's request policy, the `other` slot's last (the default
+/// tenant's); errors of the `request` sections are reported once, here.
+fn request_policies(shared: &Shared<'_>, errors: &mut ConfigErrors) -> Vec<RequestPolicy> {
+    let section = crate::request::SECTION;
+    let defaults = shared
+        .defaults
+        .and_then(|d| section_layer(d, "defaults", section));
+    let read = |tenant: Option<&(&Map<String, Value>, String)>,
+                errors: &mut ConfigErrors|
+     -> RequestPolicy {
+        let mut layers = Vec::with_capacity(2);
+        if let Some((fields, path)) = tenant {
+            layers.push(Layer { fields, path });
+        }
+        if let Some((fields, path)) = &defaults {
+            layers.push(Layer { fields, path });
+        }
+        let mut reader = SectionReader::new(layers, errors);
+        let policy = crate::request::parse(&mut reader);
+        reader.finish();
+        policy
+    };
+    let _ = read(None, errors);
+    let mut policies = Vec::with_capacity(shared.tenants.len() + 1);
+    for (name, sections) in &shared.tenants {
+        let layer = section_layer(sections, &join("tenants", name), section);
+        let mut policy = read(layer.as_ref(), errors);
+        policy.owned_headers = crate::request::owned_headers(
+            Some(sections),
+            shared.defaults,
+            shared.tenancy.header(),
+            &policy,
+        );
+        policy.credential_headers = crate::request::credential_headers(Some(sections), shared.defaults);
+        policies.push(policy);
+    }
+    let other = policies
+        .get(shared.tenancy.default_slot)
+        .cloned()
+        .unwrap_or_default();
+    policies.push(other);
+    policies
+}
+
 /// Validates the whole profile and compiles `section` for every tenant with `parse`.
 pub fn compile<S>(
     json: &[u8],
@@ -426,12 +504,14 @@ pub fn compile<S>(
     settings.push(read(default_layer, &mut errors));
     let mut names: Vec<String> = shared.tenants.iter().map(|(n, _)| n.to_string()).collect();
     names.push(OTHER_TENANT.to_string());
+    let requests = request_policies(&shared, &mut errors);
 
     if errors.is_empty() {
         Ok(Profile {
             tenancy: shared.tenancy,
             names,
             settings,
+            requests,
         })
     } else {
         Err(errors.finish())
@@ -496,7 +576,8 @@ mod tests {
     fn resolution_order_host_prefix_header_default() {
         let p = compile_json(example()).unwrap();
         let name = |a: Option<&str>, path: Option<&str>, h: Option<&str>| {
-            let (slot, src) = p.resolve(a, path, h);
+            let path = RequestPath::read(path.unwrap_or("/")).unwrap();
+            let (slot, src) = p.resolve(a, &path, h);
             (p.tenant_name(slot).to_string(), src)
         };
         assert_eq!(
@@ -540,11 +621,43 @@ mod tests {
     }
 
     #[test]
+    fn path_prefixes_match_the_canonical_path_and_every_reading() {
+        let p = compile_json(example()).unwrap();
+        let tenant = |raw: &str, all: bool| {
+            let mut path = RequestPath::read(raw).unwrap();
+            if all {
+                path.allow(raw, crate::path::Forms::ALL).unwrap();
+            }
+            let (slot, src) = p.resolve(None, &path, None);
+            (p.tenant_name(slot).to_string(), src)
+        };
+        for raw in [
+            "/t/initech/x",
+            "/T/Initech/x",
+            "/t/./initech/x",
+            "/t/x/../initech/y",
+            "/t/initech",
+        ] {
+            assert_eq!(tenant(raw, false).0, "initech", "{raw}");
+        }
+        assert_eq!(tenant("/t/initechx", false).0, "public");
+        // Readings naming different tenants: refused by the caller.
+        assert_eq!(tenant("/t/%69nitech/x", true).1, Source::AmbiguousPath);
+        assert_eq!(tenant("/t/initech/..;/x", true).1, Source::AmbiguousPath);
+        // Express reads `initech;v=1` as another segment.
+        assert_eq!(tenant("/t/initech;v=1/x", true).1, Source::AmbiguousPath);
+        assert_eq!(
+            tenant("/t/initech/a;v=1", true),
+            ("initech".to_string(), Source::PathPrefix)
+        );
+    }
+
+    #[test]
     fn untrusted_header_is_ignored() {
         let mut v = example();
         v["tenancy"]["header"]["trusted"] = json!(false);
         let p = compile_json(v).unwrap();
-        let (slot, src) = p.resolve(None, Some("/x"), Some("globex"));
+        let (slot, src) = p.resolve(None, &RequestPath::read("/x").unwrap(), Some("globex"));
         assert_eq!((p.tenant_name(slot), src), ("public", Source::Default));
     }
 
@@ -581,7 +694,7 @@ mod tests {
             "tenancy.extra: unknown field",
             "tenancy.hosts[\"Bad Host\"]: host keys are lowercase",
             "tenancy.hosts[\"a.example\"]: unknown tenant \"nobody\"",
-            "tenancy.path_prefixes.x: path prefixes start with \"/\"",
+            "tenancy.path_prefixes.x: \"x\": a path starts with \"/\"",
             "tenancy.header.name: must be a lowercase header name",
             "tenancy.header.trusted: must be a boolean",
             "tenancy.default: unknown tenant \"public\"",

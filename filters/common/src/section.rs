@@ -264,6 +264,42 @@ pub fn check_path_prefix(p: &str) -> Result<(), String> {
     }
 }
 
+/// A rule's path, read the same way in every section: `prefix` (the path
+/// and below it, on a segment boundary; a trailing `*` matches any suffix)
+/// or `path` (that path only), and `case_sensitive` (default false: paths
+/// match ignoring ASCII case, as case-insensitive backends route them).
+/// `None` when neither is set (an error when `required`) or it is invalid.
+pub fn read_path_rule(
+    r: &mut SectionReader<'_>,
+    item_path: &str,
+    required: bool,
+) -> Option<crate::path::PathPattern> {
+    let prefix = r.opt_string("prefix", |_| Ok(()));
+    let exact = r.opt_string("path", |_| Ok(()));
+    let case_sensitive = r.bool("case_sensitive", false);
+    let (text, is_exact, field) = match (prefix, exact) {
+        (Some(p), None) => (p, false, "prefix"),
+        (None, Some(p)) => (p, true, "path"),
+        (None, None) => {
+            if required {
+                r.error(format!("{item_path}.prefix"), "is required (or \"path\")");
+            }
+            return None;
+        }
+        (Some(_), Some(_)) => {
+            r.error(item_path.to_string(), "set one of prefix, path");
+            return None;
+        }
+    };
+    match crate::path::PathPattern::compile(&text, is_exact, !case_sensitive) {
+        Ok(p) => Some(p),
+        Err(msg) => {
+            r.error(format!("{item_path}.{field}"), msg);
+            None
+        }
+    }
+}
+
 /// Parses one section object alone at `path` (filters' config tests): the
 /// settings and every error, one per line.
 pub fn parse_alone<S>(

@@ -1,7 +1,9 @@
 //! Tenant resolution. Order: host map (exact, then the longest `*.suffix`),
-//! then path prefixes (longest first), then the tenant header only when the
-//! profile marks it trusted, else the default tenant.
+//! then path prefixes (the most specific, on the request's canonical path:
+//! every reading must agree), then the tenant header only when the profile
+//! marks it trusted, else the default tenant.
 
+use crate::path::{PathPattern, PathRules, RequestPath};
 use std::borrow::Cow;
 use std::collections::HashMap;
 
@@ -17,6 +19,8 @@ pub enum Source {
     PathPrefix,
     Header,
     Default,
+    /// The path's readings name different tenants: the request is refused.
+    AmbiguousPath,
 }
 
 #[derive(Debug, Clone)]
@@ -30,8 +34,7 @@ pub struct Tenancy {
     pub(crate) exact_hosts: HashMap<String, Slot>,
     /// `(".globex.example", slot)`, longest suffix first.
     pub(crate) wildcard_hosts: Vec<(String, Slot)>,
-    /// Longest prefix first.
-    pub(crate) path_prefixes: Vec<(String, Slot)>,
+    pub(crate) path_prefixes: PathRules<Slot>,
     pub(crate) header: Option<TenantHeader>,
     pub(crate) by_name: HashMap<String, Slot>,
     pub(crate) default_slot: Slot,
@@ -67,12 +70,17 @@ impl Tenancy {
         self.other_slot
     }
 
+    /// The path prefixes and their tenants (for the CLI's renderings).
+    pub fn path_prefixes(&self) -> impl Iterator<Item = &(PathPattern, Slot)> {
+        self.path_prefixes.iter()
+    }
+
     /// Resolves the tenant of one request from its `:authority`, `:path` and
     /// the tenant header's value.
     pub fn resolve(
         &self,
         authority: Option<&str>,
-        path: Option<&str>,
+        path: &RequestPath,
         header_value: Option<&str>,
     ) -> (Slot, Source) {
         if let Some(authority) = authority {
@@ -86,12 +94,14 @@ impl Tenancy {
                 }
             }
         }
-        if let Some(path) = path {
-            let path = path.split(['?', '#']).next().unwrap_or(path);
-            for (prefix, slot) in &self.path_prefixes {
-                if path.starts_with(prefix.as_str()) {
-                    return (*slot, Source::PathPrefix);
-                }
+        if !self.path_prefixes.is_empty() {
+            let mut each = self.path_prefixes.best_each(path);
+            let first = each.next().flatten().copied();
+            if each.any(|s| s.copied() != first) {
+                return (first.unwrap_or(self.default_slot), Source::AmbiguousPath);
+            }
+            if let Some(slot) = first {
+                return (slot, Source::PathPrefix);
             }
         }
         if let (Some(h), Some(value)) = (&self.header, header_value) {

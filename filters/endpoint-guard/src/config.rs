@@ -1,6 +1,7 @@
 //! The `endpoint_guard` section of the profile.
 
-use crate::normalize::PathPattern;
+use meshware_common::path::{PathPattern, PathRules};
+use meshware_common::request::DEFAULT_ADMIN_TOKEN_HEADER as ADMIN_TOKEN_HEADER;
 use meshware_common::section::{check_header_name, check_method};
 use meshware_common::{Cidr, SectionReader};
 use serde_json::Value;
@@ -17,15 +18,14 @@ pub const DEFAULT_PROTECTED_PATHS: &[&str] = &[
     "/.git",
 ];
 
-pub const DEFAULT_ADMIN_TOKEN_HEADER: &str = "x-admin-token";
+pub const DEFAULT_ADMIN_TOKEN_HEADER: &str = ADMIN_TOKEN_HEADER;
 /// Shorter admin tokens are guessable.
 pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
 
-/// One protected path and who may reach it.
-#[derive(Debug, Clone)]
+/// Who may reach one protected path: the rule's own `allow_cidrs`, else
+/// the section's.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
-    pub pattern: PathPattern,
-    /// The rule's own `allow_cidrs`, else the section's.
     pub allow_cidrs: Vec<Cidr>,
 }
 
@@ -42,26 +42,20 @@ pub struct Limits {
     pub max_url_length: Option<u64>,
 }
 
-/// Limits for requests whose path matches `pattern`.
-#[derive(Debug, Clone)]
-pub struct RouteLimits {
-    pub pattern: PathPattern,
-    pub limits: Limits,
-}
-
 #[derive(Debug, Clone)]
 pub struct GuardSettings {
     pub enabled: bool,
     pub case_insensitive: bool,
-    pub rules: Vec<Rule>,
+    /// Protected paths: the most specific match decides who may pass.
+    pub rules: PathRules<Rule>,
     pub admin_token_header: String,
     pub admin_tokens: Vec<Vec<u8>>,
     /// 404 (default: scanners learn nothing) or 403.
     pub block_status: u32,
     /// Tenant-wide limits.
     pub limits: Limits,
-    /// Longest pattern first; the first match replaces the tenant-wide limits it sets.
-    pub routes: Vec<RouteLimits>,
+    /// The most specific match replaces the tenant-wide limits it sets.
+    pub routes: PathRules<Limits>,
 }
 
 fn check_token(t: &str) -> Result<(), String> {
@@ -90,7 +84,7 @@ fn compile_pattern(
     text: &str,
     lowercase: bool,
 ) -> Option<PathPattern> {
-    match PathPattern::compile(text, lowercase) {
+    match PathPattern::compile(text, false, lowercase) {
         Ok(p) => Some(p),
         Err(msg) => {
             r.error(path, msg);
@@ -130,17 +124,31 @@ fn read_limits(r: &mut SectionReader<'_>, inherited: &Limits) -> Limits {
     }
 }
 
-fn read_rules(r: &mut SectionReader<'_>, section_cidrs: &[Cidr], lowercase: bool) -> Vec<Rule> {
+/// Adds a protected path; an operator's entry replaces an earlier one with
+/// the same pattern (a default, or `protected_paths` under
+/// `extra_protected_paths`) rather than being shadowed by it.
+fn add_rule(rules: &mut Vec<(PathPattern, Rule)>, pattern: PathPattern, rule: Rule) {
+    match rules.iter_mut().find(|(p, _)| *p == pattern) {
+        Some(existing) => existing.1 = rule,
+        None => rules.push((pattern, rule)),
+    }
+}
+
+fn read_rules(
+    r: &mut SectionReader<'_>,
+    section_cidrs: &[Cidr],
+    lowercase: bool,
+) -> PathRules<Rule> {
     let mut rules = Vec::new();
+    let section_rule = || Rule {
+        allow_cidrs: section_cidrs.to_vec(),
+    };
     for key in ["protected_paths", "extra_protected_paths"] {
         let Some((value, path)) = r.raw(key) else {
             if key == "protected_paths" {
                 for p in DEFAULT_PROTECTED_PATHS {
-                    if let Ok(pattern) = PathPattern::compile(p, lowercase) {
-                        rules.push(Rule {
-                            pattern,
-                            allow_cidrs: section_cidrs.to_vec(),
-                        });
+                    if let Ok(pattern) = PathPattern::compile(p, false, lowercase) {
+                        add_rule(&mut rules, pattern, section_rule());
                     }
                 }
             }
@@ -158,10 +166,7 @@ fn read_rules(r: &mut SectionReader<'_>, section_cidrs: &[Cidr], lowercase: bool
             match item {
                 Value::String(text) => {
                     if let Some(pattern) = compile_pattern(r, item_path, text, lowercase) {
-                        rules.push(Rule {
-                            pattern,
-                            allow_cidrs: section_cidrs.to_vec(),
-                        });
+                        add_rule(&mut rules, pattern, section_rule());
                     }
                 }
                 Value::Object(fields) => {
@@ -178,40 +183,63 @@ fn read_rules(r: &mut SectionReader<'_>, section_cidrs: &[Cidr], lowercase: bool
                     };
                     let pattern_path = format!("{item_path}.path");
                     if let Some(pattern) = compile_pattern(r, pattern_path, &text, lowercase) {
-                        rules.push(Rule {
-                            pattern,
+                        let rule = Rule {
                             allow_cidrs: own.map(|c| cidrs(&c)).unwrap_or(section_cidrs.to_vec()),
-                        });
+                        };
+                        add_rule(&mut rules, pattern, rule);
                     }
                 }
                 _ => r.error(item_path, "must be a path or a {path, allow_cidrs} object"),
             }
         }
     }
-    rules
+    PathRules::new(rules)
 }
 
-fn read_routes(r: &mut SectionReader<'_>, tenant: &Limits, lowercase: bool) -> Vec<RouteLimits> {
-    let mut routes = r
+fn read_routes(r: &mut SectionReader<'_>, tenant: &Limits, lowercase: bool) -> PathRules<Limits> {
+    let routes = r
         .object_list(
             "routes",
             "an array of route objects",
-            "an object {prefix, allowed_methods, max_*}",
-            |n, item_path, _| {
-                let prefix = n.opt_string("prefix", |_| Ok(()));
-                let limits = read_limits(n, tenant);
-                let Some(prefix) = prefix else {
-                    n.error(format!("{item_path}.prefix"), "is required");
-                    return None;
+            "an object {prefix | path, allowed_methods, max_*}",
+            |n, item_path, index| {
+                let (text, exact) = match (
+                    n.opt_string("prefix", |_| Ok(())),
+                    n.opt_string("path", |_| Ok(())),
+                ) {
+                    (Some(p), None) => (p, false),
+                    (None, Some(p)) => (p, true),
+                    _ => {
+                        n.error(item_path.to_string(), "set exactly one of prefix, path");
+                        let _ = read_limits(n, tenant);
+                        return None;
+                    }
                 };
-                let pattern =
-                    compile_pattern(n, format!("{item_path}.prefix"), &prefix, lowercase)?;
-                Some(RouteLimits { pattern, limits })
+                let limits = read_limits(n, tenant);
+                let field = if exact { "path" } else { "prefix" };
+                match PathPattern::compile(&text, exact, lowercase) {
+                    Ok(pattern) => Some((index, pattern, limits)),
+                    Err(msg) => {
+                        n.error(format!("{item_path}.{field}"), msg);
+                        None
+                    }
+                }
             },
         )
         .unwrap_or_default();
-    // Most specific first, like Envoy's longest-prefix intuition.
-    routes.sort_by_key(|route| std::cmp::Reverse(route.pattern.len()));
+    let indices: Vec<usize> = routes.iter().map(|(i, _, _)| *i).collect();
+    let routes = PathRules::new(routes.into_iter().map(|(_, p, l)| (p, l)).collect());
+    for (earlier, later) in routes.shadowed(|_, _| true) {
+        let index = |i: usize| indices.get(i).copied().unwrap_or(i);
+        let at = format!("{}[{}]", r.path_of("routes"), index(later));
+        r.error(
+            at,
+            format!(
+                "the same path as routes[{}]: this route can never apply",
+                index(earlier)
+            ),
+        );
+    }
     routes
 }
 
@@ -282,12 +310,16 @@ pub(crate) mod tests {
         }));
         assert_eq!(e, "");
         assert_eq!(s.routes.len(), 2);
-        let big = &s.routes[0];
-        assert_eq!(big.limits.max_body_bytes, None);
-        assert_eq!(big.limits.allow_header, "PUT");
-        let upload = &s.routes[1];
-        assert_eq!(upload.limits.max_body_bytes, Some(1000));
-        assert_eq!(upload.limits.allow_header, "GET, POST");
+        let route = |p: &str| {
+            let path = meshware_common::path::RequestPath::read(p).unwrap();
+            s.routes.best(path.canonical()).unwrap().clone()
+        };
+        let big = route("/upload/big/x");
+        assert_eq!(big.max_body_bytes, None);
+        assert_eq!(big.allow_header, "PUT");
+        let upload = route("/upload/x");
+        assert_eq!(upload.max_body_bytes, Some(1000));
+        assert_eq!(upload.allow_header, "GET, POST");
     }
 
     #[test]
@@ -299,7 +331,8 @@ pub(crate) mod tests {
             "block_status": 401,
             "allowed_methods": ["get"],
             "max_body_bytes": 0,
-            "routes": [{"prefix": "/a", "max_url_length": -1, "extra": true}, 5],
+            "routes": [{"prefix": "/a", "max_url_length": -1, "extra": true}, 5,
+                       {"prefix": "/b"}, {"prefix": "/B/"}, {"prefix": "/c", "path": "/c"}],
         }));
         for expected in [
             "t.allow_cidrs[1]: \"10.0.0.0/33\": prefix length must be 0..=32",
@@ -315,6 +348,8 @@ pub(crate) mod tests {
             "t.routes[0].max_url_length: must be a non-negative integer",
             "t.routes[0].extra: unknown field",
             "t.routes[1]: must be an object",
+            "t.routes[3]: the same path as routes[2]: this route can never apply",
+            "t.routes[4]: set exactly one of prefix, path",
         ] {
             assert!(e.contains(expected), "missing {expected:?} in:\n{e}");
         }

@@ -1,9 +1,12 @@
-//! The endpoint-guard decision: normalize the path, apply request limits,
-//! and hide protected paths from everyone outside the allowed ranges who does
-//! not present an admin token.
+//! The endpoint-guard decision: apply request limits, and hide protected
+//! paths from everyone outside the allowed ranges who does not present an
+//! admin token. Rules are judged on every reading of the path the tenant
+//! allows (`meshware_common::path`): a request is blocked, or limited, if
+//! any reading is.
 
-use crate::config::{GuardSettings, Limits};
-use crate::normalize::{normalize, PathError};
+use crate::config::{GuardSettings, Limits, Rule};
+use meshware_common::path::RequestPath;
+use meshware_common::request::METHOD_OVERRIDE_HEADERS;
 use meshware_common::{Decision, Headers, LocalReply, Outcomes, SourceAddress};
 use std::borrow::Cow;
 
@@ -78,9 +81,33 @@ fn header_limits_exceeded(limits: &Limits, headers: &Headers) -> bool {
     false
 }
 
+/// The distinct values that `best` picks under each reading.
+fn distinct<'a, T: PartialEq>(picks: impl Iterator<Item = &'a T>) -> Vec<&'a T> {
+    let mut out: Vec<&T> = Vec::with_capacity(1);
+    for p in picks {
+        if !out.iter().any(|o| std::ptr::eq(*o, p)) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// The request's methods: `:method`, plus the override headers' values
+/// where the tenant keeps them (`request.method_override: "check"`).
+fn methods(headers: &Headers, check_overrides: bool) -> impl Iterator<Item = &str> {
+    let overrides = METHOD_OVERRIDE_HEADERS
+        .iter()
+        .filter(move |_| check_overrides)
+        .filter_map(|h| headers.get(h))
+        .map(str::trim);
+    std::iter::once(headers.get(":method").unwrap_or("")).chain(overrides)
+}
+
 pub fn on_request<'s>(
     s: &'s GuardSettings,
     headers: &Headers,
+    path: &RequestPath,
+    check_overrides: bool,
     source: &mut SourceAddress,
     budget: &mut BodyBudget,
 ) -> Decision<'s> {
@@ -90,30 +117,23 @@ pub fn on_request<'s>(
     if presented_token.is_some() {
         decision.request.remove(&s.admin_token_header);
     }
-    let raw_path = headers.get(":path").unwrap_or("/");
-    let path = match normalize(raw_path, s.case_insensitive) {
-        Ok(p) => p,
-        Err(PathError::Nul) => return reject(400, INVALID_PATH, "invalid path\n"),
-        Err(_) => return reject(400, INVALID_PATH, "invalid path encoding\n"),
-    };
-    let limits = s
-        .routes
-        .iter()
-        .find(|r| r.pattern.matches(&path))
-        .map(|r| &r.limits)
-        .unwrap_or(&s.limits);
-
-    if limits
-        .max_url_length
-        .is_some_and(|max| raw_path.len() as u64 > max)
-    {
-        return reject(414, REJECTED_URL_LENGTH, "URI too long\n");
-    }
-    if header_limits_exceeded(limits, headers) {
-        return reject(431, REJECTED_HEADERS, "request headers too large\n");
+    let raw_len = headers.get(":path").map_or(0, str::len) as u64;
+    let every_limits = distinct(
+        path.readings()
+            .iter()
+            .map(|r| s.routes.best(r).unwrap_or(&s.limits)),
+    );
+    for limits in &every_limits {
+        if limits.max_url_length.is_some_and(|max| raw_len > max) {
+            return reject(414, REJECTED_URL_LENGTH, "URI too long\n");
+        }
+        if header_limits_exceeded(limits, headers) {
+            return reject(431, REJECTED_HEADERS, "request headers too large\n");
+        }
     }
 
-    if let Some(rule) = s.rules.iter().find(|r| r.pattern.matches(&path)) {
+    let rules: Vec<&Rule> = distinct(path.readings().iter().filter_map(|r| s.rules.best(r)));
+    for rule in rules {
         let from_allowed_range = !rule.allow_cidrs.is_empty()
             && source
                 .get()
@@ -139,17 +159,21 @@ pub fn on_request<'s>(
         }
     }
 
-    if let Some(methods) = &limits.methods {
-        let method = headers.get(":method").unwrap_or("");
-        if !methods.iter().any(|m| m == method) {
-            let mut d = reject(405, REJECTED_METHOD, "method not allowed\n");
-            if let Some(reply) = &mut d.reply {
-                reply.headers.push(("allow", limits.allow_header.clone()));
+    for limits in &every_limits {
+        if let Some(allowed) = &limits.methods {
+            let refused =
+                methods(headers, check_overrides).any(|m| !allowed.iter().any(|a| a == m));
+            if refused {
+                let mut d = reject(405, REJECTED_METHOD, "method not allowed\n");
+                if let Some(reply) = &mut d.reply {
+                    reply.headers.push(("allow", limits.allow_header.clone()));
+                }
+                return d;
             }
-            return d;
         }
     }
-    if let Some(max) = limits.max_body_bytes {
+    let max_body = every_limits.iter().filter_map(|l| l.max_body_bytes).min();
+    if let Some(max) = max_body {
         let declared = headers
             .get("content-length")
             .and_then(|v| v.trim().parse::<u64>().ok());

@@ -3,6 +3,7 @@
 use crate::config::tests::parse_json;
 use crate::config::GuardSettings;
 use crate::guard::*;
+use meshware_common::path::RequestPath;
 use meshware_common::{Decision, Headers, SourceAddress};
 use serde_json::json;
 
@@ -41,7 +42,10 @@ fn request(
     let mut budget = BodyBudget::default();
     // Settings outlive the decision in the adapter; tests leak to keep it simple.
     let s: &'static GuardSettings = Box::leak(Box::new(s.clone()));
-    let d = on_request(s, &headers, &mut source, &mut budget);
+    // As for a tenant that allows every ambiguous form: every reading counts.
+    let path = RequestPath::read_all(path).unwrap();
+    let checks = extra.iter().any(|(k, _)| *k == "x-check-overrides");
+    let d = on_request(s, &headers, &path, checks, &mut source, &mut budget);
     (d, budget)
 }
 
@@ -131,13 +135,75 @@ fn token_comparison_checks_every_byte_and_length() {
 }
 
 #[test]
-fn invalid_paths_are_400() {
+fn every_reading_of_an_allowed_ambiguous_path_is_judged() {
     let s = settings();
-    for p in ["/a%zz", "/a%00", "/debug%252525252Fpprof"] {
-        let (d, _) = request(&s, "GET", p, &[], "10.0.0.1");
-        assert_eq!(status(&d), Some(400), "{p}");
-        assert!(d.outcomes.contains(INVALID_PATH));
+    for p in [
+        "/debug/pprof/..;/",
+        "/x/..;/debug/pprof",
+        "/x%2f..%2fdebug/pprof",
+        "/x%5c..%5cdebug/pprof",
+        "/x%252f..%252fdebug/pprof",
+        "/x/..%3b/debug/pprof",
+        "/debug;x/pprof",
+        "//debug//pprof",
+        "/x\\..\\debug\\pprof",
+        "/%64ebug/pprof",
+        "/\u{FF44}ebug/pprof",
+        "/x/%2e%2e/debug/pprof",
+    ] {
+        let (d, _) = request(&s, "GET", p, &[], "203.0.113.9");
+        assert_eq!(status(&d), Some(404), "{p}");
     }
+}
+
+#[test]
+fn the_most_specific_protected_path_decides() {
+    let (s, e) = parse_json(json!({
+        "protected_paths": [
+            {"path": "/metrics", "allow_cidrs": ["10.0.0.0/8"]},
+            {"path": "/metrics/public", "allow_cidrs": ["0.0.0.0/0"]}
+        ],
+        "extra_protected_paths": [{"path": "/metrics", "allow_cidrs": ["192.168.0.0/16"]}]
+    }));
+    assert_eq!(e, "");
+    let (d, _) = request(&s, "GET", "/metrics/public/x", &[], "203.0.113.9");
+    assert_eq!(status(&d), None);
+    // The later entry for the same path replaced the earlier one.
+    let (d, _) = request(&s, "GET", "/metrics", &[], "10.1.1.1");
+    assert_eq!(status(&d), Some(404));
+    let (d, _) = request(&s, "GET", "/metrics", &[], "192.168.3.4");
+    assert_eq!(status(&d), None);
+}
+
+#[test]
+fn limits_follow_every_reading_and_checked_method_overrides() {
+    let s = settings();
+    // Tomcat reads /upload (PUT allowed); Express reads /orders/..;/upload.
+    let (d, _) = request(&s, "PUT", "/orders/..;/upload", &[], "10.0.0.1");
+    assert_eq!(status(&d), Some(405));
+    let (d, _) = request(
+        &s,
+        "POST",
+        "/x",
+        &[("x-http-method-override", "DELETE")],
+        "10.0.0.1",
+    );
+    assert_eq!(
+        status(&d),
+        None,
+        "unchecked overrides are stripped before, not judged"
+    );
+    let (d, _) = request(
+        &s,
+        "POST",
+        "/x",
+        &[
+            ("x-http-method-override", "DELETE"),
+            ("x-check-overrides", "1"),
+        ],
+        "10.0.0.1",
+    );
+    assert_eq!(status(&d), Some(405));
 }
 
 #[test]

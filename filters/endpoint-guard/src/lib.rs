@@ -1,17 +1,17 @@
 //! endpoint-guard filter: hides debug and admin endpoints behind source
-//! ranges or an admin token, normalizes paths so no encoding bypasses a
-//! rule, and enforces per-route request limits.
+//! ranges or an admin token, judged on every reading of the path the
+//! tenant allows, and enforces per-route request limits.
 //!
-//! This file is the adapter: it binds the pure core (`config`, `normalize`,
-//! `guard`) to the common host adapter, which does all proxy-wasm calls.
+//! This file is the adapter: it binds the pure core (`config`, `guard`) to
+//! the common host adapter, which does all proxy-wasm calls.
 
 pub mod config;
 pub mod guard;
-pub mod normalize;
 
 #[cfg(test)]
 mod guard_tests;
 
+use meshware_common::request::MethodOverride;
 use meshware_common::{Decision, HttpFilter, RequestCtx, SectionReader};
 
 pub struct EndpointGuard;
@@ -36,7 +36,15 @@ impl HttpFilter for EndpointGuard {
         ctx: &mut RequestCtx<'_>,
         stream: &mut Self::Stream,
     ) -> Decision<'s> {
-        guard::on_request(settings, ctx.headers, ctx.source, stream)
+        let check_overrides = ctx.policy.method_override == MethodOverride::Check;
+        guard::on_request(
+            settings,
+            ctx.headers,
+            ctx.path,
+            check_overrides,
+            ctx.source,
+            stream,
+        )
     }
 
     fn on_request_body<'s>(

@@ -1,11 +1,11 @@
 //! The `idempotency` section of the profile.
 
-use meshware_common::section::{check_header_name, check_method, check_path_prefix};
+use meshware_common::path::{PathPattern, PathRules};
+use meshware_common::section::{check_header_name, check_method, read_path_rule};
 use meshware_common::SectionReader;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
-    pub prefix: String,
     pub methods: Vec<String>,
     /// A request without a key is answered 400.
     pub required: bool,
@@ -23,7 +23,8 @@ pub enum OverLimit {
 pub struct IdempotencySettings {
     pub enabled: bool,
     pub header: String,
-    pub routes: Vec<Route>,
+    /// The most specific route whose methods include the request's applies.
+    pub routes: PathRules<Route>,
     pub max_key_length: usize,
     /// Accept unquoted tokens besides structured-field strings.
     pub allow_bare_keys: bool,
@@ -42,30 +43,41 @@ pub struct IdempotencySettings {
     pub sweep_cursor: std::cell::Cell<u64>,
 }
 
-fn read_routes(r: &mut SectionReader<'_>) -> Vec<Route> {
+fn read_routes(r: &mut SectionReader<'_>) -> PathRules<Route> {
+    let shape = "{prefix | path, methods, required, case_sensitive}";
     let routes = r.object_list(
         "routes",
-        "an array of {prefix, methods, required}",
-        "{prefix, methods, required}",
-        |n, _, _| {
-            Some(Route {
-                prefix: n
-                    .opt_string("prefix", check_path_prefix)
-                    .unwrap_or_else(|| "/".into()),
+        &format!("an array of {shape}"),
+        shape,
+        |n, item_path, _| {
+            let explicit = n.raw("prefix").is_some() || n.raw("path").is_some();
+            let pattern = read_path_rule(n, item_path, false);
+            let route = Route {
                 methods: n.string_list("methods", &["POST", "PATCH"], check_method),
                 required: n.bool("required", false),
-            })
+            };
+            let pattern = match pattern {
+                Some(p) => p,
+                None if !explicit => PathPattern::compile("/", false, true).ok()?,
+                None => return None,
+            };
+            Some((pattern, route))
         },
     );
-    let mut routes = routes.unwrap_or_else(|| {
-        vec![Route {
-            prefix: "/".into(),
-            methods: vec!["POST".into(), "PATCH".into()],
-            required: false,
-        }]
+    let routes = routes.unwrap_or_else(|| {
+        PathPattern::compile("/", false, true)
+            .map(|root| {
+                vec![(
+                    root,
+                    Route {
+                        methods: vec!["POST".into(), "PATCH".into()],
+                        required: false,
+                    },
+                )]
+            })
+            .unwrap_or_default()
     });
-    routes.sort_by_key(|route| std::cmp::Reverse(route.prefix.len()));
-    routes
+    PathRules::new(routes)
 }
 
 pub fn parse(r: &mut SectionReader<'_>) -> IdempotencySettings {
@@ -111,7 +123,7 @@ pub(crate) mod tests {
     fn defaults_and_errors() {
         let (s, e) = parse_json(json!({}));
         assert_eq!(e, "");
-        assert_eq!(s.routes[0].methods, ["POST", "PATCH"]);
+        assert_eq!(s.routes.iter().next().unwrap().1.methods, ["POST", "PATCH"]);
         assert_eq!(
             (s.ttl_ms, s.max_entries, s.over_limit),
             (86_400_000, 1000, OverLimit::Reject)

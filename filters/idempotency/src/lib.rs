@@ -41,7 +41,14 @@ impl HttpFilter for Idempotency {
         ctx: &mut RequestCtx<'_>,
         stream: &mut Self::Stream,
     ) -> Decision<'s> {
-        replay::on_request(settings, ctx.tenant.name, ctx.headers, ctx.source, stream)
+        replay::on_request(
+            settings,
+            ctx.tenant.name,
+            ctx.headers,
+            ctx.path,
+            ctx.source,
+            stream,
+        )
     }
 
     fn on_request_body_complete<'s>(

@@ -6,6 +6,7 @@
 use crate::config::{IdempotencySettings, OverLimit};
 use crate::store::{find_or_claim, finish, slot_keys, Claim, Entry, Stored};
 use meshware_common::bucket::fnv1a_64;
+use meshware_common::path::RequestPath;
 use meshware_common::{Decision, Headers, HostEnv, LocalReply, Outcomes, SourceAddress};
 use std::borrow::Cow;
 
@@ -136,21 +137,33 @@ pub fn on_request<'s>(
     s: &'s IdempotencySettings,
     tenant: &str,
     headers: &Headers,
+    request_path: &RequestPath,
     source: &mut SourceAddress,
     flight: &mut Flight,
 ) -> Decision<'s> {
     let method = headers.get(":method").unwrap_or("");
+    // The fingerprint keeps the raw target: another spelling of the path
+    // with the same key is a different request (422), never a replay.
     let path = headers.get(":path").unwrap_or("/");
-    let Some(route) = s
-        .routes
-        .iter()
-        .find(|r| path.starts_with(&r.prefix) && r.methods.iter().any(|m| m == method))
-    else {
+    // A route applies when any reading of the path reaches it; required
+    // when any such route requires a key.
+    let mut applies = false;
+    let mut required = false;
+    for reading in request_path.readings() {
+        if let Some(route) = s
+            .routes
+            .best_where(reading, |r| r.methods.iter().any(|m| m == method))
+        {
+            applies = true;
+            required |= route.required;
+        }
+    }
+    if !applies {
         return Decision::default();
-    };
+    }
     let values: Vec<&str> = headers.get_all(&s.header).collect();
     let raw = match values.as_slice() {
-        [] if route.required => {
+        [] if required => {
             return problem(
                 400,
                 "Bad Request",

@@ -3,6 +3,7 @@
 use crate::config::tests::parse_json;
 use crate::config::IdempotencySettings;
 use crate::replay::*;
+use meshware_common::path::RequestPath;
 use meshware_common::store::MemoryStore;
 use meshware_common::{Decision, Headers, SourceAddress};
 use serde_json::json;
@@ -31,18 +32,33 @@ fn send(
     body: &[u8],
     f: &mut Flight,
 ) -> Decision<'static> {
+    send_to(s, st, "/orders", user, key, body, f)
+}
+
+fn send_to(
+    s: &'static IdempotencySettings,
+    st: &MemoryStore,
+    path: &str,
+    user: &str,
+    key: Option<&str>,
+    body: &[u8],
+    f: &mut Flight,
+) -> Decision<'static> {
     let mut pairs = vec![
         (":method".to_string(), "POST".to_string()),
-        (":path".to_string(), "/orders".to_string()),
+        (":path".to_string(), path.to_string()),
         ("x-user-id".to_string(), user.to_string()),
     ];
     if let Some(k) = key {
         pairs.push(("idempotency-key".into(), k.into()));
     }
+    // Every reading, as for a tenant that allows every ambiguous form.
+    let read = RequestPath::read_all(path).unwrap();
     let d = on_request(
         s,
         "t",
         &Headers::new(pairs),
+        &read,
         &mut SourceAddress::known(None),
         f,
     );
@@ -207,4 +223,38 @@ fn the_store_stays_bounded() {
     st.advance_ms(61_000);
     assert!(sweep(s, "t", &st, &s.sweep_cursor).contains(EVICTED));
     assert_eq!(st.occupied(), 0);
+}
+
+#[test]
+fn a_required_route_holds_for_every_reading_of_its_path() {
+    let (s, e) = meshware_common::section::parse_alone(
+        &json!({"routes": [{"prefix": "/pay", "required": true}, {"prefix": "/", "methods": ["PATCH"]}]}),
+        "t",
+        crate::config::parse,
+    );
+    assert_eq!(e, "");
+    let s: &'static IdempotencySettings = Box::leak(Box::new(s));
+    let st = MemoryStore::default();
+    for p in [
+        "/pay",
+        "//pay",
+        "/PAY",
+        "/./pay",
+        "/x/../pay",
+        "/pay;x",
+        "/%70ay/x",
+    ] {
+        let d = send_to(s, &st, p, "u", None, b"{}", &mut Flight::default());
+        assert_eq!(d.reply.as_ref().map(|r| r.status), Some(400), "{p}");
+    }
+    let d = send_to(
+        s,
+        &st,
+        "/payments",
+        "u",
+        None,
+        b"{}",
+        &mut Flight::default(),
+    );
+    assert!(d.reply.is_none());
 }

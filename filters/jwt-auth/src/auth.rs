@@ -6,6 +6,7 @@ use crate::config::{Cached, JwtSettings, Requirement, TokenSource};
 use crate::external::{self, OnError, Verdict};
 use crate::remote::{Fetched, Need};
 use crate::verify::{verify, Reject};
+use meshware_common::path::RequestPath;
 use meshware_common::{
     CalloutResponse, Decision, Headers, HostEnv, LocalReply, Outcomes, TenantWrite,
 };
@@ -58,16 +59,26 @@ fn denied_outcome(r: Reject) -> usize {
         .unwrap_or(DENIED_MISSING)
 }
 
-fn requirement(s: &JwtSettings, path: &str, method: &str) -> Requirement {
-    s.rules
+/// The strictest requirement any reading of the path gets: a path that one
+/// backend routes to a required route is never let through anonymously.
+fn requirement(s: &JwtSettings, path: &RequestPath, method: &str) -> Requirement {
+    path.readings()
         .iter()
-        .find(|r| {
-            path.starts_with(&r.prefix)
-                && r.methods
-                    .as_ref()
-                    .is_none_or(|m| m.iter().any(|x| x == method))
+        .map(|reading| {
+            s.rules
+                .best_where(reading, |r| {
+                    r.methods
+                        .as_ref()
+                        .is_none_or(|m| m.iter().any(|x| x == method))
+                })
+                .map_or(s.default_requirement, |r| r.requirement)
         })
-        .map_or(s.default_requirement, |r| r.requirement)
+        .min_by_key(|r| match r {
+            Requirement::Required => 0,
+            Requirement::Optional => 1,
+            Requirement::Bypass => 2,
+        })
+        .unwrap_or(s.default_requirement)
 }
 
 fn query_param<'h>(path: &'h str, name: &str) -> Option<&'h str> {
@@ -253,6 +264,7 @@ pub struct Request<'r> {
     pub tenant: &'r str,
     pub tenants: &'r [String],
     pub headers: &'r Headers,
+    pub path: &'r RequestPath,
 }
 
 pub fn on_request<'s>(s: &'s JwtSettings, r: &Request<'_>, env: &dyn HostEnv) -> Decision<'s> {
@@ -364,9 +376,8 @@ fn decide<'s>(
         // token may set it (the success path below writes it again).
         decision.tenant_header = TenantWrite::Removed;
     }
-    let path = headers.get(":path").unwrap_or("/");
     let method = headers.get(":method").unwrap_or("");
-    let requirement = requirement(s, path, method);
+    let requirement = requirement(s, r.path, method);
     if requirement == Requirement::Bypass {
         decision.outcomes.add(BYPASSED);
         return decision;

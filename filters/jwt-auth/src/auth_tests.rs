@@ -2,6 +2,7 @@
 
 use crate::auth::*;
 use crate::config::{parse, JwtSettings};
+use meshware_common::path::RequestPath;
 use meshware_common::store::MemoryStore;
 use meshware_common::{CalloutResponse, Decision, Headers, TenantWrite};
 use serde_json::{json, Value};
@@ -59,11 +60,19 @@ fn tenants() -> &'static [String] {
     ]))
 }
 
+/// The request's path read as the host adapter reads it, for a tenant that
+/// allows every ambiguous form (so every reading is judged).
+fn path_of(headers: &Headers) -> &'static RequestPath {
+    let raw = headers.get(":path").unwrap_or("/");
+    Box::leak(Box::new(RequestPath::read_all(raw).unwrap()))
+}
+
 fn req(headers: &Headers) -> Request<'_> {
     Request {
         tenant: "umbrella",
         tenants: tenants(),
         headers,
+        path: path_of(headers),
     }
 }
 
@@ -537,6 +546,7 @@ fn on_shared_hosts_a_verified_claim_may_pick_the_tenant() {
         tenant: "umbrella",
         tenants: &only_umbrella,
         headers: &headers,
+        path: path_of(&headers),
     };
     let d = on_request(s, &r, &env_at(NOW));
     assert_eq!(status(&d), Some(403));
@@ -549,4 +559,46 @@ fn on_shared_hosts_a_verified_claim_may_pick_the_tenant() {
         e.contains("t.providers[0].tenant_from_claim: needs tenant_claim"),
         "{e}"
     );
+}
+
+#[test]
+fn path_rules_match_every_reading_on_segment_boundaries() {
+    let s = settings();
+    // Anonymous only where every reading is optional or bypassed.
+    for p in [
+        "/public",
+        "/public/x",
+        "/PUBLIC/x",
+        "/healthz",
+        "/public/a;b",
+    ] {
+        assert_eq!(status(&request(s, p, &[])), None, "{p}");
+    }
+    for p in [
+        "/publicity",
+        "/public/../private",
+        "/public/..;/private",
+        "/public%2f..%2fprivate",
+        "/healthz/..%2forders",
+        "/healthzx",
+        "/private",
+    ] {
+        assert_eq!(status(&request(s, p, &[])), Some(401), "{p}");
+    }
+}
+
+#[test]
+fn rules_that_can_never_apply_are_errors() {
+    let (_, e) = settings_from(json!({
+        "providers": [], "external": null,
+        "rules": [{"prefix": "/a", "requirement": "bypass"}, {"prefix": "/A/", "requirement": "optional"},
+                  {"prefix": "/a", "methods": ["GET"], "requirement": "optional"},
+                  {"prefix": "/b", "path": "/b"}]
+    }));
+    assert!(
+        e.contains("t.rules[1]: the same path and methods as rules[0]"),
+        "{e}"
+    );
+    assert!(!e.contains("t.rules[2]"), "{e}");
+    assert!(e.contains("t.rules[3]: set one of prefix, path"), "{e}");
 }

@@ -4,7 +4,8 @@ use crate::external::External;
 use crate::jwk::parse_jwks;
 use crate::remote::RemoteJwks;
 use crate::verify::{Alg, Provider};
-use meshware_common::section::{check_header_name, check_method, check_path_prefix};
+use meshware_common::path::{PathPattern, PathRules};
+use meshware_common::section::{check_header_name, check_method, read_path_rule};
 use meshware_common::SectionReader;
 use serde_json::Value;
 use std::cell::RefCell;
@@ -32,7 +33,6 @@ pub enum Requirement {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
-    pub prefix: String,
     pub methods: Option<Vec<String>>,
     pub requirement: Requirement,
 }
@@ -64,7 +64,8 @@ pub struct JwtSettings {
     pub enabled: bool,
     pub providers: Vec<NamedProvider>,
     pub sources: Vec<TokenSource>,
-    pub rules: Vec<Rule>,
+    /// The most specific rule whose methods include the request's decides.
+    pub rules: PathRules<Rule>,
     pub default_requirement: Requirement,
     pub user_header: String,
     /// Claim name -> header.
@@ -219,28 +220,47 @@ fn read_sources(r: &mut SectionReader<'_>) -> Vec<TokenSource> {
     }
 }
 
-fn read_rules(r: &mut SectionReader<'_>) -> Vec<Rule> {
-    let shape = "{prefix, methods, requirement}";
-    let mut rules = r
+fn read_rules(r: &mut SectionReader<'_>) -> PathRules<Rule> {
+    let shape = "{prefix | path, methods, requirement, case_sensitive}";
+    let rules = r
         .object_list(
             "rules",
             &format!("an array of {shape}"),
             shape,
-            |n, _, _| {
-                let prefix = n.opt_string("prefix", check_path_prefix);
+            |n, item_path, index| {
+                let pattern = read_path_rule(n, item_path, false);
                 let methods = n
                     .raw("methods")
                     .is_some()
                     .then(|| n.string_list("methods", &[], check_method));
-                Some(Rule {
-                    prefix: prefix.unwrap_or_else(|| "/".into()),
+                let rule = Rule {
                     methods,
                     requirement: read_requirement(n, "requirement", Requirement::Required),
-                })
+                };
+                let pattern = match pattern {
+                    Some(p) => p,
+                    None if n.raw("prefix").is_none() && n.raw("path").is_none() => {
+                        PathPattern::compile("/", false, true).ok()?
+                    }
+                    None => return None,
+                };
+                Some((index, pattern, rule))
             },
         )
         .unwrap_or_default();
-    rules.sort_by_key(|rule| std::cmp::Reverse(rule.prefix.len()));
+    let indices: Vec<usize> = rules.iter().map(|(i, _, _)| *i).collect();
+    let rules = PathRules::new(rules.into_iter().map(|(_, p, r)| (p, r)).collect());
+    for (earlier, later) in rules.shadowed(|a, b| a.methods == b.methods) {
+        let index = |i: usize| indices.get(i).copied().unwrap_or(i);
+        let at = format!("{}[{}]", r.path_of("rules"), index(later));
+        r.error(
+            at,
+            format!(
+                "the same path and methods as rules[{}]: this rule can never apply",
+                index(earlier)
+            ),
+        );
+    }
     rules
 }
 

@@ -29,6 +29,7 @@ fn request<'r>(ctx: &'r RequestCtx<'_>) -> auth::Request<'r> {
         tenant: ctx.tenant.name,
         tenants: ctx.tenants,
         headers: ctx.headers,
+        path: ctx.path,
     }
 }
 

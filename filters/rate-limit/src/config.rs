@@ -1,6 +1,7 @@
 //! The `rate_limit` section of the profile.
 
-use meshware_common::section::{check_header_name, check_method, check_path_prefix};
+use meshware_common::path::{PathPattern, RequestPath};
+use meshware_common::section::{check_header_name, check_method, read_path_rule};
 use meshware_common::SectionReader;
 use serde_json::Value;
 use std::cell::Cell;
@@ -56,9 +57,10 @@ pub struct Limit {
     /// Bucket capacity.
     pub burst: u64,
     pub shadow: bool,
-    /// The limit applies only under this path prefix (plain prefix, like an
-    /// Envoy route `prefix`) and to these methods.
-    pub prefix: Option<String>,
+    /// The limit applies only under this path (`prefix` or `path`, matched
+    /// like every path rule on every reading of the request's path) and to
+    /// these methods. Limits add up: every limit that applies is charged.
+    pub prefix: Option<PathPattern>,
     pub methods: Option<Vec<String>>,
     /// `"name";q=<rate>;w=<window s>`, prepared once.
     pub policy: String,
@@ -67,8 +69,8 @@ pub struct Limit {
 }
 
 impl Limit {
-    pub fn applies(&self, path: &str, method: &str) -> bool {
-        self.prefix.as_deref().is_none_or(|p| path.starts_with(p))
+    pub fn applies(&self, path: &RequestPath, method: &str) -> bool {
+        self.prefix.as_ref().is_none_or(|p| p.matches_any(path))
             && self
                 .methods
                 .as_ref()
@@ -174,7 +176,7 @@ fn read_limit(r: &mut SectionReader<'_>, path: &str) -> Option<Limit> {
         Some(_) => Some(r.u64_in("burst", 1, 1, 1_000_000_000)),
     };
     let shadow = r.bool("shadow", false);
-    let prefix = r.opt_string("prefix", check_path_prefix);
+    let prefix = read_path_rule(r, path, false);
     let methods = r
         .raw("methods")
         .is_some()
@@ -289,9 +291,9 @@ pub(crate) mod tests {
         assert_eq!(s.limits[1].policy, "\"per-client\";q=10;w=60");
         assert_eq!(s.limits[1].interval_us(), 6_000_000);
         assert_eq!(s.limits[1].tolerance_us(), 24_000_000);
-        assert!(s.limits[2].applies("/orders/1", "POST"));
-        assert!(!s.limits[2].applies("/orders/1", "GET"));
-        assert!(!s.limits[2].applies("/cart", "POST"));
+        assert!(s.limits[2].applies(&RequestPath::read("/orders/1").unwrap(), "POST"));
+        assert!(!s.limits[2].applies(&RequestPath::read("/orders/1").unwrap(), "GET"));
+        assert!(!s.limits[2].applies(&RequestPath::read("/cart").unwrap(), "POST"));
         assert_eq!(s.limits[3].key, KeyKind::Header("x-api-key".into()));
         assert_eq!((s.max_keys, s.xff_trusted_hops), (DEFAULT_MAX_KEYS, 0));
     }

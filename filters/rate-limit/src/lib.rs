@@ -45,6 +45,7 @@ impl HttpFilter for RateLimit {
             settings,
             ctx.tenant.name,
             ctx.headers,
+            ctx.path,
             ctx.source,
             ctx.env,
             stream,

@@ -5,6 +5,7 @@ use crate::config::{KeyKind, Limit, RateLimitSettings};
 use crate::limiter::{take, Verdict};
 use meshware_common::digits::push_decimal;
 use meshware_common::net::{key_text, parse_source_address};
+use meshware_common::path::RequestPath;
 use meshware_common::{
     Decision, HeaderEdits, Headers, HostEnv, LocalReply, Outcomes, SourceAddress,
 };
@@ -130,12 +131,12 @@ pub fn on_request<'s>(
     s: &'s RateLimitSettings,
     tenant: &str,
     headers: &Headers,
+    path: &RequestPath,
     source: &mut SourceAddress,
     env: &dyn HostEnv,
     fields: &mut Fields,
 ) -> Decision<'s> {
     let mut outcomes = Outcomes::default();
-    let path = headers.get(":path").unwrap_or("/");
     let method = headers.get(":method").unwrap_or("");
     // The tightest allowed limit, for the optional response fields.
     let mut tightest: Option<(usize, &Limit, u64, u64)> = None;

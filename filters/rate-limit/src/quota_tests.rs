@@ -4,6 +4,7 @@ use crate::config::tests::parse_json;
 use crate::config::RateLimitSettings;
 use crate::limiter::{sweep, Slot};
 use crate::quota::*;
+use meshware_common::path::RequestPath;
 use meshware_common::store::MemoryStore;
 use meshware_common::{Decision, Headers, SourceAddress};
 use serde_json::{json, Value};
@@ -31,17 +32,19 @@ fn request(
     from: &str,
     extra: &[(&str, &str)],
 ) -> Decision<'static> {
-    let mut pairs = vec![
-        (":path".to_string(), "/x".to_string()),
-        (":method".to_string(), "GET".to_string()),
-    ];
+    let mut pairs = vec![(":method".to_string(), "GET".to_string())];
+    if !extra.iter().any(|(k, _)| *k == ":path") {
+        pairs.push((":path".to_string(), "/x".to_string()));
+    }
     pairs.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let headers = Headers::new(pairs);
     let mut source = SourceAddress::known(from.parse().ok());
+    let path = RequestPath::read_all(headers.get(":path").unwrap_or("/")).unwrap();
     on_request(
         s,
         tenant,
         &headers,
+        &path,
         &mut source,
         store,
         &mut Fields::default(),
@@ -233,7 +236,8 @@ fn allowed_responses_carry_the_tightest_limit() {
     let mut fields = Fields::default();
     let headers = Headers::new(vec![(":path".into(), "/".into())]);
     let mut src = SourceAddress::known("10.0.0.1".parse().ok());
-    on_request(s, "acme", &headers, &mut src, &st, &mut fields);
+    let root = RequestPath::read("/").unwrap();
+    on_request(s, "acme", &headers, &root, &mut src, &st, &mut fields);
     let e = on_response(s, &mut fields);
     assert_eq!(e.value_of("ratelimit-policy"), Some("\"client\";q=2;w=1"));
     assert_eq!(e.value_of("ratelimit"), Some("\"client\";r=2;t=1"));
@@ -261,5 +265,46 @@ fn bucket_keys_name_tenant_limit_and_slot() {
     assert_eq!(
         bucket_key("acme", "client", Some(SlotName::Overflow)),
         "mw.rl.acme.client.overflow"
+    );
+}
+
+#[test]
+fn route_limits_hold_for_every_reading_of_the_path() {
+    let (s, e) = meshware_common::section::parse_alone(
+        &serde_json::json!({"limits": [
+            {"name": "fast", "key": "route", "prefix": "/fast", "rate": 1, "per": "hour", "burst": 1}
+        ]}),
+        "t",
+        crate::config::parse,
+    );
+    assert_eq!(e, "");
+    let s: &'static RateLimitSettings = Box::leak(Box::new(s));
+    let st = store();
+    assert_eq!(
+        status(&request(s, &st, "acme", "10.0.0.1", &[(":path", "/fast")])),
+        None
+    );
+    for p in [
+        "/fast",
+        "//fast",
+        "/FAST",
+        "/./fast",
+        "/x/../fast",
+        "/fast;x",
+        "/%66ast",
+        "/fast/",
+    ] {
+        let d = request(s, &st, "acme", "10.0.0.1", &[(":path", p)]);
+        assert_eq!(status(&d), Some(429), "{p}");
+    }
+    assert_eq!(
+        status(&request(
+            s,
+            &st,
+            "acme",
+            "10.0.0.1",
+            &[(":path", "/faster")]
+        )),
+        None
     );
 }

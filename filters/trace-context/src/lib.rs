@@ -15,7 +15,6 @@ impl HttpFilter for TraceContext {
     const NAME: &'static str = "trace_context";
     const OUTCOMES: &'static [&'static str] = trace::OUTCOMES;
     // First in the suite's order: no filter before it could set the tenant header.
-    const STRIP_UNTRUSTED_TENANT_HEADER: bool = true;
     type Settings = config::TraceSettings;
     type Stream = trace::Echo;
 
