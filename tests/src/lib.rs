@@ -7,6 +7,7 @@ pub mod echo;
 pub mod envoy;
 pub mod http;
 pub mod page;
+pub mod routers;
 pub mod suite;
 
 use std::path::PathBuf;

@@ -171,6 +171,24 @@ impl Suite {
         }
     }
 
+    /// With the rendered bootstrap changed by `edit` before Envoy starts
+    /// (extra clusters and routes, Envoy's own options).
+    pub fn start_edited(profile: &str, filters: &[&str], edit: impl Fn(&mut Value)) -> Suite {
+        let echo = Echo::start(0).expect("echo upstream");
+        let (envoy, port) = start_on_fresh_ports(2, || {
+            let (mut config, port, admin) = bootstrap_with(profile, filters, echo.port, None);
+            edit(&mut config);
+            (config, port, admin)
+        });
+        Suite {
+            echo,
+            canary: None,
+            services: None,
+            envoy,
+            port,
+        }
+    }
+
     fn start_inner(profile: &str, filters: &[&str], with_canary: bool) -> Suite {
         let echo = Echo::start(0).expect("echo upstream");
         let canary = with_canary.then(|| Echo::start(0).expect("canary upstream"));

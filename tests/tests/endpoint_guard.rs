@@ -27,9 +27,21 @@ fn metric(s: &Suite, tenant: &str, outcome: &str) -> f64 {
         .unwrap_or_else(|| panic!("no sample {sample} in:\n{}", s.envoy.prometheus()))
 }
 
+/// `meshware_decisions{filter="request"}`: requests refused before any
+/// filter's own work.
+fn refused(s: &Suite, tenant: &str, outcome: &str) -> f64 {
+    let sample = format!(
+        "meshware_decisions{{filter=\"request\",tenant=\"{tenant}\",outcome=\"{outcome}\"}}"
+    );
+    s.metric(&sample).unwrap_or(0.0)
+}
+
 #[test]
-fn every_bypass_variant_is_blocked_and_never_reaches_upstream() {
+fn every_bypass_variant_is_blocked_or_refused_and_never_reaches_upstream() {
     let s = start();
+    // Envoy normalizes some (dot segments, `..;`, `//`, `\\`, encoded
+    // unreserved) and rejects encoded slashes itself; the filters refuse the
+    // ambiguous rest (400) and block what reads as a protected path (404).
     let variants = [
         "/debug/pprof",
         "/DEBUG/pprof",
@@ -42,20 +54,23 @@ fn every_bypass_variant_is_blocked_and_never_reaches_upstream() {
         "/x/../debug/pprof",
         "/x/%2E%2E/debug/pprof",
         "/debug/pprof;a=b",
+        "/shop/..;/debug/pprof",
         "/debug/pprof/?x",
         "/Actuator/env",
         "/.git/config",
     ];
+    let mut blocked = 0.0;
     for path in variants {
         let r = s.get(path, &[ACME]);
-        assert_eq!(r.status, 404, "{path}: {}", r.text());
-        assert!(
-            r.body.is_empty(),
-            "{path}: a blocked path answers with no body"
-        );
+        assert!(matches!(r.status, 400 | 404), "{path}: {} {}", r.status, r.text());
+        if r.status == 404 {
+            blocked += 1.0;
+            assert!(r.body.is_empty(), "{path}: a blocked path answers with no body");
+        }
     }
     assert_eq!(s.echo.count(), 0, "{:?}", s.echo.requests());
-    assert_eq!(metric(&s, "acme", "blocked"), variants.len() as f64);
+    assert_eq!(metric(&s, "acme", "blocked"), blocked);
+    assert!(blocked >= 9.0, "{blocked}");
     // Neighbours of a rule are not rules.
     let r = s.get("/debug/pprofile", &[ACME]);
     assert_eq!(r.status, 200);
@@ -63,14 +78,28 @@ fn every_bypass_variant_is_blocked_and_never_reaches_upstream() {
 }
 
 #[test]
-fn invalid_encodings_and_nul_are_rejected_with_400() {
+fn ambiguous_and_invalid_paths_are_refused_with_a_reason_and_counted() {
     let s = start();
-    for path in ["/a%zz", "/a%2", "/files/%00.txt", "/a%252500"] {
+    for (path, reason) in [
+        ("/debug/pprof;a=b", "semicolon"),
+        ("/shop;v=1/x", "semicolon"),
+        ("/a%252fb", "%25"),
+        ("/files/%01.txt", "control character"),
+        ("/a%zz", "percent-encoding"),
+        ("/%ef%bc%8fdebug/pprof", "folds to ASCII"),
+    ] {
         let r = s.get(path, &[ACME]);
         assert_eq!(r.status, 400, "{path}");
+        assert_eq!(r.header("content-type"), Some("application/problem+json"), "{path}");
+        let body = r.json();
+        assert_eq!(body["status"], 400);
+        let detail = body["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(reason), "{path}: {detail}");
+        assert!(!r.text().contains(path), "{path}: the path is not echoed");
     }
     assert_eq!(s.echo.count(), 0);
-    assert_eq!(metric(&s, "acme", "invalid_path"), 4.0);
+    assert_eq!(refused(&s, "acme", "ambiguous_path"), 4.0);
+    assert_eq!(refused(&s, "acme", "invalid_path"), 2.0);
 }
 
 #[test]
