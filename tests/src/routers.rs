@@ -77,7 +77,10 @@ impl Router {
             if crate::http::get(port, "/", &[]).is_ok_and(|r| r.status == 200) {
                 return router;
             }
-            assert!(Instant::now() < deadline, "{name} did not answer on :{port}");
+            assert!(
+                Instant::now() < deadline,
+                "{name} did not answer on :{port}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }

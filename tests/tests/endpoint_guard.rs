@@ -62,10 +62,18 @@ fn every_bypass_variant_is_blocked_or_refused_and_never_reaches_upstream() {
     let mut blocked = 0.0;
     for path in variants {
         let r = s.get(path, &[ACME]);
-        assert!(matches!(r.status, 400 | 404), "{path}: {} {}", r.status, r.text());
+        assert!(
+            matches!(r.status, 400 | 404),
+            "{path}: {} {}",
+            r.status,
+            r.text()
+        );
         if r.status == 404 {
             blocked += 1.0;
-            assert!(r.body.is_empty(), "{path}: a blocked path answers with no body");
+            assert!(
+                r.body.is_empty(),
+                "{path}: a blocked path answers with no body"
+            );
         }
     }
     assert_eq!(s.echo.count(), 0, "{:?}", s.echo.requests());
@@ -90,7 +98,11 @@ fn ambiguous_and_invalid_paths_are_refused_with_a_reason_and_counted() {
     ] {
         let r = s.get(path, &[ACME]);
         assert_eq!(r.status, 400, "{path}");
-        assert_eq!(r.header("content-type"), Some("application/problem+json"), "{path}");
+        assert_eq!(
+            r.header("content-type"),
+            Some("application/problem+json"),
+            "{path}"
+        );
         let body = r.json();
         assert_eq!(body["status"], 400);
         let detail = body["detail"].as_str().unwrap_or_default();

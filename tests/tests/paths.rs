@@ -80,7 +80,11 @@ fn corpus(target: &str) -> Vec<String> {
     let segments: Vec<&str> = target.trim_start_matches('/').split('/').collect();
     let first = segments[0];
     let rest = segments[1..].join("/");
-    let tail = if rest.is_empty() { String::new() } else { format!("/{rest}") };
+    let tail = if rest.is_empty() {
+        String::new()
+    } else {
+        format!("/{rest}")
+    };
     let f0 = &first[..1];
     let f_rest = &first[1..];
     let joined = |sep: &str| segments.join(sep);
@@ -124,8 +128,14 @@ fn corpus(target: &str) -> Vec<String> {
         format!("/z%c0%af..%c0%af{}", joined("%c0%af")),
         format!("/{}", joined("%EF%BC%8F")),
         format!("/z/%EF%BC%8E%EF%BC%8E/{}", joined("/")),
-        format!("/{}{f_rest}{tail}", encode_all(&fullwidth(f0.chars().next().unwrap_or('a')), false)),
-        format!("/{}{f_rest}{tail}", fullwidth(f0.chars().next().unwrap_or('a'))),
+        format!(
+            "/{}{f_rest}{tail}",
+            encode_all(&fullwidth(f0.chars().next().unwrap_or('a')), false)
+        ),
+        format!(
+            "/{}{f_rest}{tail}",
+            fullwidth(f0.chars().next().unwrap_or('a'))
+        ),
         format!("{target}?x=1"),
         format!("{target}#frag"),
         format!("{target}/."),
@@ -235,15 +245,24 @@ fn differential(allow_all_forms: bool, envoy_normalizes: bool) {
             ("x-backend", r.name.as_bytes()),
             ("authorization", token.as_bytes()),
         ];
-        for (path, handler) in [("/private/data", "private"), ("/t/x/data", "tenant_x"), ("/shop", "other")] {
+        for (path, handler) in [
+            ("/private/data", "private"),
+            ("/t/x/data", "tenant_x"),
+            ("/shop", "other"),
+        ] {
             let resp = meshware_e2e::http::send(s.port, "GET", path, &h, b"").expect("request");
-            let report = served(&resp.body).unwrap_or_else(|| panic!("{}: {}", r.name, resp.text()));
+            let report =
+                served(&resp.body).unwrap_or_else(|| panic!("{}: {}", r.name, resp.text()));
             assert_eq!(report["handler"], handler, "{} {path}", r.name);
         }
     }
     // The rate-limited route's one token is spent.
-    let spent = meshware_e2e::http::get(s.port, "/fast", &[("x-backend", "flask")]).expect("request");
-    assert_eq!(served(&spent.body).map(|v| v["handler"].clone()), Some(json!("fast")));
+    let spent =
+        meshware_e2e::http::get(s.port, "/fast", &[("x-backend", "flask")]).expect("request");
+    assert_eq!(
+        served(&spent.body).map(|v| v["handler"].clone()),
+        Some(json!("fast"))
+    );
 
     let mut violations = Vec::new();
     let mut sent = 0;
@@ -311,7 +330,22 @@ fn without_the_filters_the_corpus_reaches_every_guarded_handler() {
 #[test]
 fn the_corpus_holds_every_class_of_confusion() {
     let c = corpus("/debug/pprof");
-    for needle in [";", "%2f", "%2F", "%5C", "\\", "%252F", "%2e%2e", "%c0%ae", "%EF%BC%8F", "//", "/./", "..", "http://", "%64"] {
+    for needle in [
+        ";",
+        "%2f",
+        "%2F",
+        "%5C",
+        "\\",
+        "%252F",
+        "%2e%2e",
+        "%c0%ae",
+        "%EF%BC%8F",
+        "//",
+        "/./",
+        "..",
+        "http://",
+        "%64",
+    ] {
         assert!(c.iter().any(|p| p.contains(needle)), "{needle}");
     }
 }

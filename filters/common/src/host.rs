@@ -1237,7 +1237,9 @@ fn strip_or_receive(
         // A later concern of the suite: the shared read kept the credentials.
         return OwnedHeaders::Unchanged;
     }
-    let mark = hostcalls::get_property(vec![FIRST_FILTER_KEY]).ok().flatten();
+    let mark = hostcalls::get_property(vec![FIRST_FILTER_KEY])
+        .ok()
+        .flatten();
     shared_headers::set_first_done(context_id);
     if let Some(mark) = mark {
         let handed = crate::request::handed(&String::from_utf8_lossy(&mark));
@@ -1741,7 +1743,8 @@ impl<F: HttpFilter> Stage for Stream<F> {
             refuse(&compiled, slot, refusal);
             return Action::Pause;
         }
-        let owned_headers = strip_or_receive(self.context_id, profile.request_policy(slot), headers);
+        let owned_headers =
+            strip_or_receive(self.context_id, profile.request_policy(slot), headers);
         let adjusted;
         let headers = match &owned_headers {
             OwnedHeaders::Unchanged => headers,
