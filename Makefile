@@ -34,7 +34,7 @@ WASM_OUT       := target/$(WASM_TARGET)/$(WASM_PROFILE)
 SUITE_PROFILE  := wasm-suite
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup build build-test-panic build-counting run soak bench bench-tools bench-hostcalls bench-instructions bench-time profile-vm dashboard-picture fuzz test test-compat fmt-check clippy unit wasm-test e2e e2e-suite check-config istio oci istio-check clean
+.PHONY: help setup test-routers build build-test-panic build-counting run soak bench bench-tools bench-hostcalls bench-instructions bench-time profile-vm dashboard-picture fuzz test test-compat fmt-check clippy unit wasm-test e2e e2e-suite check-config istio oci istio-check clean
 
 help:
 	@echo "make setup | build | run | test | test-compat | bench | bench-hostcalls | bench-instructions | bench-time | profile-vm | soak | fuzz | check-config PROFILE=file.json | istio | oci | clean"
@@ -196,7 +196,25 @@ bench: build bench-tools
 	@$(VENV)/bin/python -c 'import matplotlib' 2>/dev/null || $(VENV)/bin/pip install --quiet matplotlib
 	$(VENV)/bin/python tests/bench_chart.py
 
-test: setup fmt-check clippy unit wasm-test istio-check build build-test-panic e2e e2e-suite
+test: setup test-routers fmt-check clippy unit wasm-test istio-check build build-test-panic e2e e2e-suite
+
+## test-routers: the real routers the differential path test puts behind
+## Envoy (tests/routers): nginx (Debian), Flask (PyPI), Express (npm, from
+## the lock file).
+NGINX_BIN ?= /usr/sbin/nginx
+export NGINX_BIN
+test-routers: $(VENV)/.deps-$(ENVOY_VERSION)-3 $(NGINX_BIN) tests/routers/express/node_modules/.installed
+	@$(VENV)/bin/python -c 'import flask' 2>/dev/null || $(VENV)/bin/pip install --quiet 'flask==3.1.3'
+
+$(NGINX_BIN):
+	@command -v apt-get >/dev/null || { echo "install Debian's nginx-light package (NGINX_BIN=$@)"; exit 1; }
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nginx-light
+
+tests/routers/express/node_modules/.installed: tests/routers/express/package-lock.json
+	@command -v npm >/dev/null || { echo "node and npm are required for the Express router (apt-get install nodejs npm)"; exit 1; }
+	cd tests/routers/express && npm ci --no-audit --no-fund --silent
+	@touch $@
 
 fmt-check:
 	cargo fmt --all -- --check

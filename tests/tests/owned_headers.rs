@@ -21,7 +21,11 @@ const BY_SECTION: &[(&str, &[&str])] = &[
     ("canary", &["x-route-version"]),
     (
         "circuit_breaker",
-        &["x-envoy-max-retries", "x-envoy-upstream-rq-timeout-ms", "x-envoy-retry-on"],
+        &[
+            "x-envoy-max-retries",
+            "x-envoy-upstream-rq-timeout-ms",
+            "x-envoy-retry-on",
+        ],
     ),
 ];
 
@@ -50,9 +54,16 @@ fn no_filter_alone_lets_a_client_set_an_owned_header() {
         // The default tenant (public), a path no rule of it guards.
         let r = s.get("/shop", &headers);
         assert_eq!(r.status, 200, "{filter}: {}", r.text());
-        let seen = s.echo.last().unwrap_or_else(|| panic!("{filter}: nothing upstream"));
+        let seen = s
+            .echo
+            .last()
+            .unwrap_or_else(|| panic!("{filter}: nothing upstream"));
         for h in &owned {
-            assert_ne!(seen.header(h), Some(SPOOF), "{filter} let the client's {h} through");
+            assert_ne!(
+                seen.header(h),
+                Some(SPOOF),
+                "{filter} let the client's {h} through"
+            );
         }
         assert_eq!(seen.header("x-not-owned"), Some(SPOOF), "{filter}");
     }
@@ -65,11 +76,25 @@ fn the_admin_token_never_reaches_the_upstream_even_where_the_guard_is_off() {
         "\"endpoint_guard\": {\"enabled\": false, ",
     );
     assert!(profile.contains("\"enabled\": false, "));
-    for filters in [&["endpoint_guard"][..], &["trace_context", "endpoint_guard"], &["cors"]] {
+    for filters in [
+        &["endpoint_guard"][..],
+        &["trace_context", "endpoint_guard"],
+        &["cors"],
+    ] {
         let s = Suite::start(&profile, filters);
-        let r = s.get("/debug/pprof", &[("host", "shop.acme.example"), ("x-admin-token", "demo-acme-admin-token-change-me")]);
+        let r = s.get(
+            "/debug/pprof",
+            &[
+                ("host", "shop.acme.example"),
+                ("x-admin-token", "demo-acme-admin-token-change-me"),
+            ],
+        );
         assert_eq!(r.status, 200, "{filters:?}: the guard is off");
-        assert_eq!(s.echo.last().unwrap().header("x-admin-token"), None, "{filters:?}");
+        assert_eq!(
+            s.echo.last().unwrap().header("x-admin-token"),
+            None,
+            "{filters:?}"
+        );
     }
 }
 
@@ -80,7 +105,10 @@ fn a_concern_without_a_section_does_nothing_in_its_module_as_in_the_suite() {
     // concerns) does; owned headers are still stripped.
     let profile = r#"{"tenancy": {"default": "t"}, "tenants": {"t": {"cors": {"allow_origins": ["https://a.example"]}}}}"#;
     let s = Suite::start(profile, &["security_headers"]);
-    s.echo.script("/", meshware_e2e::echo::Canned::new(200, b"ok").header("server", "backend/1"));
+    s.echo.script(
+        "/",
+        meshware_e2e::echo::Canned::new(200, b"ok").header("server", "backend/1"),
+    );
     let r = s.get("/x", &[("x-tenant-id", SPOOF)]);
     assert_eq!(r.status, 200);
     assert_eq!(r.header("strict-transport-security"), None);
@@ -105,11 +133,23 @@ fn method_overrides_are_stripped_unless_the_tenant_checks_them() {
     let h: Vec<(&str, &[u8])> = vec![("x-http-method-override", b"DELETE")];
     let r = s.send("POST", "/orders/1", &h, b"");
     assert_eq!(r.status, 200);
-    assert_eq!(s.echo.last().unwrap().header("x-http-method-override"), None);
-    let h: Vec<(&str, &[u8])> = vec![("host", b"check.example"), ("x-http-method-override", b"DELETE")];
+    assert_eq!(
+        s.echo.last().unwrap().header("x-http-method-override"),
+        None
+    );
+    let h: Vec<(&str, &[u8])> = vec![
+        ("host", b"check.example"),
+        ("x-http-method-override", b"DELETE"),
+    ];
     let r = s.send("POST", "/orders/1", &h, b"");
     assert_eq!(r.status, 405, "{}", r.text());
-    let h: Vec<(&str, &[u8])> = vec![("host", b"check.example"), ("x-http-method-override", b"GET")];
+    let h: Vec<(&str, &[u8])> = vec![
+        ("host", b"check.example"),
+        ("x-http-method-override", b"GET"),
+    ];
     assert_eq!(s.send("POST", "/orders/1", &h, b"").status, 200);
-    assert_eq!(s.echo.last().unwrap().header("x-http-method-override"), Some("GET"));
+    assert_eq!(
+        s.echo.last().unwrap().header("x-http-method-override"),
+        Some("GET")
+    );
 }
