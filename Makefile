@@ -34,7 +34,7 @@ WASM_OUT       := target/$(WASM_TARGET)/$(WASM_PROFILE)
 SUITE_PROFILE  := wasm-suite
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup test-routers build build-test-panic build-counting run soak bench bench-tools bench-hostcalls bench-instructions bench-time profile-vm dashboard-picture fuzz test test-compat fmt-check clippy unit wasm-test e2e e2e-suite check-config istio oci istio-check clean
+.PHONY: help setup test-routers istio-crds build build-test-panic build-counting run soak bench bench-tools bench-hostcalls bench-instructions bench-time profile-vm dashboard-picture fuzz test test-compat fmt-check clippy unit wasm-test e2e e2e-suite check-config istio oci istio-check clean
 
 help:
 	@echo "make setup | build | run | test | test-compat | bench | bench-hostcalls | bench-instructions | bench-time | profile-vm | soak | fuzz | check-config PROFILE=file.json | istio | oci | clean"
@@ -280,9 +280,19 @@ istio: build
 oci: build
 	cargo run --quiet -p meshware-cli -- oci --wasm-dir $(DIST) --tag $(TAG) --out $(DIST)/oci
 
-## istio-check: every manifest in istio/ against Istio's CRD schemas.
-istio-check:
+## istio-check: every manifest in istio/ against Istio's CRD schemas
+## (tests/istio-crds/, test data from istio/api).
+istio-check: $(VENV)/.deps-$(ENVOY_VERSION)-3
 	$(VENV)/bin/python tests/istio_schema.py
+
+## istio-crds: refreshes tests/istio-crds/ from a checkout of istio/api
+## (ISTIO_API=/path/to/istio/api), recording its revision.
+istio-crds:
+	@test -n "$(ISTIO_API)" || { echo "usage: make istio-crds ISTIO_API=/path/to/istio/api"; exit 2; }
+	cp $(ISTIO_API)/kubernetes/customresourcedefinitions.gen.yaml $(ISTIO_API)/LICENSE tests/istio-crds/
+	@rev=$$(git -C $(ISTIO_API) rev-parse HEAD); day=$$(git -C $(ISTIO_API) log -1 --format=%cs); \
+	  sed -i -E "s/\`[0-9a-f]{40}\` \([0-9-]+\)/\`$$rev\` ($$day)/" tests/istio-crds/README.md; \
+	  echo "tests/istio-crds: istio/api $$rev ($$day)"
 
 clean:
 	cargo clean

@@ -1,9 +1,8 @@
 """Validates every manifest in istio/ against Istio's CRD schemas
-(../shared/istio-crds by default, ISTIO_CRDS overrides). Exit 1 on any problem."""
+(tests/istio-crds/ by default, ISTIO_CRDS overrides). Exit 1 on any problem."""
 import glob
 import os
 import re
-import subprocess
 import sys
 
 import jsonschema
@@ -12,40 +11,12 @@ import yaml
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-CRD_PATH = os.path.join("shared", "istio-crds", "customresourcedefinitions.gen.yaml")
-
-
-def find_crds():
-    """ISTIO_CRDS, else ../shared/istio-crds next to this checkout or any of
-    its parents, else next to the checkout it was cloned from (a clone in
-    /tmp of /work/main finds /work/shared). None when nowhere."""
-    if os.environ.get("ISTIO_CRDS"):
-        return os.environ["ISTIO_CRDS"]
-    bases = []
-    here = root
-    while True:
-        bases.append(os.path.dirname(here))
-        if os.path.dirname(here) == here:
-            break
-        here = os.path.dirname(here)
-    try:
-        origin = subprocess.run(["git", "-C", root, "remote", "get-url", "origin"],
-                                capture_output=True, text=True, check=False).stdout.strip()
-        if origin and os.path.isdir(origin):
-            bases.append(os.path.dirname(os.path.abspath(origin)))
-    except OSError:
-        pass
-    for base in bases:
-        candidate = os.path.join(base, CRD_PATH)
-        if os.path.exists(candidate):
-            return os.path.normpath(candidate)
-    return None
-
-
-crd_file = find_crds()
-if crd_file is None:
-    sys.exit("Istio CRD schemas not found: expected ../shared/istio-crds/ next to this checkout "
-             "or the one it was cloned from (or set ISTIO_CRDS)")
+# Istio's CRD bundle, kept in the repository as test data (tests/istio-crds/
+# says where it comes from and how to refresh it); ISTIO_CRDS overrides it.
+crd_file = os.environ.get("ISTIO_CRDS") or os.path.join(
+    root, "tests", "istio-crds", "customresourcedefinitions.gen.yaml")
+if not os.path.exists(crd_file):
+    sys.exit(f"Istio CRD schemas not found at {crd_file} (make istio-crds refreshes them)")
 
 
 def without_k8s_extensions(node):

@@ -288,6 +288,7 @@ fn parse_shared<'a>(root: &'a Value, errors: &mut ConfigErrors) -> Option<Shared
     // boundary, ignoring case (`/T/x/` is tenant x's path to a
     // case-insensitive backend).
     let mut path_prefixes = Vec::new();
+    let mut prefix_keys = Vec::new();
     if let Some(v) = tenancy_map.get("path_prefixes") {
         if let Some(map) = as_object(v, "tenancy.path_prefixes", errors) {
             for (prefix, tenant) in map {
@@ -297,6 +298,7 @@ fn parse_shared<'a>(root: &'a Value, errors: &mut ConfigErrors) -> Option<Shared
                     Ok(pattern) => {
                         if let Some(slot) = slot {
                             path_prefixes.push((pattern, slot));
+                            prefix_keys.push(prefix.clone());
                         }
                     }
                     Err(msg) => errors.push(p, msg),
@@ -306,13 +308,10 @@ fn parse_shared<'a>(root: &'a Value, errors: &mut ConfigErrors) -> Option<Shared
     }
     let path_prefixes = PathRules::new(path_prefixes);
     for (earlier, later) in path_prefixes.shadowed(|_, _| true) {
-        let name = |i: usize| path_prefixes.iter().nth(i).map_or("", |(p, _)| p.prefix());
+        let key = |i: usize| prefix_keys.get(i).map_or("", String::as_str);
         errors.push(
-            "tenancy.path_prefixes",
-            format!(
-                "prefixes #{earlier} and #{later} are the same path ({}): the second can never apply",
-                name(later)
-            ),
+            join("tenancy.path_prefixes", key(later)),
+            format!("the same path as \"{}\": it can never apply", key(earlier)),
         );
     }
 
