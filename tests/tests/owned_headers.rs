@@ -15,7 +15,8 @@ const ALWAYS: &[&str] = &[
     "x-method-override",
 ];
 
-/// Owned because a section of the example profile sets them.
+/// Owned because a section of the example tenant umbrella (its own, or
+/// `defaults`) sets them.
 const BY_SECTION: &[(&str, &[&str])] = &[
     ("jwt_auth", &["x-user-id", "x-user-group"]),
     ("canary", &["x-route-version"]),
@@ -51,7 +52,11 @@ fn no_filter_alone_lets_a_client_set_an_owned_header() {
         let owned = owned_for(filter);
         let mut headers: Vec<(&str, &str)> = owned.iter().map(|h| (*h, SPOOF)).collect();
         headers.push(("x-not-owned", SPOOF));
-        // The default tenant (public), a path no rule of it guards.
+        // Tenant umbrella (jwt_auth with a valid token), a path no rule
+        // of it guards.
+        let bearer = format!("Bearer {}", meshware_e2e::jwt_token("valid RS256"));
+        headers.push(("host", "api.umbrella.example"));
+        headers.push(("authorization", bearer.as_str()));
         let r = s.get("/shop", &headers);
         assert_eq!(r.status, 200, "{filter}: {}", r.text());
         let seen = s

@@ -443,35 +443,6 @@ fn request_policies(shared: &Shared<'_>, errors: &mut ConfigErrors) -> Vec<Reque
             crate::request::credential_headers(Some(sections), shared.defaults);
         policies.push(policy);
     }
-    // A header one tenant's filters set is meshware's for every tenant: a
-    // client must not send another tenant's upstream what looks like its
-    // identity or routing headers.
-    let mut all_owned: Vec<String> = Vec::new();
-    let mut all_credentials: Vec<String> = Vec::new();
-    for p in &policies {
-        for h in &p.owned_headers {
-            if !all_owned.contains(h)
-                && !crate::request::METHOD_OVERRIDE_HEADERS.contains(&h.as_str())
-            {
-                all_owned.push(h.clone());
-            }
-        }
-        for h in &p.credential_headers {
-            if !all_credentials.contains(h) {
-                all_credentials.push(h.clone());
-            }
-        }
-    }
-    for p in policies.iter_mut() {
-        let overrides = p
-            .owned_headers
-            .iter()
-            .filter(|h| crate::request::METHOD_OVERRIDE_HEADERS.contains(&h.as_str()))
-            .cloned()
-            .collect::<Vec<_>>();
-        p.owned_headers = all_owned.iter().cloned().chain(overrides).collect();
-        p.credential_headers = all_credentials.clone();
-    }
     let other = policies
         .get(shared.tenancy.default_slot)
         .cloned()
