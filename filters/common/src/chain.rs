@@ -362,9 +362,15 @@ impl SuiteRoot {
             }
         }
         if enabled.is_empty() && errors.is_empty() {
-            // No concern configured: the shared parts must still be valid.
-            if let Err(e) = crate::profile::compile(config, "", |_| ()) {
-                errors.merge(e);
+            // No concern configured: the first one still runs, inactive, for
+            // what every meshware filter does (path checks, owned headers);
+            // its configure validates the shared parts.
+            if let Some(concern) = self.concerns.first() {
+                let mut root = (concern.make)(self.context_id);
+                match root.configure(config) {
+                    Ok(()) => stages.push(root),
+                    Err(e) => errors.merge(e),
+                }
             }
         }
         if !errors.is_empty() {
