@@ -10,8 +10,31 @@ pub struct Upstream {
     /// An IP address or a DNS name (then the cluster resolves it).
     pub address: String,
     pub port: u16,
-    /// `true`: the cluster speaks HTTP/2 (gRPC backends); else HTTP/1.1.
-    pub http2: bool,
+    pub protocol: Protocol,
+}
+
+/// What the proxy speaks to an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.1 only (the demo's and the tests' echo).
+    Http1,
+    /// HTTP/2 without TLS (h2c): gRPC-only backends.
+    Http2,
+    /// What the client spoke: HTTP/2 (every gRPC client) stays HTTP/2,
+    /// HTTP/1.1 stays HTTP/1.1. Services that serve gRPC and plain HTTP
+    /// on one port (Go, Kratos, grpc-gateway) need this; the CLI's default.
+    Downstream,
+}
+
+impl Protocol {
+    pub fn parse(text: &str) -> Result<Protocol, String> {
+        match text {
+            "http1" => Ok(Protocol::Http1),
+            "http2" | "h2c" => Ok(Protocol::Http2),
+            "downstream" => Ok(Protocol::Downstream),
+            _ => Err(format!("expected http1, http2 or downstream, not {text}")),
+        }
+    }
 }
 
 impl Upstream {
@@ -21,7 +44,7 @@ impl Upstream {
             name: name.to_string(),
             address: "127.0.0.1".to_string(),
             port,
-            http2: false,
+            protocol: Protocol::Http1,
         }
     }
 
@@ -41,7 +64,7 @@ impl Upstream {
             name: name.to_string(),
             address: host.to_string(),
             port,
-            http2: false,
+            protocol: Protocol::Http1,
         })
     }
 }
@@ -75,6 +98,14 @@ pub struct BootstrapParams {
     /// Answer every request from the route itself (`200 ok`) instead of an
     /// upstream: the benchmark measures the proxy, not the upstream.
     pub direct_response: bool,
+    /// gRPC calls (`content-type: application/grpc*`) get routes of their
+    /// own whose timeout is the client's `grpc-timeout`, at most this long
+    /// (none without one: gRPC's "no deadline"), instead of the 15 s route
+    /// timeout of plain HTTP requests.
+    pub grpc_timeout_max_s: u64,
+    /// Envoy's `grpc_web` filter first in the chain: gRPC-Web calls from
+    /// browsers reach the filters and the upstream as gRPC.
+    pub grpc_web: bool,
 }
 
 impl BootstrapParams {
@@ -98,6 +129,8 @@ impl BootstrapParams {
             profile,
             access_log_path: "/dev/stdout".into(),
             direct_response: false,
+            grpc_timeout_max_s: DEFAULT_GRPC_TIMEOUT_MAX_S,
+            grpc_web: false,
         }
     }
 
@@ -148,9 +181,11 @@ pub fn from_args(args: &[String]) -> Result<(Value, Vec<String>), String> {
     let mut admin_port = 9901u16;
     let mut default_upstream = Upstream::local("echo", 8080);
     let mut versions: Vec<(String, Upstream)> = Vec::new();
-    let mut http2 = false;
+    let mut protocol = Protocol::Downstream;
     let mut access_log = None;
     let mut filters = None;
+    let mut grpc_timeout_max_s = DEFAULT_GRPC_TIMEOUT_MAX_S;
+    let mut grpc_web = false;
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -176,13 +211,21 @@ pub fn from_args(args: &[String]) -> Result<(Value, Vec<String>), String> {
                 None => default_upstream = Upstream::parse("echo", value)?,
             },
             "--upstream-protocol" => {
-                http2 = match value.as_str() {
-                    "http1" => false,
-                    "http2" => true,
-                    _ => return Err(format!("{flag}: expected http1 or http2, not {value}")),
-                }
+                protocol = Protocol::parse(value).map_err(|e| format!("{flag}: {e}"))?;
             }
             "--access-log" => access_log = Some(value.clone()),
+            "--grpc-timeout-max" => {
+                grpc_timeout_max_s = value
+                    .parse::<u64>()
+                    .map_err(|_| format!("{flag}: not a number of seconds: {value}"))?
+            }
+            "--grpc-web" => {
+                grpc_web = match value.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err(format!("{flag}: expected on or off, not {value}")),
+                }
+            }
             "--filters" => filters = Some(crate::parse_filters(value)?),
             _ => return Err(format!("unknown option {flag}")),
         }
@@ -198,11 +241,11 @@ pub fn from_args(args: &[String]) -> Result<(Value, Vec<String>), String> {
     let profile = String::from_utf8(json).map_err(|_| "profile is not UTF-8".to_string())?;
     let mut params = BootstrapParams::suite(listen.1, admin_port, 0, wasm_dir, profile.clone());
     params.listen_address = listen.0;
-    default_upstream.http2 = http2;
+    default_upstream.protocol = protocol;
     params.upstreams = vec![default_upstream];
     let mut warnings = Vec::new();
     for (version, mut upstream) in versions {
-        upstream.http2 = http2;
+        upstream.protocol = protocol;
         if !params.route_version(&profile, &version, upstream) {
             return Err(format!(
                 "--upstream {version}=...: no tenant of the profile has a canary version \"{version}\""
@@ -224,11 +267,16 @@ pub fn from_args(args: &[String]) -> Result<(Value, Vec<String>), String> {
     if let Some(path) = access_log {
         params.access_log_path = path;
     }
+    params.grpc_timeout_max_s = grpc_timeout_max_s;
+    params.grpc_web = grpc_web;
     if let Some(filters) = filters {
         params.filters = filters;
     }
     Ok((render(&params), warnings))
 }
+
+/// The longest `grpc-timeout` the rendered routes honour (`--grpc-timeout-max`).
+pub const DEFAULT_GRPC_TIMEOUT_MAX_S: u64 = 300;
 
 /// The single module with every concern (`dist/suite.wasm`), usable in
 /// `BootstrapParams::filters` instead of the separate modules.
@@ -272,29 +320,45 @@ pub fn wasm_filter_with_code(name: &str, code: Value, profile: &str) -> Value {
 }
 
 fn cluster(up: &Upstream) -> Value {
-    let is_ip = up.address.parse::<std::net::IpAddr>().is_ok();
-    let mut c = static_cluster(&up.name, up.port);
-    c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
-        ["socket_address"]["address"] = json!(up.address);
-    if !is_ip {
-        c["type"] = json!("STRICT_DNS");
+    let mut c = cluster_at(&up.name, &up.address, up.port);
+    let Some(fields) = c.as_object_mut() else {
+        return c;
+    };
+    if up.address.parse::<std::net::IpAddr>().is_err() {
+        fields.insert("type".into(), json!("STRICT_DNS"));
         // `localhost` and dual-stack names: the address the upstream most
         // likely listens on, IPv6 when there is no IPv4 one.
-        c["dns_lookup_family"] = json!("V4_PREFERRED");
+        fields.insert("dns_lookup_family".into(), json!("V4_PREFERRED"));
     }
-    if up.http2 {
-        c["typed_extension_protocol_options"] = json!({
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http2_protocol_options": {}}
-            }
-        });
+    let http = match up.protocol {
+        Protocol::Http1 => None,
+        Protocol::Http2 => Some(json!({"explicit_http_config": {"http2_protocol_options": {}}})),
+        Protocol::Downstream => Some(json!({"use_downstream_protocol_config": {
+            "http_protocol_options": {}, "http2_protocol_options": {}
+        }})),
+    };
+    if let Some(mut http) = http {
+        if let Some(o) = http.as_object_mut() {
+            o.insert(
+                "@type".into(),
+                json!("type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"),
+            );
+        }
+        fields.insert(
+            "typed_extension_protocol_options".into(),
+            json!({"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": http}),
+        );
     }
     c
 }
 
 /// A plain HTTP/1.1 cluster of one endpoint on 127.0.0.1.
 pub fn static_cluster(name: &str, port: u16) -> Value {
+    cluster_at(name, "127.0.0.1", port)
+}
+
+/// A STATIC HTTP/1.1 cluster of one endpoint.
+fn cluster_at(name: &str, address: &str, port: u16) -> Value {
     json!({
         "name": name,
         "type": "STATIC",
@@ -302,7 +366,7 @@ pub fn static_cluster(name: &str, port: u16) -> Value {
         "load_assignment": {
             "cluster_name": name,
             "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
-                "socket_address": {"address": "127.0.0.1", "port_value": port}
+                "socket_address": {"address": address, "port_value": port}
             }}}]}]
         }
     })
@@ -378,17 +442,21 @@ pub fn render(p: &BootstrapParams) -> Value {
         "name": "envoy.filters.http.router",
         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
     }));
-    let mut routes: Vec<Value> = p
-        .header_routes
-        .iter()
-        .map(|r| {
-            json!({
-                "name": format!("{}-{}", r.cluster, r.value),
-                "match": {"prefix": "/", "headers": [{"name": r.header, "string_match": {"exact": r.value}}]},
-                "route": {"cluster": r.cluster}
-            })
-        })
-        .collect();
+    let grpc_action = |cluster: &str| {
+        json!({"cluster": cluster, "timeout": "0s",
+               "max_stream_duration": {"grpc_timeout_header_max": format!("{}s", p.grpc_timeout_max_s)}})
+    };
+    let mut routes: Vec<Value> = Vec::new();
+    for r in &p.header_routes {
+        let headers = json!([{"name": r.header, "string_match": {"exact": r.value}}]);
+        let name = format!("{}-{}", r.cluster, r.value);
+        routes.push(json!({"name": format!("{name}-grpc"),
+            "match": {"prefix": "/", "grpc": {}, "headers": headers}, "route": grpc_action(&r.cluster)}));
+        routes.push(
+            json!({"name": name, "match": {"prefix": "/", "headers": headers},
+            "route": {"cluster": r.cluster}}),
+        );
+    }
     let default_cluster = p
         .upstreams
         .first()
@@ -399,8 +467,18 @@ pub fn render(p: &BootstrapParams) -> Value {
             "direct_response": {"status": 200, "body": {"inline_string": "ok\n"}}}));
     } else {
         routes.push(
+            json!({"name": "default-grpc", "match": {"prefix": "/", "grpc": {}},
+            "route": grpc_action(default_cluster)}),
+        );
+        routes.push(
             json!({"name": "default", "match": {"prefix": "/"}, "route": {"cluster": default_cluster}}),
         );
+    }
+    if p.grpc_web {
+        http_filters.insert(0, json!({
+            "name": "envoy.filters.http.grpc_web",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_web.v3.GrpcWeb"}
+        }));
     }
     // The suite module logs when the profile configures the access-log concern.
     let suite_logs = p.filters.iter().any(|f| f == SUITE)
@@ -473,6 +551,16 @@ mod tests {
         let u = Upstream::parse("x", "shop.default.svc:8080").unwrap();
         let c = cluster(&u);
         assert_eq!(c["type"], "STRICT_DNS");
+        assert!(c.get("typed_extension_protocol_options").is_none());
+        let mixed = Upstream {
+            protocol: Protocol::Downstream,
+            ..u
+        };
+        let options = &cluster(&mixed)["typed_extension_protocol_options"]
+            ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
+        assert!(options["use_downstream_protocol_config"]["http2_protocol_options"].is_object());
+        assert_eq!(Protocol::parse("h2c"), Ok(Protocol::Http2));
+        assert!(Protocol::parse("http3").is_err());
         for bad in ["nohost", ":80", "h:99999", "h:x"] {
             assert!(Upstream::parse("x", bad).is_err(), "{bad}");
         }
@@ -495,20 +583,33 @@ mod tests {
             wasm_dir: "/d".into(),
             filters: vec!["trace_context".into()],
             profile: "{\"x\":1}".into(),
+            grpc_timeout_max_s: DEFAULT_GRPC_TIMEOUT_MAX_S,
+            grpc_web: true,
         });
         let hcm = &v["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
             ["typed_config"];
         let filters = hcm["http_filters"].as_array().unwrap();
         let routes = &hcm["route_config"]["virtual_hosts"][0]["routes"];
-        assert_eq!(routes[0]["match"]["headers"][0]["name"], "x-v");
+        // Each route has a gRPC twin first: the client's deadline as timeout.
+        assert_eq!(routes[0]["match"]["grpc"], json!({}));
         assert_eq!(routes[0]["route"]["cluster"], "canary");
-        assert_eq!(routes[1]["route"]["cluster"], "echo");
-        assert_eq!(filters[0]["name"], "meshware.trace_context");
+        assert_eq!(routes[0]["route"]["timeout"], "0s");
+        assert_eq!(
+            routes[0]["route"]["max_stream_duration"]["grpc_timeout_header_max"],
+            "300s"
+        );
+        assert_eq!(routes[1]["match"]["headers"][0]["name"], "x-v");
+        assert_eq!(routes[1]["route"]["cluster"], "canary");
+        assert!(routes[1]["match"].get("grpc").is_none());
+        assert_eq!(routes[2]["route"]["cluster"], "echo");
+        assert_eq!(routes[3]["route"]["cluster"], "echo");
+        assert_eq!(filters[0]["name"], "envoy.filters.http.grpc_web");
+        assert_eq!(filters[1]["name"], "meshware.trace_context");
         assert_eq!(hcm["normalize_path"], true);
         assert_eq!(hcm["merge_slashes"], true);
         assert_eq!(hcm["path_with_escaped_slashes_action"], "REJECT_REQUEST");
-        assert_eq!(filters[1]["name"], "envoy.filters.http.router");
-        let cfg = &filters[0]["typed_config"]["config"];
+        assert_eq!(filters[2]["name"], "envoy.filters.http.router");
+        let cfg = &filters[1]["typed_config"]["config"];
         assert_eq!(cfg["configuration"]["value"], "{\"x\":1}");
         assert_eq!(
             cfg["vm_config"]["code"]["local"]["filename"],

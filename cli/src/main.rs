@@ -11,7 +11,8 @@ const USAGE: &str = "usage:
   meshware bootstrap --profile <profile.json> --wasm-dir <dir>
                      [--listen 127.0.0.1:10000] [--admin-port 9901]
                      [--upstream host:port] [--upstream <version>=host:port]...
-                     [--upstream-protocol http1|http2] [--access-log /dev/stdout]
+                     [--upstream-protocol downstream|http1|http2] [--access-log /dev/stdout]
+                     [--grpc-timeout-max 300] [--grpc-web on|off]
                      [--filters a,b,... | --filters suite]
   meshware istio --profile <profile.json> [--namespace default] [--selector app=shop]
                  [--image oci://registry/meshware] [--tag 0.1.0] [--wasm-dir dist]

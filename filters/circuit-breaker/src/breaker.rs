@@ -79,7 +79,7 @@ fn reject<'s>(
                 ("x-circuit-state", state.label().to_string()),
             ],
             body: Cow::Borrowed(s.fallback_body.as_bytes()),
-            owned_headers: Vec::new(),
+            ..LocalReply::default()
         }),
         outcomes,
         ..Decision::default()
@@ -138,6 +138,10 @@ pub fn on_request<'s>(
                 reply
                     .headers
                     .push(("x-circuit-state", "bulkhead-full".to_string()));
+                // The tenant's share of concurrency is used up, a quota
+                // like a rate limit: clients that retry UNAVAILABLE at once
+                // would only add to the load the bulkhead sheds.
+                reply.grpc_status = Some(meshware_common::grpc::RESOURCE_EXHAUSTED);
             }
             return d;
         }

@@ -1,7 +1,7 @@
 //! The `circuit_breaker` section of the profile.
 
 use meshware_common::path::PathRules;
-use meshware_common::section::read_path_rule;
+use meshware_common::section::{path_rules, read_path_rule};
 use meshware_common::SectionReader;
 
 /// What one circuit covers, besides the tenant.
@@ -86,6 +86,7 @@ fn read_routes(r: &mut SectionReader<'_>) -> PathRules<RouteBudget> {
                     }
                 });
                 Some((
+                    i,
                     pattern?,
                     RouteBudget {
                         name: format!("route{i}"),
@@ -97,17 +98,7 @@ fn read_routes(r: &mut SectionReader<'_>) -> PathRules<RouteBudget> {
             },
         )
         .unwrap_or_default();
-    let routes = PathRules::new(routes);
-    for (earlier, later) in routes.shadowed(|_, _| true) {
-        let at = r.path_of("routes");
-        r.error(
-            at,
-            format!(
-                "routes #{earlier} and #{later} have the same path: the second can never apply"
-            ),
-        );
-    }
-    routes
+    path_rules(r, "routes", "route", routes, |_, _| true)
 }
 
 pub fn parse(r: &mut SectionReader<'_>) -> BreakerSettings {

@@ -73,7 +73,7 @@ pub fn resume(context_id: u32) {
     let Ok(mut c) = chain.try_borrow_mut() else {
         // Never skip the concerns after the held one (identity before
         // authorization): refuse rather than let the request through.
-        let _ = hostcalls::send_http_response(503, Vec::new(), None);
+        crate::host::send_unavailable("suite");
         return;
     };
     let Some(stopped) = c.stopped_at() else {

@@ -56,6 +56,9 @@ pub struct LocalReply<'a> {
     /// Headers whose names are data, not code (a replayed response).
     pub owned_headers: Vec<(String, String)>,
     pub body: Cow<'a, [u8]>,
+    /// The gRPC status a gRPC client gets instead (`crate::grpc`); `None`
+    /// derives it from `status` (`grpc::status_for_http`).
+    pub grpc_status: Option<u8>,
 }
 
 /// Outcome indices (into the filter's `OUTCOMES`) to count for this request.

@@ -238,7 +238,7 @@ fn finish_other<F: HttpFilter>(
                 return;
             }
         }
-        let _ = hostcalls::send_http_response(503, Vec::new(), None);
+        send_unavailable(F::NAME);
         return;
     }
     if act::<F>(compiled, slot, decision, None) {
@@ -1199,10 +1199,13 @@ fn refuse<F: HttpFilter>(compiled: &Compiled<F>, slot: usize, refusal: crate::re
             )
         )
     );
-    let _ = hostcalls::send_http_response(
+    let why = crate::request::OUTCOMES.get(refusal.outcome()).copied();
+    let _ = send_reply(
         400,
-        vec![("content-type", "application/problem+json")],
-        Some(body.as_bytes()),
+        &[("content-type", "application/problem+json")],
+        body.as_bytes(),
+        Some(crate::grpc::INVALID_ARGUMENT),
+        &crate::grpc::message("request", why),
     );
 }
 
@@ -1501,7 +1504,69 @@ fn act_in<F: HttpFilter>(
         .collect();
     let message = format!("local reply {}", reply.status);
     log::debug!("{}", log_line(F::NAME, tenant, request_id, &message));
-    hostcalls::send_http_response(reply.status, reply_headers, Some(&reply.body)).is_ok()
+    if !reply.owned_headers.is_empty() {
+        // A stored response replayed as it was (idempotency).
+        return hostcalls::send_local_reply(reply.status, &reply_headers, &reply.body, -1).is_ok();
+    }
+    let labels = outcome_labels::<F>(compiled, slot, decision.outcomes);
+    let why = (!labels.is_empty()).then_some(labels.as_str());
+    send_reply(
+        reply.status,
+        &reply_headers,
+        &reply.body,
+        reply.grpc_status,
+        &crate::grpc::message(F::NAME, why),
+    )
+}
+
+/// Whether the request being answered is a gRPC call: read only when a
+/// reply is sent, so a request that passes pays nothing for it.
+fn grpc_request() -> bool {
+    hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, "content-type")
+        .ok()
+        .flatten()
+        .is_some_and(|v| std::str::from_utf8(&v).is_ok_and(crate::grpc::is_grpc))
+}
+
+/// Sends a local reply. A gRPC client gets it as a gRPC status
+/// (`grpc_status`, or derived from `status`), `grpc_message` as the
+/// `grpc-message` and the headers as metadata, never Envoy's generic
+/// HTTP-to-gRPC mapping. Returns whether the host took it.
+pub(crate) fn send_reply(
+    status: u32,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    grpc_status: Option<u8>,
+    grpc_message: &str,
+) -> bool {
+    if grpc_request() {
+        let code = grpc_status.unwrap_or_else(|| crate::grpc::status_for_http(status));
+        let metadata: Vec<(&str, &str)> = headers
+            .iter()
+            .filter(|(k, _)| crate::grpc::is_metadata(k))
+            .copied()
+            .collect();
+        return hostcalls::send_local_reply(
+            status,
+            &metadata,
+            grpc_message.as_bytes(),
+            i32::from(code),
+        )
+        .is_ok();
+    }
+    hostcalls::send_local_reply(status, headers, body, -1).is_ok()
+}
+
+/// The answer when a filter cannot decide (fail closed): 503, to a gRPC
+/// client `UNAVAILABLE`.
+pub(crate) fn send_unavailable(filter: &str) {
+    let _ = send_reply(
+        503,
+        &[],
+        b"",
+        Some(crate::grpc::UNAVAILABLE),
+        &crate::grpc::message(filter, Some("unavailable")),
+    );
 }
 
 impl<F: HttpFilter> Stream<F> {
@@ -1596,7 +1661,7 @@ impl<F: HttpFilter> Stream<F> {
         };
         if depth > 2 {
             // A filter that keeps asking for failing callouts: fail closed.
-            let _ = hostcalls::send_http_response(503, Vec::new(), None);
+            send_unavailable(F::NAME);
             return false;
         }
         let outcomes = F::on_callout_done(settings, tag, response, &EnvoyEnv);
@@ -1606,7 +1671,7 @@ impl<F: HttpFilter> Stream<F> {
         let Some(decision) = with_request(compiled, &worker, slot, |ctx| {
             F::on_callout_response(settings, ctx, state, tag, response)
         }) else {
-            let _ = hostcalls::send_http_response(503, Vec::new(), None);
+            send_unavailable(F::NAME);
             return false;
         };
         if self.act(compiled, slot, &decision) {

@@ -8,7 +8,7 @@
 #[cfg(not(feature = "count-hostcalls"))]
 pub use proxy_wasm::hostcalls::*;
 #[cfg(not(feature = "count-hostcalls"))]
-pub use raw::get_map_serialized;
+pub use raw::{get_map_serialized, send_local_reply};
 
 /// Host calls the SDK only offers in a costlier shape.
 mod raw {
@@ -21,6 +21,67 @@ mod raw {
             return_map_data: *mut *mut u8,
             return_map_size: *mut usize,
         ) -> Status;
+        fn proxy_send_local_response(
+            status_code: u32,
+            status_code_details_data: *const u8,
+            status_code_details_size: usize,
+            body_data: *const u8,
+            body_size: usize,
+            headers_data: *const u8,
+            headers_size: usize,
+            grpc_status: i32,
+        ) -> Status;
+    }
+
+    /// A local reply: `grpc_status` (>= 0) makes Envoy answer a gRPC
+    /// request with that status, the body becoming `grpc-message` and the
+    /// headers metadata; -1 leaves it an HTTP reply. Unlike the SDK's
+    /// `send_http_response` it returns the host's status, never panics.
+    pub fn send_local_reply(
+        status: u32,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        grpc_status: i32,
+    ) -> Result<(), Status> {
+        let map = serialize_map(headers);
+        // SAFETY: every pointer and size describes a live buffer the host
+        // only reads during the call.
+        match unsafe {
+            proxy_send_local_response(
+                status,
+                std::ptr::null(),
+                0,
+                body.as_ptr(),
+                body.len(),
+                map.as_ptr(),
+                map.len(),
+                grpc_status,
+            )
+        } {
+            Status::Ok => Ok(()),
+            status => Err(status),
+        }
+    }
+
+    /// The proxy-wasm header map encoding: the pair count, each name's and
+    /// value's length (u32 little-endian), then each name and value with a
+    /// terminating NUL.
+    fn serialize_map(pairs: &[(&str, &str)]) -> Vec<u8> {
+        let data: usize = pairs.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
+        let mut out = Vec::with_capacity(4 + pairs.len() * 8 + data);
+        let len32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
+        out.extend_from_slice(&len32(pairs.len()));
+        for (k, v) in pairs {
+            out.extend_from_slice(&len32(k.len()));
+            out.extend_from_slice(&len32(v.len()));
+        }
+        for (k, v) in pairs {
+            out.extend_from_slice(k.as_bytes());
+            out.push(0);
+            out.extend_from_slice(v.as_bytes());
+            out.push(0);
+        }
+        out
     }
 
     /// A header map as the host serializes it, in one buffer
@@ -60,7 +121,7 @@ pub use counting::*;
 mod counting {
     /// The SDK's host calls and ours, counted alike.
     mod host {
-        pub use super::super::raw::get_map_serialized;
+        pub use super::super::raw::{get_map_serialized, send_local_reply};
         pub use proxy_wasm::hostcalls::*;
     }
     use proxy_wasm::types::{BufferType, Bytes, LogLevel, MapType, MetricType, Status};
@@ -101,6 +162,7 @@ mod counting {
         set_shared_data(key: &str, value: Option<&[u8]>, cas: Option<u32>) -> Result<(), Status>;
         resume_http_request() -> Result<(), Status>;
         send_http_response(status_code: u32, headers: Vec<(&str, &str)>, body: Option<&[u8]>) -> Result<(), Status>;
+        send_local_reply(status: u32, headers: &[(&str, &str)], body: &[u8], grpc_status: i32) -> Result<(), Status>;
         dispatch_http_call(upstream: &str, headers: Vec<(&str, &str)>, body: Option<&[u8]>, trailers: Vec<(&str, &str)>, timeout: Duration) -> Result<u32, Status>;
         set_effective_context(context_id: u32) -> Result<(), Status>;
         call_foreign_function(function_name: &str, arguments: Option<&[u8]>) -> Result<Option<Bytes>, Status>;

@@ -7,6 +7,7 @@ pub mod decision;
 pub mod digits;
 pub mod errors;
 pub mod filter;
+pub mod grpc;
 pub mod headers;
 pub mod jsontext;
 pub mod metrics;

@@ -406,6 +406,24 @@ pub fn sections_present(json: &[u8]) -> Option<std::collections::BTreeSet<String
     Some(present)
 }
 
+/// Reads one section with `parse`: the tenant's layer over `defaults`'.
+fn read_layered<S>(
+    tenant: Option<&(&Map<String, Value>, String)>,
+    defaults: Option<&(&Map<String, Value>, String)>,
+    errors: &mut ConfigErrors,
+    parse: impl Fn(&mut SectionReader<'_>) -> S,
+) -> S {
+    let layers = [tenant, defaults]
+        .into_iter()
+        .flatten()
+        .map(|(fields, path)| Layer { fields, path })
+        .collect();
+    let mut reader = SectionReader::new(layers, errors);
+    let settings = parse(&mut reader);
+    reader.finish();
+    settings
+}
+
 /// Every tenant's request policy, the `other` slot's last (the default
 /// tenant's); errors of the `request` sections are reported once, here.
 fn request_policies(shared: &Shared<'_>, errors: &mut ConfigErrors) -> Vec<RequestPolicy> {
@@ -413,20 +431,8 @@ fn request_policies(shared: &Shared<'_>, errors: &mut ConfigErrors) -> Vec<Reque
     let defaults = shared
         .defaults
         .and_then(|d| section_layer(d, "defaults", section));
-    let read = |tenant: Option<&(&Map<String, Value>, String)>,
-                errors: &mut ConfigErrors|
-     -> RequestPolicy {
-        let mut layers = Vec::with_capacity(2);
-        if let Some((fields, path)) = tenant {
-            layers.push(Layer { fields, path });
-        }
-        if let Some((fields, path)) = &defaults {
-            layers.push(Layer { fields, path });
-        }
-        let mut reader = SectionReader::new(layers, errors);
-        let policy = crate::request::parse(&mut reader);
-        reader.finish();
-        policy
+    let read = |tenant: Option<&(&Map<String, Value>, String)>, errors: &mut ConfigErrors| {
+        read_layered(tenant, defaults.as_ref(), errors, crate::request::parse)
     };
     let _ = read(None, errors);
     let mut policies = Vec::with_capacity(shared.tenants.len() + 1);
@@ -473,17 +479,7 @@ pub fn compile<S>(
         .and_then(|d| section_layer(d, "defaults", section));
 
     let read = |tenant: Option<&(&Map<String, Value>, String)>, errors: &mut ConfigErrors| -> S {
-        let mut layers = Vec::with_capacity(2);
-        if let Some((fields, path)) = tenant {
-            layers.push(Layer { fields, path });
-        }
-        if let Some((fields, path)) = &defaults {
-            layers.push(Layer { fields, path });
-        }
-        let mut reader = SectionReader::new(layers, errors);
-        let settings = parse(&mut reader);
-        reader.finish();
-        settings
+        read_layered(tenant, defaults.as_ref(), errors, &parse)
     };
 
     // `defaults` on its own, so a bad default is found even where every tenant overrides it.

@@ -300,6 +300,32 @@ pub fn read_path_rule(
     }
 }
 
+/// Rules read from the array at `key`, each with its index there: a rule
+/// that can never apply (the same path as an earlier one, and `same` other
+/// conditions) is an error naming both (`what`: "route", "rule").
+pub fn path_rules<T>(
+    r: &mut SectionReader<'_>,
+    key: &str,
+    what: &str,
+    items: Vec<(usize, crate::path::PathPattern, T)>,
+    same: impl Fn(&T, &T) -> bool,
+) -> crate::path::PathRules<T> {
+    let indices: Vec<usize> = items.iter().map(|(i, _, _)| *i).collect();
+    let rules = crate::path::PathRules::new(items.into_iter().map(|(_, p, t)| (p, t)).collect());
+    let index = |i: usize| indices.get(i).copied().unwrap_or(i);
+    for (earlier, later) in rules.shadowed(same) {
+        let at = format!("{}[{}]", r.path_of(key), index(later));
+        r.error(
+            at,
+            format!(
+                "the same path as {key}[{}]: this {what} can never apply",
+                index(earlier)
+            ),
+        );
+    }
+    rules
+}
+
 /// Parses one section object alone at `path` (filters' config tests): the
 /// settings and every error, one per line.
 pub fn parse_alone<S>(

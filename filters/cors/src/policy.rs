@@ -74,7 +74,7 @@ fn preflight<'s>(
                 status: 403,
                 headers: Vec::new(),
                 body: Cow::Borrowed(b""),
-                owned_headers: Vec::new(),
+                ..LocalReply::default()
             }),
             outcomes: Outcomes::one(PREFLIGHT_DENIED),
             ..Decision::default()
@@ -104,7 +104,7 @@ fn preflight<'s>(
             status: 204,
             headers: reply_headers,
             body: Cow::Borrowed(b""),
-            owned_headers: Vec::new(),
+            ..LocalReply::default()
         }),
         outcomes: Outcomes::one(PREFLIGHT_ALLOWED),
         ..Decision::default()

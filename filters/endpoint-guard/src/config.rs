@@ -2,7 +2,7 @@
 
 use meshware_common::path::{PathPattern, PathRules};
 use meshware_common::request::DEFAULT_ADMIN_TOKEN_HEADER as ADMIN_TOKEN_HEADER;
-use meshware_common::section::{check_header_name, check_method};
+use meshware_common::section::{check_header_name, check_method, path_rules};
 use meshware_common::{Cidr, SectionReader};
 use serde_json::Value;
 
@@ -227,20 +227,7 @@ fn read_routes(r: &mut SectionReader<'_>, tenant: &Limits, lowercase: bool) -> P
             },
         )
         .unwrap_or_default();
-    let indices: Vec<usize> = routes.iter().map(|(i, _, _)| *i).collect();
-    let routes = PathRules::new(routes.into_iter().map(|(_, p, l)| (p, l)).collect());
-    for (earlier, later) in routes.shadowed(|_, _| true) {
-        let index = |i: usize| indices.get(i).copied().unwrap_or(i);
-        let at = format!("{}[{}]", r.path_of("routes"), index(later));
-        r.error(
-            at,
-            format!(
-                "the same path as routes[{}]: this route can never apply",
-                index(earlier)
-            ),
-        );
-    }
-    routes
+    path_rules(r, "routes", "route", routes, |_, _| true)
 }
 
 pub fn parse(r: &mut SectionReader<'_>) -> GuardSettings {

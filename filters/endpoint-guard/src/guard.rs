@@ -44,7 +44,7 @@ fn reject<'s>(status: u32, outcome: usize, body: &'static str) -> Decision<'s> {
             status,
             headers: vec![("content-type", "text/plain".to_string())],
             body: Cow::Borrowed(body.as_bytes()),
-            owned_headers: Vec::new(),
+            ..LocalReply::default()
         }),
         outcomes: Outcomes::one(outcome),
         ..Decision::default()
@@ -151,7 +151,7 @@ pub fn on_request<'s>(
                     status: s.block_status,
                     headers: Vec::new(),
                     body: Cow::Borrowed(b""),
-                    owned_headers: Vec::new(),
+                    ..LocalReply::default()
                 }),
                 outcomes: Outcomes::one(BLOCKED),
                 ..Decision::default()

@@ -1,7 +1,7 @@
 //! The `idempotency` section of the profile.
 
 use meshware_common::path::{PathPattern, PathRules};
-use meshware_common::section::{check_header_name, check_method, read_path_rule};
+use meshware_common::section::{check_header_name, check_method, path_rules, read_path_rule};
 use meshware_common::SectionReader;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,7 +49,7 @@ fn read_routes(r: &mut SectionReader<'_>) -> PathRules<Route> {
         "routes",
         &format!("an array of {shape}"),
         shape,
-        |n, item_path, _| {
+        |n, item_path, index| {
             let explicit = n.raw("prefix").is_some() || n.raw("path").is_some();
             let pattern = read_path_rule(n, item_path, false);
             let route = Route {
@@ -61,13 +61,14 @@ fn read_routes(r: &mut SectionReader<'_>) -> PathRules<Route> {
                 None if !explicit => PathPattern::compile("/", false, true).ok()?,
                 None => return None,
             };
-            Some((pattern, route))
+            Some((index, pattern, route))
         },
     );
     let routes = routes.unwrap_or_else(|| {
         PathPattern::compile("/", false, true)
             .map(|root| {
                 vec![(
+                    0,
                     root,
                     Route {
                         methods: vec!["POST".into(), "PATCH".into()],
@@ -77,7 +78,13 @@ fn read_routes(r: &mut SectionReader<'_>) -> PathRules<Route> {
             })
             .unwrap_or_default()
     });
-    PathRules::new(routes)
+    path_rules(
+        r,
+        "routes",
+        "route (with the same methods)",
+        routes,
+        |a, b| a.methods == b.methods,
+    )
 }
 
 pub fn parse(r: &mut SectionReader<'_>) -> IdempotencySettings {

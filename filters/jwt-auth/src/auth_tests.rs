@@ -596,7 +596,7 @@ fn rules_that_can_never_apply_are_errors() {
                   {"prefix": "/b", "path": "/b"}]
     }));
     assert!(
-        e.contains("t.rules[1]: the same path and methods as rules[0]"),
+        e.contains("t.rules[1]: the same path as rules[0]: this rule (with the same methods)"),
         "{e}"
     );
     assert!(!e.contains("t.rules[2]"), "{e}");

@@ -5,7 +5,7 @@ use crate::jwk::parse_jwks;
 use crate::remote::RemoteJwks;
 use crate::verify::{Alg, Provider};
 use meshware_common::path::{PathPattern, PathRules};
-use meshware_common::section::{check_header_name, check_method, read_path_rule};
+use meshware_common::section::{check_header_name, check_method, path_rules, read_path_rule};
 use meshware_common::SectionReader;
 use serde_json::Value;
 use std::cell::RefCell;
@@ -248,20 +248,9 @@ fn read_rules(r: &mut SectionReader<'_>) -> PathRules<Rule> {
             },
         )
         .unwrap_or_default();
-    let indices: Vec<usize> = rules.iter().map(|(i, _, _)| *i).collect();
-    let rules = PathRules::new(rules.into_iter().map(|(_, p, r)| (p, r)).collect());
-    for (earlier, later) in rules.shadowed(|a, b| a.methods == b.methods) {
-        let index = |i: usize| indices.get(i).copied().unwrap_or(i);
-        let at = format!("{}[{}]", r.path_of("rules"), index(later));
-        r.error(
-            at,
-            format!(
-                "the same path and methods as rules[{}]: this rule can never apply",
-                index(earlier)
-            ),
-        );
-    }
-    rules
+    path_rules(r, "rules", "rule (with the same methods)", rules, |a, b| {
+        a.methods == b.methods
+    })
 }
 
 pub fn parse(r: &mut SectionReader<'_>) -> JwtSettings {

@@ -1,5 +1,6 @@
 //! The `rate_limit` section of the profile.
 
+use meshware_common::grpc;
 use meshware_common::path::{PathPattern, RequestPath};
 use meshware_common::section::{check_header_name, check_method, read_path_rule};
 use meshware_common::SectionReader;
@@ -104,6 +105,10 @@ pub struct RateLimitSettings {
     pub max_keys: u64,
     /// Add `RateLimit-Policy`/`RateLimit` to allowed responses too.
     pub response_headers: bool,
+    /// The gRPC status of a limited gRPC call: `RESOURCE_EXHAUSTED` (the
+    /// default: clients do not retry it at once), or `UNAVAILABLE` for
+    /// clients that should retry.
+    pub grpc_status: u8,
     pub limits: Vec<Limit>,
 }
 
@@ -254,6 +259,15 @@ pub fn parse(r: &mut SectionReader<'_>) -> RateLimitSettings {
         .unwrap_or_else(|| DEFAULT_USER_HEADER.to_string());
     let max_keys = r.u64_in("max_keys", DEFAULT_MAX_KEYS, 1, 1_000_000);
     let response_headers = r.bool("response_headers", false);
+    let grpc_status = r
+        .opt_string("grpc_status", |v| match v {
+            "RESOURCE_EXHAUSTED" | "UNAVAILABLE" => Ok(()),
+            _ => Err(format!(
+                "\"{v}\": must be \"RESOURCE_EXHAUSTED\" or \"UNAVAILABLE\""
+            )),
+        })
+        .and_then(|v| grpc::code_named(&v))
+        .unwrap_or(grpc::RESOURCE_EXHAUSTED);
     let limits = read_limits(r);
     RateLimitSettings {
         enabled,
@@ -262,6 +276,7 @@ pub fn parse(r: &mut SectionReader<'_>) -> RateLimitSettings {
         user_header,
         max_keys,
         response_headers,
+        grpc_status,
         limits,
     }
 }

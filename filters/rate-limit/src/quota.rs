@@ -97,7 +97,12 @@ fn key_value<'h>(
     }
 }
 
-fn too_many<'s>(limit: &Limit, retry_after_s: u64, outcomes: Outcomes) -> Decision<'s> {
+fn too_many<'s>(
+    limit: &Limit,
+    grpc_status: u8,
+    retry_after_s: u64,
+    outcomes: Outcomes,
+) -> Decision<'s> {
     let body = meshware_common::jsontext::problem(
         "urn:meshware:problem:quota-exceeded",
         "Too Many Requests",
@@ -120,7 +125,8 @@ fn too_many<'s>(limit: &Limit, retry_after_s: u64, outcomes: Outcomes) -> Decisi
                 ),
             ],
             body: Cow::Owned(body.into_bytes()),
-            owned_headers: Vec::new(),
+            grpc_status: Some(grpc_status),
+            ..LocalReply::default()
         }),
         outcomes,
         ..Decision::default()
@@ -167,7 +173,7 @@ pub fn on_request<'s>(
                 } else {
                     outcomes.add(limit_outcome(i, 1));
                     outcomes.add(LIMITED);
-                    return too_many(limit, retry_after_s, outcomes);
+                    return too_many(limit, s.grpc_status, retry_after_s, outcomes);
                 }
             }
         }
