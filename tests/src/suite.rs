@@ -31,6 +31,18 @@ pub fn bootstrap_with(
     upstream_port: u16,
     canary_port: Option<u16>,
 ) -> (Value, u16, u16) {
+    bootstrap_params(profile, filters, upstream_port, canary_port, &|_| {})
+}
+
+/// As `bootstrap_with`, with the template's parameters changed by `edit`
+/// before rendering (the upstream's protocol, gRPC-Web).
+pub fn bootstrap_params(
+    profile: &str,
+    filters: &[&str],
+    upstream_port: u16,
+    canary_port: Option<u16>,
+    edit: &dyn Fn(&mut BootstrapParams),
+) -> (Value, u16, u16) {
     let port = free_port();
     let admin = free_port();
     let dist = crate::dist();
@@ -59,6 +71,7 @@ pub fn bootstrap_with(
     if let Some(canary) = canary_port {
         params.route_canary_versions(profile, "echo-canary", canary);
     }
+    edit(&mut params);
     let value = render(&params);
     (value, port, admin)
 }
@@ -179,6 +192,34 @@ impl Suite {
             let (mut config, port, admin) = bootstrap_with(profile, filters, echo.port, None);
             edit(&mut config);
             (config, port, admin)
+        });
+        Suite {
+            echo,
+            canary: None,
+            services: None,
+            envoy,
+            port,
+        }
+    }
+
+    /// With the upstream a gRPC server on `grpc_port` spoken to in
+    /// `protocol` (`Downstream`: the client's, the CLI's default; gRPC-Web
+    /// over HTTP/1.1 needs `Http2`) and Envoy's gRPC-Web filter; the echo
+    /// upstream is still started, unused.
+    pub fn start_grpc(
+        profile: &str,
+        filters: &[&str],
+        grpc_port: u16,
+        protocol: meshware_cli::bootstrap::Protocol,
+    ) -> Suite {
+        let echo = Echo::start(0).expect("echo upstream");
+        let (envoy, port) = start_on_fresh_ports(2, || {
+            bootstrap_params(profile, filters, grpc_port, None, &|p| {
+                for u in &mut p.upstreams {
+                    u.protocol = protocol;
+                }
+                p.grpc_web = true;
+            })
         });
         Suite {
             echo,

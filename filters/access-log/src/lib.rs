@@ -20,7 +20,7 @@ impl HttpFilter for AccessLog {
     const NAME: &'static str = "access_log";
     const OUTCOMES: &'static [&'static str] = record::OUTCOMES;
     const OBSERVES_COMPLETION: bool = true;
-    const REQUEST_HEADERS: Option<&'static [&'static str]> = Some(&[":method"]);
+    const REQUEST_HEADERS: Option<&'static [&'static str]> = Some(&[":method", "content-type"]);
     type Settings = config::LogSettings;
     type Stream = record::Started;
 

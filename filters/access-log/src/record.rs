@@ -30,6 +30,8 @@ pub struct Started {
     pub start_ms: u64,
     pub method: usize,
     pub counted: bool,
+    /// A gRPC call: classed by its gRPC status (`grpc::http_equivalent`).
+    pub grpc: bool,
 }
 
 pub fn tenant_metrics(tenant: &str) -> Vec<(MetricKind, String)> {
@@ -111,6 +113,9 @@ pub fn on_request<'s>(
     started.start_ms = env.now_ms();
     started.method = method_index(headers.get(":method").unwrap_or(""));
     started.counted = true;
+    started.grpc = headers
+        .get("content-type")
+        .is_some_and(meshware_common::grpc::is_grpc);
     let sampled = s.sample_threshold == u64::MAX || rng.next_u64() < s.sample_threshold;
     let mut decision = Decision {
         outcomes: Outcomes::one(if sampled { SAMPLED } else { UNSAMPLED }),
@@ -142,6 +147,15 @@ pub fn on_complete(started: &mut Started, env: &dyn HostEnv) -> MetricUpdates {
         .property(&["response", "code"])
         .and_then(|b| property_u64(&b))
         .unwrap_or(0);
+    // A gRPC call's outcome is its grpc-status (headers or trailers, as
+    // Envoy read it), carried by an HTTP 200.
+    let status = match (started.grpc, status) {
+        (true, 200) => env
+            .property(&["response", "grpc_status"])
+            .and_then(|b| property_u64(&b))
+            .map_or(status, meshware_common::grpc::http_equivalent),
+        _ => status,
+    };
     let counter = started.method * STATUS_CLASSES.len() + class_index(status);
     let duration = env.now_ms().saturating_sub(started.start_ms);
     updates.push(counter, 1);

@@ -146,3 +146,35 @@ fn bad_settings_are_reported_with_paths() {
         assert!(e.contains(want), "missing {want} in {e}");
     }
 }
+
+#[test]
+fn grpc_calls_are_classed_by_their_grpc_status() {
+    let s = settings(json!({}));
+    let env = MemoryStore::default();
+    let mut rng = Rng::from_seed(1);
+    let names = tenant_metrics("acme");
+    let mut class_of = |content_type: &str, grpc_status: Option<u64>| {
+        let mut started = Started::default();
+        let h = Headers::new(vec![
+            (":method".into(), "POST".into()),
+            (":path".into(), "/svc/M".into()),
+            ("content-type".into(), content_type.into()),
+        ]);
+        on_request(&s, "acme", &h, &mut rng, &env, &mut started);
+        let mut p = env.properties.borrow_mut();
+        p.clear();
+        p.insert("response.code".into(), 200u64.to_le_bytes().to_vec());
+        if let Some(code) = grpc_status {
+            p.insert("response.grpc_status".into(), code.to_le_bytes().to_vec());
+        }
+        drop(p);
+        let (counter, _) = on_complete(&mut started, &env).iter().next().unwrap();
+        names[counter].1.rsplit('.').next().unwrap().to_string()
+    };
+    assert_eq!(class_of("application/grpc", Some(14)), "5xx");
+    assert_eq!(class_of("application/grpc+proto", Some(5)), "4xx");
+    assert_eq!(class_of("application/grpc", Some(0)), "2xx");
+    assert_eq!(class_of("application/grpc", None), "2xx");
+    // A plain HTTP response that happens to carry the attribute: its status.
+    assert_eq!(class_of("application/json", Some(14)), "2xx");
+}

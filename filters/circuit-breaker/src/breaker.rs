@@ -19,6 +19,7 @@ pub const OUTCOMES: &[&str] = &[
     "failure_recorded",
     "client_budget_stripped",
     "client_aborted",
+    "grpc_deadline_lowered",
 ];
 pub const ALLOWED: usize = 0;
 pub const REJECTED: usize = 1;
@@ -31,6 +32,7 @@ pub const PROBE_FAILED: usize = 7;
 pub const FAILURE_RECORDED: usize = 8;
 pub const CLIENT_BUDGET_STRIPPED: usize = 9;
 pub const CLIENT_ABORTED: usize = 10;
+pub const GRPC_DEADLINE_LOWERED: usize = 11;
 
 /// Envoy's response flag `DC` (downstream connection termination).
 pub const DOWNSTREAM_CONNECTION_TERMINATION: u64 = 0x4000;
@@ -43,6 +45,8 @@ pub struct Admitted {
     /// A bulkhead slot to give back (with the circuit's key, exactly once).
     slot: bool,
     started_ms: u64,
+    /// A gRPC call: its outcome is its gRPC status, not the HTTP one.
+    grpc: bool,
 }
 
 /// The circuit's shared-data key: tenant and cluster or route.
@@ -118,6 +122,27 @@ pub fn on_request<'s>(
         if let Some(v) = &route.retry_on {
             decision.request.set("x-envoy-retry-on", v.as_str());
         }
+        if let Some(v) = &route.retry_grpc_on {
+            decision.request.set("x-envoy-retry-grpc-on", v.as_str());
+        }
+    }
+    let grpc = headers
+        .get("content-type")
+        .is_some_and(meshware_common::grpc::is_grpc);
+    if let (true, Some(budget)) = (grpc, route.and_then(|r| r.timeout)) {
+        // The upstream must not keep working past the budget Envoy gives
+        // the call: a longer (or absent, or unreadable) client deadline is
+        // lowered to it.
+        let client = headers
+            .get("grpc-timeout")
+            .and_then(|v| meshware_common::grpc::parse_timeout(v).ok());
+        if client.is_none_or(|ms| ms > budget) {
+            decision.request.set(
+                "grpc-timeout",
+                meshware_common::grpc::format_timeout(budget),
+            );
+            decision.outcomes.add(GRPC_DEADLINE_LOWERED);
+        }
     }
     let key = circuit_key(s, tenant, route, env);
     let now = env.now_ms();
@@ -156,6 +181,7 @@ pub fn on_request<'s>(
     admitted.slot = admit.slot;
     admitted.circuit_key = Some(key);
     admitted.started_ms = now;
+    admitted.grpc = grpc;
     decision.outcomes.add(ALLOWED);
     decision
 }
@@ -199,7 +225,16 @@ pub fn on_complete(s: &BreakerSettings, admitted: &mut Admitted, env: &dyn HostE
     let slow = s
         .slow_ms
         .is_some_and(|limit| now.saturating_sub(admitted.started_ms) > limit);
-    let failure = status == 0 || status >= 500 || slow;
+    // A gRPC call fails with HTTP 200 and a `grpc-status` (Envoy's own
+    // upstream failures too: 503/504 become UNAVAILABLE/DEADLINE_EXCEEDED
+    // toward a gRPC client); Envoy reads it from headers or trailers.
+    let grpc_failure = admitted.grpc
+        && status != 0
+        && env
+            .property(&["response", "grpc_status"])
+            .and_then(|b| property_u64(&b))
+            .is_some_and(|code| code < 32 && s.grpc_failure_codes & (1 << code) != 0);
+    let failure = status == 0 || status >= 500 || grpc_failure || slow;
     if failure {
         outcomes.add(FAILURE_RECORDED);
     }

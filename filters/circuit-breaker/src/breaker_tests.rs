@@ -262,3 +262,112 @@ fn a_full_bulkhead_takes_no_probe_and_a_window_change_keeps_the_slots() {
     let full = admit(&st, key, &narrow, 0, Some(1));
     assert_eq!(full.admission, Admission::BulkheadFull);
 }
+
+fn grpc_request(
+    s: &'static BreakerSettings,
+    st: &MemoryStore,
+    path: &str,
+    timeout: Option<&str>,
+) -> (Decision<'static>, Admitted) {
+    let mut list = vec![
+        (":path".to_string(), path.to_string()),
+        ("content-type".to_string(), "application/grpc".to_string()),
+    ];
+    if let Some(t) = timeout {
+        list.push(("grpc-timeout".to_string(), t.to_string()));
+    }
+    let h = Headers::new(list);
+    let mut a = Admitted::default();
+    let d = on_request(
+        s,
+        "g",
+        &h,
+        &RequestPath::read_all(path).unwrap(),
+        st,
+        &mut a,
+    );
+    (d, a)
+}
+
+#[test]
+fn grpc_failures_open_the_circuit_although_http_says_200() {
+    let s = settings();
+    let st = env();
+    st.properties
+        .borrow_mut()
+        .insert("response.grpc_status".into(), 14u64.to_le_bytes().to_vec());
+    let mut opened = false;
+    for _ in 0..4 {
+        let (d, mut a) = grpc_request(s, &st, "/svc/M", None);
+        assert!(d.reply.is_none());
+        opened |= complete(s, &st, &mut a, Some(200)).contains(OPENED);
+    }
+    assert!(opened, "four UNAVAILABLE answers in a row open the circuit");
+    let (d, _) = grpc_request(s, &st, "/svc/M", None);
+    assert!(d.reply.is_some());
+
+    // A status outside the failure list (NOT_FOUND: the caller's mistake)
+    // is a success for the circuit; the same status on a plain HTTP
+    // request is never read.
+    let st = env();
+    st.properties
+        .borrow_mut()
+        .insert("response.grpc_status".into(), 5u64.to_le_bytes().to_vec());
+    for _ in 0..6 {
+        let (_, mut a) = grpc_request(s, &st, "/svc/M", None);
+        assert!(!complete(s, &st, &mut a, Some(200)).contains(FAILURE_RECORDED));
+    }
+    st.properties
+        .borrow_mut()
+        .insert("response.grpc_status".into(), 14u64.to_le_bytes().to_vec());
+    let (_, mut a) = request(s, &st, "g", "/x");
+    assert!(!complete(s, &st, &mut a, Some(200)).contains(FAILURE_RECORDED));
+}
+
+#[test]
+fn a_grpc_deadline_longer_than_the_budget_is_lowered_to_it() {
+    let s = settings(); // /pay: timeout_ms 800
+    for (client, lowered) in [
+        (None, true),
+        (Some("5S"), true),
+        (Some("bogus"), true),
+        (Some("500m"), false),
+        (Some("800000u"), false),
+    ] {
+        let (d, _) = grpc_request(s, &env(), "/pay/x", client);
+        assert_eq!(
+            d.request.value_of("grpc-timeout"),
+            lowered.then_some("800m"),
+            "{client:?}"
+        );
+        assert_eq!(d.outcomes.contains(GRPC_DEADLINE_LOWERED), lowered);
+    }
+    // Outside a route with a budget the client's deadline stands.
+    let (d, _) = grpc_request(s, &env(), "/other", Some("5S"));
+    assert_eq!(d.request.value_of("grpc-timeout"), None);
+}
+
+#[test]
+fn grpc_retry_conditions_go_to_their_own_header() {
+    let (s, e) = parse_json(json!({
+        "routes": [{"prefix": "/a", "retry_on": "5xx,unavailable, deadline-exceeded", "max_retries": 2}],
+        "grpc_failure_codes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED"]
+    }));
+    assert_eq!(e, "");
+    let s: &'static BreakerSettings = Box::leak(Box::new(s));
+    assert_eq!(s.grpc_failure_codes, 1 << 14 | 1 << 8);
+    let (d, _) = grpc_request(s, &env(), "/a/b", None);
+    assert_eq!(d.request.value_of("x-envoy-retry-on"), Some("5xx"));
+    assert_eq!(
+        d.request.value_of("x-envoy-retry-grpc-on"),
+        Some("unavailable,deadline-exceeded")
+    );
+    let (_, e) = parse_json(json!({"grpc_failure_codes": ["OK", "NOPE"],
+                                    "routes": [{"prefix": "/a", "retry_on": "grpc-oops"}]}));
+    assert!(
+        e.contains("grpc_failure_codes[0]: OK is never a failure"),
+        "{e}"
+    );
+    assert!(e.contains("\"NOPE\": not a gRPC status name"), "{e}");
+    assert!(e.contains("unknown retry condition \"grpc-oops\""), "{e}");
+}

@@ -21,6 +21,10 @@ pub struct RouteBudget {
     pub timeout_ms: Option<String>,
     pub max_retries: Option<String>,
     pub retry_on: Option<String>,
+    /// The gRPC conditions of `retry_on` (`x-envoy-retry-grpc-on`).
+    pub retry_grpc_on: Option<String>,
+    /// `timeout_ms` as a number: a gRPC call's `grpc-timeout` is lowered to it.
+    pub timeout: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -41,6 +45,8 @@ pub struct BreakerSettings {
     pub fallback_content_type: String,
     pub max_in_flight: Option<u64>,
     pub strip_client_envoy_headers: bool,
+    /// gRPC statuses that count as failures (bit i: status i).
+    pub grpc_failure_codes: u32,
     /// Longest prefix first.
     /// The most specific route applies.
     pub routes: PathRules<RouteBudget>,
@@ -49,6 +55,20 @@ pub struct BreakerSettings {
 /// Router headers a client could use to raise its own budget (the first
 /// meshware filter of a request strips them: `meshware_common::request`).
 pub use meshware_common::request::CLIENT_BUDGET_HEADERS;
+
+/// Envoy's gRPC retry conditions (`x-envoy-retry-grpc-on`): a gRPC error
+/// is an HTTP 200, which the HTTP conditions never match.
+const RETRY_GRPC_ON: &[&str] = &[
+    "cancelled",
+    "deadline-exceeded",
+    "internal",
+    "resource-exhausted",
+    "unavailable",
+];
+
+/// The gRPC statuses that say the upstream failed, by default.
+pub const DEFAULT_GRPC_FAILURES: &[&str] =
+    &["UNKNOWN", "DEADLINE_EXCEEDED", "INTERNAL", "UNAVAILABLE"];
 
 const RETRY_ON: &[&str] = &[
     "5xx",
@@ -76,15 +96,29 @@ fn read_routes(r: &mut SectionReader<'_>) -> PathRules<RouteBudget> {
                     .opt_u64_in("timeout_ms", 1, 3_600_000)
                     .map(|v| v.to_string());
                 let max_retries = n.opt_u64_in("max_retries", 0, 10).map(|v| v.to_string());
-                let retry_on = n.opt_string("retry_on", |v| {
-                    match v.split(',').map(str::trim).find(|p| !RETRY_ON.contains(p)) {
+                let retry = n.opt_string("retry_on", |v| {
+                    let known = |p: &&str| RETRY_ON.contains(p) || RETRY_GRPC_ON.contains(p);
+                    match v.split(',').map(str::trim).find(|p| !known(p)) {
                         None => Ok(()),
                         Some(bad) => Err(format!(
-                            "unknown retry condition \"{bad}\" (expected: {})",
-                            RETRY_ON.join(", ")
+                            "unknown retry condition \"{bad}\" (expected: {}, or for gRPC: {})",
+                            RETRY_ON.join(", "),
+                            RETRY_GRPC_ON.join(", ")
                         )),
                     }
                 });
+                let conditions = |grpc: bool| {
+                    retry.as_ref().and_then(|v| {
+                        let list: Vec<&str> = v
+                            .split(',')
+                            .map(str::trim)
+                            .filter(|p| RETRY_GRPC_ON.contains(p) == grpc)
+                            .collect();
+                        (!list.is_empty()).then(|| list.join(","))
+                    })
+                };
+                let (retry_on, retry_grpc_on) = (conditions(false), conditions(true));
+                let timeout = timeout_ms.as_ref().and_then(|t| t.parse().ok());
                 Some((
                     i,
                     pattern?,
@@ -93,6 +127,8 @@ fn read_routes(r: &mut SectionReader<'_>) -> PathRules<RouteBudget> {
                         timeout_ms,
                         max_retries,
                         retry_on,
+                        retry_grpc_on,
+                        timeout,
                     },
                 ))
             },
@@ -136,6 +172,19 @@ pub fn parse(r: &mut SectionReader<'_>) -> BreakerSettings {
     let max_in_flight = r.opt_u64_in("max_in_flight", 1, 1_000_000);
     let strip_client_envoy_headers = r.bool("strip_client_envoy_headers", true);
     let routes = read_routes(r);
+    let grpc_failure_codes = r
+        .string_list("grpc_failure_codes", DEFAULT_GRPC_FAILURES, |c| {
+            match meshware_common::grpc::code_named(c) {
+                Some(0) => Err("OK is never a failure".to_string()),
+                Some(_) => Ok(()),
+                None => Err(format!(
+                    "\"{c}\": not a gRPC status name (UNAVAILABLE, INTERNAL, ...)"
+                )),
+            }
+        })
+        .iter()
+        .filter_map(|c| meshware_common::grpc::code_named(c))
+        .fold(0u32, |mask, code| mask | 1 << code);
     BreakerSettings {
         enabled,
         key,
@@ -150,6 +199,7 @@ pub fn parse(r: &mut SectionReader<'_>) -> BreakerSettings {
         fallback_content_type,
         max_in_flight,
         strip_client_envoy_headers,
+        grpc_failure_codes,
         routes,
     }
 }

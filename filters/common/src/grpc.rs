@@ -93,14 +93,44 @@ pub fn status_for_http(status: u32) -> u8 {
     }
 }
 
+/// The HTTP status a gRPC status stands for (the mapping of Google's API
+/// design guide and grpc-gateway): RED metrics class a gRPC call by it, so
+/// `UNAVAILABLE` is a 5xx and `NOT_FOUND` a 4xx although both were HTTP 200.
+pub fn http_equivalent(code: u64) -> u64 {
+    match code {
+        0 => 200,
+        1 => 499,
+        3 | 9 | 11 => 400,
+        4 => 504,
+        5 => 404,
+        6 | 10 => 409,
+        7 => 403,
+        8 => 429,
+        12 => 501,
+        14 => 503,
+        16 => 401,
+        _ => 500, // UNKNOWN, INTERNAL, DATA_LOSS and codes beyond the table
+    }
+}
+
 /// The `grpc-message` of a local reply: which filter answered and why, in
-/// the outcome's label (`rate_limit: limited`): short, ASCII, nothing from
-/// the request. Envoy percent-encodes it on the wire.
+/// the outcome's label (`rate_limit: limited`): short, nothing from the
+/// request, percent-encoded as the gRPC wire format wants (every byte
+/// outside printable ASCII, and `%`).
 pub fn message(filter: &str, outcome: Option<&str>) -> String {
-    match outcome {
+    let text = match outcome {
         Some(o) => format!("{filter}: {o}"),
         None => filter.to_string(),
+    };
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
     }
+    out
 }
 
 /// Reply headers that are not gRPC metadata: Envoy writes the content type
@@ -223,6 +253,35 @@ mod tests {
     }
 
     #[test]
+    fn messages_are_percent_encoded() {
+        assert_eq!(
+            message("rate_limit", Some("limited")),
+            "rate_limit: limited"
+        );
+        assert_eq!(message("request", None), "request");
+        assert_eq!(message("x", Some("50%\né")), "x: 50%25%0A%C3%A9");
+    }
+
+    #[test]
+    fn grpc_statuses_class_like_their_http_meaning() {
+        assert_eq!(http_equivalent(0), 200);
+        assert_eq!(http_equivalent(14), 503);
+        assert_eq!(http_equivalent(4), 504);
+        assert_eq!(http_equivalent(5), 404);
+        assert_eq!(http_equivalent(16), 401);
+        assert_eq!(http_equivalent(8), 429);
+        assert_eq!(http_equivalent(2), 500);
+        assert_eq!(http_equivalent(99), 500);
+        // Our own replies read back as the HTTP status they came from.
+        for http in [401, 403, 429, 409, 503] {
+            assert_eq!(
+                http_equivalent(u64::from(status_for_http(http))),
+                u64::from(http)
+            );
+        }
+    }
+
+    #[test]
     fn timeouts_in_every_unit() {
         assert_eq!(parse_timeout("1H"), Ok(3_600_000));
         assert_eq!(parse_timeout("2M"), Ok(120_000));
@@ -243,7 +302,15 @@ mod tests {
 
     #[test]
     fn formatted_timeouts_read_back_at_least_as_long() {
-        for ms in [0, 1, 999, 99_999_999, 100_000_000, 123_456_789_012, 99_999_999_999_999] {
+        for ms in [
+            0,
+            1,
+            999,
+            99_999_999,
+            100_000_000,
+            123_456_789_012,
+            99_999_999_999_999,
+        ] {
             let back = parse_timeout(&format_timeout(ms)).unwrap();
             assert!(back >= ms && back - ms < 3_600_000, "{ms} -> {back}");
         }

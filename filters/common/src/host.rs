@@ -1529,9 +1529,12 @@ fn grpc_request() -> bool {
 }
 
 /// Sends a local reply. A gRPC client gets it as a gRPC status
-/// (`grpc_status`, or derived from `status`), `grpc_message` as the
-/// `grpc-message` and the headers as metadata, never Envoy's generic
-/// HTTP-to-gRPC mapping. Returns whether the host took it.
+/// (`grpc_status`, or derived from `status`) in a trailers-only answer:
+/// HTTP 200, `grpc-status`, `grpc-message` (percent-encoded), the reply's
+/// headers as metadata; never Envoy's generic HTTP-to-gRPC mapping. The
+/// status is also written as a header because Envoy does not take a
+/// gRPC-Web call for gRPC (its `grpc_web` filter passes a 200 with
+/// `grpc-status` on unchanged). Returns whether the host took it.
 pub(crate) fn send_reply(
     status: u32,
     headers: &[(&str, &str)],
@@ -1541,18 +1544,15 @@ pub(crate) fn send_reply(
 ) -> bool {
     if grpc_request() {
         let code = grpc_status.unwrap_or_else(|| crate::grpc::status_for_http(status));
-        let metadata: Vec<(&str, &str)> = headers
+        let code_text = code.to_string();
+        let mut metadata: Vec<(&str, &str)> = headers
             .iter()
             .filter(|(k, _)| crate::grpc::is_metadata(k))
             .copied()
             .collect();
-        return hostcalls::send_local_reply(
-            status,
-            &metadata,
-            grpc_message.as_bytes(),
-            i32::from(code),
-        )
-        .is_ok();
+        metadata.push(("grpc-status", &code_text));
+        metadata.push(("grpc-message", grpc_message));
+        return hostcalls::send_local_reply(200, &metadata, b"", i32::from(code)).is_ok();
     }
     hostcalls::send_local_reply(status, headers, body, -1).is_ok()
 }

@@ -1,0 +1,70 @@
+"""Calls the test service (tests/grpc/server.py) with grpcio and prints what
+the client saw as one JSON object: the status code and its details, the
+initial and trailing metadata, the responses. Also the README's example of
+a gRPC call through the demo, without grpcurl.
+
+usage: client.py HOST:PORT METHOD [REQUEST] [--timeout SECONDS]
+                 [--metadata name=value]... [--messages a,b,c] [--authority HOST]
+  METHOD: Unary | ServerStream | Bidi | Slow | Fail (service meshware.test.Echo)
+"""
+
+import argparse
+import json
+
+import grpc
+
+SERVICE = "meshware.test.Echo"
+STREAMING_RESPONSE = {"ServerStream", "Bidi"}
+
+
+def metadata_dict(pairs):
+    return {k: (v.decode("latin-1") if isinstance(v, bytes) else v) for k, v in (pairs or ())}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("target")
+    parser.add_argument("method")
+    parser.add_argument("request", nargs="?", default="hello")
+    parser.add_argument("--timeout", type=float, default=None)
+    parser.add_argument("--metadata", action="append", default=[])
+    parser.add_argument("--messages", default="a,b,c")
+    parser.add_argument("--authority", default=None)
+    args = parser.parse_args()
+    metadata = [tuple(m.split("=", 1)) for m in args.metadata]
+    path = f"/{SERVICE}/{args.method}"
+    out = {"responses": []}
+    options = [("grpc.default_authority", args.authority)] if args.authority else []
+    with grpc.insecure_channel(args.target, options=options) as channel:
+        if args.method == "Bidi":
+            call = channel.stream_stream(path)(
+                (m.encode() for m in args.messages.split(",")),
+                timeout=args.timeout,
+                metadata=metadata,
+            )
+        elif args.method in STREAMING_RESPONSE:
+            call = channel.unary_stream(path)(
+                args.request.encode(), timeout=args.timeout, metadata=metadata
+            )
+        else:
+            call = None
+        try:
+            if call is None:
+                response, call = channel.unary_unary(path).with_call(
+                    args.request.encode(), timeout=args.timeout, metadata=metadata
+                )
+                out["responses"].append(response.decode("latin-1"))
+            else:
+                for response in call:
+                    out["responses"].append(response.decode("latin-1"))
+        except grpc.RpcError as error:
+            call = error
+        out["code"] = call.code().name
+        out["details"] = call.details()
+        out["initial_metadata"] = metadata_dict(call.initial_metadata())
+        out["trailing_metadata"] = metadata_dict(call.trailing_metadata())
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
