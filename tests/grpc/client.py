@@ -10,6 +10,7 @@ usage: client.py HOST:PORT METHOD [REQUEST] [--timeout SECONDS]
 
 import argparse
 import json
+import queue
 
 import grpc
 
@@ -30,15 +31,32 @@ def main():
     parser.add_argument("--metadata", action="append", default=[])
     parser.add_argument("--messages", default="a,b,c")
     parser.add_argument("--authority", default=None)
+    parser.add_argument(
+        "--pingpong",
+        action="store_true",
+        help="Bidi: send each message only after the answer to the previous one",
+    )
     args = parser.parse_args()
     metadata = [tuple(m.split("=", 1)) for m in args.metadata]
     path = f"/{SERVICE}/{args.method}"
     out = {"responses": []}
     options = [("grpc.default_authority", args.authority)] if args.authority else []
     with grpc.insecure_channel(args.target, options=options) as channel:
-        if args.method == "Bidi":
+        messages = args.messages.split(",")
+        turns = queue.Queue()
+        if args.method == "Bidi" and args.pingpong:
+            turns.put(messages[0])
+
+            def one_at_a_time():
+                while (message := turns.get()) is not None:
+                    yield message.encode()
+
             call = channel.stream_stream(path)(
-                (m.encode() for m in args.messages.split(",")),
+                one_at_a_time(), timeout=args.timeout, metadata=metadata
+            )
+        elif args.method == "Bidi":
+            call = channel.stream_stream(path)(
+                (m.encode() for m in messages),
                 timeout=args.timeout,
                 metadata=metadata,
             )
@@ -57,6 +75,9 @@ def main():
             else:
                 for response in call:
                     out["responses"].append(response.decode("latin-1"))
+                    if args.pingpong:
+                        done = len(out["responses"])
+                        turns.put(messages[done] if done < len(messages) else None)
         except grpc.RpcError as error:
             call = error
         out["code"] = call.code().name

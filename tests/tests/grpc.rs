@@ -5,7 +5,9 @@
 //! the gRPC status each concern documents (docs/CONFIG.md, "gRPC"); the
 //! circuit opens on gRPC failures; a route budget lowers the deadline the
 //! upstream sees; failed calls are logged and counted as errors; gRPC-Web
-//! from a browser origin passes CORS and gets the same statuses.
+//! from a browser origin passes CORS and gets the same statuses; a
+//! duplicate unary call with an Idempotency-Key never runs twice and a
+//! streaming one is never held.
 
 use meshware_cli::bootstrap::Protocol;
 use meshware_e2e::grpc::{call, GrpcServer};
@@ -19,6 +21,7 @@ const ALL: &[&str] = &[
     "jwt_auth",
     "endpoint_guard",
     "rate_limit",
+    "idempotency",
     "circuit_breaker",
 ];
 const SVC: &str = "/meshware.test.Echo";
@@ -38,6 +41,7 @@ fn profile() -> String {
             "jwt_auth": {"providers": [provider], "default_requirement": "bypass",
                          "rules": [{"prefix": format!("{SVC}/Private"), "requirement": "required"}]},
             "endpoint_guard": {"extra_protected_paths": [format!("{SVC}/Hidden")]},
+            "idempotency": {"routes": [{"prefix": format!("{SVC}/"), "methods": ["POST"]}]},
             "circuit_breaker": {"key": "route", "min_requests": 4, "failure_ratio": 0.5,
                                 "open_for_ms": 60000,
                                 "routes": [{"prefix": format!("{SVC}/Fail")}]}
@@ -314,4 +318,67 @@ fn grpc_web_from_a_browser_origin_passes_cors_and_gets_grpc_statuses() {
         limited.header("access-control-allow-origin"),
         Some("https://app.example")
     );
+}
+
+#[test]
+fn a_duplicate_grpc_call_never_runs_twice_and_streams_are_never_held() {
+    let (_server, s) = start();
+    let key = |k: &str| format!("idempotency-key=\"{k}\"");
+    // A failure the caller caused is stored and replayed with its status,
+    // message and trailing metadata, by the proxy.
+    let k1 = key("k1");
+    let first = call(s.port, "Fail", "INVALID_ARGUMENT", &["--metadata", &k1]);
+    assert_eq!(code(&first), "INVALID_ARGUMENT", "{first}");
+    assert!(first["trailing_metadata"]
+        .get("idempotency-replayed")
+        .is_none());
+    let again = call(s.port, "Fail", "INVALID_ARGUMENT", &["--metadata", &k1]);
+    assert_eq!(code(&again), "INVALID_ARGUMENT", "{again}");
+    assert_eq!(again["details"], "failed on purpose");
+    assert_eq!(trailer(&again, "idempotency-replayed"), "true", "{again}");
+    assert_eq!(
+        trailer(&again, "x-seen-headers"),
+        trailer(&first, "x-seen-headers")
+    );
+
+    // A success with a message: the duplicate is told it already ran.
+    let k2 = key("k2");
+    assert_eq!(
+        code(&call(s.port, "Unary", "pay", &["--metadata", &k2])),
+        "OK"
+    );
+    let dup = call(s.port, "Unary", "pay", &["--metadata", &k2]);
+    assert_eq!(code(&dup), "ALREADY_EXISTS", "{dup}");
+    // Same key, another payload.
+    let other = call(s.port, "Unary", "refund", &["--metadata", &k2]);
+    assert_eq!(code(&other), "FAILED_PRECONDITION", "{other}");
+
+    // The upstream's own failure frees the key: the retry runs.
+    let k3 = key("k3");
+    call(s.port, "Fail", "UNAVAILABLE", &["--metadata", &k3]);
+    let retry = call(s.port, "Fail", "UNAVAILABLE", &["--metadata", &k3]);
+    assert!(
+        retry["trailing_metadata"]
+            .get("idempotency-replayed")
+            .is_none(),
+        "{retry}"
+    );
+
+    // Streams with a key pass at once, both ways.
+    let k4 = key("k4");
+    let started = std::time::Instant::now();
+    // Ping-pong: the client sends the next message only after an answer,
+    // so the request body cannot end before the upstream answers.
+    let bidi = call(
+        s.port,
+        "Bidi",
+        "",
+        &["--metadata", &k4, "--timeout", "10", "--pingpong"],
+    );
+    assert_eq!(code(&bidi), "OK", "{bidi}");
+    assert_eq!(bidi["responses"], json!(["a", "b", "c"]));
+    assert!(started.elapsed().as_secs() < 5);
+    let k5 = key("k5");
+    let stream = call(s.port, "ServerStream", "3", &["--metadata", &k5]);
+    assert_eq!(code(&stream), "OK", "{stream}");
 }

@@ -231,6 +231,15 @@ impl HttpContext for SuiteStream {
         Action::Continue
     }
 
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        if let Ok(mut c) = self.chain.try_borrow_mut() {
+            for stage in c.steps.iter_mut().rev() {
+                stage.response_trailers();
+            }
+        }
+        Action::Continue
+    }
+
     fn on_log(&mut self) {
         hostcalls::timed("suite", "log", || {
             if let Ok(mut c) = self.chain.try_borrow_mut() {
@@ -297,6 +306,9 @@ mod timing {
             timed(self.concern, "response_body", || {
                 self.inner.response_body(body_size, end_of_stream)
             })
+        }
+        fn response_trailers(&mut self) -> Action {
+            self.inner.response_trailers()
         }
         fn log(&mut self) {
             timed(self.concern, "log", || self.inner.log());

@@ -59,6 +59,9 @@ pub struct LocalReply<'a> {
     /// The gRPC status a gRPC client gets instead (`crate::grpc`); `None`
     /// derives it from `status` (`grpc::status_for_http`).
     pub grpc_status: Option<u8>,
+    /// The `grpc-message` (percent-encoded) instead of the one the adapter
+    /// derives from the filter and outcome (a replayed response's own).
+    pub grpc_message: Option<Cow<'a, str>>,
 }
 
 /// Outcome indices (into the filter's `OUTCOMES`) to count for this request.
@@ -103,6 +106,11 @@ pub struct Decision<'a> {
     /// Hold the request until its whole body (at most this many bytes) has
     /// arrived, then decide in `HttpFilter::on_request_body_complete`.
     pub wait_for_body: Option<usize>,
+    /// With `wait_for_body` on a gRPC call: hold it only while it can be
+    /// unary. A complete message without the end of the stream makes it a
+    /// stream (which waits for answers before it ends): it goes on, and
+    /// `HttpFilter::on_request_stream` is told instead.
+    pub grpc_body: bool,
     /// What to do with the profile's tenant header (the identity filter
     /// vouches for it; the host knows the header's name).
     pub tenant_header: TenantWrite,

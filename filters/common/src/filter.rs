@@ -130,6 +130,15 @@ pub trait HttpFilter: 'static {
         Decision::default()
     }
 
+    /// A body held with `Decision::grpc_body` turned out to be a gRPC
+    /// stream: it goes on unheld. Returns outcomes to count.
+    fn on_request_stream(
+        _settings: &Self::Settings,
+        _stream: &mut Self::Stream,
+    ) -> crate::decision::Outcomes {
+        crate::decision::Outcomes::default()
+    }
+
     /// Whether `on_response_body` sees the response body chunks.
     const READS_RESPONSE_BODY: bool = false;
 
@@ -147,6 +156,18 @@ pub trait HttpFilter: 'static {
         _stream: &mut Self::Stream,
         _chunk: &[u8],
         _end_of_stream: bool,
+        _env: &dyn HostEnv,
+    ) -> crate::decision::Outcomes {
+        crate::decision::Outcomes::default()
+    }
+
+    /// The response trailers (HTTP/2; gRPC's `grpc-status`), for a filter
+    /// that reads the response body (`READS_RESPONSE_BODY`, `wants_response`):
+    /// a response with trailers ends here, not with its last body chunk.
+    fn on_response_trailers(
+        _settings: &Self::Settings,
+        _stream: &mut Self::Stream,
+        _trailers: &Headers,
         _env: &dyn HostEnv,
     ) -> crate::decision::Outcomes {
         crate::decision::Outcomes::default()

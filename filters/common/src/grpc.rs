@@ -33,6 +33,7 @@ pub const CANCELLED: u8 = 1;
 pub const UNKNOWN: u8 = 2;
 pub const INVALID_ARGUMENT: u8 = 3;
 pub const DEADLINE_EXCEEDED: u8 = 4;
+pub const ALREADY_EXISTS: u8 = 6;
 pub const PERMISSION_DENIED: u8 = 7;
 pub const RESOURCE_EXHAUSTED: u8 = 8;
 pub const FAILED_PRECONDITION: u8 = 9;

@@ -839,6 +839,7 @@ impl<F: HttpFilter> Root<F> {
             active_slot: None,
             request_id: None,
             waiting_for_body: None,
+            waiting_grpc: false,
             body_buffered: 0,
             #[cfg(feature = "suite")]
             log_record: LogRecord::default(),
@@ -889,6 +890,7 @@ pub trait Stage {
     fn request_trailers(&mut self) -> Action;
     fn response_headers(&mut self, end_of_stream: bool) -> Action;
     fn response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action;
+    fn response_trailers(&mut self) -> Action;
     fn log(&mut self);
     /// A callout's answer: `None` when this stage did not start it;
     /// `Some(true)` when the request may go on (the caller resumes it).
@@ -1076,6 +1078,8 @@ pub struct Stream<F: HttpFilter> {
     request_id: Option<String>,
     /// Holding the request for its body, up to this many bytes.
     waiting_for_body: Option<usize>,
+    /// The held body is a gRPC call's (`Decision::grpc_body`).
+    waiting_grpc: bool,
     /// Bytes of the held body Envoy buffered so far.
     body_buffered: usize,
     /// The suite module's records for the access log, kept for the log phase.
@@ -1504,19 +1508,40 @@ fn act_in<F: HttpFilter>(
         .collect();
     let message = format!("local reply {}", reply.status);
     log::debug!("{}", log_line(F::NAME, tenant, request_id, &message));
-    if !reply.owned_headers.is_empty() {
+    if !reply.owned_headers.is_empty() && reply.grpc_status.is_none() {
         // A stored response replayed as it was (idempotency).
         return hostcalls::send_local_reply(reply.status, &reply_headers, &reply.body, -1).is_ok();
     }
-    let labels = outcome_labels::<F>(compiled, slot, decision.outcomes);
-    let why = (!labels.is_empty()).then_some(labels.as_str());
+    let message = match &reply.grpc_message {
+        Some(m) => m.to_string(),
+        None => {
+            let labels = outcome_labels::<F>(compiled, slot, decision.outcomes);
+            crate::grpc::message(F::NAME, (!labels.is_empty()).then_some(labels.as_str()))
+        }
+    };
     send_reply(
         reply.status,
         &reply_headers,
         &reply.body,
         reply.grpc_status,
-        &crate::grpc::message(F::NAME, why),
+        &message,
     )
+}
+
+/// Whether the buffered request body holds at least one whole gRPC message
+/// (a 5-byte prefix: flag, big-endian length; then the message).
+fn grpc_message_complete(body_size: usize) -> bool {
+    if body_size < 5 {
+        return false;
+    }
+    let Ok(Some(prefix)) = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, 5) else {
+        return false;
+    };
+    let length = prefix
+        .get(1..5)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map_or(u32::MAX, u32::from_be_bytes);
+    usize::try_from(length).is_ok_and(|n| body_size >= n.saturating_add(5))
 }
 
 /// Whether the request being answered is a gRPC call: read only when a
@@ -1720,6 +1745,17 @@ impl<F: HttpFilter> Stream<F> {
         let Some(settings) = compiled.profile.settings(slot) else {
             return Action::Continue;
         };
+        if self.waiting_grpc
+            && !end_of_stream
+            && body_size <= limit
+            && grpc_message_complete(body_size)
+        {
+            // A whole message and the stream goes on: a streaming call.
+            self.waiting_for_body = None;
+            let outcomes = F::on_request_stream(settings, &mut self.state);
+            count(&compiled, slot, outcomes);
+            return Action::Continue;
+        }
         let decision = if body_size > limit {
             F::on_request_body_complete(settings, &mut self.state, None, &EnvoyEnv)
         } else if end_of_stream {
@@ -1880,6 +1916,7 @@ impl<F: HttpFilter> Stage for Stream<F> {
         if let Some(limit) = decision.wait_for_body {
             if !end_of_stream {
                 self.waiting_for_body = Some(limit);
+                self.waiting_grpc = decision.grpc_body;
                 return Action::Pause;
             }
             // No body: decide now.
@@ -2023,6 +2060,25 @@ impl<F: HttpFilter> Stage for Stream<F> {
         Action::Continue
     }
 
+    fn response_trailers(&mut self) -> Action {
+        if !F::READS_RESPONSE_BODY || !F::wants_response(&self.state) {
+            return Action::Continue;
+        }
+        let (Some(compiled), Some(slot)) = (self.compiled.clone(), self.active_slot) else {
+            return Action::Continue;
+        };
+        let Some(settings) = compiled.profile.settings(slot) else {
+            return Action::Continue;
+        };
+        let trailers = match hostcalls::get_map_serialized(MapType::HttpResponseTrailers) {
+            Ok(map) => Headers::from_serialized(map),
+            Err(_) => return Action::Continue,
+        };
+        let outcomes = F::on_response_trailers(settings, &mut self.state, &trailers, &EnvoyEnv);
+        count(&compiled, slot, outcomes);
+        Action::Continue
+    }
+
     fn call_response(&mut self, token: u32, num_headers: usize, body_size: usize) -> Option<bool> {
         self.callout_answered(token, num_headers, body_size)
     }
@@ -2075,6 +2131,9 @@ impl<F: HttpFilter> HttpContext for Stream<F> {
         hostcalls::timed(F::NAME, "response_body", || {
             self.response_body(body_size, end_of_stream)
         })
+    }
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        self.response_trailers()
     }
     fn on_log(&mut self) {
         hostcalls::timed(F::NAME, "log", || self.log());

@@ -60,6 +60,19 @@ impl HttpFilter for Idempotency {
         replay::on_body(settings, stream, body, env)
     }
 
+    fn on_request_stream(_settings: &Self::Settings, stream: &mut Self::Stream) -> Outcomes {
+        replay::on_stream(stream)
+    }
+
+    fn on_response_trailers(
+        settings: &Self::Settings,
+        stream: &mut Self::Stream,
+        trailers: &Headers,
+        env: &dyn HostEnv,
+    ) -> Outcomes {
+        replay::on_response_trailers(settings, stream, trailers, env)
+    }
+
     fn on_response<'s>(
         _settings: &'s Self::Settings,
         headers: &Headers,

@@ -22,6 +22,8 @@ pub const OUTCOMES: &[&str] = &[
     "stored",
     "released",
     "too_large",
+    "streaming",
+    "not_replayable",
 ];
 pub const FIRST: usize = 0;
 pub const REPLAYED: usize = 1;
@@ -34,6 +36,8 @@ pub const STORE_FULL: usize = 7;
 pub const STORED: usize = 8;
 pub const RELEASED: usize = 9;
 pub const TOO_LARGE: usize = 10;
+pub const STREAMING: usize = 11;
+pub const NOT_REPLAYABLE: usize = 12;
 
 /// Response headers never stored: per-hop, or recomputed by Envoy.
 const NOT_STORED: &[&str] = &[
@@ -55,6 +59,9 @@ pub struct Flight {
     headers: Vec<(String, String)>,
     body: Vec<u8>,
     too_big: bool,
+    /// A gRPC call: its response ends with trailers, which are stored too.
+    grpc: bool,
+    trailers: Vec<(String, String)>,
 }
 
 impl Flight {
@@ -212,8 +219,14 @@ pub fn on_request<'s>(
         method: method.to_string(),
         path: path.to_string(),
     });
+    flight.grpc = headers
+        .get("content-type")
+        .is_some_and(meshware_common::grpc::is_grpc);
     Decision {
         wait_for_body: Some(s.max_request_bytes),
+        // A streaming call never ends its body while it waits for answers:
+        // only a unary one (one message, then the end) is held.
+        grpc_body: flight.grpc,
         ..Decision::default()
     }
 }
@@ -272,6 +285,10 @@ pub fn on_body<'s>(
         Claim::Found(Entry {
             response: Some(stored),
             ..
+        }) if flight.grpc => replay_grpc(stored),
+        Claim::Found(Entry {
+            response: Some(stored),
+            ..
         }) => {
             let mut owned_headers = stored.headers;
             owned_headers.push(("idempotency-replayed".to_string(), "true".to_string()));
@@ -290,6 +307,56 @@ pub fn on_body<'s>(
             outcomes: Outcomes::one(STORE_FULL),
             ..Decision::default()
         },
+    }
+}
+
+/// A stored gRPC response to a duplicate call. Envoy answers a gRPC request
+/// from a filter only in the trailers-only form (status and metadata, no
+/// message), so a call that ended without a message (every failure) is
+/// replayed exactly; one that returned messages cannot be, and the
+/// duplicate learns so as ALREADY_EXISTS instead of running again.
+fn replay_grpc<'s>(stored: Stored) -> Decision<'s> {
+    if !stored.body.is_empty() {
+        return Decision {
+            reply: Some(LocalReply {
+                status: 409,
+                headers: vec![("idempotency-replayed", "false".to_string())],
+                grpc_status: Some(meshware_common::grpc::ALREADY_EXISTS),
+                ..LocalReply::default()
+            }),
+            outcomes: Outcomes::one(NOT_REPLAYABLE),
+            ..Decision::default()
+        };
+    }
+    // Trailers-only: the status is in the headers; otherwise the trailers.
+    let all = || stored.headers.iter().chain(stored.trailers.iter());
+    let value = |name: &str| all().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let code = value("grpc-status")
+        .and_then(|v| v.parse::<u8>().ok())
+        .unwrap_or(meshware_common::grpc::UNKNOWN);
+    let mut owned_headers: Vec<(String, String)> = all()
+        .filter(|(k, _)| !matches!(k.as_str(), "content-type" | "grpc-status" | "grpc-message"))
+        .cloned()
+        .collect();
+    owned_headers.push(("idempotency-replayed".to_string(), "true".to_string()));
+    Decision {
+        reply: Some(LocalReply {
+            status: 200,
+            owned_headers,
+            grpc_status: Some(code),
+            grpc_message: value("grpc-message").map(Cow::Owned),
+            ..LocalReply::default()
+        }),
+        outcomes: Outcomes::one(REPLAYED),
+        ..Decision::default()
+    }
+}
+
+/// A held gRPC call turned out to be a stream: it passes, never claimed.
+pub fn on_stream(flight: &mut Flight) -> Outcomes {
+    match flight.pending.take() {
+        Some(_) => Outcomes::one(STREAMING),
+        None => Outcomes::default(),
     }
 }
 
@@ -326,10 +393,45 @@ pub fn on_response_body(
     if !end {
         return Outcomes::default();
     }
+    store(s, flight, env)
+}
+
+/// The response's trailers: with them (HTTP/2, gRPC) the response ends
+/// here rather than with its last body chunk.
+pub fn on_response_trailers(
+    s: &IdempotencySettings,
+    flight: &mut Flight,
+    trailers: &Headers,
+    env: &dyn HostEnv,
+) -> Outcomes {
+    if flight.claimed.is_none() {
+        return Outcomes::default();
+    }
+    flight.trailers = trailers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    store(s, flight, env)
+}
+
+/// The response is complete: stored for duplicates, or the key released.
+/// A gRPC call is judged by its grpc-status (a failure of the upstream,
+/// UNAVAILABLE say, is kept only with `store_5xx`, as a 5xx is).
+fn store(s: &IdempotencySettings, flight: &mut Flight, env: &dyn HostEnv) -> Outcomes {
     let Some((slot, scope, fp)) = flight.claimed.take() else {
         return Outcomes::default();
     };
-    let keep = !flight.too_big && flight.status != 0 && (flight.status < 500 || s.store_5xx);
+    let grpc_status = flight
+        .headers
+        .iter()
+        .chain(flight.trailers.iter())
+        .find(|(k, _)| k == "grpc-status")
+        .and_then(|(_, v)| v.parse::<u64>().ok());
+    let effective = match (flight.grpc, grpc_status) {
+        (true, Some(code)) => meshware_common::grpc::http_equivalent(code),
+        _ => u64::from(flight.status),
+    };
+    let keep = !flight.too_big && flight.status != 0 && (effective < 500 || s.store_5xx);
     if !keep {
         finish(env, &slot, &scope, None);
         return Outcomes::one(RELEASED);
@@ -341,6 +443,7 @@ pub fn on_response_body(
         response: Some(Stored {
             status: flight.status,
             headers: std::mem::take(&mut flight.headers),
+            trailers: std::mem::take(&mut flight.trailers),
             body: std::mem::take(&mut flight.body),
         }),
     };

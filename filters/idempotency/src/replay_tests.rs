@@ -258,3 +258,140 @@ fn a_required_route_holds_for_every_reading_of_its_path() {
     );
     assert!(d.reply.is_none());
 }
+
+/// A gRPC call's request phases (content type gRPC, key in metadata).
+fn send_grpc(
+    s: &'static IdempotencySettings,
+    st: &MemoryStore,
+    key: &str,
+    body: &[u8],
+    f: &mut Flight,
+) -> Decision<'static> {
+    let pairs = vec![
+        (":method".to_string(), "POST".to_string()),
+        (":path".to_string(), "/orders".to_string()),
+        ("content-type".to_string(), "application/grpc".to_string()),
+        ("x-user-id".to_string(), "u".to_string()),
+        ("idempotency-key".to_string(), key.to_string()),
+    ];
+    let read = RequestPath::read_all("/orders").unwrap();
+    let d = on_request(
+        s,
+        "t",
+        &Headers::new(pairs),
+        &read,
+        &mut SourceAddress::known(None),
+        f,
+    );
+    if d.reply.is_some() {
+        return d;
+    }
+    assert!(
+        d.grpc_body,
+        "a gRPC call is held only while it can be unary"
+    );
+    on_body(s, f, Some(body), st)
+}
+
+/// A gRPC response: headers, messages, then trailers.
+fn respond_grpc(
+    s: &IdempotencySettings,
+    st: &MemoryStore,
+    f: &mut Flight,
+    body: &[u8],
+    status: &str,
+) -> meshware_common::Outcomes {
+    let h = Headers::new(vec![
+        (":status".into(), "200".into()),
+        ("content-type".into(), "application/grpc".into()),
+    ]);
+    on_response(f, &h);
+    on_response_body(s, f, body, false, st);
+    let t = Headers::new(vec![
+        ("grpc-status".into(), status.into()),
+        ("grpc-message".into(), "bad%20thing".into()),
+        ("x-trailer".into(), "kept".into()),
+    ]);
+    on_response_trailers(s, f, &t, st)
+}
+
+#[test]
+fn a_grpc_failure_is_stored_from_its_trailers_and_replayed_trailers_only() {
+    let s = settings();
+    let st = env();
+    let mut f = Flight::default();
+    assert!(send_grpc(s, &st, "\"k1\"", b"m", &mut f)
+        .outcomes
+        .contains(FIRST));
+    assert!(respond_grpc(s, &st, &mut f, b"", "9").contains(STORED));
+    let d = send_grpc(s, &st, "\"k1\"", b"m", &mut Flight::default());
+    let reply = d.reply.expect("replayed");
+    assert!(d.outcomes.contains(REPLAYED));
+    assert_eq!(reply.grpc_status, Some(9));
+    assert_eq!(reply.grpc_message.as_deref(), Some("bad%20thing"));
+    assert!(reply
+        .owned_headers
+        .contains(&("x-trailer".to_string(), "kept".to_string())));
+    assert!(reply
+        .owned_headers
+        .contains(&("idempotency-replayed".to_string(), "true".to_string())));
+    assert!(!reply
+        .owned_headers
+        .iter()
+        .any(|(k, _)| k == "grpc-status" || k == "content-type"));
+}
+
+#[test]
+fn a_grpc_answer_with_messages_is_never_run_twice() {
+    let s = settings();
+    let st = env();
+    let mut f = Flight::default();
+    send_grpc(s, &st, "\"k2\"", b"m", &mut f);
+    assert!(respond_grpc(s, &st, &mut f, b"\0\0\0\0\x02ok", "0").contains(STORED));
+    let d = send_grpc(s, &st, "\"k2\"", b"m", &mut Flight::default());
+    assert!(d.outcomes.contains(NOT_REPLAYABLE));
+    assert_eq!(
+        d.reply.and_then(|r| r.grpc_status),
+        Some(meshware_common::grpc::ALREADY_EXISTS)
+    );
+    // Another payload with the same key: FAILED_PRECONDITION (from 422).
+    let d = send_grpc(s, &st, "\"k2\"", b"other", &mut Flight::default());
+    assert!(d.outcomes.contains(MISMATCH));
+    assert_eq!(d.reply.map(|r| r.status), Some(422));
+}
+
+#[test]
+fn an_unavailable_upstream_releases_the_key_and_a_stream_is_never_held() {
+    let s = settings();
+    let st = env();
+    let mut f = Flight::default();
+    send_grpc(s, &st, "\"k3\"", b"m", &mut f);
+    assert!(respond_grpc(s, &st, &mut f, b"", "14").contains(RELEASED));
+    // The retry runs (the key is free again).
+    assert!(send_grpc(s, &st, "\"k3\"", b"m", &mut Flight::default())
+        .outcomes
+        .contains(FIRST));
+    // A stream: told once, never claimed, nothing to release.
+    let mut f = Flight::default();
+    let pairs = vec![
+        (":method".to_string(), "POST".to_string()),
+        (":path".to_string(), "/orders".to_string()),
+        ("content-type".to_string(), "application/grpc".to_string()),
+        ("idempotency-key".to_string(), "\"k4\"".to_string()),
+    ];
+    let read = RequestPath::read_all("/orders").unwrap();
+    on_request(
+        s,
+        "t",
+        &Headers::new(pairs),
+        &read,
+        &mut SourceAddress::known(None),
+        &mut f,
+    );
+    assert!(on_stream(&mut f).contains(STREAMING));
+    assert!(!f.stores_response());
+    assert_eq!(
+        on_complete(&mut f, &st),
+        meshware_common::Outcomes::default()
+    );
+}

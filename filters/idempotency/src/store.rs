@@ -13,6 +13,9 @@ pub const MAX_CAS_RETRIES: usize = 8;
 pub struct Stored {
     pub status: u16,
     pub headers: Vec<(String, String)>,
+    /// The response's trailers (gRPC: `grpc-status`, `grpc-message`, the
+    /// server's trailing metadata); empty for most HTTP responses.
+    pub trailers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
@@ -49,6 +52,14 @@ impl<'a> Reader<'a> {
         let n = self.u16()? as usize;
         String::from_utf8(self.take(n)?.to_vec()).ok()
     }
+    fn pairs(&mut self) -> Option<Vec<(String, String)>> {
+        let n = self.u16()?;
+        let mut pairs = Vec::with_capacity(usize::from(n));
+        for _ in 0..n {
+            pairs.push((self.string()?, self.string()?));
+        }
+        Some(pairs)
+    }
     fn rest(&mut self) -> &'a [u8] {
         let out = self.bytes.get(self.at..).unwrap_or(&[]);
         self.at = self.bytes.len();
@@ -63,19 +74,32 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(bytes.get(..n).unwrap_or(&[]));
 }
 
+fn put_pairs(out: &mut Vec<u8>, pairs: &[(String, String)]) {
+    let n = pairs.len().min(usize::from(u16::MAX));
+    out.extend_from_slice(&(n as u16).to_le_bytes());
+    for (k, v) in pairs.iter().take(n) {
+        put_str(out, k);
+        put_str(out, v);
+    }
+}
+
 impl Entry {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        out.push(u8::from(self.response.is_some()));
+        // 0: in flight; 1: a response; 2: a response with trailers.
+        out.push(match &self.response {
+            None => 0,
+            Some(r) if r.trailers.is_empty() => 1,
+            Some(_) => 2,
+        });
         out.extend_from_slice(&self.expires_ms.to_le_bytes());
         out.extend_from_slice(&self.fingerprint.to_le_bytes());
         put_str(&mut out, &self.scope);
         if let Some(r) = &self.response {
             out.extend_from_slice(&r.status.to_le_bytes());
-            out.extend_from_slice(&(r.headers.len() as u16).to_le_bytes());
-            for (k, v) in &r.headers {
-                put_str(&mut out, k);
-                put_str(&mut out, v);
+            put_pairs(&mut out, &r.headers);
+            if !r.trailers.is_empty() {
+                put_pairs(&mut out, &r.trailers);
             }
             out.extend_from_slice(&r.body);
         }
@@ -85,9 +109,10 @@ impl Entry {
     /// `None` for an empty (free) slot or foreign bytes.
     pub fn decode(bytes: &[u8]) -> Option<Entry> {
         let mut r = Reader { bytes, at: 0 };
-        let done = match r.take(1)? {
-            [0] => false,
-            [1] => true,
+        let (done, with_trailers) = match r.take(1)? {
+            [0] => (false, false),
+            [1] => (true, false),
+            [2] => (true, true),
             _ => return None,
         };
         let expires_ms = r.u64()?;
@@ -95,14 +120,16 @@ impl Entry {
         let scope = r.string()?;
         let response = if done {
             let status = r.u16()?;
-            let n = r.u16()?;
-            let mut headers = Vec::with_capacity(n as usize);
-            for _ in 0..n {
-                headers.push((r.string()?, r.string()?));
-            }
+            let headers = r.pairs()?;
+            let trailers = if with_trailers {
+                r.pairs()?
+            } else {
+                Vec::new()
+            };
             Some(Stored {
                 status,
                 headers,
+                trailers,
                 body: r.rest().to_vec(),
             })
         } else {
@@ -240,10 +267,20 @@ mod tests {
             response: Some(Stored {
                 status: 201,
                 headers: vec![("location".into(), "/orders/1".into())],
+                trailers: Vec::new(),
                 body: b"{\"id\":1}".to_vec(),
             }),
         };
         assert_eq!(Entry::decode(&e.encode()), Some(e.clone()));
+        let mut grpc = e.clone();
+        if let Some(r) = &mut grpc.response {
+            r.trailers = vec![
+                ("grpc-status".into(), "0".into()),
+                ("x-t".into(), "1".into()),
+            ];
+        }
+        assert_eq!(grpc.encode().first(), Some(&2));
+        assert_eq!(Entry::decode(&grpc.encode()), Some(grpc));
         let m = mark("s", 1);
         assert_eq!(Entry::decode(&m.encode()), Some(m));
         assert_eq!(Entry::decode(b""), None);
