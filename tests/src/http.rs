@@ -188,3 +188,22 @@ pub fn send_chunked(
     let raw = read_response(&mut s).unwrap_or_default();
     parse(&raw)
 }
+
+/// One HTTP/2 request (prior knowledge) by `tests/h2_client.py`, which
+/// sends pseudo-headers and headers verbatim: `{"status", "headers",
+/// "body", "trailers"}`. `args`: `--header k:v`, `--body`, `--trailer k:v`.
+pub fn h2(port: u16, method: &str, path: &str, host: &str, args: &[&str]) -> serde_json::Value {
+    let python = crate::root().join(".venv/bin/python");
+    let out = std::process::Command::new(python)
+        .arg(crate::root().join("tests/h2_client.py"))
+        .args([&port.to_string(), method, path, host])
+        .args(args)
+        .output()
+        .expect("run tests/h2_client.py (make setup installs h2)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("h2_client output: {e}"))
+}

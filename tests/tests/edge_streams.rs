@@ -83,19 +83,7 @@ fn streams_that_end_without_response_headers_leave_nothing_behind() {
 }
 
 fn h2(port: u16, method: &str, path: &str, host: &str, args: &[&str]) -> Value {
-    let python = meshware_e2e::root().join(".venv/bin/python");
-    let out = std::process::Command::new(python)
-        .arg(meshware_e2e::root().join("tests/h2_client.py"))
-        .args([&port.to_string(), method, path, host])
-        .args(args)
-        .output()
-        .expect("run tests/h2_client.py (make setup installs h2)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    meshware_e2e::http::h2(port, method, path, host, args)
 }
 
 fn h2_header<'v>(r: &'v Value, name: &str) -> Option<&'v str> {

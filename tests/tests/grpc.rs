@@ -382,3 +382,50 @@ fn a_duplicate_grpc_call_never_runs_twice_and_streams_are_never_held() {
     let stream = call(s.port, "ServerStream", "3", &["--metadata", &k5]);
     assert_eq!(code(&stream), "OK", "{stream}");
 }
+
+#[test]
+fn a_malformed_grpc_timeout_gets_invalid_argument_at_once() {
+    let (_server, s) = start();
+    // grpcio never sends a bad deadline: a raw HTTP/2 gRPC request does.
+    // Refused on its headers: the body is never read.
+    for bad in ["5s", "123456789m", "soon"] {
+        let r = meshware_e2e::http::h2(
+            s.port,
+            "POST",
+            &format!("{SVC}/Unary"),
+            "127.0.0.1",
+            &[
+                "--header",
+                "content-type:application/grpc",
+                "--header",
+                "te:trailers",
+                "--header",
+                &format!("grpc-timeout:{bad}"),
+                "--body",
+                "unread",
+            ],
+        );
+        let header = |name: &str| {
+            r["headers"]
+                .as_array()
+                .and_then(|h| h.iter().find(|p| p[0] == name))
+                .and_then(|p| p[1].as_str())
+                .unwrap_or("")
+                .to_string()
+        };
+        assert_eq!(r["status"], 200, "{r}");
+        assert_eq!(
+            header("grpc-status"),
+            "3",
+            "INVALID_ARGUMENT for {bad}: {r}"
+        );
+        assert_eq!(
+            header("grpc-message"),
+            "request: invalid_grpc_timeout",
+            "{r}"
+        );
+    }
+    // A well-formed one passes.
+    let ok = call(s.port, "Unary", "fine", &["--timeout", "5"]);
+    assert_eq!(code(&ok), "OK", "{ok}");
+}

@@ -153,6 +153,17 @@ pub enum BadTimeout {
     UnknownUnit,
 }
 
+impl BadTimeout {
+    pub fn describe(self) -> &'static str {
+        match self {
+            BadTimeout::Empty => "no digits",
+            BadTimeout::TooManyDigits => "more than 8 digits",
+            BadTimeout::NotDigits => "not a number",
+            BadTimeout::UnknownUnit => "unknown unit",
+        }
+    }
+}
+
 /// A `grpc-timeout` value (`1-8 digits` then a unit `H M S m u n`) in
 /// milliseconds, rounded up so a sub-millisecond deadline is not zero.
 pub fn parse_timeout(value: &str) -> Result<u64, BadTimeout> {

@@ -840,6 +840,7 @@ impl<F: HttpFilter> Root<F> {
             request_id: None,
             waiting_for_body: None,
             waiting_grpc: false,
+            grpc: None,
             body_buffered: 0,
             #[cfg(feature = "suite")]
             log_record: LogRecord::default(),
@@ -1080,6 +1081,9 @@ pub struct Stream<F: HttpFilter> {
     waiting_for_body: Option<usize>,
     /// The held body is a gRPC call's (`Decision::grpc_body`).
     waiting_grpc: bool,
+    /// Whether the request is a gRPC call, when its content type was read
+    /// with its headers (`None`: read when a reply needs it).
+    grpc: Option<bool>,
     /// Bytes of the held body Envoy buffered so far.
     body_buffered: usize,
     /// The suite module's records for the access log, kept for the log phase.
@@ -1180,7 +1184,12 @@ fn apply(map: MapType, edits: &HeaderEdits<'_>) {
 
 /// Answers a request refused before any filter's work: 400 with a problem
 /// details body naming the reason (never the path), counted per tenant.
-fn refuse<F: HttpFilter>(compiled: &Compiled<F>, slot: usize, refusal: crate::request::Refusal) {
+fn refuse<F: HttpFilter>(
+    compiled: &Compiled<F>,
+    slot: usize,
+    refusal: crate::request::Refusal,
+    grpc: Option<bool>,
+) {
     if let Some(Some(id)) = compiled
         .request_counters
         .get(slot)
@@ -1205,6 +1214,7 @@ fn refuse<F: HttpFilter>(compiled: &Compiled<F>, slot: usize, refusal: crate::re
     );
     let why = crate::request::OUTCOMES.get(refusal.outcome()).copied();
     let _ = send_reply(
+        grpc,
         400,
         &[("content-type", "application/problem+json")],
         body.as_bytes(),
@@ -1348,7 +1358,7 @@ fn declared_headers(
     names: &[&str],
     tenant_header: Option<&crate::tenancy::TenantHeader>,
 ) -> Vec<(String, Vec<u8>)> {
-    let always = [":authority", ":path"];
+    let always = [":authority", ":path", "grpc-timeout"];
     let tenant = tenant_header.map(|h| h.name.as_str());
     let mut out = Vec::with_capacity(names.len() + 3);
     for name in always.iter().chain(names).copied().chain(tenant) {
@@ -1455,7 +1465,7 @@ fn act<F: HttpFilter>(
     decision: &Decision<'_>,
     request_id: Option<&str>,
 ) -> bool {
-    act_in::<F>(compiled, slot, decision, request_id, Record::Now)
+    act_in::<F>(compiled, slot, decision, request_id, Record::Now, None)
 }
 
 /// `record`: where the decision's record for the access log goes.
@@ -1465,6 +1475,7 @@ fn act_in<F: HttpFilter>(
     decision: &Decision<'_>,
     request_id: Option<&str>,
     record: Record<'_>,
+    grpc: Option<bool>,
 ) -> bool {
     match record {
         Record::Now => record_for_log::<F>(
@@ -1520,6 +1531,7 @@ fn act_in<F: HttpFilter>(
         }
     };
     send_reply(
+        grpc,
         reply.status,
         &reply_headers,
         &reply.body,
@@ -1544,13 +1556,17 @@ fn grpc_message_complete(body_size: usize) -> bool {
     usize::try_from(length).is_ok_and(|n| body_size >= n.saturating_add(5))
 }
 
-/// Whether the request being answered is a gRPC call: read only when a
-/// reply is sent, so a request that passes pays nothing for it.
-fn grpc_request() -> bool {
-    hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, "content-type")
-        .ok()
-        .flatten()
-        .is_some_and(|v| std::str::from_utf8(&v).is_ok_and(crate::grpc::is_grpc))
+/// Whether the request being answered is a gRPC call: `known` when the
+/// stream saw its content type, else read now (only when a reply is sent,
+/// so a request that passes pays nothing for it). Envoy's request headers
+/// are gone once passed on: then the reply is plain HTTP.
+fn grpc_request(known: Option<bool>) -> bool {
+    known.unwrap_or_else(|| {
+        hostcalls::get_map_value_checked(MapType::HttpRequestHeaders, "content-type")
+            .ok()
+            .flatten()
+            .is_some_and(|v| std::str::from_utf8(&v).is_ok_and(crate::grpc::is_grpc))
+    })
 }
 
 /// Sends a local reply. A gRPC client gets it as a gRPC status
@@ -1561,13 +1577,14 @@ fn grpc_request() -> bool {
 /// gRPC-Web call for gRPC (its `grpc_web` filter passes a 200 with
 /// `grpc-status` on unchanged). Returns whether the host took it.
 pub(crate) fn send_reply(
+    grpc: Option<bool>,
     status: u32,
     headers: &[(&str, &str)],
     body: &[u8],
     grpc_status: Option<u8>,
     grpc_message: &str,
 ) -> bool {
-    if grpc_request() {
+    if grpc_request(grpc) {
         let code = grpc_status.unwrap_or_else(|| crate::grpc::status_for_http(status));
         let code_text = code.to_string();
         let mut metadata: Vec<(&str, &str)> = headers
@@ -1586,6 +1603,7 @@ pub(crate) fn send_reply(
 /// client `UNAVAILABLE`.
 pub(crate) fn send_unavailable(filter: &str) {
     let _ = send_reply(
+        None,
         503,
         &[],
         b"",
@@ -1602,7 +1620,14 @@ impl<F: HttpFilter> Stream<F> {
         let record = Record::Later(&mut self.log_record);
         #[cfg(not(feature = "suite"))]
         let record = Record::Now;
-        act_in::<F>(compiled, slot, decision, self.request_id.as_deref(), record)
+        act_in::<F>(
+            compiled,
+            slot,
+            decision,
+            self.request_id.as_deref(),
+            record,
+            self.grpc,
+        )
     }
 
     /// Starts a decision's callout or parks the request. Returns true when
@@ -1830,6 +1855,13 @@ impl<F: HttpFilter> Stage for Stream<F> {
         test_panic::at("request_headers");
         let profile = &compiled.profile;
         let header_value = profile.tenancy.header().and_then(|h| headers.get(&h.name));
+        // Whether the map read is whole (a missing content type then means
+        // not gRPC), or only the declared headers.
+        let whole = shared.is_some() || F::REQUEST_HEADERS.is_none() || compiled.reads_owned;
+        self.grpc = match headers.get("content-type") {
+            Some(t) => Some(crate::grpc::is_grpc(t)),
+            None => whole.then_some(false),
+        };
         let raw_path = headers.get(":path").unwrap_or("/");
         let read = shared_headers::path(self.context_id, raw_path);
         let judged = crate::request::judge(
@@ -1840,8 +1872,15 @@ impl<F: HttpFilter> Stage for Stream<F> {
             header_value,
         );
         let slot = judged.slot;
-        if let Some(refusal) = judged.refusal {
-            refuse(&compiled, slot, refusal);
+        let refusal = judged.refusal.or_else(|| {
+            crate::request::judge_grpc_timeout(headers.get("grpc-timeout"), || {
+                headers
+                    .get("content-type")
+                    .map_or_else(|| grpc_request(None), crate::grpc::is_grpc)
+            })
+        });
+        if let Some(refusal) = refusal {
+            refuse(&compiled, slot, refusal, self.grpc);
             return Action::Pause;
         }
         let owned_headers =
@@ -1990,6 +2029,7 @@ impl<F: HttpFilter> Stage for Stream<F> {
             &decision,
             self.request_id.as_deref(),
             Record::Skip,
+            self.grpc,
         );
         let updates = F::on_complete_metrics(settings, &mut self.state, &EnvoyEnv);
         if !updates.is_empty() {

@@ -8,7 +8,7 @@
 #[cfg(not(feature = "count-hostcalls"))]
 pub use proxy_wasm::hostcalls::*;
 #[cfg(not(feature = "count-hostcalls"))]
-pub use raw::{get_map_serialized, send_local_reply};
+pub use raw::{get_map_serialized, get_map_value_checked, send_local_reply};
 
 /// Host calls the SDK only offers in a costlier shape.
 mod raw {
@@ -21,6 +21,13 @@ mod raw {
             return_map_data: *mut *mut u8,
             return_map_size: *mut usize,
         ) -> Status;
+        fn proxy_get_header_map_value(
+            map_type: MapType,
+            key_data: *const u8,
+            key_size: usize,
+            return_value_data: *mut *mut u8,
+            return_value_size: *mut usize,
+        ) -> Status;
         fn proxy_send_local_response(
             status_code: u32,
             status_code_details_data: *const u8,
@@ -31,6 +38,24 @@ mod raw {
             headers_size: usize,
             grpc_status: i32,
         ) -> Status;
+    }
+
+    /// One header's value, or the host's status when the map cannot be
+    /// read now (request headers Envoy already passed on: `BadArgument`),
+    /// where the SDK's `get_map_value_bytes` panics.
+    pub fn get_map_value_checked(map_type: MapType, key: &str) -> Result<Option<Vec<u8>>, Status> {
+        let mut data: *mut u8 = std::ptr::null_mut();
+        let mut size: usize = 0;
+        // SAFETY: as in `get_map_serialized`: the host hands over a buffer
+        // of `size` bytes from this module's allocator.
+        match unsafe {
+            proxy_get_header_map_value(map_type, key.as_ptr(), key.len(), &mut data, &mut size)
+        } {
+            Status::Ok if data.is_null() => Ok(Some(Vec::new())),
+            Status::Ok => Ok(Some(unsafe { Vec::from_raw_parts(data, size, size) })),
+            Status::NotFound => Ok(None),
+            status => Err(status),
+        }
     }
 
     /// A local reply: `grpc_status` (>= 0) makes Envoy answer a gRPC
@@ -121,7 +146,7 @@ pub use counting::*;
 mod counting {
     /// The SDK's host calls and ours, counted alike.
     mod host {
-        pub use super::super::raw::{get_map_serialized, send_local_reply};
+        pub use super::super::raw::{get_map_serialized, get_map_value_checked, send_local_reply};
         pub use proxy_wasm::hostcalls::*;
     }
     use proxy_wasm::types::{BufferType, Bytes, LogLevel, MapType, MetricType, Status};
@@ -152,6 +177,7 @@ mod counting {
         get_buffer(buffer_type: BufferType, start: usize, max_size: usize) -> Result<Option<Bytes>, Status>;
         get_map_bytes(map_type: MapType) -> Result<Vec<(String, Bytes)>, Status>;
         get_map_serialized(map_type: MapType) -> Result<Vec<u8>, Status>;
+        get_map_value_checked(map_type: MapType, key: &str) -> Result<Option<Vec<u8>>, Status>;
         get_map_value_bytes(map_type: MapType, key: &str) -> Result<Option<Bytes>, Status>;
         remove_map_value(map_type: MapType, key: &str) -> Result<(), Status>;
         set_map_value(map_type: MapType, key: &str, value: Option<&str>) -> Result<(), Status>;

@@ -224,6 +224,9 @@ pub enum Refusal {
     Ambiguous(Form),
     /// Readings of the path name different tenants.
     AmbiguousTenant,
+    /// A gRPC call whose `grpc-timeout` is not one: Envoy would ignore it
+    /// (no deadline) while the upstream may read it otherwise.
+    GrpcTimeout(crate::grpc::BadTimeout),
 }
 
 impl Refusal {
@@ -233,6 +236,7 @@ impl Refusal {
             Refusal::Invalid(_) => INVALID_PATH,
             Refusal::Ambiguous(_) => AMBIGUOUS_PATH,
             Refusal::AmbiguousTenant => AMBIGUOUS_TENANT,
+            Refusal::GrpcTimeout(_) => INVALID_GRPC_TIMEOUT,
         }
     }
 
@@ -245,6 +249,10 @@ impl Refusal {
                 f.describe()
             ),
             Refusal::AmbiguousTenant => "ambiguous path: its readings belong to different tenants".to_string(),
+            Refusal::GrpcTimeout(why) => format!(
+                "invalid grpc-timeout: {} (1 to 8 digits, then H, M, S, m, u or n)",
+                why.describe()
+            ),
         };
         crate::jsontext::problem("about:blank", "Bad Request", 400, &detail)
     }
@@ -325,14 +333,50 @@ pub fn judge<S>(
 }
 
 /// Outcomes counted under `filter="request"`, per tenant.
-pub const OUTCOMES: &[&str] = &["invalid_path", "ambiguous_path", "ambiguous_tenant"];
+pub const OUTCOMES: &[&str] = &[
+    "invalid_path",
+    "ambiguous_path",
+    "ambiguous_tenant",
+    "invalid_grpc_timeout",
+];
 pub const INVALID_PATH: usize = 0;
 pub const AMBIGUOUS_PATH: usize = 1;
 pub const AMBIGUOUS_TENANT: usize = 2;
+pub const INVALID_GRPC_TIMEOUT: usize = 3;
+
+/// A gRPC call's `grpc-timeout` (`value`) judged: `content_type` says
+/// whether the request is gRPC (asked only when the value is malformed).
+pub fn judge_grpc_timeout(
+    value: Option<&str>,
+    content_type: impl FnOnce() -> bool,
+) -> Option<Refusal> {
+    let bad = crate::grpc::parse_timeout(value?).err()?;
+    content_type().then_some(Refusal::GrpcTimeout(bad))
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_malformed_grpc_timeout_refuses_only_a_grpc_call() {
+        let grpc = || true;
+        assert_eq!(judge_grpc_timeout(None, grpc), None);
+        assert_eq!(judge_grpc_timeout(Some("5S"), || panic!("not asked")), None);
+        assert_eq!(
+            judge_grpc_timeout(Some("5s"), grpc),
+            Some(Refusal::GrpcTimeout(crate::grpc::BadTimeout::UnknownUnit))
+        );
+        assert_eq!(judge_grpc_timeout(Some("soon"), || false), None);
+        let refusal = Refusal::GrpcTimeout(crate::grpc::BadTimeout::TooManyDigits);
+        assert_eq!(
+            OUTCOMES.get(refusal.outcome()),
+            Some(&"invalid_grpc_timeout")
+        );
+        assert!(refusal
+            .body()
+            .contains("invalid grpc-timeout: more than 8 digits"));
+    }
     use crate::section::parse_alone;
     use serde_json::json;
     #[cfg(target_arch = "wasm32")]
