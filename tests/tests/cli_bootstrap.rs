@@ -104,3 +104,46 @@ fn the_cli_refuses_an_upstream_for_a_version_no_tenant_has() {
         "{warnings:?}"
     );
 }
+
+/// README's gRPC example: the CLI's defaults (the client's protocol
+/// upstream, gRPC routes on the client's deadline) in front of a real gRPC
+/// server, called by `tests/grpc/client.py`.
+#[test]
+fn the_cli_bootstrap_carries_grpc_with_its_defaults() {
+    let server = meshware_e2e::grpc::GrpcServer::start();
+    let (port, admin) = (free_port(), free_port());
+    let mut args: Vec<String> = [
+        "--profile",
+        "examples/tenants.json",
+        "--wasm-dir",
+        "dist",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--admin-port",
+        &admin.to_string(),
+        "--upstream",
+        &format!("127.0.0.1:{}", server.port),
+        "--grpc-web",
+        "on",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if suite_module() {
+        args.extend(["--filters".to_string(), "suite".to_string()]);
+    }
+    std::env::set_current_dir(meshware_e2e::root()).expect("cd to the workspace");
+    let (config, _) = meshware_cli::bootstrap::from_args(&args).expect("bootstrap");
+    let (ok, out) = validate(&config);
+    assert!(ok, "{out}");
+    let _envoy = Envoy::start(&config, admin).expect("envoy on the CLI's bootstrap");
+    let unary = meshware_e2e::grpc::call(port, "Unary", "hello", &[]);
+    assert_eq!(unary["code"], "OK", "{unary}");
+    assert_eq!(unary["responses"], serde_json::json!(["hello"]));
+    let stream = meshware_e2e::grpc::call(port, "ServerStream", "2", &[]);
+    assert_eq!(
+        stream["responses"],
+        serde_json::json!(["0", "1"]),
+        "{stream}"
+    );
+}

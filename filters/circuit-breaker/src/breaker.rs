@@ -47,6 +47,8 @@ pub struct Admitted {
     started_ms: u64,
     /// A gRPC call: its outcome is its gRPC status, not the HTTP one.
     grpc: bool,
+    /// When the response headers arrived (with `slow_ms` only).
+    first_byte_ms: Option<u64>,
 }
 
 /// The circuit's shared-data key: tenant and cluster or route.
@@ -186,6 +188,14 @@ pub fn on_request<'s>(
     decision
 }
 
+/// The response started: slowness is the time to it, so a long stream
+/// (server streaming gRPC, a download) is not slow for lasting.
+pub fn on_response_start(s: &BreakerSettings, admitted: &mut Admitted, env: &dyn HostEnv) {
+    if s.slow_ms.is_some() && admitted.circuit_key.is_some() && admitted.first_byte_ms.is_none() {
+        admitted.first_byte_ms = Some(env.now_ms());
+    }
+}
+
 /// At the end of every admitted stream: release the bulkhead slot and feed
 /// the outcome to the circuit. No response (upstream reset, timeout) is a
 /// failure; a client that disconnected first is not evidence either way.
@@ -222,9 +232,10 @@ pub fn on_complete(s: &BreakerSettings, admitted: &mut Admitted, env: &dyn HostE
         outcomes.add(CLIENT_ABORTED);
         return outcomes;
     }
+    let answered = admitted.first_byte_ms.unwrap_or(now);
     let slow = s
         .slow_ms
-        .is_some_and(|limit| now.saturating_sub(admitted.started_ms) > limit);
+        .is_some_and(|limit| answered.saturating_sub(admitted.started_ms) > limit);
     // A gRPC call fails with HTTP 200 and a `grpc-status` (Envoy's own
     // upstream failures too: 503/504 become UNAVAILABLE/DEADLINE_EXCEEDED
     // toward a gRPC client); Envoy reads it from headers or trailers.

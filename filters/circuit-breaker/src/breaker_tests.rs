@@ -371,3 +371,23 @@ fn grpc_retry_conditions_go_to_their_own_header() {
     assert!(e.contains("\"NOPE\": not a gRPC status name"), "{e}");
     assert!(e.contains("unknown retry condition \"grpc-oops\""), "{e}");
 }
+
+#[test]
+fn slowness_is_the_time_to_the_response_not_the_length_of_the_stream() {
+    let (s, e) = parse_json(json!({"slow_ms": 100, "min_requests": 1, "failure_ratio": 1.0}));
+    assert_eq!(e, "");
+    let s: &'static BreakerSettings = Box::leak(Box::new(s));
+    let st = env();
+    let start = *st.now.borrow();
+    // A stream answered at once that lasts 5 s: healthy.
+    let (_, mut a) = request(s, &st, "t", "/stream");
+    *st.now.borrow_mut() = start + 10;
+    on_response_start(s, &mut a, &st);
+    *st.now.borrow_mut() = start + 5_000;
+    assert!(!complete(s, &st, &mut a, Some(200)).contains(FAILURE_RECORDED));
+    // Headers after 300 ms: slow, however short the rest.
+    let (_, mut a) = request(s, &st, "t", "/slow");
+    *st.now.borrow_mut() = start + 5_300;
+    on_response_start(s, &mut a, &st);
+    assert!(complete(s, &st, &mut a, Some(200)).contains(FAILURE_RECORDED));
+}

@@ -46,6 +46,10 @@ impl HttpFilter for CircuitBreaker {
         )
     }
 
+    fn on_response_start(settings: &Self::Settings, stream: &mut Self::Stream, env: &dyn HostEnv) {
+        breaker::on_response_start(settings, stream, env);
+    }
+
     fn on_complete(
         settings: &Self::Settings,
         stream: &mut Self::Stream,

@@ -220,6 +220,15 @@ pub trait HttpFilter: 'static {
         Decision::default()
     }
 
+    /// The response's headers arrived (time to first byte), before
+    /// `on_response`; called for every acted-on stream, without reading them.
+    fn on_response_start(
+        _settings: &Self::Settings,
+        _stream: &mut Self::Stream,
+        _env: &dyn HostEnv,
+    ) {
+    }
+
     fn on_response<'s>(
         _settings: &'s Self::Settings,
         _headers: &Headers,

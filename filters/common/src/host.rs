@@ -2045,6 +2045,7 @@ impl<F: HttpFilter> Stage for Stream<F> {
         let Some(settings) = compiled.profile.settings(slot) else {
             return Action::Continue;
         };
+        F::on_response_start(settings, &mut self.state, &EnvoyEnv);
         let reads_headers = F::READS_RESPONSE_HEADERS && F::wants_response(&self.state);
         // In the suite module, the first concern's read serves the others.
         let shared = if reads_headers {
