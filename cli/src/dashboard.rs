@@ -65,7 +65,7 @@ pub fn grafana() -> Value {
         ),
         panel(
             2,
-            "Error ratio by tenant (5xx, 4xx)",
+            "Error ratio by tenant (5xx, 4xx; gRPC calls by their grpc-status)",
             "percentunit",
             vec![
                 (

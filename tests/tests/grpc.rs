@@ -238,6 +238,15 @@ fn failed_calls_are_logged_and_counted_as_errors() {
             .all(|l| l["status"] == 200 || l["status"] == "200"),
         "{lines:?}"
     );
+    // The filters' records are on those lines (the suite writes them only
+    // for lines the logger writes: it must count a failed gRPC call too).
+    assert!(lines.iter().all(|l| l["tenant"] == "g"), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["decisions"]["circuit_breaker"].is_string()),
+        "{lines:?}"
+    );
     let red = |class: &str| {
         s.metric(&format!(
             "meshware_requests{{tenant=\"g\",method=\"POST\",status_class=\"{class}\"}}"

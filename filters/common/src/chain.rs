@@ -248,7 +248,8 @@ impl HttpContext for SuiteStream {
                     .steps
                     .iter()
                     .any(|s| s.records(crate::decision::SAMPLED_FIELD, crate::decision::SAMPLED));
-                shared_headers::set_line_logged(sampled);
+                let grpc = c.steps.iter().find_map(|s| s.grpc()).unwrap_or(false);
+                shared_headers::set_line_logged(sampled, grpc);
                 for stage in c.steps.iter_mut() {
                     stage.log();
                 }
@@ -309,6 +310,9 @@ mod timing {
         }
         fn response_trailers(&mut self) -> Action {
             self.inner.response_trailers()
+        }
+        fn grpc(&self) -> Option<bool> {
+            self.inner.grpc()
         }
         fn log(&mut self) {
             timed(self.concern, "log", || self.inner.log());

@@ -344,13 +344,19 @@ pub mod shared_headers {
     /// without a response and a request the access-log concern sampled
     /// (`decision::LOGGED_FROM_STATUS`); only those lines read the
     /// concerns' records, so the suite writes them only then.
-    pub fn set_line_logged(sampled: bool) {
+    /// A gRPC call (`grpc`) that did not end `OK` is an error too (its
+    /// HTTP status is 200): its status is read only for gRPC calls.
+    pub fn set_line_logged(sampled: bool, grpc: bool) {
         let logged = sampled || {
-            let status = super::EnvoyEnv
-                .property(&["response", "code"])
-                .and_then(|b| crate::store::property_u64(&b))
-                .unwrap_or(0);
-            status == 0 || status >= u64::from(crate::decision::LOGGED_FROM_STATUS)
+            let read = |attribute: &str| {
+                super::EnvoyEnv
+                    .property(&["response", attribute])
+                    .and_then(|b| crate::store::property_u64(&b))
+            };
+            let status = read("code").unwrap_or(0);
+            status == 0
+                || status >= u64::from(crate::decision::LOGGED_FROM_STATUS)
+                || (grpc && read("grpc_status").is_some_and(|g| g != 0))
         };
         LINE_LOGGED.with(|l| l.set(logged));
     }
@@ -892,6 +898,8 @@ pub trait Stage {
     fn response_headers(&mut self, end_of_stream: bool) -> Action;
     fn response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action;
     fn response_trailers(&mut self) -> Action;
+    /// Whether the request is a gRPC call, when known.
+    fn grpc(&self) -> Option<bool>;
     fn log(&mut self);
     /// A callout's answer: `None` when this stage did not start it;
     /// `Some(true)` when the request may go on (the caller resumes it).
@@ -2099,6 +2107,10 @@ impl<F: HttpFilter> Stage for Stream<F> {
             F::on_response_body(settings, &mut self.state, &chunk, end_of_stream, &EnvoyEnv);
         count(&compiled, slot, outcomes);
         Action::Continue
+    }
+
+    fn grpc(&self) -> Option<bool> {
+        self.grpc
     }
 
     fn response_trailers(&mut self) -> Action {
