@@ -40,7 +40,8 @@ fn profile() -> String {
                      "exposed_headers": ["grpc-status", "grpc-message"]},
             "jwt_auth": {"providers": [provider], "default_requirement": "bypass",
                          "rules": [{"prefix": format!("{SVC}/Private"), "requirement": "required"}]},
-            "endpoint_guard": {"extra_protected_paths": [format!("{SVC}/Hidden")]},
+            "endpoint_guard": {"extra_protected_paths": [format!("{SVC}/Hidden")],
+                               "max_body_bytes": 256},
             "idempotency": {"routes": [{"prefix": format!("{SVC}/"), "methods": ["POST"]}]},
             "circuit_breaker": {"key": "route", "min_requests": 4, "failure_ratio": 0.5,
                                 "open_for_ms": 60000,
@@ -437,4 +438,20 @@ fn a_malformed_grpc_timeout_gets_invalid_argument_at_once() {
     // A well-formed one passes.
     let ok = call(s.port, "Unary", "fine", &["--timeout", "5"]);
     assert_eq!(code(&ok), "OK", "{ok}");
+}
+
+#[test]
+fn a_message_over_the_size_limit_gets_resource_exhausted() {
+    let (_server, s) = start();
+    let big = "x".repeat(1000);
+    let r = call(s.port, "Unary", &big, &["--timeout", "10"]);
+    assert_eq!(code(&r), "RESOURCE_EXHAUSTED", "{r}");
+    assert!(
+        r["details"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("endpoint_guard: "),
+        "{r}"
+    );
+    assert_eq!(code(&call(s.port, "Unary", "small", &[])), "OK");
 }

@@ -164,12 +164,23 @@ fn valid_context_continues_with_clean_tracestate() {
 #[test]
 fn sampled_flag_from_untrusted_callers_follows_the_tenant_rate() {
     let s = start();
-    // globex: rate 0, caller's flag not trusted -> not sampled.
+    // globex: rate 0, caller's flag not trusted -> not sampled, and the
+    // flag changes with a new parent-id (W3C "Update sampled").
     s.get("/", &[GLOBEX, ("traceparent", SPEC_TP)]);
-    assert_eq!(
-        s.echo.last().unwrap().header("traceparent"),
-        Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00")
+    let tp = s
+        .echo
+        .last()
+        .unwrap()
+        .header("traceparent")
+        .unwrap()
+        .to_string();
+    assert!(
+        tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{tp}"
     );
+    assert!(tp.ends_with("-00"), "{tp}");
+    assert!(!tp.contains("00f067aa0ba902b7"), "a new parent-id: {tp}");
+    assert_fresh_traceparent(&tp);
     // acme trusts the caller's flag.
     let unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
     s.get("/", &[ACME, ("traceparent", unsampled)]);
@@ -177,7 +188,8 @@ fn sampled_flag_from_untrusted_callers_follows_the_tenant_rate() {
         s.echo.last().unwrap().header("traceparent"),
         Some(unsampled)
     );
-    // New traces: acme samples everything, globex nothing.
+    // New traces: acme samples everything, globex nothing; both random
+    // (Level 2's random flag, 0x02: the filter made the ids).
     s.get("/", &[ACME]);
     assert!(s
         .echo
@@ -185,7 +197,7 @@ fn sampled_flag_from_untrusted_callers_follows_the_tenant_rate() {
         .unwrap()
         .header("traceparent")
         .unwrap()
-        .ends_with("-01"));
+        .ends_with("-03"));
     s.get("/", &[GLOBEX]);
     assert!(s
         .echo
@@ -193,7 +205,7 @@ fn sampled_flag_from_untrusted_callers_follows_the_tenant_rate() {
         .unwrap()
         .header("traceparent")
         .unwrap()
-        .ends_with("-00"));
+        .ends_with("-02"));
 }
 
 #[test]
@@ -411,4 +423,103 @@ fn decisions_are_logged_with_filter_tenant_and_request_id() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert!(s.envoy.log().contains(line), "no {line:?} in the envoy log");
+}
+
+/// The W3C spec's rules a vendor MUST follow when it rewrites a traceparent,
+/// and the B3 and Jaeger headers of callers a tenant does not trust.
+#[test]
+fn rewritten_contexts_follow_the_spec_and_untrusted_callers_cannot_force_sampling() {
+    let s = start();
+    // Reserved flag bits are zeroed (acme trusts the sampled bit).
+    s.get(
+        "/",
+        &[
+            ACME,
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-fd",
+            ),
+        ],
+    );
+    assert_eq!(
+        s.echo.last().unwrap().header("traceparent"),
+        Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    );
+    // globex (rate 0, untrusting): the caller's B3 and Jaeger headers carry
+    // the tenant's decision and the forwarded ids, not the caller's "1".
+    s.get(
+        "/",
+        &[
+            GLOBEX,
+            ("traceparent", SPEC_TP),
+            ("b3", "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1"),
+            ("x-b3-sampled", "1"),
+            (
+                "uber-trace-id",
+                "4bf92f3577b34da6a3ce929d0e0e4736:00f067aa0ba902b7:0:1",
+            ),
+        ],
+    );
+    let seen = s.echo.last().unwrap();
+    let tp = seen.header("traceparent").unwrap().to_string();
+    let span = &tp[36..52];
+    assert!(tp.ends_with("-00"), "{tp}");
+    assert_eq!(
+        seen.header("b3"),
+        Some(format!("4bf92f3577b34da6a3ce929d0e0e4736-{span}-0").as_str())
+    );
+    assert_eq!(seen.header("x-b3-sampled"), Some("0"));
+    assert_eq!(
+        seen.header("uber-trace-id"),
+        Some(format!("4bf92f3577b34da6a3ce929d0e0e4736:{span}:0:00").as_str())
+    );
+    // A Level 2 tracestate key (digit first, `@` inside) keeps every entry.
+    s.get(
+        "/",
+        &[
+            ACME,
+            ("traceparent", SPEC_TP),
+            ("tracestate", "1vendor@x=a,rojo=00f067aa0ba902b7"),
+        ],
+    );
+    assert_eq!(
+        s.echo.last().unwrap().header("tracestate"),
+        Some("1vendor@x=a,rojo=00f067aa0ba902b7")
+    );
+}
+
+#[test]
+fn b3_sampling_only_headers_decide_for_a_trusting_tenant() {
+    // acme trusts callers and samples everything: `b3: 0` (B3's deny) wins.
+    let s = start();
+    s.get("/", &[ACME, ("b3", "0")]);
+    let tp = s
+        .echo
+        .last()
+        .unwrap()
+        .header("traceparent")
+        .unwrap()
+        .to_string();
+    assert_fresh_traceparent(&tp);
+    assert!(tp.ends_with("-02"), "not sampled, random ids: {tp}");
+    s.get("/", &[ACME, ("x-b3-sampled", "0")]);
+    let tp = s
+        .echo
+        .last()
+        .unwrap()
+        .header("traceparent")
+        .unwrap()
+        .to_string();
+    assert!(tp.ends_with("-02"), "{tp}");
+}
+
+#[test]
+fn traceresponse_is_offered_when_asked() {
+    let mut p: serde_json::Value = serde_json::from_str(&profile()).unwrap();
+    p["tenants"]["acme"]["trace_context"]["traceresponse"] = serde_json::json!(true);
+    let s = Suite::start(&p.to_string(), &["trace_context"]);
+    let r = s.get("/", &[ACME, ("traceparent", SPEC_TP)]);
+    assert_eq!(r.header("traceresponse"), Some(SPEC_TP));
+    let r = s.get("/", &[GLOBEX, ("traceparent", SPEC_TP)]);
+    assert_eq!(r.header("traceresponse"), None);
 }

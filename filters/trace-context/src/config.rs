@@ -20,6 +20,8 @@ pub struct TraceSettings {
     pub baggage_tenant_key: Option<String>,
     pub echo_request_id: bool,
     pub echo_traceparent: bool,
+    /// Trace Context Level 2's `traceresponse` response header.
+    pub traceresponse: bool,
 }
 
 pub const SAMPLE_SPACE: u64 = 1 << 56;
@@ -51,6 +53,7 @@ pub fn parse(r: &mut SectionReader<'_>) -> TraceSettings {
         baggage_tenant_key: r.opt_string("baggage_tenant_key", check_token),
         echo_request_id: r.bool("echo_request_id", false),
         echo_traceparent: r.bool("echo_traceparent", false),
+        traceresponse: r.bool("traceresponse", false),
     }
 }
 

@@ -10,6 +10,7 @@ pub const TRACEPARENT: &str = "traceparent";
 pub const TRACESTATE: &str = "tracestate";
 pub const REQUEST_ID: &str = "x-request-id";
 pub const BAGGAGE: &str = "baggage";
+pub const TRACERESPONSE: &str = "traceresponse";
 
 /// Outcome labels, indexed by the constants below; one per request.
 pub const OUTCOMES: &[&str] = &["started", "continued", "translated", "invalid_replaced"];
@@ -17,6 +18,11 @@ pub const STARTED: usize = 0;
 pub const CONTINUED: usize = 1;
 pub const TRANSLATED: usize = 2;
 pub const INVALID_REPLACED: usize = 3;
+
+/// The traceparent flags this filter knows: sampled, and Level 2's random
+/// (the trace id's low 56 bits are random). Every other bit is written 0.
+pub const FLAG_SAMPLED: u8 = 0x01;
+pub const FLAG_RANDOM: u8 = 0x02;
 
 const MAX_TRACESTATE_MEMBERS: usize = 32;
 const MAX_TRACESTATE_LEN: usize = 512;
@@ -173,6 +179,66 @@ pub fn parse_b3_multi(headers: &Headers) -> Option<Foreign> {
     })
 }
 
+/// A B3 sampling decision without ids: `b3: 0` (B3's "deny", which B3 asks
+/// callers to send proxies), `b3: 1`, `b3: d`, or `X-B3-Sampled` /
+/// `X-B3-Flags` without `X-B3-TraceId`.
+pub fn b3_sampling_only(headers: &Headers) -> Option<bool> {
+    if let Some(b3) = headers.get("b3") {
+        return match b3.trim() {
+            "0" => Some(false),
+            "1" | "d" => Some(true),
+            _ => None,
+        };
+    }
+    if headers.contains("x-b3-traceid") {
+        return None;
+    }
+    if headers.get("x-b3-flags").map(str::trim) == Some("1") {
+        return Some(true);
+    }
+    headers
+        .get("x-b3-sampled")
+        .and_then(|s| b3_sampling(s.trim()).filter(|_| s.trim() != "d"))
+}
+
+/// B3 and Jaeger headers of the request rewritten to carry `out`'s ids and
+/// sampling decision, so services instrumented with them follow the
+/// tenant's decision rather than the caller's.
+fn align_foreign_headers(headers: &Headers, out: &TraceParent, edits: &mut HeaderEdits<'_>) {
+    let sampled = if out.sampled() { "1" } else { "0" };
+    if headers.contains("b3") {
+        let mut v = String::with_capacity(52);
+        push_hex(&mut v, out.trace_id, 32);
+        v.push('-');
+        push_hex(&mut v, u128::from(out.parent_id), 16);
+        v.push('-');
+        v.push_str(sampled);
+        edits.set("b3", v);
+    }
+    let multi = [
+        "x-b3-traceid",
+        "x-b3-spanid",
+        "x-b3-sampled",
+        "x-b3-flags",
+        "x-b3-parentspanid",
+    ];
+    if multi.iter().any(|h| headers.contains(h)) {
+        edits.set("x-b3-traceid", hex(out.trace_id, 32));
+        edits.set("x-b3-spanid", hex(u128::from(out.parent_id), 16));
+        edits.set("x-b3-sampled", sampled);
+        edits.remove("x-b3-flags");
+        edits.remove("x-b3-parentspanid");
+    }
+    if headers.contains("uber-trace-id") {
+        let mut v = hex(out.trace_id, 32);
+        v.push(':');
+        push_hex(&mut v, u128::from(out.parent_id), 16);
+        v.push_str(":0:0");
+        v.push_str(sampled);
+        edits.set("uber-trace-id", v);
+    }
+}
+
 /// `uber-trace-id: {trace}:{span}:{parent}:{flags}`, hex without leading
 /// zeros, possibly URL-encoded (`%3A`).
 pub fn parse_uber(value: &str) -> Option<Foreign> {
@@ -203,37 +269,20 @@ pub fn parse_uber(value: &str) -> Option<Foreign> {
     })
 }
 
+/// Trace Context Level 2: `key = ( lcalpha / DIGIT ) 0*255 ( keychar )`,
+/// `keychar = lcalpha / DIGIT / "_" / "-" / "*" / "/" / "@"` (it replaced
+/// Level 1's tenant`@`system form, which it accepts too).
 fn valid_tracestate_key(key: &str) -> bool {
-    fn rest(b: u8) -> bool {
-        b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-*/".contains(&b)
-    }
     let b = key.as_bytes();
-    match key.split_once('@') {
-        None => match b.split_first() {
-            Some((first, tail)) => {
-                first.is_ascii_lowercase() && tail.len() <= 255 && tail.iter().all(|c| rest(*c))
-            }
-            None => false,
-        },
-        Some((tenant, system)) => {
-            let t = tenant.as_bytes();
-            let s = system.as_bytes();
-            let tenant_ok = match t.split_first() {
-                Some((f, tail)) => {
-                    (f.is_ascii_lowercase() || f.is_ascii_digit())
-                        && tail.len() <= 240
-                        && tail.iter().all(|c| rest(*c))
-                }
-                None => false,
-            };
-            let system_ok = match s.split_first() {
-                Some((f, tail)) => {
-                    f.is_ascii_lowercase() && tail.len() <= 13 && tail.iter().all(|c| rest(*c))
-                }
-                None => false,
-            };
-            tenant_ok && system_ok
+    match b.split_first() {
+        Some((first, tail)) => {
+            (first.is_ascii_lowercase() || first.is_ascii_digit())
+                && tail.len() <= 255
+                && tail
+                    .iter()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"_-*/@".contains(c))
         }
+        None => false,
     }
 }
 
@@ -369,6 +418,8 @@ pub fn baggage_with_tenant<'a>(
 pub struct Echo {
     pub request_id: Option<String>,
     pub traceparent: Option<String>,
+    /// Level 2's `traceresponse`: the trace and the span the request went on with.
+    pub traceresponse: Option<String>,
 }
 
 pub fn on_request<'s>(
@@ -395,13 +446,24 @@ pub fn on_request<'s>(
             } else {
                 sampled_by_rate(settings, tp.trace_id)
             };
-            // Version 00 keeps its other flag bits; for later versions only the
-            // sampled bit has a meaning we know.
-            let other_bits = if tp.version == 0 { tp.flags & !1 } else { 0 };
+            // "Update sampled": a changed flag goes with a new parent-id.
+            let parent_id = if sampled == tp.sampled() {
+                tp.parent_id
+            } else {
+                nonzero_u64(rng)
+            };
+            // Only the flags we know are kept; the others MUST be zero.
+            // (A later version's flags may mean other things: only sampled.)
+            let random = if tp.version == 0 {
+                tp.flags & FLAG_RANDOM
+            } else {
+                0
+            };
             let out = TraceParent {
                 version: 0,
-                flags: other_bits | u8::from(sampled),
-                ..tp
+                trace_id: tp.trace_id,
+                parent_id,
+                flags: random | u8::from(sampled),
             };
             if out != tp {
                 edits.set(TRACEPARENT, out.render());
@@ -436,15 +498,27 @@ pub fn on_request<'s>(
                         .flatten()
                 })
             };
-            let (outcome, trace_id, parent_id, hint) = match foreign {
-                Some(f) => (TRANSLATED, f.trace_id, f.span_id, f.sampled),
+            let (outcome, trace_id, parent_id, hint, random) = match foreign {
+                Some(f) => (TRANSLATED, f.trace_id, f.span_id, f.sampled, 0),
                 None => {
-                    let outcome = if invalid_or_missing.is_some() {
-                        INVALID_REPLACED
+                    let (outcome, hint) = if invalid_or_missing.is_some() {
+                        (INVALID_REPLACED, None)
                     } else {
-                        STARTED
+                        // B3's sampling-only form still says what the caller wants.
+                        let hint = settings
+                            .translate_b3
+                            .then(|| b3_sampling_only(headers))
+                            .flatten();
+                        (STARTED, hint)
                     };
-                    (outcome, nonzero_u128(rng), nonzero_u64(rng), None)
+                    // Our ids are random: Level 2's random flag says so.
+                    (
+                        outcome,
+                        nonzero_u128(rng),
+                        nonzero_u64(rng),
+                        hint,
+                        FLAG_RANDOM,
+                    )
                 }
             };
             let sampled = match hint {
@@ -455,7 +529,7 @@ pub fn on_request<'s>(
                 version: 0,
                 trace_id,
                 parent_id,
-                flags: u8::from(sampled),
+                flags: random | u8::from(sampled),
             };
             edits.set(TRACEPARENT, out.render());
             // tracestate belongs to the traceparent it came with.
@@ -465,6 +539,12 @@ pub fn on_request<'s>(
             (outcome, out)
         }
     };
+
+    if !trust {
+        // The caller is not trusted to decide sampling: neither through the
+        // B3 or Jaeger headers services behind may read instead.
+        align_foreign_headers(headers, &traceparent, &mut edits);
+    }
 
     let request_id = match (headers.count(REQUEST_ID), headers.get(REQUEST_ID)) {
         (1, Some(id)) if valid_request_id(id) => Some(id.to_string()),
@@ -487,6 +567,9 @@ pub fn on_request<'s>(
     if settings.echo_traceparent {
         echo.traceparent = Some(traceparent.render());
     }
+    if settings.traceresponse {
+        echo.traceresponse = Some(traceparent.render());
+    }
     Decision {
         request: edits,
         outcomes: Outcomes::one(outcome),
@@ -502,6 +585,9 @@ pub fn on_response<'s>(echo: &mut Echo) -> HeaderEdits<'s> {
     }
     if let Some(tp) = echo.traceparent.take() {
         edits.set(TRACEPARENT, tp);
+    }
+    if let Some(tr) = echo.traceresponse.take() {
+        edits.set(TRACERESPONSE, tr);
     }
     edits
 }

@@ -20,6 +20,7 @@ fn settings() -> TraceSettings {
         baggage_tenant_key: None,
         echo_request_id: false,
         echo_traceparent: false,
+        traceresponse: false,
     }
 }
 
@@ -129,7 +130,11 @@ fn untrusted_sampled_flag_is_decided_by_the_tenant_rate() {
     s.sample_rate = 0.0;
     s.sample_threshold = 0;
     let (d, _) = run(&s, &[(TRACEPARENT, SPEC_TP)]);
-    assert_eq!(d.request.value_of(TRACEPARENT), Some(SPEC_TP_UNSAMPLED));
+    // "Update sampled": the flag changes with a new parent-id.
+    let out = parse_traceparent(d.request.value_of(TRACEPARENT).unwrap()).unwrap();
+    let spec = parse_traceparent(SPEC_TP_UNSAMPLED).unwrap();
+    assert_eq!((out.trace_id, out.flags), (spec.trace_id, 0));
+    assert_ne!(out.parent_id, spec.parent_id);
     // Trusted: the caller's flag stands.
     s.trust_incoming_sampling = true;
     let (d, _) = run(&s, &[(TRACEPARENT, SPEC_TP)]);
@@ -240,7 +245,7 @@ fn tracestate_members_are_combined_deduplicated_and_limited() {
 #[test]
 fn malformed_tracestate_is_dropped() {
     for bad in [
-        "noequals", "UPPER=1", "a=", "a=b,c", "1abc=x", "a@=x", "a@b=v=w", "a=\u{7f}",
+        "noequals", "UPPER=1", "a=", "a=b,c", "_a=x", "@a=x", "a@b=v=w", "a=\u{7f}", "a b=1",
     ] {
         assert_eq!(clean_tracestate([bad].into_iter()), None, "{bad:?}");
     }
@@ -445,4 +450,133 @@ fn echo_returns_final_values_on_the_response() {
     );
     let (_, mut echo) = run(&settings(), &[]);
     assert!(on_response(&mut echo).ops.is_empty());
+}
+
+#[test]
+fn level_2_tracestate_keys_are_accepted() {
+    // `key = ( lcalpha / DIGIT ) 0*255 ( keychar )`, `@` a keychar.
+    for good in [
+        "1abc=x",
+        "a@=x",
+        "a@b@c=1",
+        "tenant@vendor=v",
+        "0=1",
+        "a/b*c_d-e=1",
+    ] {
+        assert_eq!(
+            clean_tracestate([good].into_iter()).as_deref(),
+            Some(good),
+            "{good}"
+        );
+    }
+    let long = format!("a{}=v", "b".repeat(255));
+    assert!(clean_tracestate([long.as_str()].into_iter()).is_some());
+    let too_long = format!("a{}=v", "b".repeat(256));
+    assert_eq!(clean_tracestate([too_long.as_str()].into_iter()), None);
+}
+
+#[test]
+fn only_known_flags_survive_and_a_new_trace_is_random() {
+    // `-fc`: reserved bits set, sampled and random clear.
+    let (d, _) = run(
+        &settings(),
+        &[(
+            TRACEPARENT,
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-fd",
+        )],
+    );
+    assert_eq!(
+        d.request.value_of(TRACEPARENT),
+        Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    );
+    let (d, _) = run(
+        &settings(),
+        &[(
+            TRACEPARENT,
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03",
+        )],
+    );
+    assert_eq!(
+        d.request.value_of(TRACEPARENT),
+        None,
+        "random and sampled kept"
+    );
+    let (d, _) = run(&settings(), &[]);
+    let started = parse_traceparent(d.request.value_of(TRACEPARENT).unwrap()).unwrap();
+    assert_eq!(started.flags & FLAG_RANDOM, FLAG_RANDOM);
+}
+
+#[test]
+fn b3_sampling_only_decisions_count_for_trusting_tenants() {
+    for (h, want) in [
+        (("b3", "0"), false),
+        (("b3", "1"), true),
+        (("b3", "d"), true),
+        (("x-b3-sampled", "0"), false),
+        (("x-b3-sampled", "1"), true),
+        (("x-b3-flags", "1"), true),
+    ] {
+        let mut s = settings();
+        // The tenant's own rate would say the opposite.
+        let rate = if want { 0.0 } else { 1.0 };
+        s.sample_rate = rate;
+        s.sample_threshold = (rate * SAMPLE_SPACE as f64) as u64;
+        let (d, _) = run(&s, &[h]);
+        let tp = parse_traceparent(d.request.value_of(TRACEPARENT).unwrap()).unwrap();
+        assert_eq!(tp.sampled(), want, "{h:?}");
+        assert_eq!(outcome(&d), "started");
+        // Not trusted: the rate decides.
+        s.trust_incoming_sampling = false;
+        let (d, _) = run(&s, &[h]);
+        let tp = parse_traceparent(d.request.value_of(TRACEPARENT).unwrap()).unwrap();
+        assert_eq!(tp.sampled(), !want, "{h:?} untrusted");
+    }
+}
+
+#[test]
+fn an_untrusted_caller_cannot_force_sampling_through_b3_or_jaeger() {
+    let mut s = settings();
+    s.trust_incoming_sampling = false;
+    s.sample_rate = 0.0;
+    s.sample_threshold = 0;
+    let (d, _) = run(
+        &s,
+        &[
+            (TRACEPARENT, SPEC_TP),
+            ("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"),
+            ("x-b3-sampled", "1"),
+            ("x-b3-flags", "1"),
+            (
+                "uber-trace-id",
+                "4bf92f3577b34da6a3ce929d0e0e4736:00f067aa0ba902b7:0:1",
+            ),
+        ],
+    );
+    let tp = parse_traceparent(d.request.value_of(TRACEPARENT).unwrap()).unwrap();
+    assert!(!tp.sampled());
+    let span = hex(u128::from(tp.parent_id), 16);
+    assert_eq!(
+        d.request.value_of("b3"),
+        Some(format!("4bf92f3577b34da6a3ce929d0e0e4736-{span}-0").as_str())
+    );
+    assert_eq!(d.request.value_of("x-b3-sampled"), Some("0"));
+    assert_eq!(d.request.value_of("x-b3-spanid"), Some(span.as_str()));
+    assert!(d.request.removes("x-b3-flags"));
+    assert_eq!(
+        d.request.value_of("uber-trace-id"),
+        Some(format!("4bf92f3577b34da6a3ce929d0e0e4736:{span}:0:00").as_str())
+    );
+    // Trusted callers' headers pass untouched.
+    s.trust_incoming_sampling = true;
+    let (d, _) = run(&s, &[(TRACEPARENT, SPEC_TP), ("x-b3-sampled", "1")]);
+    assert_eq!(d.request.value_of("x-b3-sampled"), None);
+}
+
+#[test]
+fn traceresponse_carries_the_forwarded_context() {
+    let mut s = settings();
+    s.traceresponse = true;
+    let (_, mut echo) = run(&s, &[(TRACEPARENT, SPEC_TP)]);
+    let edits = on_response(&mut echo);
+    assert_eq!(edits.value_of(TRACERESPONSE), Some(SPEC_TP));
 }
