@@ -86,6 +86,19 @@ cases += [
     {"name": "header not json", "token": f"{b64(b'{nope')}.{p}.{s}", "expect": "malformed"},
     {"name": "jku is never followed", "token": sign("RS256", kid="rsa-1", headers={"jku": "https://evil.example/jwks"}), "expect": "ok"},
     {"name": "other tenant", "token": sign("RS256", dict(claims, tenant="globex")), "expect": "ok"},
+    # RFC 7515 §4.1.11: an extension named in crit that the verifier does not
+    # understand makes the JWS invalid, however well signed.
+    {"name": "crit names an unknown extension",
+     "token": sign("RS256", headers={"crit": ["exp-ext"], "exp-ext": 1}), "expect": "unsupported_crit"},
+    # RFC 7797: an unencoded (here detached) payload is not read.
+    {"name": "unencoded payload (b64 false)",
+     "token": jwt.api_jws.encode(b"", rsa_key, algorithm="RS256",
+                                 headers={"kid": "rsa-1", "b64": False, "crit": ["b64"]},
+                                 is_payload_detached=True), "expect": "unsupported_crit"},
+    # An issuer no provider has, with a key nobody knows either: a single
+    # provider stops at the key; the decision names the issuer.
+    {"name": "unknown issuer and kid", "token": sign("RS256", dict(claims, iss="https://evil.example"), kid="nope"),
+     "expect": "unknown_kid", "decision": "bad_issuer"},
 ]
 
 out = {"issuer": ISS, "audience": AUD, "jwks": {"keys": keys}, "cases": cases}

@@ -104,9 +104,11 @@ fn every_rejection_is_a_401_with_a_bearer_challenge() {
             "no token contents in the reply"
         );
     }
+    // No credentials: a bare challenge and no error code (RFC 6750 §3.1).
     let r = s.get("/orders", &[UMBRELLA]);
     assert_eq!(r.status, 401);
     assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+    assert!(r.json().get("error").is_none(), "{}", r.text());
     assert_eq!(s.echo.count(), 0);
     assert_eq!(metric(&s, "denied_bad_algorithm"), 4.0);
 }
@@ -116,7 +118,13 @@ fn tenant_binding_bypass_and_optional_routes() {
     let s = start();
     let r = with_token(&s, "other tenant", &[]);
     assert_eq!(r.status, 403);
-    assert_eq!(r.json()["error"], "forbidden");
+    assert_eq!(r.json()["error"], "insufficient_scope");
+    assert!(
+        r.header("www-authenticate")
+            .is_some_and(|c| c.starts_with("Bearer error=\"insufficient_scope\"")),
+        "{:?}",
+        r.headers
+    );
     assert_eq!(s.get("/healthz", &[UMBRELLA]).status, 200);
     let r = s.get("/public/catalog", &[UMBRELLA, ("x-user-id", "mallory")]);
     assert_eq!(r.status, 200);
@@ -150,4 +158,31 @@ fn invalid_providers_are_rejected_by_envoy_with_their_paths() {
     ] {
         assert!(log.contains(line), "envoy log lacks {line:?}:\n{log}");
     }
+}
+
+/// PyJWT-minted tokens (tests/mint_tokens.py): a well-signed token whose
+/// `crit` names an extension nobody here implements (RFC 7515 §4.1.11), an
+/// unencoded payload (RFC 7797), and a token of an issuer no provider has
+/// whose key is unknown too (the issuer is what is wrong with it).
+#[test]
+fn crit_extensions_and_unknown_issuers_are_refused_for_what_they_are() {
+    let s = start();
+    for (name, reason) in [
+        ("crit names an unknown extension", "unsupported crit"),
+        ("unencoded payload (b64 false)", "unsupported crit"),
+        ("unknown issuer and kid", "bad issuer"),
+    ] {
+        let r = with_token(&s, name, &[]);
+        assert_eq!(r.status, 401, "{name}");
+        assert_eq!(
+            r.header("www-authenticate"),
+            Some(
+                format!("Bearer error=\"invalid_token\", error_description=\"{reason}\"").as_str()
+            ),
+            "{name}"
+        );
+    }
+    assert_eq!(s.echo.count(), 0);
+    assert_eq!(metric(&s, "denied_unsupported_crit"), 2.0);
+    assert_eq!(metric(&s, "denied_bad_issuer"), 1.0);
 }

@@ -5,7 +5,7 @@
 use crate::config::{Cached, JwtSettings, Requirement, TokenSource};
 use crate::external::{self, OnError, Verdict};
 use crate::remote::{Fetched, Need};
-use crate::verify::{verify, Reject};
+use crate::verify::{claimed_issuer, verify, Reject};
 use meshware_common::path::RequestPath;
 use meshware_common::{
     CalloutResponse, Decision, Headers, HostEnv, LocalReply, Outcomes, TenantWrite,
@@ -37,6 +37,7 @@ pub const OUTCOMES: &[&str] = &[
     "external_allowed",
     "external_denied",
     "external_error",
+    "denied_unsupported_crit",
 ];
 pub const ALLOWED: usize = 0;
 pub const BYPASSED: usize = 1;
@@ -106,10 +107,12 @@ pub fn find_token<'h>(s: &JwtSettings, headers: &'h Headers) -> Option<&'h str> 
         .filter(|t| !t.is_empty())
 }
 
+/// `error`: the RFC 6750 code of both the challenge and the body (`None`
+/// for a request that brought no credentials).
 fn reply<'s>(
     status: u32,
     challenge: Option<String>,
-    error: &str,
+    error: Option<&str>,
     description: &str,
     outcome: usize,
 ) -> Decision<'s> {
@@ -117,7 +120,11 @@ fn reply<'s>(
     if let Some(c) = challenge {
         headers.push(("www-authenticate", c));
     }
-    let body = serde_json::json!({"error": error, "error_description": description}).to_string();
+    let body = match error {
+        Some(e) => serde_json::json!({"error": e, "error_description": description}),
+        None => serde_json::json!({"error_description": description}),
+    }
+    .to_string();
     Decision {
         reply: Some(LocalReply {
             status,
@@ -138,7 +145,7 @@ fn unauthorized<'s>(r: Reject) -> Decision<'s> {
         Some(format!(
             "Bearer error=\"invalid_token\", error_description=\"{what}\""
         )),
-        "invalid_token",
+        Some("invalid_token"),
         &what,
         denied_outcome(r),
     )
@@ -191,7 +198,7 @@ fn verify_any(
             }
         }
     }
-    let mut first_error = None;
+    let mut errors = Vec::with_capacity(s.providers.len());
     let mut remote_unknown_kid = None;
     for (i, p) in s.providers.iter().enumerate() {
         let remote_keys = p.remote.as_ref().map(|r| r.keys(env)).unwrap_or_default();
@@ -214,24 +221,44 @@ fn verify_any(
                 }
                 return Ok((cached, false));
             }
-            // Another issuer's provider saying "bad issuer" is not the story.
-            Err(Reject::BadIssuer) => {
-                first_error.get_or_insert(Reject::BadIssuer);
-            }
             Err(e) => {
                 if e == Reject::UnknownKid && p.remote.is_some() {
                     remote_unknown_kid.get_or_insert(i);
                 }
-                if first_error.is_none_or(|f| f == Reject::BadIssuer) {
-                    first_error = Some(e);
-                }
+                errors.push((i, e));
             }
         }
     }
     Err(Failure {
-        reject: first_error.unwrap_or(Reject::UnknownKid),
+        reject: most_relevant(s, token, &errors),
         remote_unknown_kid,
     })
+}
+
+/// Why a token every provider refused is refused: what the provider of the
+/// issuer it claims said (its key is unknown, its signature bad, it
+/// expired); a token whose issuer no provider has is `bad_issuer`, whatever
+/// the others found first. Errors that come before any claim is read
+/// (malformed, too large, `crit`) are the same for every provider.
+fn most_relevant(s: &JwtSettings, token: &str, errors: &[(usize, Reject)]) -> Reject {
+    let first = errors.first().map_or(Reject::UnknownKid, |(_, e)| *e);
+    if matches!(
+        first,
+        Reject::Malformed | Reject::TooLarge | Reject::UnsupportedCrit
+    ) {
+        return first;
+    }
+    let Some(issuer) = claimed_issuer(token) else {
+        return Reject::Malformed;
+    };
+    errors
+        .iter()
+        .find(|(i, _)| {
+            s.providers
+                .get(*i)
+                .is_some_and(|p| p.provider.issuer == issuer)
+        })
+        .map_or(Reject::BadIssuer, |(_, e)| *e)
 }
 
 /// No key set could be obtained for a provider: its configured status.
@@ -242,7 +269,7 @@ fn keys_unavailable<'s>(status: u32) -> Decision<'s> {
     reply(
         status,
         challenge,
-        "temporarily_unavailable",
+        Some("temporarily_unavailable"),
         what,
         DENIED_KEYS_UNAVAILABLE,
     )
@@ -311,14 +338,14 @@ pub fn on_callout_response<'s>(
                 .filter(|c| c.len() <= 512 && c.bytes().all(|b| (0x20..0x7f).contains(&b)))
                 .map(str::to_string)
                 .or_else(|| (status == 401).then(|| "Bearer".to_string()));
-            reply(status, challenge, error, what, EXTERNAL_DENIED)
+            reply(status, challenge, Some(error), what, EXTERNAL_DENIED)
         }
         Verdict::Error => match ext.on_error {
             OnError::Deny => {
                 let mut d = reply(
                     503,
                     None,
-                    "temporarily_unavailable",
+                    Some("temporarily_unavailable"),
                     "the authorization service is unavailable",
                     EXTERNAL_ERROR,
                 );
@@ -393,10 +420,13 @@ fn decide<'s>(
         return decision;
     }
     let Some(token) = token else {
+        // RFC 6750 §3.1: a request without credentials gets a challenge
+        // with no error code (`invalid_request` is for a 400); the body
+        // says the same.
         return reply(
             401,
             Some("Bearer".into()),
-            "invalid_request",
+            None,
             "a bearer token is required",
             DENIED_MISSING,
         );
@@ -441,13 +471,18 @@ fn decide<'s>(
                     decision.tenant_header = TenantWrite::Claimed(t.to_string());
                 }
                 _ => {
+                    // RFC 6750 §3.1: a valid token without the rights.
                     return reply(
                         403,
-                        None,
-                        "forbidden",
+                        Some(
+                            "Bearer error=\"insufficient_scope\", \
+                             error_description=\"the token belongs to another tenant\""
+                                .to_string(),
+                        ),
+                        Some("insufficient_scope"),
                         "the token belongs to another tenant",
                         DENIED_TENANT,
-                    )
+                    );
                 }
             }
         }

@@ -180,6 +180,63 @@ fn a_token_of_another_tenant_is_forbidden() {
     let d = request(s, "/orders", &[("authorization", &bearer)]);
     assert_eq!(status(&d), Some(403));
     assert!(d.outcomes.contains(DENIED_TENANT));
+    // RFC 6750 §3.1: a valid token without the rights: insufficient_scope,
+    // in the challenge and in the body alike.
+    let reply = d.reply.unwrap();
+    let challenge = reply.headers.iter().find(|(k, _)| *k == "www-authenticate");
+    assert!(
+        challenge.is_some_and(|(_, v)| v.starts_with("Bearer error=\"insufficient_scope\"")),
+        "{:?}",
+        reply.headers
+    );
+    let body: Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(body["error"], "insufficient_scope");
+}
+
+#[test]
+fn no_credentials_get_a_challenge_without_an_error_code() {
+    let d = request(settings(), "/orders", &[]);
+    let reply = d.reply.unwrap();
+    assert!(reply
+        .headers
+        .contains(&("www-authenticate", "Bearer".to_string())));
+    let body: Value = serde_json::from_slice(&reply.body).unwrap();
+    assert!(body.get("error").is_none(), "{body}");
+    assert_eq!(body["error_description"], "a bearer token is required");
+}
+
+#[test]
+fn every_minted_case_gets_its_expected_decision() {
+    // All algorithms the vectors use, so only the case's own flaw decides.
+    let v = vectors();
+    let (s, e) = settings_from(json!({
+        "providers": [
+            {"issuer": "https://other-idp.example", "audiences": [v["audience"]], "jwks": v["jwks"],
+             "algorithms": ["RS256"]},
+            {"issuer": v["issuer"], "audiences": [v["audience"]], "jwks": v["jwks"],
+             "algorithms": ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256",
+                            "ES384", "EdDSA", "HS256", "HS384", "HS512"]}
+        ]
+    }));
+    assert_eq!(e, "");
+    for case in v["cases"].as_array().unwrap() {
+        let expect = case
+            .get("decision")
+            .or_else(|| case.get("expect"))
+            .and_then(Value::as_str)
+            .unwrap();
+        let bearer = format!("Bearer {}", case["token"].as_str().unwrap());
+        let d = request(s, "/orders", &[("authorization", &bearer)]);
+        if expect == "ok" {
+            assert_eq!(status(&d), None, "{}", case["name"]);
+        } else {
+            assert!(
+                d.outcomes.contains(denied(expect)),
+                "{}: {expect}",
+                case["name"]
+            );
+        }
+    }
 }
 
 #[test]

@@ -70,6 +70,10 @@ pub enum Reject {
     NotYetValid,
     BadIssuer,
     BadAudience,
+    /// `crit` names an extension this verifier does not implement (RFC 7515
+    /// §4.1.11: then the token MUST be rejected), or `b64: false` (RFC 7797,
+    /// an unencoded payload this verifier does not read).
+    UnsupportedCrit,
 }
 
 impl Reject {
@@ -85,6 +89,7 @@ impl Reject {
             Reject::NotYetValid => "not_yet_valid",
             Reject::BadIssuer => "bad_issuer",
             Reject::BadAudience => "bad_audience",
+            Reject::UnsupportedCrit => "unsupported_crit",
         }
     }
 }
@@ -185,6 +190,16 @@ fn number(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, Reject
     }
 }
 
+/// The issuer a token claims, unverified: which provider's verdict about
+/// it is the relevant one when every provider refused it.
+pub fn claimed_issuer(token: &str) -> Option<String> {
+    let claims = segment_json(token.split('.').nth(1)?).ok()?;
+    claims
+        .get("iss")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
 /// Verifies `token` against the provider's inline keys plus `fetched` keys.
 pub fn verify(p: &Provider, fetched: &[Jwk], token: &str, now_s: u64) -> Result<Verified, Reject> {
     if token.len() > p.max_token_bytes {
@@ -197,6 +212,11 @@ pub fn verify(p: &Provider, fetched: &[Jwk], token: &str, now_s: u64) -> Result<
         return Err(Reject::Malformed);
     };
     let header = segment_json(h)?;
+    // No JWS extension is implemented: any `crit` (well-formed or not) and
+    // an unencoded payload are refused before anything else is read.
+    if header.contains_key("crit") || header.get("b64").is_some_and(|b| b != &Value::Bool(true)) {
+        return Err(Reject::UnsupportedCrit);
+    }
     let alg = header
         .get("alg")
         .and_then(Value::as_str)
