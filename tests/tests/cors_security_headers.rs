@@ -98,13 +98,10 @@ fn patterns_are_anchored_to_one_label() {
 #[test]
 fn null_is_allowed_only_where_listed_and_credentials_need_the_exact_origin() {
     let s = start();
+    // initech does not list `null`: a sandboxed document gets nothing.
     let r = s.get("/t/initech/x", &[("origin", "null")]);
-    assert_eq!(r.header("access-control-allow-origin"), Some("null"));
-    assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
-    assert_eq!(
-        r.header("access-control-expose-headers"),
-        Some("x-request-id")
-    );
+    assert_eq!(r.header("access-control-allow-origin"), None);
+    assert_eq!(r.header("access-control-allow-credentials"), None);
     let p = preflight(
         &s,
         "localhost",
@@ -166,15 +163,27 @@ fn upstream_cors_headers_cannot_undo_the_policy() {
                 "x-echo-response-header",
                 "access-control-allow-credentials: true",
             ),
+            (
+                "x-echo-response-header",
+                "access-control-allow-methods: DELETE",
+            ),
+            ("x-echo-response-header", "access-control-max-age: 86400"),
+            (
+                "x-echo-response-header",
+                "access-control-allow-private-network: true",
+            ),
         ],
     );
-    assert_eq!(
-        r.header("access-control-allow-origin"),
-        None,
-        "{:?}",
-        r.headers
-    );
-    assert_eq!(r.header("access-control-allow-credentials"), None);
+    // Every CORS response header a browser reads is the filter's.
+    for name in [
+        "access-control-allow-origin",
+        "access-control-allow-credentials",
+        "access-control-allow-methods",
+        "access-control-max-age",
+        "access-control-allow-private-network",
+    ] {
+        assert_eq!(r.header(name), None, "{name}: {:?}", r.headers);
+    }
 }
 
 #[test]
@@ -239,4 +248,26 @@ fn security_headers_are_set_kept_or_overwritten_and_fingerprints_removed() {
     let r = s.get("/", &[]);
     assert_eq!(r.header("strict-transport-security"), None);
     assert_eq!(r.header("x-frame-options"), Some("SAMEORIGIN"));
+}
+
+/// `null` with credentials would let every site (a sandboxed iframe, a
+/// `data:` URL) read the tenant's credentialed responses: Envoy refuses the
+/// profile, naming the field; listed without credentials, `null` is answered.
+#[test]
+fn null_with_credentials_is_refused_and_null_without_them_is_answered() {
+    let mut p: serde_json::Value = serde_json::from_str(&profile()).unwrap();
+    p["tenants"]["initech"]["cors"]["allowed_origins"] =
+        serde_json::json!(["https://*.initech.example", "null"]);
+    let (config, _, _) = meshware_e2e::suite::bootstrap(&p.to_string(), &["cors"], 1);
+    let (code, log) = meshware_e2e::envoy::expect_rejected(&config);
+    assert!(matches!(code, Some(c) if c != 0), "{code:?}\n{log}");
+    assert!(
+        log.contains("tenants.initech.cors.allow_credentials: cannot be true when allowed_origins contains \"null\""),
+        "{log}"
+    );
+    p["tenants"]["initech"]["cors"]["allow_credentials"] = serde_json::json!(false);
+    let s = Suite::start(&p.to_string(), &["cors"]);
+    let r = s.get("/t/initech/x", &[("origin", "null")]);
+    assert_eq!(r.header("access-control-allow-origin"), Some("null"));
+    assert_eq!(r.header("access-control-allow-credentials"), None);
 }

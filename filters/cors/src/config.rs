@@ -145,6 +145,17 @@ pub fn parse(r: &mut SectionReader<'_>) -> CorsSettings {
             "cannot be true when allowed_origins contains \"*\" (credentials need an explicit origin)",
         );
     }
+    if allow_credentials
+        && origins
+            .iter()
+            .any(|o| *o == OriginRule::Exact("null".into()))
+    {
+        let path = r.path_of("allow_credentials");
+        r.error(
+            path,
+            "cannot be true when allowed_origins contains \"null\": any site can make a document whose origin is null (a sandboxed iframe, a data: URL), so this would grant credentialed reads to every site",
+        );
+    }
     CorsSettings {
         enabled,
         methods_value: allowed_methods.join(", "),
@@ -197,6 +208,17 @@ pub(crate) mod tests {
     fn credentials_with_a_wildcard_origin_are_rejected() {
         let (_, e) = parse_json(json!({"allowed_origins": ["*"], "allow_credentials": true}));
         assert!(e.contains("t.allow_credentials: cannot be true"), "{e}");
+        let (_, e) = parse_json(
+            json!({"allowed_origins": ["https://a.example", "null"], "allow_credentials": true}),
+        );
+        assert!(
+            e.contains(
+                "t.allow_credentials: cannot be true when allowed_origins contains \"null\""
+            ),
+            "{e}"
+        );
+        let (_, e) = parse_json(json!({"allowed_origins": ["null"], "allow_credentials": false}));
+        assert_eq!(e, "", "null without credentials stays possible");
         let (_, e) = parse_json(
             json!({"allowed_origins": ["https://ok.example", "bad"], "allowed_methods": ["get"], "max_age": -1}),
         );

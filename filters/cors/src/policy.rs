@@ -1,6 +1,6 @@
 //! The CORS decision: preflights are answered here and never reach the
 //! upstream; actual requests get CORS response headers only for allowed
-//! origins. The filter owns the `access-control-allow-*` response headers:
+//! origins. The filter owns the CORS response headers:
 //! values an upstream sets are removed, so an upstream that reflects any
 //! Origin cannot undo the policy.
 
@@ -21,11 +21,17 @@ pub const ACTUAL_ALLOWED: usize = 2;
 pub const ACTUAL_DENIED: usize = 3;
 pub const NO_ORIGIN: usize = 4;
 
-const OWNED_RESPONSE_HEADERS: [&str; 4] = [
+/// Every CORS response header a browser reads (the Fetch standard's six,
+/// and Private Network Access's): the filter's alone on the tenant's
+/// responses, whatever the upstream sent.
+const OWNED_RESPONSE_HEADERS: [&str; 7] = [
     "access-control-allow-origin",
     "access-control-allow-credentials",
     "access-control-expose-headers",
     "access-control-allow-headers",
+    "access-control-allow-methods",
+    "access-control-max-age",
+    "access-control-allow-private-network",
 ];
 
 /// Carried to the response phase.
@@ -199,7 +205,7 @@ mod tests {
 
     fn acme() -> &'static CorsSettings {
         settings(json!({
-            "allowed_origins": ["https://app.acme.example", "https://*.acme.example", "null"],
+            "allowed_origins": ["https://app.acme.example", "https://*.acme.example"],
             "allowed_methods": ["GET", "POST", "PUT"],
             "allowed_headers": ["X-Custom", "content-type"],
             "exposed_headers": ["x-request-id"],
@@ -278,12 +284,33 @@ mod tests {
     fn actual_requests_get_headers_only_when_allowed() {
         let s = acme();
         let mut p = Pending::default();
-        let d = on_request(s, &h(&[(":method", "GET"), ("origin", "null")]), &mut p);
+        let d = on_request(
+            s,
+            &h(&[(":method", "GET"), ("origin", "https://shop.acme.example")]),
+            &mut p,
+        );
         assert!(d.outcomes.contains(ACTUAL_ALLOWED));
-        let upstream = h(&[("access-control-allow-origin", "*"), ("vary", "Accept")]);
+        let upstream = h(&[
+            ("access-control-allow-origin", "*"),
+            ("access-control-allow-methods", "DELETE"),
+            ("access-control-max-age", "86400"),
+            ("access-control-allow-private-network", "true"),
+            ("vary", "Accept"),
+        ]);
         let e = on_response(s, &upstream, &mut p);
         assert!(e.removes("access-control-allow-origin"));
-        assert_eq!(e.value_of("access-control-allow-origin"), Some("null"));
+        // Every CORS response header is the filter's, not only the allow-* ones.
+        for h in [
+            "access-control-allow-methods",
+            "access-control-max-age",
+            "access-control-allow-private-network",
+        ] {
+            assert!(e.removes(h), "{h}");
+        }
+        assert_eq!(
+            e.value_of("access-control-allow-origin"),
+            Some("https://shop.acme.example")
+        );
         assert_eq!(e.value_of("access-control-allow-credentials"), Some("true"));
         assert_eq!(
             e.value_of("access-control-expose-headers"),
@@ -324,5 +351,16 @@ mod tests {
             &mut p,
         );
         assert!(d.outcomes.contains(ACTUAL_DENIED));
+        // Listed (without credentials): answered as `null`.
+        let listed = settings(json!({"allowed_origins": ["null"]}));
+        let mut p = Pending::default();
+        on_request(
+            listed,
+            &h(&[(":method", "GET"), ("origin", "null")]),
+            &mut p,
+        );
+        let e = on_response(listed, &Headers::default(), &mut p);
+        assert_eq!(e.value_of("access-control-allow-origin"), Some("null"));
+        assert_eq!(e.value_of("access-control-allow-credentials"), None);
     }
 }
