@@ -228,8 +228,23 @@ fn security_headers_are_set_kept_or_overwritten_and_fingerprints_removed() {
         Some("max-age=31536000; includeSubDomains")
     );
     assert_eq!(r.header("x-frame-options"), Some("DENY"));
-    // Set if absent: the upstream's CSP is kept.
-    assert_eq!(r.header("content-security-policy"), Some("default-src *"));
+    // CSP: both policies reach the browser, which enforces each (the
+    // upstream's `default-src *` cannot loosen acme's).
+    let csp: Vec<&str> = r
+        .headers
+        .iter()
+        .filter(|(k, _)| k == "content-security-policy")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(
+        csp,
+        [
+            "default-src *",
+            "default-src 'self'; frame-ancestors 'none'"
+        ],
+        "{:?}",
+        r.headers
+    );
     // Defaults for everyone.
     assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
     assert_eq!(
@@ -248,6 +263,15 @@ fn security_headers_are_set_kept_or_overwritten_and_fingerprints_removed() {
     let r = s.get("/", &[]);
     assert_eq!(r.header("strict-transport-security"), None);
     assert_eq!(r.header("x-frame-options"), Some("SAMEORIGIN"));
+    // The public tenant's default frame option (SAMEORIGIN, mode stricter):
+    // an upstream value browsers ignore is replaced, a stricter one kept.
+    let r = s.get(
+        "/",
+        &[("x-echo-response-header", "x-frame-options: ALLOWALL")],
+    );
+    assert_eq!(r.header("x-frame-options"), Some("SAMEORIGIN"));
+    let r = s.get("/", &[("x-echo-response-header", "x-frame-options: DENY")]);
+    assert_eq!(r.header("x-frame-options"), Some("DENY"));
 }
 
 /// `null` with credentials would let every site (a sandboxed iframe, a

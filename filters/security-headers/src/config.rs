@@ -9,6 +9,23 @@ pub enum Mode {
     SetIfAbsent,
     /// Always ours.
     Overwrite,
+    /// CSP: ours is sent beside the upstream's; a browser enforces every
+    /// policy it gets, so the stricter wins wherever they differ.
+    Combine,
+    /// X-Frame-Options: the stricter of the upstream's and ours (`DENY` over
+    /// `SAMEORIGIN`); a value browsers ignore (`ALLOWALL`) is replaced.
+    Stricter,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::SetIfAbsent => "set_if_absent",
+            Mode::Overwrite => "overwrite",
+            Mode::Combine => "combine",
+            Mode::Stricter => "stricter",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,31 +43,71 @@ pub struct SecuritySettings {
     pub remove: Vec<String>,
 }
 
-/// Profile field, response header, built-in default.
-pub const FIELDS: &[(&str, &str, Option<&str>)] = &[
-    (
-        "strict_transport_security",
-        "strict-transport-security",
-        None,
-    ),
-    ("content_security_policy", "content-security-policy", None),
-    (
-        "content_security_policy_report_only",
-        "content-security-policy-report-only",
-        None,
-    ),
-    (
-        "x_content_type_options",
-        "x-content-type-options",
-        Some("nosniff"),
-    ),
-    ("x_frame_options", "x-frame-options", Some("SAMEORIGIN")),
-    (
-        "referrer_policy",
-        "referrer-policy",
-        Some("strict-origin-when-cross-origin"),
-    ),
-    ("permissions_policy", "permissions-policy", None),
+/// One header the filter manages.
+pub struct Field {
+    /// The profile field.
+    pub field: &'static str,
+    /// The response header.
+    pub header: &'static str,
+    /// The built-in value (`None`: off unless configured).
+    pub default: Option<&'static str>,
+    /// The mode of a plain string value: the safe one where a weaker
+    /// upstream value would otherwise win.
+    pub mode: Mode,
+    /// The mode the field accepts besides `set_if_absent` and `overwrite`.
+    pub extra_mode: Option<Mode>,
+}
+
+pub const FIELDS: &[Field] = &[
+    Field {
+        field: "strict_transport_security",
+        header: "strict-transport-security",
+        default: None,
+        mode: Mode::SetIfAbsent,
+        extra_mode: None,
+    },
+    Field {
+        field: "content_security_policy",
+        header: "content-security-policy",
+        default: None,
+        mode: Mode::Combine,
+        extra_mode: Some(Mode::Combine),
+    },
+    Field {
+        field: "content_security_policy_report_only",
+        header: "content-security-policy-report-only",
+        default: None,
+        mode: Mode::Combine,
+        extra_mode: Some(Mode::Combine),
+    },
+    Field {
+        field: "x_content_type_options",
+        header: "x-content-type-options",
+        default: Some("nosniff"),
+        mode: Mode::SetIfAbsent,
+        extra_mode: None,
+    },
+    Field {
+        field: "x_frame_options",
+        header: "x-frame-options",
+        default: Some("SAMEORIGIN"),
+        mode: Mode::Stricter,
+        extra_mode: Some(Mode::Stricter),
+    },
+    Field {
+        field: "referrer_policy",
+        header: "referrer-policy",
+        default: Some("strict-origin-when-cross-origin"),
+        mode: Mode::SetIfAbsent,
+        extra_mode: None,
+    },
+    Field {
+        field: "permissions_policy",
+        header: "permissions-policy",
+        default: None,
+        mode: Mode::SetIfAbsent,
+        extra_mode: None,
+    },
 ];
 
 pub const DEFAULT_REMOVE: &[&str] = &[
@@ -83,44 +140,48 @@ fn check_name(n: &str) -> Result<(), String> {
     }
 }
 
-fn read_rule(
-    r: &mut SectionReader<'_>,
-    field: &'static str,
-    header: &'static str,
-    default: Option<&str>,
-) -> Option<HeaderRule> {
+fn read_rule(r: &mut SectionReader<'_>, f: &Field) -> Option<HeaderRule> {
+    let (field, header, default, default_mode, extra_mode) =
+        (f.field, f.header, f.default, &f.mode, &f.extra_mode);
     let (value, path) = match r.raw(field) {
         None => {
             return default.map(|d| HeaderRule {
                 name: header,
                 value: d.to_string(),
-                mode: Mode::SetIfAbsent,
+                mode: *default_mode,
             })
         }
         Some(v) => v,
     };
+    let accepted: Vec<Mode> = [Mode::SetIfAbsent, Mode::Overwrite]
+        .into_iter()
+        .chain(*extra_mode)
+        .collect();
     let (text, mode) = match value {
         Value::Null => return None,
-        Value::String(s) => (s.clone(), Mode::SetIfAbsent),
+        Value::String(s) => (s.clone(), *default_mode),
         Value::Object(m) => {
             let mut n = r.nested(m, &path);
             let text = n.opt_string("value", check_value);
-            let mode = n.opt_string("mode", |m| match m {
-                "set_if_absent" | "overwrite" => Ok(()),
-                _ => Err(format!(
-                    "\"{m}\": expected \"set_if_absent\" or \"overwrite\""
-                )),
+            let mode = n.opt_string("mode", |m| {
+                if accepted.iter().any(|a| a.name() == m) {
+                    Ok(())
+                } else {
+                    let names: Vec<String> = accepted
+                        .iter()
+                        .map(|a| format!("\"{}\"", a.name()))
+                        .collect();
+                    Err(format!("\"{m}\": expected {}", names.join(" or ")))
+                }
             });
             n.finish();
             let Some(text) = text else {
                 r.error(format!("{path}.value"), "is required");
                 return None;
             };
-            let mode = if mode.as_deref() == Some("overwrite") {
-                Mode::Overwrite
-            } else {
-                Mode::SetIfAbsent
-            };
+            let mode = mode
+                .and_then(|m| accepted.iter().copied().find(|a| a.name() == m))
+                .unwrap_or(*default_mode);
             (text, mode)
         }
         _ => {
@@ -141,10 +202,7 @@ fn read_rule(
 
 pub fn parse(r: &mut SectionReader<'_>) -> SecuritySettings {
     let enabled = r.bool("enabled", true);
-    let rules = FIELDS
-        .iter()
-        .filter_map(|(field, header, default)| read_rule(r, field, header, *default))
-        .collect();
+    let rules = FIELDS.iter().filter_map(|f| read_rule(r, f)).collect();
     let remove = r
         .string_list("remove_headers", DEFAULT_REMOVE, check_name)
         .into_iter()
@@ -185,7 +243,11 @@ pub(crate) mod tests {
             ]
         );
         assert_eq!(s.rules[0].mode, Mode::Overwrite);
-        assert_eq!(s.rules[1].mode, Mode::SetIfAbsent);
+        assert_eq!(
+            s.rules[1].mode,
+            Mode::Combine,
+            "CSP: both policies by default"
+        );
         assert_eq!(s.remove, DEFAULT_REMOVE);
     }
 
