@@ -77,7 +77,9 @@ fn burst_then_refill_with_standard_fields() {
     assert_eq!(r.status, 429);
     assert_eq!(r.header("retry-after"), Some("1"));
     assert_eq!(r.header("ratelimit-policy"), Some("\"per_client\";q=5;w=1"));
-    assert_eq!(r.header("ratelimit"), Some("\"per_client\";r=0;t=1"));
+    // `t`: until the quota is whole again (10 tokens at 5/s), not until
+    // the next token (that is Retry-After).
+    assert_eq!(r.header("ratelimit"), Some("\"per_client\";r=0;t=2"));
     assert_eq!(r.header("content-type"), Some("application/problem+json"));
     let body = r.json();
     assert_eq!(body["type"], "urn:meshware:problem:quota-exceeded");
@@ -99,9 +101,32 @@ fn a_route_limit_and_the_client_limit_apply_together() {
     let s = start(&profile());
     let host: (&str, &[u8]) = ("host", b"shop.acme.example");
     assert_eq!(s.send("POST", "/orders", &[host], b"{}").status, 200);
-    assert_eq!(s.send("POST", "/orders", &[host], b"{}").status, 200);
+    let last = s.send("POST", "/orders", &[host], b"{}");
+    assert_eq!(last.status, 200);
     let r = s.send("POST", "/orders", &[host], b"{}");
     assert_eq!(r.status, 429);
+    // One definition of `t` (seconds until the quota resets) on both: the
+    // last admitted answer and the refusal right after it agree.
+    let t = |r: &meshware_e2e::http::Response| -> i64 {
+        let v = r.header("ratelimit").unwrap_or("");
+        v.rsplit("t=")
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(-1)
+    };
+    assert!(
+        last.header("ratelimit")
+            .is_some_and(|v| v.starts_with("\"orders_write\";r=0;")),
+        "{:?}",
+        last.headers
+    );
+    assert!(
+        (t(&last) - t(&r)).abs() <= 1 && t(&r) >= 59,
+        "{} vs {}",
+        t(&last),
+        t(&r)
+    );
+    assert_eq!(r.header("retry-after"), Some("30"), "one token: 30 s");
     assert_eq!(
         r.header("ratelimit-policy"),
         Some("\"orders_write\";q=2;w=60")

@@ -57,8 +57,9 @@ impl Slot {
 pub enum Verdict {
     /// Allowed; whole tokens left and seconds until the bucket is full.
     Allowed { remaining: u64, reset_s: u64 },
-    /// Empty bucket; seconds until one token is back.
-    Limited { retry_after_s: u64 },
+    /// Empty bucket; seconds until one token is back, and until the bucket
+    /// is full (the draft's `t`, the same as an allowed answer's `reset_s`).
+    Limited { retry_after_s: u64, reset_s: u64 },
     /// Could not update the bucket (contention or host error): allowed.
     StoreError,
 }
@@ -107,6 +108,8 @@ fn take_slot(
             let wait = ahead - tolerance - interval;
             return SlotResult::Done(Verdict::Limited {
                 retry_after_s: ceil_s(wait).max(1),
+                // Not charged: full again when the current TAT is reached.
+                reset_s: ceil_s(tat - now_us).max(1),
             });
         }
         let slot = Slot {

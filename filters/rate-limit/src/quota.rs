@@ -100,7 +100,7 @@ fn key_value<'h>(
 fn too_many<'s>(
     limit: &Limit,
     grpc_status: u8,
-    retry_after_s: u64,
+    (retry_after_s, reset_s): (u64, u64),
     outcomes: Outcomes,
 ) -> Decision<'s> {
     let body = meshware_common::jsontext::problem(
@@ -119,10 +119,7 @@ fn too_many<'s>(
                 ("content-type", "application/problem+json".to_string()),
                 ("retry-after", retry_after_s.to_string()),
                 ("ratelimit-policy", limit.policy.clone()),
-                (
-                    "ratelimit",
-                    format!("\"{}\";r=0;t={retry_after_s}", limit.name),
-                ),
+                ("ratelimit", format!("\"{}\";r=0;t={reset_s}", limit.name)),
             ],
             body: Cow::Owned(body.into_bytes()),
             grpc_status: Some(grpc_status),
@@ -166,14 +163,17 @@ pub fn on_request<'s>(
                 }
             }
             Verdict::StoreError => outcomes.add(STORE_CONTENTION),
-            Verdict::Limited { retry_after_s } => {
+            Verdict::Limited {
+                retry_after_s,
+                reset_s,
+            } => {
                 if s.shadow || limit.shadow {
                     outcomes.add(limit_outcome(i, 2));
                     outcomes.add(SHADOW_LIMITED);
                 } else {
                     outcomes.add(limit_outcome(i, 1));
                     outcomes.add(LIMITED);
-                    return too_many(limit, s.grpc_status, retry_after_s, outcomes);
+                    return too_many(limit, s.grpc_status, (retry_after_s, reset_s), outcomes);
                 }
             }
         }

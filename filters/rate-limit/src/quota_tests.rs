@@ -87,7 +87,9 @@ fn burst_then_refill() {
         header("ratelimit-policy").as_deref(),
         Some("\"client\";q=2;w=1")
     );
-    assert_eq!(header("ratelimit").as_deref(), Some("\"client\";r=0;t=1"));
+    // `t`: seconds until the quota is whole again (3 tokens at 2/s: 1.5 s),
+    // the same definition as on allowed answers; Retry-After: one token.
+    assert_eq!(header("ratelimit").as_deref(), Some("\"client\";r=0;t=2"));
     assert_eq!(
         header("content-type").as_deref(),
         Some("application/problem+json")
@@ -307,4 +309,40 @@ fn route_limits_hold_for_every_reading_of_the_path() {
         )),
         None
     );
+}
+
+/// draft-ietf-httpapi-ratelimit-headers: `t` is when the quota resets, one
+/// definition for every answer: at one instant, the last admitted request
+/// and the refused one after it say the same, and it counts down with time.
+#[test]
+fn t_is_the_same_on_the_last_allowed_answer_and_the_429() {
+    use crate::limiter::{take, Verdict};
+    let s = settings(json!({"limits": [
+        {"name": "slow", "key": "tenant", "rate": 1, "per": "minute", "burst": 3}
+    ]}));
+    let st = store();
+    let limit = &s.limits[0];
+    let mut last_t = 0;
+    for _ in 0..3 {
+        match take(&st, "acme", limit, None, 10).verdict {
+            Verdict::Allowed { reset_s, .. } => last_t = reset_s,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(last_t, 180, "three tokens at one a minute");
+    match take(&st, "acme", limit, None, 10).verdict {
+        Verdict::Limited {
+            retry_after_s,
+            reset_s,
+        } => {
+            assert_eq!(reset_s, last_t);
+            assert_eq!(retry_after_s, 60);
+        }
+        other => panic!("{other:?}"),
+    }
+    st.advance_ms(30_000);
+    match take(&st, "acme", limit, None, 10).verdict {
+        Verdict::Limited { reset_s, .. } => assert_eq!(reset_s, 150),
+        other => panic!("{other:?}"),
+    }
 }
