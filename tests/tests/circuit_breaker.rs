@@ -190,3 +190,41 @@ fn invalid_thresholds_are_rejected_with_their_paths() {
         assert!(log.contains(line), "envoy log lacks {line:?}:\n{log}");
     }
 }
+
+/// Canary sends acme's `x-env-tag: canary` requests to v2 (its own
+/// upstream), and v2 fails. Its circuit opens; v1's traffic, on the healthy
+/// upstream, is never answered by it: each version's upstream has its own
+/// circuit although Envoy matched one route before canary wrote the header.
+#[test]
+fn under_canary_a_failing_version_opens_only_its_own_circuit() {
+    let mut p: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(meshware_e2e::root().join("examples/tenants.json")).unwrap(),
+    )
+    .unwrap();
+    p["tenants"]["acme"]["canary"]["rules"] =
+        serde_json::json!([{"version": "v2", "when": [{"header": "x-env-tag", "in": ["canary"]}]}]);
+    p["tenants"]["acme"]["circuit_breaker"] =
+        serde_json::json!({"min_requests": 4, "failure_ratio": 0.5, "open_for_ms": 60000});
+    let s = Suite::start_with_canary(
+        &p.to_string(),
+        &["trace_context", "canary", "circuit_breaker"],
+    );
+    let v2 = s.canary.as_ref().unwrap();
+    v2.script("/", meshware_e2e::echo::Canned::new(503, b"v2 is down"));
+    let canary = [ACME, ("x-env-tag", "canary")];
+    for _ in 0..4 {
+        assert_eq!(s.get("/items", &canary).status, 503);
+    }
+    let upstream_calls = v2.count();
+    let r = s.get("/items", &canary);
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("x-circuit-state"), Some("open"), "{:?}", r.headers);
+    assert_eq!(v2.count(), upstream_calls, "the open circuit kept v2 out");
+    // v1 goes on, on the stable upstream, untouched by v2's circuit.
+    for _ in 0..5 {
+        let r = s.get("/items", &[ACME]);
+        assert_eq!(r.status, 200, "{:?}", r.headers);
+        assert_eq!(r.header("x-circuit-state"), None);
+    }
+    assert_eq!(s.echo.count(), 5);
+}

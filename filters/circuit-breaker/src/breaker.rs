@@ -52,10 +52,19 @@ pub struct Admitted {
 }
 
 /// The circuit's shared-data key: tenant and cluster or route.
+///
+/// `version`: the value of canary's routing header. Envoy keeps reporting
+/// the cluster of the route it matched before canary wrote that header
+/// (clearing the route cache makes the router match again, but the
+/// cluster a filter can read stays the old one until then), so under
+/// canary the cluster the router will use is the one the version routes
+/// to: the key carries the version, and each version's upstream gets its
+/// own circuit.
 fn circuit_key(
     s: &BreakerSettings,
     tenant: &str,
     route: Option<&RouteBudget>,
+    version: Option<&str>,
     env: &dyn HostEnv,
 ) -> String {
     let scope = match s.key {
@@ -67,7 +76,10 @@ fn circuit_key(
             .and_then(|b| String::from_utf8(b).ok())
             .unwrap_or_else(|| "unknown".to_string()),
     };
-    format!("mw.cb.{tenant}.{scope}")
+    match version {
+        Some(v) => format!("mw.cb.{tenant}.{scope}@{v}"),
+        None => format!("mw.cb.{tenant}.{scope}"),
+    }
 }
 
 fn reject<'s>(
@@ -92,11 +104,14 @@ fn reject<'s>(
     }
 }
 
+/// `routing_header`: canary's, when the tenant has canary (the request
+/// policy's `routing_header`).
 pub fn on_request<'s>(
     s: &'s BreakerSettings,
     tenant: &str,
     headers: &Headers,
     path: &RequestPath,
+    routing_header: Option<&str>,
     env: &dyn HostEnv,
     admitted: &mut Admitted,
 ) -> Decision<'s> {
@@ -146,7 +161,10 @@ pub fn on_request<'s>(
             decision.outcomes.add(GRPC_DEADLINE_LOWERED);
         }
     }
-    let key = circuit_key(s, tenant, route, env);
+    let version = routing_header
+        .and_then(|h| headers.get(h))
+        .filter(|v| !v.is_empty());
+    let key = circuit_key(s, tenant, route, version, env);
     let now = env.now_ms();
     let admit = admit(env, &key, s, now, s.max_in_flight);
     match admit.admission {

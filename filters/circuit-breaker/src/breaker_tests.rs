@@ -38,7 +38,7 @@ fn request(
     let h = Headers::new(vec![(":path".into(), path.into())]);
     let mut a = Admitted::default();
     let read = RequestPath::read_all(path).unwrap();
-    let d = on_request(s, tenant, &h, &read, st, &mut a);
+    let d = on_request(s, tenant, &h, &read, None, st, &mut a);
     (d, a)
 }
 
@@ -197,7 +197,7 @@ fn budgets_are_set_and_client_budgets_stripped() {
         ("x-envoy-max-retries".into(), "10".into()),
     ]);
     let read = RequestPath::read("/pay/now").unwrap();
-    let d = on_request(s, "a", &h, &read, &st, &mut Admitted::default());
+    let d = on_request(s, "a", &h, &read, None, &st, &mut Admitted::default());
     assert!(d.request.removes("x-envoy-upstream-rq-timeout-ms"));
     assert_eq!(
         d.request.value_of("x-envoy-upstream-rq-timeout-ms"),
@@ -283,6 +283,7 @@ fn grpc_request(
         "g",
         &h,
         &RequestPath::read_all(path).unwrap(),
+        None,
         st,
         &mut a,
     );
@@ -390,4 +391,39 @@ fn slowness_is_the_time_to_the_response_not_the_length_of_the_stream() {
     *st.now.borrow_mut() = start + 5_300;
     on_response_start(s, &mut a, &st);
     assert!(complete(s, &st, &mut a, Some(200)).contains(FAILURE_RECORDED));
+}
+
+#[test]
+fn under_canary_each_version_has_its_own_circuit() {
+    // Envoy still reports the cluster matched before canary wrote the
+    // routing header: the version it wrote tells the upstreams apart.
+    let s = settings();
+    let st = env();
+    let request_as = |version: Option<&str>| {
+        let mut list = vec![(":path".to_string(), "/x".to_string())];
+        if let Some(v) = version {
+            list.push(("x-route-version".to_string(), v.to_string()));
+        }
+        let h = Headers::new(list);
+        let mut a = Admitted::default();
+        let read = RequestPath::read_all("/x").unwrap();
+        let d = on_request(s, "t", &h, &read, Some("x-route-version"), &st, &mut a);
+        (d, a)
+    };
+    // v2 fails until its circuit opens.
+    for _ in 0..4 {
+        let (d, mut a) = request_as(Some("v2"));
+        if d.reply.is_none() {
+            complete(s, &st, &mut a, Some(503));
+        }
+    }
+    assert!(
+        request_as(Some("v2")).0.reply.is_some(),
+        "v2's circuit is open"
+    );
+    // v1 (and a tenant without canary's header) is served.
+    let (d, mut a) = request_as(Some("v1"));
+    assert!(d.reply.is_none(), "v1 is healthy");
+    complete(s, &st, &mut a, Some(200));
+    assert!(request_as(None).0.reply.is_none());
 }

@@ -41,6 +41,7 @@ impl HttpFilter for CircuitBreaker {
             ctx.tenant.name,
             ctx.headers,
             ctx.path,
+            ctx.policy.routing_header.as_deref(),
             ctx.env,
             stream,
         )

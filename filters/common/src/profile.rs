@@ -89,6 +89,7 @@ impl<S> Profile<S> {
             method_override: crate::request::MethodOverride::Strip,
             owned_headers: Vec::new(),
             credential_headers: Vec::new(),
+            routing_header: None,
         };
         self.requests.get(slot).unwrap_or(&DEFAULT)
     }
@@ -447,6 +448,7 @@ fn request_policies(shared: &Shared<'_>, errors: &mut ConfigErrors) -> Vec<Reque
         );
         policy.credential_headers =
             crate::request::credential_headers(Some(sections), shared.defaults);
+        policy.routing_header = crate::request::routing_header(Some(sections), shared.defaults);
         policies.push(policy);
     }
     let other = policies

@@ -71,6 +71,9 @@ pub struct RequestPolicy {
     /// admin token): removed from the request all the same, and handed to
     /// the later filters through filter state (`handoff`).
     pub credential_headers: Vec<String>,
+    /// canary's routing header when the tenant has a canary section: the
+    /// header Envoy's route (and so the upstream cluster) follows.
+    pub routing_header: Option<String>,
 }
 
 /// The filter-state value by which the first meshware filter hands the
@@ -129,6 +132,7 @@ pub fn parse(r: &mut SectionReader<'_>) -> RequestPolicy {
         method_override,
         owned_headers: Vec::new(),
         credential_headers: Vec::new(),
+        routing_header: None,
     }
 }
 
@@ -146,6 +150,20 @@ fn field<'a>(
 
 fn has_section(layers: &[Option<&Map<String, Value>>], section: &str) -> bool {
     layers.iter().flatten().any(|s| s.contains_key(section))
+}
+
+/// canary's routing header for one tenant (see `RequestPolicy`).
+pub fn routing_header(
+    tenant: Option<&Map<String, Value>>,
+    defaults: Option<&Map<String, Value>>,
+) -> Option<String> {
+    let layers = [tenant, defaults];
+    has_section(&layers, "canary").then(|| {
+        field(&layers, "canary", "routing_header")
+            .and_then(Value::as_str)
+            .unwrap_or(DEFAULT_ROUTING_HEADER)
+            .to_ascii_lowercase()
+    })
 }
 
 /// The credential headers of one tenant (see `RequestPolicy`).
