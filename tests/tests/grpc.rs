@@ -206,6 +206,17 @@ fn a_route_budget_lowers_the_deadline_the_upstream_sees() {
     let free = call(s.port, "Slow", "0", &["--timeout", "30"]);
     let remaining: i64 = trailer(&free, "x-time-remaining-ms").parse().unwrap_or(-1);
     assert!(remaining > 20_000, "{free}");
+    // A client deadline shorter than the budget stands: the client's ends
+    // the call, not the budget.
+    let started = std::time::Instant::now();
+    let short = call(
+        s.port,
+        "Slow",
+        "3",
+        &["--timeout", "0.4", RETRY_TENANT[0], RETRY_TENANT[1]],
+    );
+    assert_eq!(code(&short), "DEADLINE_EXCEEDED", "{short}");
+    assert!(started.elapsed() < std::time::Duration::from_millis(1400));
     // Past the budget the call ends, with a gRPC status, not a hang.
     let started = std::time::Instant::now();
     let over = call(
