@@ -11,6 +11,7 @@ usage: client.py HOST:PORT METHOD [REQUEST] [--timeout SECONDS]
 import argparse
 import json
 import queue
+import time
 
 import grpc
 
@@ -40,6 +41,7 @@ def main():
     metadata = [tuple(m.split("=", 1)) for m in args.metadata]
     path = f"/{SERVICE}/{args.method}"
     out = {"responses": []}
+    started = time.monotonic()
     options = [("grpc.default_authority", args.authority)] if args.authority else []
     with grpc.insecure_channel(args.target, options=options) as channel:
         messages = args.messages.split(",")
@@ -80,6 +82,7 @@ def main():
                         turns.put(messages[done] if done < len(messages) else None)
         except grpc.RpcError as error:
             call = error
+        out["elapsed_ms"] = int((time.monotonic() - started) * 1000)
         out["code"] = call.code().name
         out["details"] = call.details()
         out["initial_metadata"] = metadata_dict(call.initial_metadata())

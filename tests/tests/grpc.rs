@@ -208,7 +208,6 @@ fn a_route_budget_lowers_the_deadline_the_upstream_sees() {
     assert!(remaining > 20_000, "{free}");
     // A client deadline shorter than the budget stands: the client's ends
     // the call, not the budget.
-    let started = std::time::Instant::now();
     let short = call(
         s.port,
         "Slow",
@@ -216,7 +215,11 @@ fn a_route_budget_lowers_the_deadline_the_upstream_sees() {
         &["--timeout", "0.4", RETRY_TENANT[0], RETRY_TENANT[1]],
     );
     assert_eq!(code(&short), "DEADLINE_EXCEEDED", "{short}");
-    assert!(started.elapsed() < std::time::Duration::from_millis(1400));
+    // Measured by the client around the call: its 0.4 s, not the 1.5 s budget.
+    assert!(
+        short["elapsed_ms"].as_u64().is_some_and(|ms| ms < 1200),
+        "{short}"
+    );
     // Past the budget the call ends, with a gRPC status, not a hang.
     let started = std::time::Instant::now();
     let over = call(
