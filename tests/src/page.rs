@@ -11,12 +11,21 @@ pub struct PageServer {
 
 impl PageServer {
     pub fn start(html: String) -> std::io::Result<PageServer> {
+        Self::start_with_headers(html, "")
+    }
+
+    /// With `headers` (`name: value\r\n` lines) on the page's response, e.g.
+    /// `content-security-policy: sandbox allow-scripts`, which gives the
+    /// document the opaque origin `null`.
+    pub fn start_with_headers(html: String, headers: &str) -> std::io::Result<PageServer> {
+        let headers = Arc::new(headers.to_string());
         let listener = TcpListener::bind(("127.0.0.1", 0))?;
         let port = listener.local_addr()?.port();
         let html = Arc::new(html);
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let html = html.clone();
+                let headers = headers.clone();
                 std::thread::spawn(move || {
                     let mut reader = BufReader::new(&stream);
                     // Read the head; a page request has no body.
@@ -25,7 +34,7 @@ impl PageServer {
                         line.clear();
                     }
                     let head = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: text/html; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        "HTTP/1.1 200 OK\r\ncontent-type: text/html; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n{headers}\r\n",
                         html.len()
                     );
                     let mut out = &stream;

@@ -83,3 +83,49 @@ fn allowed_origin_fetches_succeed_and_others_fail_in_chromium() {
         1
     );
 }
+
+/// A sandboxed document (as any site can make one: a sandboxed iframe, or
+/// here the page's own `Content-Security-Policy: sandbox allow-scripts`)
+/// has the origin `null`. Its fetches get what `"null"` in `allowed_origins`
+/// grants: nothing where it is not listed; listed (credentials can never go
+/// with it), reads without credentials only.
+#[test]
+fn a_null_origin_reads_only_where_listed_and_never_with_credentials_in_chromium() {
+    let page = PageServer::start_with_headers(
+        PAGE.to_string(),
+        "content-security-policy: sandbox allow-scripts\r\n",
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(meshware_e2e::root().join("examples/tenants.json")).unwrap();
+    let example: Value = serde_json::from_str(&text).unwrap();
+    // The example: initech does not list `null`.
+    let s = Suite::start(&example.to_string(), &["trace_context", "cors"]);
+    let api = format!("http://localhost:{}/t/initech/api/items", s.port);
+    let dom = chromium_dom(&format!("{}/?api={api}", page.origin()));
+    assert_eq!(
+        result_of(&dom),
+        "simple=blocked credentials=blocked preflighted=blocked",
+        "{dom}"
+    );
+    drop(s);
+    // Listed, without credentials (with them the profile is refused).
+    let mut listed = example.clone();
+    listed["tenants"]["initech"]["cors"]["allowed_origins"]
+        .as_array_mut()
+        .unwrap()
+        .push(Value::String("null".into()));
+    listed["tenants"]["initech"]["cors"]["allow_credentials"] = Value::Bool(false);
+    let s = Suite::start(&listed.to_string(), &["trace_context", "cors"]);
+    let api = format!("http://localhost:{}/t/initech/api/items", s.port);
+    let dom = chromium_dom(&format!("{}/?api={api}", page.origin()));
+    assert_eq!(
+        result_of(&dom),
+        "simple=200:exposed credentials=blocked preflighted=200:exposed",
+        "{dom}"
+    );
+    assert!(s
+        .echo
+        .requests()
+        .iter()
+        .all(|r| r.header("origin") == Some("null")));
+}
