@@ -55,11 +55,12 @@ impl PageServer {
 /// scripts and fetches finish (virtual time), returns the final DOM.
 pub fn chromium_dom(url: &str) -> String {
     let binary = std::env::var("CHROMIUM_BIN").unwrap_or_else(|_| "/usr/bin/chromium".to_string());
-    let profile_dir = std::env::temp_dir().join(format!(
-        "meshware-chromium-{}-{}",
-        std::process::id(),
-        url.len()
-    ));
+    // One profile directory per run: two Chromiums on one directory share
+    // its lock, and the second prints nothing.
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let profile_dir =
+        std::env::temp_dir().join(format!("meshware-chromium-{}-{run}", std::process::id()));
     let out = std::process::Command::new(&binary)
         .args([
             "--headless",
