@@ -74,11 +74,19 @@ fn preflight<'s>(
     let method_ok = s.allowed_methods.iter().any(|m| m == method);
     let allow_origin =
         allowed_origin_value(s, origin).filter(|_| method_ok && requested_headers_ok);
+    // A preflight's answer depends on these request headers whether it
+    // allows or denies: caches must key on them either way.
+    let vary = vary_on_origin(s).then(|| {
+        (
+            "vary",
+            "Origin, Access-Control-Request-Method, Access-Control-Request-Headers".to_string(),
+        )
+    });
     let Some(allow_origin) = allow_origin else {
         return Decision {
             reply: Some(LocalReply {
                 status: 403,
-                headers: Vec::new(),
+                headers: vary.into_iter().collect(),
                 body: Cow::Borrowed(b""),
                 ..LocalReply::default()
             }),
@@ -99,12 +107,7 @@ fn preflight<'s>(
     if let Some(max_age) = &s.max_age_value {
         reply_headers.push(("access-control-max-age", max_age.clone()));
     }
-    if vary_on_origin(s) {
-        reply_headers.push((
-            "vary",
-            "Origin, Access-Control-Request-Method, Access-Control-Request-Headers".to_string(),
-        ));
-    }
+    reply_headers.extend(vary);
     Decision {
         reply: Some(LocalReply {
             status: 204,
@@ -275,7 +278,15 @@ mod tests {
                 403,
                 "{origin} {method} {hdrs}"
             );
-            assert!(d.reply.as_ref().unwrap().headers.is_empty());
+            // No CORS header, but the Vary every answer of the tenant has.
+            let headers = &d.reply.as_ref().unwrap().headers;
+            assert!(
+                headers.iter().all(|(k, _)| *k == "vary")
+                    && headers
+                        .iter()
+                        .any(|(k, v)| *k == "vary" && v.starts_with("Origin")),
+                "{headers:?}"
+            );
             assert!(d.outcomes.contains(PREFLIGHT_DENIED));
         }
     }
