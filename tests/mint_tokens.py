@@ -86,6 +86,7 @@ cases += [
     {"name": "header not json", "token": f"{b64(b'{nope')}.{p}.{s}", "expect": "malformed"},
     {"name": "jku is never followed", "token": sign("RS256", kid="rsa-1", headers={"jku": "https://evil.example/jwks"}), "expect": "ok"},
     {"name": "other tenant", "token": sign("RS256", dict(claims, tenant="globex")), "expect": "ok"},
+    {"name": "claims the reserved tenant", "token": sign("RS256", dict(claims, tenant="other")), "expect": "ok"},
     # RFC 7515 §4.1.11: an extension named in crit that the verifier does not
     # understand makes the JWS invalid, however well signed.
     {"name": "crit names an unknown extension",

@@ -186,3 +186,24 @@ fn crit_extensions_and_unknown_issuers_are_refused_for_what_they_are() {
     assert_eq!(metric(&s, "denied_unsupported_crit"), 2.0);
     assert_eq!(metric(&s, "denied_bad_issuer"), 1.0);
 }
+
+/// umbrella sets `strip_authorization`: no Authorization header of its
+/// requests reaches the upstream, on its bypass and optional routes too,
+/// whatever the header holds.
+#[test]
+fn strip_authorization_covers_bypass_and_optional_routes() {
+    let s = start();
+    for (path, value) in [
+        ("/healthz", "Bearer not-a-token"),
+        ("/public/catalog", "Basic dXNlcjpwYXNz"),
+        ("/public/catalog", "Bearer"),
+    ] {
+        let r = s.get(path, &[UMBRELLA, ("authorization", value)]);
+        assert_eq!(r.status, 200, "{path} {value}");
+        let seen = s.echo.last().unwrap();
+        assert_eq!(seen.header("authorization"), None, "{path} {value}");
+    }
+    let r = with_token(&s, "valid RS256", &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(s.echo.last().unwrap().header("authorization"), None);
+}

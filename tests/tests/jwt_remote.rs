@@ -72,6 +72,8 @@ fn profile() -> String {
                                                   "on_error": "local_jwt"}}},
         "extmissing": {"jwt_auth": {"external": {"cluster": "no-such-cluster"}}},
         "globex": {},
+        // Claims allowed, but its own host names it.
+        "claimhost": {"jwt_auth": {"providers": [shared_provider()]}},
         "shared": {"jwt_auth": {"providers": [shared_provider()],
                                 "rules": [{"prefix": "/public", "requirement": "optional"}]}}
     });
@@ -79,9 +81,12 @@ fn profile() -> String {
         .as_object()
         .unwrap()
         .keys()
+        // The shared host is nobody's: its requests fall to the default
+        // tenant, where a verified claim may name the tenant.
+        .filter(|t| *t != "shared")
         .map(|t| (format!("{t}.example"), json!(t)))
         .collect();
-    json!({"tenancy": {"hosts": hosts, "default": "ext",
+    json!({"tenancy": {"hosts": hosts, "default": "shared",
                        "header": {"name": "x-tenant-id", "trusted": false}},
            "tenants": tenants})
     .to_string()
@@ -349,6 +354,20 @@ fn on_a_shared_host_the_verified_claim_names_the_tenant() {
     h.push(("authorization", bearer.as_str()));
     assert_eq!(s.get("/orders", &h).status, 200);
     assert_eq!(s.echo.last().unwrap().header("x-tenant-id"), Some("globex"));
+    // A host that names a tenant keeps it: a token claiming another one is
+    // refused (one tenant for the whole chain), as is the reserved `other`.
+    let mut on_globex_host = vec![("host", "claimhost.example")];
+    on_globex_host.push(("authorization", bearer.as_str()));
+    assert_eq!(s.get("/orders", &on_globex_host).status, 403);
+    let reserved = format!("Bearer {}", token("claims the reserved tenant"));
+    let r = s.get(
+        "/orders",
+        &[
+            ("host", "shared.example"),
+            ("authorization", reserved.as_str()),
+        ],
+    );
+    assert_eq!(r.status, 403);
     // Without a verified token nobody vouches for a tenant: the client's value goes.
     assert_eq!(s.get("/public/page", &spoof).status, 200);
     let seen = s.echo.last().unwrap();

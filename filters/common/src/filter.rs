@@ -12,6 +12,9 @@ use crate::store::HostEnv;
 pub struct Tenant<'a> {
     pub slot: usize,
     pub name: &'a str,
+    /// What chose it: a claim in a token may name another tenant only
+    /// where nothing but the default (or a trusted header) did.
+    pub source: crate::tenancy::Source,
 }
 
 /// Everything a core may read for one request; read from the host once.

@@ -580,11 +580,21 @@ fn with_request<F: HttpFilter, R>(
         compiled.profile.request_policy(slot).allowed_forms,
     );
     let mut rng = worker.rng.try_borrow_mut().ok()?;
+    let tenant_header = compiled
+        .profile
+        .tenancy
+        .header()
+        .and_then(|h| headers.get(&h.name));
+    let (_, tenant_source) =
+        compiled
+            .profile
+            .resolve(headers.get(":authority"), &path, tenant_header);
     let mut source = SourceAddress::lazy(source_address);
     let mut ctx = RequestCtx {
         tenant: Tenant {
             slot,
             name: compiled.profile.tenant_name(slot),
+            source: tenant_source,
         },
         tenants: compiled.profile.tenant_names(),
         headers: &headers,
@@ -1880,6 +1890,7 @@ impl<F: HttpFilter> Stage for Stream<F> {
             header_value,
         );
         let slot = judged.slot;
+        let tenant_source = judged.source;
         let refusal = judged.refusal.or_else(|| {
             crate::request::judge_grpc_timeout(headers.get("grpc-timeout"), || {
                 headers
@@ -1925,6 +1936,7 @@ impl<F: HttpFilter> Stage for Stream<F> {
         let tenant = Tenant {
             slot,
             name: profile.tenant_name(slot),
+            source: tenant_source,
         };
         let mut source = SourceAddress::lazy(source_address);
         let mut ctx = RequestCtx {

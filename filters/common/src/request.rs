@@ -282,6 +282,8 @@ impl Refusal {
 pub struct Judged {
     pub path: RequestPath,
     pub slot: Slot,
+    /// What chose the tenant (host, path prefix, trusted header, default).
+    pub source: Source,
     pub refusal: Option<Refusal>,
 }
 
@@ -308,20 +310,22 @@ pub fn judge<S>(
         Ok(p) => p.clone(),
         Err(invalid) => {
             let path = RequestPath::default();
-            let (slot, _) = profile.resolve(authority, &path, tenant_header);
+            let (slot, source) = profile.resolve(authority, &path, tenant_header);
             return Judged {
                 path,
                 slot,
+                source,
                 refusal: Some(Refusal::Invalid(*invalid)),
             };
         }
     };
-    let (slot, _) = profile.resolve(authority, &path, tenant_header);
+    let (slot, source) = profile.resolve(authority, &path, tenant_header);
     let forms = path.forms();
     if forms.is_empty() {
         return Judged {
             path,
             slot,
+            source,
             refusal: None,
         };
     }
@@ -330,6 +334,7 @@ pub fn judge<S>(
         return Judged {
             path,
             slot,
+            source,
             refusal: Some(Refusal::Ambiguous(form)),
         };
     }
@@ -337,20 +342,21 @@ pub fn judge<S>(
         return Judged {
             path,
             slot,
+            source,
             refusal: Some(Refusal::Invalid(invalid)),
         };
     }
-    let (again, source) = profile.resolve(authority, &path, tenant_header);
-    let refusal =
-        (again != slot || source == Source::AmbiguousPath).then_some(Refusal::AmbiguousTenant);
+    let (again, again_source) = profile.resolve(authority, &path, tenant_header);
+    let refusal = (again != slot || again_source == Source::AmbiguousPath)
+        .then_some(Refusal::AmbiguousTenant);
     Judged {
         path,
         slot,
+        source,
         refusal,
     }
 }
 
-/// Outcomes counted under `filter="request"`, per tenant.
 pub const OUTCOMES: &[&str] = &[
     "invalid_path",
     "ambiguous_path",

@@ -7,6 +7,7 @@ use crate::external::{self, OnError, Verdict};
 use crate::remote::{Fetched, Need};
 use crate::verify::{claimed_issuer, verify, Reject};
 use meshware_common::path::RequestPath;
+use meshware_common::tenancy::Source;
 use meshware_common::{
     CalloutResponse, Decision, Headers, HostEnv, LocalReply, Outcomes, TenantWrite,
 };
@@ -289,6 +290,9 @@ fn strip_identity<'s>(s: &'s JwtSettings, headers: &Headers, decision: &mut Deci
 /// The request's view: its tenant, every configured tenant, its headers.
 pub struct Request<'r> {
     pub tenant: &'r str,
+    /// What chose the tenant: a claim may only name another one where the
+    /// default (or the trusted header) did.
+    pub tenant_source: Source,
     pub tenants: &'r [String],
     pub headers: &'r Headers,
     pub path: &'r RequestPath,
@@ -405,13 +409,23 @@ fn decide<'s>(
     }
     let method = headers.get(":method").unwrap_or("");
     let requirement = requirement(s, r.path, method);
+    // `strip_authorization`: the upstream never sees an Authorization
+    // header of this tenant, on any route, verified or not (a bypass or
+    // optional route forwards the request without judging the header).
+    let strip = |decision: &mut Decision<'s>| {
+        if s.strip_authorization && headers.contains("authorization") {
+            decision.request.remove("authorization");
+        }
+    };
     if requirement == Requirement::Bypass {
         decision.outcomes.add(BYPASSED);
+        strip(&mut decision);
         return decision;
     }
     let token = find_token(s, headers);
     if token.is_none() && requirement == Requirement::Optional {
         decision.outcomes.add(ANONYMOUS);
+        strip(&mut decision);
         return decision;
     }
     if let Some(ext) = s.external.as_ref().filter(|_| use_external) {
@@ -466,8 +480,17 @@ fn decide<'s>(
             let claimed = verified.claims.get(claim).and_then(Value::as_str);
             match claimed {
                 Some(t) if t == tenant => {}
-                // Opt-in for shared hosts: the token names the tenant.
-                Some(t) if p.tenant_from_claim && tenants.iter().any(|n| n == t) => {
+                // Opt-in for shared hosts: the token names the tenant, a
+                // configured one (never the reserved overflow slot), and
+                // only where the host or path chose none: a request has
+                // one tenant for the whole chain, and the filters after
+                // this one resolve it from the host or path first.
+                Some(t)
+                    if p.tenant_from_claim
+                        && t != meshware_common::profile::OTHER_TENANT
+                        && tenants.iter().any(|n| n == t)
+                        && matches!(r.tenant_source, Source::Default | Source::Header) =>
+                {
                     decision.tenant_header = TenantWrite::Claimed(t.to_string());
                 }
                 _ => {

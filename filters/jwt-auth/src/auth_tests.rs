@@ -70,6 +70,8 @@ fn path_of(headers: &Headers) -> &'static RequestPath {
 fn req(headers: &Headers) -> Request<'_> {
     Request {
         tenant: "umbrella",
+        // A shared host: nothing but the default chose the tenant.
+        tenant_source: meshware_common::tenancy::Source::Default,
         tenants: tenants(),
         headers,
         path: path_of(headers),
@@ -581,6 +583,28 @@ fn on_shared_hosts_a_verified_claim_may_pick_the_tenant() {
     let bearer = format!("Bearer {}", token("other tenant"));
     let d = request(s, "/orders", &[("authorization", &bearer)]);
     assert_eq!(d.tenant_header, TenantWrite::Claimed("globex".into()));
+    // One tenant per request: where the host or a path prefix chose the
+    // tenant, a token naming another is refused, never a second tenant.
+    for source in [
+        meshware_common::tenancy::Source::Host,
+        meshware_common::tenancy::Source::PathPrefix,
+    ] {
+        let headers = Headers::new(vec![
+            (":path".into(), "/orders".into()),
+            ("authorization".into(), bearer.clone()),
+        ]);
+        let r = Request {
+            tenant_source: source,
+            ..req(&headers)
+        };
+        let d = on_request(s, &r, &env_at(NOW));
+        assert_eq!(status(&d), Some(403), "{source:?}");
+        assert!(d.outcomes.contains(DENIED_TENANT));
+    }
+    // The reserved overflow slot `other` can never be claimed.
+    let reserved = format!("Bearer {}", token("claims the reserved tenant"));
+    let d = request(s, "/orders", &[("authorization", &reserved)]);
+    assert_eq!(status(&d), Some(403));
     let bearer = format!("Bearer {}", token("valid RS256"));
     assert_eq!(
         request(s, "/orders", &[("authorization", &bearer)]).tenant_header,
@@ -601,6 +625,7 @@ fn on_shared_hosts_a_verified_claim_may_pick_the_tenant() {
     let only_umbrella = vec!["umbrella".to_string()];
     let r = Request {
         tenant: "umbrella",
+        tenant_source: meshware_common::tenancy::Source::Default,
         tenants: &only_umbrella,
         headers: &headers,
         path: path_of(&headers),
@@ -658,4 +683,19 @@ fn rules_that_can_never_apply_are_errors() {
     );
     assert!(!e.contains("t.rules[2]"), "{e}");
     assert!(e.contains("t.rules[3]: set one of prefix, path"), "{e}");
+}
+
+#[test]
+fn strip_authorization_holds_on_bypass_and_optional_routes_too() {
+    let s = settings(); // strip_authorization: true
+    for path in ["/healthz", "/public/x"] {
+        let d = request(s, path, &[("authorization", "Basic Z2FyYmFnZQ==")]);
+        assert_eq!(status(&d), None, "{path}");
+        assert!(d.request.removes("authorization"), "{path}");
+    }
+    // A cookie-borne token on an optional route: verified, and the
+    // Authorization header (absent) is not touched.
+    let cookie = format!("session={}", token("valid ES256"));
+    let d = request(s, "/public/x", &[("cookie", &cookie)]);
+    assert_eq!(status(&d), None);
 }

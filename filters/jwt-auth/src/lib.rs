@@ -27,6 +27,7 @@ pub struct JwtAuth;
 fn request<'r>(ctx: &'r RequestCtx<'_>) -> auth::Request<'r> {
     auth::Request {
         tenant: ctx.tenant.name,
+        tenant_source: ctx.tenant.source,
         tenants: ctx.tenants,
         headers: ctx.headers,
         path: ctx.path,

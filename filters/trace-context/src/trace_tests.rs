@@ -41,6 +41,7 @@ fn run(s: &TraceSettings, h: &[(&str, &str)]) -> (Decision<'static>, Echo) {
     let tenant = Tenant {
         slot: 0,
         name: "acme",
+        source: meshware_common::tenancy::Source::Host,
     };
     let d = on_request(s, tenant, &headers(h), &mut rng, &mut echo);
     (d, echo)
