@@ -4,7 +4,9 @@ one request with optional body and request trailers. Prints a JSON object
 {"status": int, "headers": [[k, v]...], "body": str, "trailers": [[k, v]...]}.
 
 usage: h2_client.py PORT METHOD PATH HOST [--header k:v]... [--body TEXT]
-                    [--trailer k:v]... [--timeout SECONDS]
+                    [--trailer k:v]... [--timeout SECONDS] [--reset-after SECONDS]
+  --reset-after: cancel the stream (RST_STREAM CANCEL) that long after sending
+  the request, as a gRPC client cancelling or a browser navigating away.
 """
 import argparse
 import json
@@ -13,6 +15,7 @@ import sys
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 
 
@@ -26,6 +29,7 @@ def main():
     p.add_argument("--body", default=None)
     p.add_argument("--trailer", action="append", default=[])
     p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument("--reset-after", type=float, default=None)
     a = p.parse_args()
 
     sock = socket.create_connection(("127.0.0.1", a.port), timeout=a.timeout)
@@ -43,6 +47,14 @@ def main():
     sock.sendall(conn.data_to_send())
 
     out = {"status": 0, "headers": [], "body": "", "trailers": []}
+    if a.reset_after is not None:
+        import time
+        time.sleep(a.reset_after)
+        conn.reset_stream(1, error_code=h2.errors.ErrorCodes.CANCEL)
+        sock.sendall(conn.data_to_send())
+        time.sleep(0.1)  # let the reset reach Envoy before the connection goes
+        print(json.dumps(dict(out, reset=True)))
+        return 0
     data = b""
     done = False
     while not done:

@@ -228,3 +228,31 @@ fn under_canary_a_failing_version_opens_only_its_own_circuit() {
     }
     assert_eq!(s.echo.count(), 5);
 }
+
+/// HTTP/2 clients that cancel their streams (RST_STREAM CANCEL: gRPC
+/// cancellations, browsers navigating away) say nothing about the upstream:
+/// however many, globex's circuit stays closed, as it does for HTTP/1.1
+/// clients that leave.
+#[test]
+fn http2_clients_resetting_their_streams_never_open_the_circuit() {
+    let s = start();
+    for _ in 0..12 {
+        let r = meshware_e2e::http::h2(
+            s.port,
+            "GET",
+            "/items",
+            "api.globex.example",
+            &["--header", "x-echo-delay-ms:1500", "--reset-after", "0.2"],
+        );
+        assert_eq!(r["reset"], true, "{r}");
+    }
+    assert!(
+        meshware_e2e::eventually(5, || metric(&s, "globex", "client_aborted") >= 12.0),
+        "{}",
+        s.envoy.prometheus()
+    );
+    assert_eq!(metric(&s, "globex", "failure_recorded"), 0.0);
+    let r = s.get("/items", &[GLOBEX]);
+    assert_eq!(r.status, 200, "{:?}", r.headers);
+    assert_eq!(metric(&s, "globex", "opened"), 0.0);
+}

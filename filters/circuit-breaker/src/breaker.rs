@@ -36,6 +36,9 @@ pub const GRPC_DEADLINE_LOWERED: usize = 11;
 
 /// Envoy's response flag `DC` (downstream connection termination).
 pub const DOWNSTREAM_CONNECTION_TERMINATION: u64 = 0x4000;
+/// Envoy's response flag `DR` (the client reset its stream: an HTTP/2 or
+/// HTTP/3 RST_STREAM, a cancelled gRPC call, a browser navigating away).
+pub const DOWNSTREAM_REMOTE_RESET: u64 = 0x1000_0000;
 
 /// Carried from admission to the end of the stream.
 #[derive(Debug, Default)]
@@ -234,7 +237,9 @@ pub fn on_complete(s: &BreakerSettings, admitted: &mut Admitted, env: &dyn HostE
         && env
             .property(&["response", "flags"])
             .and_then(|b| property_u64(&b))
-            .is_some_and(|flags| flags & DOWNSTREAM_CONNECTION_TERMINATION != 0);
+            .is_some_and(|flags| {
+                flags & (DOWNSTREAM_CONNECTION_TERMINATION | DOWNSTREAM_REMOTE_RESET) != 0
+            });
     if client_went_away {
         // The client went away first: says nothing about the upstream. A
         // probe that ends this way is given back as a failure, so the

@@ -427,3 +427,28 @@ fn under_canary_each_version_has_its_own_circuit() {
     complete(s, &st, &mut a, Some(200));
     assert!(request_as(None).0.reply.is_none());
 }
+
+#[test]
+fn a_client_resetting_its_stream_is_no_evidence_against_the_upstream() {
+    let (s, e) = parse_json(json!({"min_requests": 2, "failure_ratio": 0.5}));
+    assert_eq!(e, "");
+    let s: &'static BreakerSettings = Box::leak(Box::new(s));
+    let st = env();
+    for flags in [DOWNSTREAM_REMOTE_RESET, DOWNSTREAM_CONNECTION_TERMINATION] {
+        st.properties
+            .borrow_mut()
+            .insert("response.flags".into(), flags.to_le_bytes().to_vec());
+        for _ in 0..5 {
+            let (d, mut a) = request(s, &st, "t", "/x");
+            assert!(d.reply.is_none(), "never opened by the client's resets");
+            let o = complete(s, &st, &mut a, None);
+            assert!(o.contains(CLIENT_ABORTED) && !o.contains(FAILURE_RECORDED));
+        }
+    }
+    // An upstream reset (no downstream flag) is a failure.
+    st.properties
+        .borrow_mut()
+        .insert("response.flags".into(), 0x10u64.to_le_bytes().to_vec());
+    let (_, mut a) = request(s, &st, "t", "/x");
+    assert!(complete(s, &st, &mut a, None).contains(FAILURE_RECORDED));
+}
