@@ -17,7 +17,7 @@ fn envoy_rejects_a_bad_profile_with_the_cli_messages() {
     assert_eq!(
         expected,
         [
-            "tenants.acme.trace_context.echo_everything: unknown field (expected one of: enabled, sample_rate, trust_incoming_sampling, translate_b3, translate_jaeger, generate_request_id, baggage_tenant_key, echo_request_id, echo_traceparent)",
+            "tenants.acme.trace_context.echo_everything: unknown field (expected one of: enabled, sample_rate, trust_incoming_sampling, translate_b3, translate_jaeger, generate_request_id, baggage_tenant_key, echo_request_id, echo_traceparent, traceresponse)",
             "tenants.acme.trace_context.sample_rate: must be a number",
         ]
     );
