@@ -383,14 +383,19 @@ pub fn on_callout_done(
     }
 }
 
-/// A request waited for provider `tag`'s first key set in vain.
+/// A request waited in vain for provider `tag`'s keys: without any key
+/// set, the provider's `unavailable_status`; with one (the wait was for a
+/// kid it lacks), the token is refused as any unknown kid is: 401.
 pub fn on_park_expired<'s>(s: &'s JwtSettings, tag: u32) -> Decision<'s> {
-    let status = s
+    let remote = s
         .providers
         .get(tag as usize)
-        .and_then(|p| p.remote.as_ref())
-        .map_or(503, |r| r.unavailable_status);
-    keys_unavailable(status)
+        .and_then(|p| p.remote.as_ref());
+    match remote {
+        Some(r) if !r.never_fetched() => unauthorized(Reject::UnknownKid),
+        Some(r) => keys_unavailable(r.unavailable_status),
+        None => keys_unavailable(503),
+    }
 }
 
 fn decide<'s>(

@@ -329,6 +329,9 @@ fn remote_keys_are_fetched_once_while_other_requests_wait() {
     assert_eq!(second.callout, None);
     let park = second.park.expect("waits");
     assert_eq!((park.tag, park.deadline_ms), (0, NOW * 1000 + 1500));
+    // A wait that outlives its deadline with no key set yet: the
+    // configured status.
+    assert_eq!(status(&on_park_expired(s, 0)), Some(503));
     let done = on_callout_done(
         s,
         0,
@@ -340,12 +343,15 @@ fn remote_keys_are_fetched_once_while_other_requests_wait() {
     assert!(call(s, &env, &token("valid ES256"))
         .outcomes
         .contains(ALLOWED));
-    // The waiting request that outlives its deadline gets the configured status.
-    assert_eq!(status(&on_park_expired(s, 0)), Some(503));
+    // With a key set present, a wait (for an unknown kid) that outlives its
+    // deadline is an unknown kid: 401 invalid_token, not "unavailable".
+    let late = on_park_expired(s, 0);
+    assert_eq!(status(&late), Some(401));
+    assert!(late.outcomes.contains(denied("unknown_kid")));
 }
 
 #[test]
-fn a_failed_first_fetch_answers_the_configured_status_then_retries_after_the_interval() {
+fn a_failed_first_fetch_answers_the_configured_status_then_retries_on_a_short_backoff() {
     for jwks_answer in [
         None,
         Some(answer(500, b"oops".to_vec(), &[])),
@@ -361,11 +367,28 @@ fn a_failed_first_fetch_answers_the_configured_status_then_retries_after_the_int
         let d = call(s, &env, &rs);
         assert_eq!(status(&d), Some(503));
         assert!(d.outcomes.contains(DENIED_KEYS_UNAVAILABLE));
-        env.advance_ms(5_000);
+        // The first fetch is retried on a short backoff, not after the
+        // refetch interval: 0.5 s, then 1 s, 2 s, ... at most 5 s.
+        for (wait_ms, delay_ms) in [(400, 500), (900, 1000), (1_900, 2_000), (3_900, 4_000)] {
+            env.advance_ms(wait_ms);
+            assert!(
+                call(s, &env, &rs).callout.is_none(),
+                "not before {delay_ms} ms"
+            );
+            env.advance_ms(delay_ms - wait_ms);
+            assert!(
+                call(s, &env, &rs).callout.is_some(),
+                "retried after {delay_ms} ms"
+            );
+            on_callout_done(s, 0, jwks_answer.as_ref(), &env);
+        }
+        env.advance_ms(4_900);
         assert!(
-            call(s, &env, &rs).callout.is_some(),
-            "retried after the interval"
+            call(s, &env, &rs).callout.is_none(),
+            "capped at the interval"
         );
+        env.advance_ms(100);
+        assert!(call(s, &env, &rs).callout.is_some());
     }
     let v = vectors();
     let (s401, e) = settings_from(
@@ -698,4 +721,39 @@ fn strip_authorization_holds_on_bypass_and_optional_routes_too() {
     let cookie = format!("session={}", token("valid ES256"));
     let d = request(s, "/public/x", &[("cookie", &cookie)]);
     assert_eq!(status(&d), None);
+}
+
+#[test]
+fn a_good_key_set_is_refreshed_when_its_ttl_is_up_not_on_the_refetch_interval() {
+    // ttl 3 s, refetch interval 10 s: a withdrawn key must stop working
+    // within the TTL (plus one fetch), not after 10 s.
+    let v = vectors();
+    let (s, e) = settings_from(json!({
+        "providers": [{"issuer": v["issuer"], "audiences": [v["audience"]], "algorithms": ["RS256"],
+                       "remote_jwks": {"cluster": "idp", "path": "/jwks.json", "ttl_s": 3,
+                                       "refetch_interval_s": 10}}]
+    }));
+    assert_eq!(e, "");
+    let env = env_at(NOW);
+    let remote = s.providers[0].remote.as_ref().unwrap();
+    let tick = |env: &MemoryStore| remote.background(0, env);
+    assert!(tick(&env).is_some(), "the first fetch");
+    on_callout_done(s, 0, Some(&answer(200, jwks_body(&["rsa-1"]), &[])), &env);
+    env.advance_ms(2_900);
+    assert!(tick(&env).is_none());
+    env.advance_ms(100);
+    let refresh = tick(&env);
+    assert!(refresh.is_some(), "refreshed at the TTL");
+    // The key was withdrawn: the refresh drops it, tokens with it are refused.
+    on_callout_done(s, 0, Some(&answer(200, jwks_body(&["ec-256"]), &[])), &env);
+    let d = call(s, &env, &token("valid RS256"));
+    assert_eq!(status(&d), Some(401), "{:?}", d.outcomes);
+    // A refresh that fails is retried on the backoff, the old keys kept.
+    env.advance_ms(3_000);
+    assert!(tick(&env).is_some());
+    on_callout_done(s, 0, None, &env);
+    env.advance_ms(400);
+    assert!(tick(&env).is_none());
+    env.advance_ms(100);
+    assert!(tick(&env).is_some());
 }

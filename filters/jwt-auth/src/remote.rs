@@ -44,6 +44,9 @@ pub struct RemoteState {
     pub in_flight_since: Option<u64>,
     /// The last shared-data copy looked at (its fetch time), to skip re-parsing.
     pub seen_shared_ms: u64,
+    /// Fetches in a row that failed (this worker's): the retry backoff,
+    /// and one log line per streak.
+    pub failures: u32,
     /// Changes whenever the key set's content changes: tokens verified
     /// under another generation are verified again (a withdrawn key must
     /// not live on in the cache of verified tokens).
@@ -192,8 +195,14 @@ impl RemoteJwks {
                 deadline_ms: now.saturating_add(self.wait_ms),
             });
         }
-        let recently = s.last_attempt_ms != 0
-            && now < s.last_attempt_ms.saturating_add(self.refetch_interval_ms);
+        // No key set yet: retried on the failure backoff; a key set present
+        // but without the token's kid: at most once per refetch interval.
+        let spacing = if never {
+            self.retry_delay(s.failures)
+        } else {
+            self.refetch_interval_ms
+        };
+        let recently = s.last_attempt_ms != 0 && now < s.last_attempt_ms.saturating_add(spacing);
         if recently || !(never || unknown_kid) {
             return Need::Unavailable;
         }
@@ -207,6 +216,19 @@ impl RemoteJwks {
                 deadline_ms: now.saturating_add(self.wait_ms),
             },
         )
+    }
+
+    /// How long after the last attempt the next may start, after `failures`
+    /// failed fetches in a row: 0.5 s, doubling, at most the refetch
+    /// interval (a key server back at once is used at once).
+    fn retry_delay(&self, failures: u32) -> u64 {
+        match failures {
+            0 => 0,
+            n => 500u64
+                .checked_shl(n - 1)
+                .unwrap_or(u64::MAX)
+                .min(self.refetch_interval_ms),
+        }
     }
 
     /// The current key set's generation (see `RemoteState::generation`).
@@ -228,9 +250,13 @@ impl RemoteJwks {
         let now = env.now_ms();
         let due = {
             let s = self.state.try_borrow().ok()?;
+            // A good key set is refreshed when its TTL is up (so a withdrawn
+            // key works at most `ttl_s` plus one fetch); only failures wait
+            // before the next attempt.
             let old = s.fetched_ms == 0 || now >= s.fetched_ms.saturating_add(self.ttl_ms);
-            let spaced = s.last_attempt_ms == 0
-                || now >= s.last_attempt_ms.saturating_add(self.refetch_interval_ms);
+            let spaced = now
+                >= s.last_attempt_ms
+                    .saturating_add(self.retry_delay(s.failures));
             old && spaced && !self.in_flight(&s, now)
         };
         if !due {
@@ -261,8 +287,39 @@ impl RemoteJwks {
         };
         s.in_flight_since = None;
         let Some((keys, body)) = keys else {
+            s.failures = s.failures.saturating_add(1);
+            if s.failures == 1 {
+                // One line per streak: the reason, never the body.
+                let why = match response {
+                    None => "no answer (timeout, reset or no such cluster)".to_string(),
+                    Some(r) if r.status != 200 => format!("HTTP {}", r.status),
+                    Some(r) if r.body.len() > MAX_JWKS_BYTES => {
+                        "a body over the size limit".to_string()
+                    }
+                    Some(_) => "a body that holds no usable JWKS".to_string(),
+                };
+                log::warn!(
+                    "[jwt_auth] key set {}{}: fetch failed: {why}; {}",
+                    self.cluster,
+                    self.path,
+                    if s.fetched_ms == 0 {
+                        "no key set yet, retrying"
+                    } else {
+                        "keeping the last good key set"
+                    }
+                );
+            }
             return Fetched::Failed;
         };
+        if s.failures > 0 {
+            log::info!(
+                "[jwt_auth] key set {}{}: fetched again after {} failed attempts",
+                self.cluster,
+                self.path,
+                s.failures
+            );
+        }
+        s.failures = 0;
         s.replace(keys, body, now);
         s.seen_shared_ms = now;
         drop(s);
