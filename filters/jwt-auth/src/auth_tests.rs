@@ -757,3 +757,36 @@ fn a_good_key_set_is_refreshed_when_its_ttl_is_up_not_on_the_refetch_interval() 
     env.advance_ms(100);
     assert!(tick(&env).is_some());
 }
+
+#[test]
+fn one_worker_fetches_per_refresh_and_the_others_adopt_its_key_set() {
+    let v = vectors();
+    let section = json!({
+        "providers": [{"issuer": v["issuer"], "audiences": [v["audience"]], "algorithms": ["RS256"],
+                       "remote_jwks": {"cluster": "idp", "path": "/jwks.json", "ttl_s": 3}}]
+    });
+    // Two workers: their own settings and state, one shared store.
+    let (a, _) = settings_from(section.clone());
+    let (b, _) = settings_from(section);
+    let env = env_at(NOW);
+    let ra = a.providers[0].remote.as_ref().unwrap();
+    let rb = b.providers[0].remote.as_ref().unwrap();
+    for round in 0..3 {
+        assert!(
+            ra.background(0, &env).is_some(),
+            "round {round}: a takes the lease"
+        );
+        assert!(
+            rb.background(0, &env).is_none(),
+            "round {round}: b does not fetch too"
+        );
+        on_callout_done(a, 0, Some(&answer(200, jwks_body(&["rsa-1"]), &[])), &env);
+        // b adopts the published key set on its next tick, without fetching.
+        env.advance_ms(200);
+        assert!(rb.background(0, &env).is_none());
+        assert!(call(b, &env, &token("valid RS256"))
+            .outcomes
+            .contains(ALLOWED));
+        env.advance_ms(2_800);
+    }
+}

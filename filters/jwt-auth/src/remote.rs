@@ -218,6 +218,33 @@ impl RemoteJwks {
         )
     }
 
+    /// The refresh lease in shared data (`<shared key>.lease`: until when
+    /// the holder's fetch may run), taken with CAS when free or expired.
+    /// A brand-new key cannot be written conditionally in proxy-wasm: two
+    /// workers racing on the very first round may both fetch, once.
+    fn take_lease(&self, env: &dyn HostEnv, now: u64) -> bool {
+        let key = format!("{}.lease", self.shared_key);
+        let until = now.saturating_add(self.timeout_ms).saturating_add(1000);
+        let (held, cas) = match env.get(&key) {
+            Some((value, cas)) => {
+                let held_until = std::str::from_utf8(&value)
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+                (held_until > now, Some(cas))
+            }
+            None => (false, None),
+        };
+        !held && env.set(&key, until.to_string().as_bytes(), cas).is_ok()
+    }
+
+    /// Writes the lease (the fetching worker's; CAS on the current version
+    /// so it also works where an unconditional write is refused).
+    fn set_lease(&self, env: &dyn HostEnv, until: u64) {
+        let key = format!("{}.lease", self.shared_key);
+        put(env, &key, until.to_string().as_bytes());
+    }
+
     /// How long after the last attempt the next may start, after `failures`
     /// failed fetches in a row: 0.5 s, doubling, at most the refetch
     /// interval (a key server back at once is used at once).
@@ -268,6 +295,11 @@ impl RemoteJwks {
                 return None;
             }
         }
+        // One fetch per proxy: the worker that takes the lease fetches and
+        // publishes; the others adopt the document on a later tick.
+        if !self.take_lease(env, now) {
+            return None;
+        }
         let mut s = self.state.try_borrow_mut().ok()?;
         s.in_flight_since = Some(now);
         s.last_attempt_ms = now;
@@ -288,6 +320,10 @@ impl RemoteJwks {
         s.in_flight_since = None;
         let Some((keys, body)) = keys else {
             s.failures = s.failures.saturating_add(1);
+            // The lease holds until the backoff is over: no worker retries
+            // sooner than this one would.
+            let retry_at = now.saturating_add(self.retry_delay(s.failures));
+            self.set_lease(env, retry_at);
             if s.failures == 1 {
                 // One line per streak: the reason, never the body.
                 let why = match response {
@@ -323,12 +359,21 @@ impl RemoteJwks {
         s.replace(keys, body, now);
         s.seen_shared_ms = now;
         drop(s);
+        // The lease ends with the fetch.
+        self.set_lease(env, 0);
         let mut value = format!("{now}\n").into_bytes();
         value.extend_from_slice(body);
         // Last writer wins: every writer holds a fresh, valid key set.
-        let _ = env.set(&self.shared_key, &value, None);
+        put(env, &self.shared_key, &value);
         Fetched::Ok
     }
+}
+
+/// Overwrites `key` (CAS on the version just read, so it also holds where
+/// an unconditional write of an existing key is refused).
+fn put(env: &dyn HostEnv, key: &str, value: &[u8]) {
+    let cas = env.get(key).map(|(_, cas)| cas);
+    let _ = env.set(key, value, cas);
 }
 
 fn split_shared(value: &[u8]) -> Option<(u64, &[u8])> {
