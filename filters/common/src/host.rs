@@ -245,11 +245,19 @@ fn finish_other<F: HttpFilter>(
         return;
     }
     apply(MapType::HttpRequestHeaders, &decision.request);
-    apply_tenant_header(compiled, slot, &decision.tenant_header);
+    apply_tenant_header(compiled, slot, &decision.tenant_header, context_id);
     resume_request(context_id);
 }
 
-fn apply_tenant_header<F: HttpFilter>(compiled: &Compiled<F>, slot: usize, what: &TenantWrite) {
+fn apply_tenant_header<F: HttpFilter>(
+    compiled: &Compiled<F>,
+    slot: usize,
+    what: &TenantWrite,
+    context_id: u32,
+) {
+    if let TenantWrite::Claimed(t) = what {
+        hand_claimed_tenant(context_id, t);
+    }
     let Some(h) = compiled.profile.tenancy.header() else {
         return;
     };
@@ -264,6 +272,20 @@ fn apply_tenant_header<F: HttpFilter>(compiled: &Compiled<F>, slot: usize, what:
         Some(v) => shared_headers::edit(&HeaderOp::Set(&h.name, v.into())),
         None => shared_headers::edit(&HeaderOp::Remove(&h.name)),
     }
+}
+
+/// A verified token claimed the request's tenant (jwt_auth): every filter
+/// after this one acts for it, whatever the host said. Carried where the
+/// owned headers' handoff is (filter state, which a client cannot set),
+/// and in the suite module in memory.
+fn hand_claimed_tenant(context_id: u32, tenant: &str) {
+    shared_headers::set_claimed(context_id, tenant);
+    let mark = hostcalls::get_property(vec![FIRST_FILTER_KEY])
+        .ok()
+        .flatten()
+        .map(|m| String::from_utf8_lossy(&m).into_owned());
+    let value = crate::request::with_claimed_tenant(mark.as_deref(), tenant);
+    let _ = hostcalls::set_property(vec![FIRST_FILTER_KEY], Some(value.as_bytes()));
 }
 
 /// The suite module's one read of a request's headers, shared by its
@@ -433,6 +455,26 @@ pub mod shared_headers {
     }
 
     thread_local! {
+        /// The tenant a verified token claimed for the request in progress.
+        static CLAIMED: RefCell<Option<(u32, String)>> = const { RefCell::new(None) };
+    }
+
+    pub(super) fn set_claimed(context_id: u32, tenant: &str) {
+        CLAIMED.with(|c| {
+            if let Ok(mut c) = c.try_borrow_mut() {
+                *c = Some((context_id, tenant.to_string()));
+            }
+        });
+    }
+
+    pub(super) fn claimed(context_id: u32) -> Option<String> {
+        CLAIMED.with(|c| match &*c.try_borrow().ok()? {
+            Some((id, t)) if *id == context_id => Some(t.clone()),
+            _ => None,
+        })
+    }
+
+    thread_local! {
         /// The suite's response headers for the concerns of one response
         /// phase: read by the first concern that needs them, reused by the
         /// next ones (about 2 µs per whole-map read), kept in step with
@@ -523,6 +565,12 @@ mod shared_headers {
     }
 
     pub(super) fn set_first_done(_context_id: u32) {}
+
+    pub(super) fn set_claimed(_context_id: u32, _tenant: &str) {}
+
+    pub(super) fn claimed(_context_id: u32) -> Option<String> {
+        None
+    }
 
     pub(super) fn get(_context_id: u32) -> Option<Rc<Headers>> {
         None
@@ -1263,26 +1311,31 @@ enum OwnedHeaders {
 /// headers jwt_auth sets later are not stripped by the filters after it,
 /// and marks the request in filter state. Credentials it removed (the
 /// admin token) travel in that mark to the later filters.
+/// Also returns the tenant a verified token claimed for the request, when
+/// an earlier filter (jwt_auth) said so.
 fn strip_or_receive(
     context_id: u32,
     policy: &crate::request::RequestPolicy,
     headers: &Headers,
-) -> OwnedHeaders {
+) -> (OwnedHeaders, Option<String>) {
     if shared_headers::first_done(context_id).is_some() {
         // A later concern of the suite: the shared read kept the credentials.
-        return OwnedHeaders::Unchanged;
+        return (OwnedHeaders::Unchanged, shared_headers::claimed(context_id));
     }
     let mark = hostcalls::get_property(vec![FIRST_FILTER_KEY])
         .ok()
         .flatten();
     shared_headers::set_first_done(context_id);
     if let Some(mark) = mark {
-        let handed = crate::request::handed(&String::from_utf8_lossy(&mark));
-        return if handed.is_empty() {
+        let text = String::from_utf8_lossy(&mark);
+        let claimed = crate::request::claimed_tenant(&text).map(str::to_string);
+        let handed = crate::request::handed(&text);
+        let owned = if handed.is_empty() {
             OwnedHeaders::Unchanged
         } else {
             OwnedHeaders::Handed(handed)
         };
+        return (owned, claimed);
     }
     let credentials: Vec<(&str, &str)> = policy
         .credential_headers
@@ -1302,11 +1355,12 @@ fn strip_or_receive(
             }
         }
     }
-    if removed.is_empty() {
+    let owned = if removed.is_empty() {
         OwnedHeaders::Unchanged
     } else {
         OwnedHeaders::Removed(removed)
-    }
+    };
+    (owned, None)
 }
 
 /// The suite's shared read loses the owned headers the first concern removed.
@@ -1746,7 +1800,7 @@ impl<F: HttpFilter> Stream<F> {
             return false;
         }
         apply(MapType::HttpRequestHeaders, &decision.request);
-        apply_tenant_header(compiled, slot, &decision.tenant_header);
+        apply_tenant_header(compiled, slot, &decision.tenant_header, self.context_id);
         if self.hold(compiled, slot, &decision, depth) {
             return false;
         }
@@ -1902,8 +1956,14 @@ impl<F: HttpFilter> Stage for Stream<F> {
             refuse(&compiled, slot, refusal, self.grpc);
             return Action::Pause;
         }
-        let owned_headers =
+        let (owned_headers, claimed) =
             strip_or_receive(self.context_id, profile.request_policy(slot), headers);
+        // One tenant for the whole chain: the one a verified token claimed
+        // before this filter, if any.
+        let (slot, tenant_source) = match claimed.as_deref().and_then(|t| profile.slot_of(t)) {
+            Some(claimed_slot) => (claimed_slot, crate::tenancy::Source::Header),
+            None => (slot, tenant_source),
+        };
         let adjusted;
         let headers = match &owned_headers {
             OwnedHeaders::Unchanged => headers,
@@ -1968,7 +2028,7 @@ impl<F: HttpFilter> Stage for Stream<F> {
             return Action::Pause;
         }
         apply(MapType::HttpRequestHeaders, &decision.request);
-        apply_tenant_header(&compiled, slot, &decision.tenant_header);
+        apply_tenant_header(&compiled, slot, &decision.tenant_header, self.context_id);
         if self.hold(&compiled, slot, &decision, 0) {
             return Action::Pause;
         }

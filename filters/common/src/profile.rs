@@ -62,6 +62,14 @@ impl<S> Profile<S> {
         &self.names
     }
 
+    /// The slot of a configured tenant (never the reserved `other`).
+    pub fn slot_of(&self, name: &str) -> Option<Slot> {
+        self.names
+            .iter()
+            .position(|n| n == name)
+            .filter(|_| name != OTHER_TENANT)
+    }
+
     pub fn tenant_name(&self, slot: Slot) -> &str {
         self.names
             .get(slot)

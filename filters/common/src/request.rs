@@ -90,11 +90,38 @@ pub fn handoff(credentials: &[(&str, &str)]) -> String {
     out
 }
 
+/// The line of a `handoff` value that names the tenant a verified token
+/// claimed (jwt_auth): `@` cannot begin a header name.
+const CLAIMED_TENANT: &str = "@tenant:";
+
+/// `mark` (a `handoff` value, or none yet) with `tenant` as the claimed
+/// tenant: the filters after jwt_auth act for it.
+pub fn with_claimed_tenant(mark: Option<&str>, tenant: &str) -> String {
+    let mut out: String = match mark {
+        Some(m) => m
+            .lines()
+            .filter(|l| !l.starts_with(CLAIMED_TENANT))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        None => "1".to_string(),
+    };
+    out.push('\n');
+    out.push_str(CLAIMED_TENANT);
+    out.push_str(tenant);
+    out
+}
+
+/// The tenant a `handoff` value says a verified token claimed.
+pub fn claimed_tenant(mark: &str) -> Option<&str> {
+    mark.lines().find_map(|l| l.strip_prefix(CLAIMED_TENANT))
+}
+
 /// The credentials in a `handoff` value.
 pub fn handed(value: &str) -> Vec<(String, String)> {
     value
         .lines()
         .skip(1)
+        .filter(|l| !l.starts_with('@'))
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.to_string(), v.to_string()))
         .collect()
@@ -381,6 +408,22 @@ pub fn judge_grpc_timeout(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_claimed_tenant_rides_with_the_handed_credentials() {
+        let mark = handoff(&[("x-admin-token", "t0k")]);
+        let claimed = with_claimed_tenant(Some(&mark), "globex");
+        assert_eq!(claimed_tenant(&claimed), Some("globex"));
+        assert_eq!(
+            handed(&claimed),
+            vec![("x-admin-token".to_string(), "t0k".to_string())]
+        );
+        let again = with_claimed_tenant(Some(&claimed), "acme");
+        assert_eq!(claimed_tenant(&again), Some("acme"));
+        assert_eq!(again.matches("@tenant:").count(), 1);
+        assert_eq!(claimed_tenant(&with_claimed_tenant(None, "x")), Some("x"));
+        assert_eq!(claimed_tenant(&mark), None);
+    }
 
     #[test]
     fn a_malformed_grpc_timeout_refuses_only_a_grpc_call() {
