@@ -72,6 +72,10 @@ fn profile() -> String {
                                                   "on_error": "local_jwt"}}},
         "extmissing": {"jwt_auth": {"external": {"cluster": "no-such-cluster"}}},
         "globex": {},
+        // ttl 2 s, refetch interval 10 s: revocation must follow the TTL.
+        "revoke": {"jwt_auth": {"providers": [remote_provider("/jwks/revoke", json!({"ttl_s": 2, "refetch_interval_s": 10}))]}},
+        // Down at first, back at once: the first fetch is retried quickly.
+        "flaky": {"jwt_auth": {"providers": [remote_provider("/jwks/flaky", json!({"refetch_interval_s": 10, "wait_ms": 100}))]}},
         // Claims allowed, but its own host names it.
         "claimhost": {"jwt_auth": {"providers": [shared_provider()]}},
         "shared": {"jwt_auth": {"providers": [shared_provider()],
@@ -113,6 +117,11 @@ fn services() -> Echo {
         Canned::new(200, &jwks(&["rsa-1"])).delay(8000),
     );
     idp.script("/jwks/stale", Canned::new(200, &jwks(&["rsa-1"])));
+    idp.script(
+        "/jwks/revoke",
+        Canned::new(200, &jwks(&["rsa-1", "ec-256"])),
+    );
+    idp.script("/jwks/flaky", Canned::new(500, b"starting up"));
     idp.script(
         "/authz/allowed",
         Canned::new(200, b"").header("x-auth-user", "carol"),
@@ -373,4 +382,72 @@ fn on_a_shared_host_the_verified_claim_names_the_tenant() {
     let seen = s.echo.last().unwrap();
     assert_eq!(seen.path, "/public/page");
     assert_eq!(seen.header("x-tenant-id"), None);
+}
+
+/// A key withdrawn from the JWKS stops working within `ttl_s` plus one
+/// fetch, on every worker, although the refetch interval is 10 s; one
+/// fetch per refresh round for the whole proxy (two workers and the main
+/// thread share a lease).
+#[test]
+fn a_withdrawn_key_stops_working_within_the_ttl_and_one_fetch_serves_the_proxy() {
+    let s = start();
+    let rs = token("valid RS256");
+    assert_eq!(call(&s, "revoke", "/orders", Some(&rs)).status, 200);
+    let before = services_of(&s).requests_to("/jwks/revoke").len();
+    std::thread::sleep(std::time::Duration::from_millis(4_200));
+    let rounds = services_of(&s).requests_to("/jwks/revoke").len() - before;
+    // About two refresh rounds in 4.2 s at a 2 s TTL: one fetch each, not
+    // one per thread (three threads would make six).
+    assert!((1..=3).contains(&rounds), "{rounds} fetches in 4.2 s");
+    services_of(&s).script("/jwks/revoke", Canned::new(200, &jwks(&["ec-256"])));
+    let withdrawn = std::time::Instant::now();
+    assert!(
+        meshware_e2e::eventually(4, || {
+            // Several requests: both workers must have switched.
+            (0..6).all(|_| call(&s, "revoke", "/orders", Some(&rs)).status == 401)
+        }),
+        "the withdrawn key still works {:?} later",
+        withdrawn.elapsed()
+    );
+    assert!(withdrawn.elapsed() < std::time::Duration::from_millis(3_500));
+    assert_eq!(
+        call(&s, "revoke", "/orders", Some(&token("valid ES256"))).status,
+        200
+    );
+}
+
+/// The key server answers 500 at first and is back soon after: the first
+/// fetch is retried on a short backoff (not after the 10 s refetch
+/// interval); the failure streak is logged once, the recovery too. A token
+/// whose kid the key set lacks is 401, not "unavailable".
+#[test]
+fn a_failed_first_fetch_recovers_quickly_and_is_logged_once() {
+    let s = start();
+    let rs = token("valid RS256");
+    std::thread::sleep(std::time::Duration::from_millis(1_500));
+    assert_eq!(call(&s, "flaky", "/orders", Some(&rs)).status, 503);
+    services_of(&s).script("/jwks/flaky", Canned::new(200, &jwks(&["rsa-1"])));
+    let back = std::time::Instant::now();
+    assert!(
+        meshware_e2e::eventually(6, || call(&s, "flaky", "/orders", Some(&rs)).status == 200),
+        "{}",
+        s.envoy.log()
+    );
+    assert!(
+        back.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        back.elapsed()
+    );
+    let r = call(&s, "flaky", "/orders", Some(&token("unknown kid")));
+    assert_eq!(r.status, 401, "{}", r.text());
+    // Envoy writes its log in batches: wait for the recovery line.
+    meshware_e2e::eventually(5, || {
+        s.envoy.log().contains("/jwks/flaky: in use again after")
+    });
+    let log = s.envoy.log();
+    let warnings = log.matches("/jwks/flaky: fetch failed: HTTP 500").count();
+    // One line per failure streak, per thread that saw it fail.
+    assert!((1..=3).contains(&warnings), "{warnings} warnings:\n{log}");
+    assert!(log.contains("/jwks/flaky: in use again after"), "{log}");
+    assert!(!log.contains("starting up"), "never the body");
 }

@@ -175,6 +175,7 @@ impl RemoteJwks {
         s.seen_shared_ms = fetched_ms;
         match keys_from_body(body) {
             Some(keys) => {
+                self.recovered(&mut s);
                 s.replace(keys, body, fetched_ms);
                 true
             }
@@ -236,6 +237,20 @@ impl RemoteJwks {
             None => (false, None),
         };
         !held && env.set(&key, until.to_string().as_bytes(), cas).is_ok()
+    }
+
+    /// A good key set arrived (fetched here, or adopted from another
+    /// worker's fetch): the failure streak, if any, ends with one line.
+    fn recovered(&self, s: &mut RemoteState) {
+        if s.failures > 0 {
+            log::info!(
+                "[jwt_auth] key set {}{}: in use again after {} failed fetches",
+                self.cluster,
+                self.path,
+                s.failures
+            );
+        }
+        s.failures = 0;
     }
 
     /// Writes the lease (the fetching worker's; CAS on the current version
@@ -347,15 +362,7 @@ impl RemoteJwks {
             }
             return Fetched::Failed;
         };
-        if s.failures > 0 {
-            log::info!(
-                "[jwt_auth] key set {}{}: fetched again after {} failed attempts",
-                self.cluster,
-                self.path,
-                s.failures
-            );
-        }
-        s.failures = 0;
+        self.recovered(&mut s);
         s.replace(keys, body, now);
         s.seen_shared_ms = now;
         drop(s);
