@@ -188,6 +188,45 @@ pub fn filter(name: &str) -> Option<&'static FilterSpec> {
 }
 
 /// Validates a profile for every filter; returns every distinct problem.
+/// Valid settings that do less than an operator likely asked for, one line
+/// each, naming the JSON path (`meshware validate` prints them).
+pub fn profile_warnings(json: &[u8]) -> Vec<String> {
+    let Ok(root) = serde_json::from_slice::<serde_json::Value>(json) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut sections: Vec<(String, &serde_json::Value)> = Vec::new();
+    if let Some(d) = root.get("defaults") {
+        sections.push(("defaults".into(), d));
+    }
+    if let Some(tenants) = root.get("tenants").and_then(|t| t.as_object()) {
+        for (name, t) in tenants {
+            sections.push((format!("tenants.{name}"), t));
+        }
+    }
+    for (at, section) in sections {
+        let providers = section
+            .pointer("/jwt_auth/providers")
+            .and_then(|p| p.as_array());
+        for (i, p) in providers.into_iter().flatten().enumerate() {
+            let Some(remote) = p.get("remote_jwks") else {
+                continue;
+            };
+            let ttl = remote.get("ttl_s").and_then(|v| v.as_u64()).unwrap_or(300);
+            let interval = remote
+                .get("refetch_interval_s")
+                .and_then(|v| v.as_u64())
+                .unwrap_or(10);
+            if interval > ttl {
+                out.push(format!(
+                    "{at}.jwt_auth.providers[{i}].remote_jwks: refetch_interval_s ({interval}) is longer than ttl_s ({ttl}): after a failed refresh, a key withdrawn from the JWKS may keep working up to {interval} s, not {ttl} s"
+                ));
+            }
+        }
+    }
+    out
+}
+
 pub fn validate_profile(json: &[u8]) -> Result<(), ConfigErrors> {
     let mut all = ConfigErrors::default();
     for f in FILTERS {
@@ -278,5 +317,20 @@ mod tests {
             e.to_string(),
             "tenants.a.trace_context.sample_rate: must be a number"
         );
+    }
+}
+
+#[cfg(test)]
+mod warning_tests {
+    #[test]
+    fn revocation_slower_than_the_ttl_is_warned() {
+        let profile = br#"{"tenancy": {"default": "a"}, "tenants": {"a": {"jwt_auth": {"providers": [
+            {"issuer": "i", "remote_jwks": {"cluster": "c", "path": "/j", "ttl_s": 3}},
+            {"issuer": "j", "remote_jwks": {"cluster": "c", "path": "/j", "ttl_s": 60, "refetch_interval_s": 5}}
+        ]}}}}"#;
+        let w = super::profile_warnings(profile);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].starts_with("tenants.a.jwt_auth.providers[0].remote_jwks: refetch_interval_s (10) is longer than ttl_s (3)"), "{w:?}");
+        assert!(super::profile_warnings(b"not json").is_empty());
     }
 }

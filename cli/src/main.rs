@@ -28,6 +28,9 @@ fn validate(args: &[String]) -> Result<ExitCode, String> {
         return Err(USAGE.to_string());
     };
     let json = read(path)?;
+    for w in meshware_cli::profile_warnings(&json) {
+        eprintln!("warning: {w}");
+    }
     match validate_profile(&json) {
         Ok(()) => {
             let names: Vec<&str> = FILTERS.iter().map(|f| f.name).collect();
