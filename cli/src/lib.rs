@@ -188,6 +188,40 @@ pub fn filter(name: &str) -> Option<&'static FilterSpec> {
 }
 
 /// Validates a profile for every filter; returns every distinct problem.
+/// The JSON paths of secrets the profile holds in clear: endpoint_guard
+/// admin tokens not given as `sha256:<hex>` (`meshware hash-token`).
+pub fn plain_secrets(json: &[u8]) -> Vec<String> {
+    let Ok(root) = serde_json::from_slice::<serde_json::Value>(json) else {
+        return Vec::new();
+    };
+    let mut sections: Vec<(String, &serde_json::Value)> = Vec::new();
+    if let Some(d) = root.get("defaults") {
+        sections.push(("defaults".into(), d));
+    }
+    if let Some(tenants) = root.get("tenants").and_then(|t| t.as_object()) {
+        for (name, t) in tenants {
+            sections.push((format!("tenants.{name}"), t));
+        }
+    }
+    let mut out = Vec::new();
+    for (at, section) in sections {
+        let tokens = section
+            .pointer("/endpoint_guard/admin_tokens")
+            .and_then(|t| t.as_array());
+        for (i, t) in tokens.into_iter().flatten().enumerate() {
+            if t.as_str().is_some_and(|t| !t.starts_with("sha256:")) {
+                out.push(format!("{at}.endpoint_guard.admin_tokens[{i}]"));
+            }
+        }
+    }
+    out
+}
+
+/// `sha256:<hex>` of a token, the form `admin_tokens` keeps it in.
+pub fn hash_token(token: &str) -> String {
+    format!("sha256:{}", oci::sha256_hex(token.as_bytes()))
+}
+
 /// Valid settings that do less than an operator likely asked for, one line
 /// each, naming the JSON path (`meshware validate` prints them).
 pub fn profile_warnings(json: &[u8]) -> Vec<String> {
@@ -203,6 +237,11 @@ pub fn profile_warnings(json: &[u8]) -> Vec<String> {
         for (name, t) in tenants {
             sections.push((format!("tenants.{name}"), t));
         }
+    }
+    for path in plain_secrets(json) {
+        out.push(format!(
+            "{path}: a plain admin token; give its hash instead (meshware hash-token), so the profile and the manifests made from it hold no secret"
+        ));
     }
     for (at, section) in sections {
         let providers = section
@@ -332,5 +371,22 @@ mod warning_tests {
         assert_eq!(w.len(), 1, "{w:?}");
         assert!(w[0].starts_with("tenants.a.jwt_auth.providers[0].remote_jwks: refetch_interval_s (10) is longer than ttl_s (3)"), "{w:?}");
         assert!(super::profile_warnings(b"not json").is_empty());
+    }
+
+    #[test]
+    fn plain_admin_tokens_are_found_and_hashes_are_not() {
+        let profile =
+            br#"{"defaults": {"endpoint_guard": {"admin_tokens": ["plain-token-0123456789"]}},
+            "tenants": {"a": {"endpoint_guard": {"admin_tokens": [
+                "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"]}}}}"#;
+        assert_eq!(
+            super::plain_secrets(profile),
+            vec!["defaults.endpoint_guard.admin_tokens[0]".to_string()]
+        );
+        // FIPS 180-2: SHA-256("abc").
+        assert_eq!(
+            super::hash_token("abc"),
+            "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }

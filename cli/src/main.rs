@@ -14,7 +14,9 @@ const USAGE: &str = "usage:
                      [--upstream-protocol downstream|http1|http2] [--access-log /dev/stdout]
                      [--grpc-timeout-max 300] [--grpc-web on|off]
                      [--filters a,b,... | --filters suite]
+  meshware hash-token < token.txt
   meshware istio --profile <profile.json> [--namespace default] [--selector app=shop]
+                 [--allow-plain-secrets yes]
                  [--image oci://registry/meshware] [--tag 0.1.0] [--wasm-dir dist]
                  [--service shop.default.svc.cluster.local] [--out istio]
   meshware oci [--wasm-dir dist] [--tag 0.1.0] [--out dist/oci]";
@@ -109,6 +111,7 @@ fn istio(args: &[String]) -> Result<ExitCode, String> {
             "--wasm-dir",
             "--service",
             "--out",
+            "--allow-plain-secrets",
         ],
     )?;
     let get = |k: &str, default: &str| f.get(k).cloned().unwrap_or_else(|| default.to_string());
@@ -118,6 +121,15 @@ fn istio(args: &[String]) -> Result<ExitCode, String> {
     let json = read(path)?;
     if let Err(errors) = validate_profile(&json) {
         return Err(format!("{path} is invalid:\n{errors}"));
+    }
+    // The manifests carry the profile into the cluster (resources anyone in
+    // the namespace may read, GitOps repositories): no secret in clear.
+    let plain = meshware_cli::plain_secrets(&json);
+    if !plain.is_empty() && f.get("--allow-plain-secrets").map(String::as_str) != Some("yes") {
+        return Err(format!(
+            "{path} holds secrets in clear; give their hashes (meshware hash-token) or pass --allow-plain-secrets yes:\n{}",
+            plain.join("\n")
+        ));
     }
     let text = String::from_utf8(json).map_err(|_| "profile is not UTF-8".to_string())?;
     let mut selector = std::collections::BTreeMap::new();
@@ -176,6 +188,21 @@ fn oci(args: &[String]) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `meshware hash-token`: the token from stdin (never argv, which other
+/// users and shell histories see), its `sha256:<hex>` on stdout.
+fn hash_token() -> Result<ExitCode, String> {
+    let mut token = String::new();
+    std::io::stdin()
+        .read_line(&mut token)
+        .map_err(|e| format!("cannot read the token from stdin: {e}"))?;
+    let token = token.trim_end_matches(['\r', '\n']);
+    if token.is_empty() {
+        return Err("no token on stdin (printf %s \"$TOKEN\" | meshware hash-token)".to_string());
+    }
+    println!("{}", meshware_cli::hash_token(token));
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.split_first() {
@@ -183,6 +210,7 @@ fn main() -> ExitCode {
         Some((cmd, rest)) if cmd == "bootstrap" => bootstrap(rest),
         Some((cmd, rest)) if cmd == "istio" => istio(rest),
         Some((cmd, rest)) if cmd == "oci" => oci(rest),
+        Some((cmd, rest)) if cmd == "hash-token" && rest.is_empty() => hash_token(),
         _ => Err(USAGE.to_string()),
     };
     match result {

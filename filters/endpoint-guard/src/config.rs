@@ -49,7 +49,10 @@ pub struct GuardSettings {
     /// Protected paths: the most specific match decides who may pass.
     pub rules: PathRules<Rule>,
     pub admin_token_header: String,
-    pub admin_tokens: Vec<Vec<u8>>,
+    /// SHA-256 digests of the admin tokens: configured as
+    /// `sha256:<hex>`, or hashed here from a plain token. The presented
+    /// token is hashed and compared with each in constant time.
+    pub admin_tokens: Vec<[u8; 32]>,
     /// 404 (default: scanners learn nothing) or 403.
     pub block_status: u32,
     /// Tenant-wide limits.
@@ -58,7 +61,41 @@ pub struct GuardSettings {
     pub routes: PathRules<Limits>,
 }
 
+/// The prefix of an admin token given as its SHA-256 digest (hex), as
+/// `meshware hash-token` prints it: the profile then holds no secret.
+pub const HASH_PREFIX: &str = "sha256:";
+
+/// The 32-byte digest in `sha256:<64 hex digits>`.
+pub fn parse_token_hash(text: &str) -> Option<[u8; 32]> {
+    let hex = text.strip_prefix(HASH_PREFIX)?.as_bytes();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (byte, pair) in out.iter_mut().zip(hex.chunks(2)) {
+        let digit = |c: u8| (c as char).to_digit(16);
+        let (hi, lo) = (digit(*pair.first()?)?, digit(*pair.get(1)?)?);
+        *byte = u8::try_from(hi * 16 + lo).ok()?;
+    }
+    Some(out)
+}
+
+/// SHA-256 of a token.
+pub fn token_digest(token: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(token).into()
+}
+
 fn check_token(t: &str) -> Result<(), String> {
+    if t.starts_with(HASH_PREFIX) {
+        return match parse_token_hash(t) {
+            Some(_) => Ok(()),
+            None => Err(
+                "a hashed admin token is \"sha256:\" and 64 hex digits (meshware hash-token)"
+                    .to_string(),
+            ),
+        };
+    }
     if t.len() < MIN_ADMIN_TOKEN_LEN {
         return Err(format!(
             "admin tokens are at least {MIN_ADMIN_TOKEN_LEN} characters"
@@ -240,8 +277,8 @@ pub fn parse(r: &mut SectionReader<'_>) -> GuardSettings {
         .unwrap_or_else(|| DEFAULT_ADMIN_TOKEN_HEADER.to_string());
     let admin_tokens = r
         .string_list("admin_tokens", &[], check_token)
-        .into_iter()
-        .map(String::into_bytes)
+        .iter()
+        .map(|t| parse_token_hash(t).unwrap_or_else(|| token_digest(t.as_bytes())))
         .collect();
     let block_status = match r.u64_in("block_status", 404, 403, 404) {
         403 => 403,

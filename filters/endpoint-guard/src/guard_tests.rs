@@ -125,13 +125,46 @@ fn the_admin_token_opens_and_is_never_forwarded() {
 
 #[test]
 fn token_comparison_checks_every_byte_and_length() {
-    let tokens = vec![b"aaaaaaaaaaaaaaaa".to_vec(), b"bbbbbbbbbbbbbbbbbb".to_vec()];
+    use crate::config::token_digest;
+    let tokens = vec![
+        token_digest(b"aaaaaaaaaaaaaaaa"),
+        token_digest(b"bbbbbbbbbbbbbbbbbb"),
+    ];
     assert!(token_matches(b"aaaaaaaaaaaaaaaa", &tokens));
     assert!(token_matches(b"bbbbbbbbbbbbbbbbbb", &tokens));
     assert!(!token_matches(b"aaaaaaaaaaaaaaa", &tokens));
     assert!(!token_matches(b"aaaaaaaaaaaaaaaaa", &tokens));
     assert!(!token_matches(b"", &tokens));
     assert!(!token_matches(b"aaaaaaaaaaaaaaaa", &[]));
+}
+
+#[test]
+fn a_token_given_as_its_sha256_is_accepted_and_never_stored_plain() {
+    use crate::config::{parse_token_hash, tests::parse_json};
+    // FIPS 180-2's example: SHA-256("abc").
+    let abc = "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+    assert_eq!(
+        parse_token_hash(abc).map(|d| d[0]),
+        Some(0xba),
+        "hex digits decode"
+    );
+    assert!(token_matches(b"abc", &[parse_token_hash(abc).unwrap()]));
+    assert!(token_matches(
+        b"abc",
+        &[parse_token_hash(&abc.to_ascii_uppercase().replace("SHA256:", "sha256:")).unwrap()]
+    ));
+    for bad in ["sha256:", "sha256:xyz", &abc[..70], &format!("{abc}00")] {
+        assert_eq!(parse_token_hash(bad), None, "{bad}");
+    }
+    let (s, e) = parse_json(serde_json::json!({"admin_tokens": [abc, "a-plain-token-of-20-ch"]}));
+    assert_eq!(e, "");
+    assert!(token_matches(b"abc", &s.admin_tokens));
+    assert!(token_matches(b"a-plain-token-of-20-ch", &s.admin_tokens));
+    let (_, e) = parse_json(serde_json::json!({"admin_tokens": ["sha256:1234"]}));
+    assert!(
+        e.contains("t.admin_tokens[0]: a hashed admin token is"),
+        "{e}"
+    );
 }
 
 #[test]
