@@ -15,6 +15,9 @@ pub const HOST: &str = "bench.example";
 /// The example profile plus tenant `bench` (host bench.example) with every
 /// section configured as a production tenant would, limits far above the
 /// benchmark's rate.
+/// The benchmark tenant's admin token.
+pub const BENCH_ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
+
 pub fn bench_profile() -> Result<String, String> {
     let text = std::fs::read_to_string(crate::root().join("examples/tenants.json"))
         .map_err(|e| format!("examples/tenants.json: {e}"))?;
@@ -26,6 +29,9 @@ pub fn bench_profile() -> Result<String, String> {
         provider.remove("tenant_claim");
     }
     bench["circuit_breaker"] = t["globex"]["circuit_breaker"].clone();
+    // A plain admin token (a local benchmark): the native chain's RBAC can
+    // only compare the token itself, not the digest the example holds.
+    bench["endpoint_guard"]["admin_tokens"] = json!([BENCH_ADMIN_TOKEN]);
     // As in production: every error is logged, and a sample of successes
     // (configurations "(every request logged)" show what logging all costs).
     bench["access_log"] = json!({"sample_rate": 0.01});
@@ -155,13 +161,13 @@ impl NativeChain {
 /// filter enforces them without buffering).
 fn guard_policies(guard: &GuardSettings) -> Value {
     let url_prefix = |prefix: &str| json!({"url_path": {"path": {"prefix": prefix, "ignore_case": guard.case_insensitive}}});
-    let tokens: Vec<Value> = guard
-        .admin_tokens
-        .iter()
-        .map(|t| {
+    // The filter keeps digests only; the profile's token is the plain one.
+    let tokens: Vec<Value> = (!guard.admin_tokens.is_empty())
+        .then(|| {
             json!({"header": {"name": guard.admin_token_header,
-                "string_match": {"exact": String::from_utf8_lossy(t)}}})
+                "string_match": {"exact": BENCH_ADMIN_TOKEN}}})
         })
+        .into_iter()
         .collect();
     // One policy per set of ranges: rules sharing it are one or_rules.
     let mut by_cidrs: Vec<(&[Cidr], Vec<Value>)> = Vec::new();
