@@ -188,21 +188,28 @@ pub fn filter(name: &str) -> Option<&'static FilterSpec> {
 }
 
 /// Validates a profile for every filter; returns every distinct problem.
+/// `defaults` and every tenant's sections, each with its JSON path.
+fn profile_sections(root: &serde_json::Value) -> Vec<(String, &serde_json::Value)> {
+    let tenants = root
+        .get("tenants")
+        .and_then(|t| t.as_object())
+        .into_iter()
+        .flatten()
+        .map(|(name, t)| (format!("tenants.{name}"), t));
+    root.get("defaults")
+        .map(|d| ("defaults".to_string(), d))
+        .into_iter()
+        .chain(tenants)
+        .collect()
+}
+
 /// The JSON paths of secrets the profile holds in clear: endpoint_guard
 /// admin tokens not given as `sha256:<hex>` (`meshware hash-token`).
 pub fn plain_secrets(json: &[u8]) -> Vec<String> {
     let Ok(root) = serde_json::from_slice::<serde_json::Value>(json) else {
         return Vec::new();
     };
-    let mut sections: Vec<(String, &serde_json::Value)> = Vec::new();
-    if let Some(d) = root.get("defaults") {
-        sections.push(("defaults".into(), d));
-    }
-    if let Some(tenants) = root.get("tenants").and_then(|t| t.as_object()) {
-        for (name, t) in tenants {
-            sections.push((format!("tenants.{name}"), t));
-        }
-    }
+    let sections = profile_sections(&root);
     let mut out = Vec::new();
     for (at, section) in sections {
         let tokens = section
@@ -229,15 +236,7 @@ pub fn profile_warnings(json: &[u8]) -> Vec<String> {
         return Vec::new();
     };
     let mut out = Vec::new();
-    let mut sections: Vec<(String, &serde_json::Value)> = Vec::new();
-    if let Some(d) = root.get("defaults") {
-        sections.push(("defaults".into(), d));
-    }
-    if let Some(tenants) = root.get("tenants").and_then(|t| t.as_object()) {
-        for (name, t) in tenants {
-            sections.push((format!("tenants.{name}"), t));
-        }
-    }
+    let sections = profile_sections(&root);
     for path in plain_secrets(json) {
         out.push(format!(
             "{path}: a plain admin token; give its hash instead (meshware hash-token), so the profile and the manifests made from it hold no secret"

@@ -1835,6 +1835,16 @@ impl<F: HttpFilter> Stream<F> {
 
     /// A chunk of a request held for its body: buffer (Envoy keeps the
     /// chunks while we pause) until the end or the limit, then decide.
+    /// The compiled profile and tenant slot of a stream whose response
+    /// body (and trailers) the filter reads (`READS_RESPONSE_BODY`,
+    /// `wants_response`).
+    fn reading_response(&self) -> Option<(Rc<Compiled<F>>, usize)> {
+        if !F::READS_RESPONSE_BODY || !F::wants_response(&self.state) {
+            return None;
+        }
+        Some((self.compiled.clone()?, self.active_slot?))
+    }
+
     fn held_body(&mut self, body_size: usize, end_of_stream: bool, limit: usize) -> Action {
         let (Some(compiled), Some(slot)) = (self.compiled.clone(), self.active_slot) else {
             return Action::Continue;
@@ -2162,10 +2172,7 @@ impl<F: HttpFilter> Stage for Stream<F> {
     }
 
     fn response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if !F::READS_RESPONSE_BODY || !F::wants_response(&self.state) {
-            return Action::Continue;
-        }
-        let (Some(compiled), Some(slot)) = (self.compiled.clone(), self.active_slot) else {
+        let Some((compiled, slot)) = self.reading_response() else {
             return Action::Continue;
         };
         let Some(settings) = compiled.profile.settings(slot) else {
@@ -2186,10 +2193,7 @@ impl<F: HttpFilter> Stage for Stream<F> {
     }
 
     fn response_trailers(&mut self) -> Action {
-        if !F::READS_RESPONSE_BODY || !F::wants_response(&self.state) {
-            return Action::Continue;
-        }
-        let (Some(compiled), Some(slot)) = (self.compiled.clone(), self.active_slot) else {
+        let Some((compiled, slot)) = self.reading_response() else {
             return Action::Continue;
         };
         let Some(settings) = compiled.profile.settings(slot) else {

@@ -246,9 +246,8 @@ pub fn owned_headers(
             copied.iter().filter_map(Value::as_str).for_each(&mut add);
         }
     }
-    if has_section(&layers, "canary") {
-        add(&text(field(&layers, "canary", "routing_header"))
-            .unwrap_or_else(|| DEFAULT_ROUTING_HEADER.to_string()));
+    if let Some(h) = routing_header(tenant, defaults) {
+        add(&h);
     }
     let strip_budget = field(&layers, "circuit_breaker", "strip_client_envoy_headers")
         .and_then(Value::as_bool)
