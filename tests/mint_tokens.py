@@ -108,19 +108,31 @@ with open(path, "w") as f:
     json.dump(out, f, indent=1)
 print(f"wrote {len(cases)} cases to {os.path.relpath(path, root)}")
 
-# The example profile's JWT tenant trusts the same public keys (never the
-# HMAC secret), so the minted tokens work in the demo and the e2e tests.
+# The example profile's JWT tenant trusts the same public keys, and the HMAC
+# key by reference only ({"env": ...}): its value goes to examples/demo.env,
+# which the demo and the e2e tests put in Envoy's environment.
 profile_path = os.path.join(root, "examples", "tenants.json")
 with open(profile_path) as f:
     profile = json.load(f)
 provider = profile["tenants"]["umbrella"]["jwt_auth"]["providers"][0]
-provider["jwks"] = {"keys": [k for k in keys if k["kty"] != "oct"]}
+HMAC_ENV = "MESHWARE_DEMO_HMAC_KEY"
+provider["jwks"] = {"keys": [k if k["kty"] != "oct" else {"kty": "oct", "kid": k["kid"], "k": {"env": HMAC_ENV}}
+                             for k in keys]}
+if "HS256" not in provider["algorithms"]:
+    provider["algorithms"].append("HS256")
 provider["issuer"], provider["audiences"] = ISS, [AUD]
 with open(profile_path, "w") as f:
     json.dump(profile, f, indent=2)
     f.write("\n")
-samples = {c["name"]: c["token"] for c in cases if c["name"] in ("valid RS256", "valid ES256", "expired", "other tenant")}
+with open(os.path.join(root, "examples", "demo.env"), "w") as f:
+    f.write("# Demo-only secrets, never for production. `make run` and the e2e tests put\n"
+            "# them in Envoy's environment; the profile names them ({\"env\": \"NAME\"}),\n"
+            "# Envoy hands them to the VMs (vm_config.environment_variables.host_env_keys).\n"
+            "# Written by tests/mint_tokens.py.\n")
+    f.write(f"{HMAC_ENV}={b64(hmac_secret)}\n")
+names = ("valid RS256", "valid ES256", "expired", "other tenant", "valid HS256")
+samples = {c["name"]: c["token"] for c in cases if c["name"] in names}
 with open(os.path.join(root, "examples", "tokens.json"), "w") as f:
     json.dump(samples, f, indent=1)
     f.write("\n")
-print("updated examples/tenants.json (umbrella JWKS) and examples/tokens.json")
+print("updated examples/tenants.json (umbrella JWKS), examples/tokens.json and examples/demo.env")

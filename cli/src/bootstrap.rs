@@ -106,6 +106,9 @@ pub struct BootstrapParams {
     /// Envoy's `grpc_web` filter first in the chain: gRPC-Web calls from
     /// browsers reach the filters and the upstream as gRPC.
     pub grpc_web: bool,
+    /// Environment variables of Envoy's process passed to every VM
+    /// (`--env NAME`), beside those the profile's secrets name.
+    pub env: Vec<String>,
 }
 
 impl BootstrapParams {
@@ -131,6 +134,7 @@ impl BootstrapParams {
             direct_response: false,
             grpc_timeout_max_s: DEFAULT_GRPC_TIMEOUT_MAX_S,
             grpc_web: false,
+            env: Vec::new(),
         }
     }
 
@@ -186,6 +190,7 @@ pub fn from_args(args: &[String]) -> Result<(Value, Vec<String>), String> {
     let mut filters = None;
     let mut grpc_timeout_max_s = DEFAULT_GRPC_TIMEOUT_MAX_S;
     let mut grpc_web = false;
+    let mut env = Vec::new();
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -227,6 +232,11 @@ pub fn from_args(args: &[String]) -> Result<(Value, Vec<String>), String> {
                 }
             }
             "--filters" => filters = Some(crate::parse_filters(value)?),
+            "--env" => {
+                let reference = json!({ meshware_common::secret::ENV_KEY: value });
+                meshware_common::secret::source(&reference).map_err(|e| format!("{flag}: {e}"))?;
+                env.push(value.clone());
+            }
             _ => return Err(format!("unknown option {flag}")),
         }
     }
@@ -269,6 +279,7 @@ pub fn from_args(args: &[String]) -> Result<(Value, Vec<String>), String> {
     }
     params.grpc_timeout_max_s = grpc_timeout_max_s;
     params.grpc_web = grpc_web;
+    params.env = env;
     if let Some(filters) = filters {
         params.filters = filters;
     }
@@ -282,15 +293,51 @@ pub const DEFAULT_GRPC_TIMEOUT_MAX_S: u64 = 300;
 /// `BootstrapParams::filters` instead of the separate modules.
 pub const SUITE: &str = "suite";
 
-pub fn wasm_filter(name: &str, wasm_dir: &std::path::Path, profile: &str) -> Value {
+pub fn wasm_filter(
+    name: &str,
+    wasm_dir: &std::path::Path,
+    profile: &str,
+    extra_env: &[String],
+) -> Value {
     let code = json!({"local": {"filename": wasm_dir.join(format!("{name}.wasm"))}});
-    wasm_filter_with_code(name, code, profile)
+    wasm_filter_with_code(name, code, profile, extra_env)
+}
+
+/// The environment variables a VM gets from Envoy's process: those the
+/// profile's secrets reference (`{"env": "NAME"}`) and `extra`. Sorted, unique.
+pub fn vm_env_names(profile: &str, extra: &[String]) -> Vec<String> {
+    let mut names = serde_json::from_str::<Value>(profile)
+        .map(|v| meshware_common::secret::env_names(&v))
+        .unwrap_or_default();
+    names.extend(extra.iter().cloned());
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// The `envoy.filters.http.wasm` entry of one filter with the given
 /// `vm_config.code`: shared by the bootstrap and the Istio EnvoyFilter.
-pub fn wasm_filter_with_code(name: &str, code: Value, profile: &str) -> Value {
+pub fn wasm_filter_with_code(
+    name: &str,
+    code: Value,
+    profile: &str,
+    extra_env: &[String],
+) -> Value {
     let id = format!("meshware.{name}");
+    let mut vm_config = json!({
+        "vm_id": id,
+        "runtime": "envoy.wasm.runtime.v8",
+        "code": code
+    });
+    let env = vm_env_names(profile, extra_env);
+    if let (false, Some(vm)) = (env.is_empty(), vm_config.as_object_mut()) {
+        // Names only: the values stay in Envoy's environment, out of the
+        // config (and of /config_dump).
+        vm.insert(
+            "environment_variables".into(),
+            json!({"host_env_keys": env}),
+        );
+    }
     json!({
         "name": id,
         "typed_config": {
@@ -302,11 +349,7 @@ pub fn wasm_filter_with_code(name: &str, code: Value, profile: &str) -> Value {
                     "@type": "type.googleapis.com/google.protobuf.StringValue",
                     "value": profile
                 },
-                "vm_config": {
-                    "vm_id": id,
-                    "runtime": "envoy.wasm.runtime.v8",
-                    "code": code
-                },
+                "vm_config": vm_config,
                 // Per filter: reload the VM, or fail closed (endpoint_guard,
                 // jwt_auth, and the suite module, which holds them).
                 "failure_policy": crate::filter(name).map_or("FAIL_CLOSED", |f| f.failure.envoy()),
@@ -451,7 +494,7 @@ pub fn render(p: &BootstrapParams) -> Value {
     let mut http_filters: Vec<Value> = p
         .filters
         .iter()
-        .map(|f| wasm_filter(f, &p.wasm_dir, &p.profile))
+        .map(|f| wasm_filter(f, &p.wasm_dir, &p.profile, &p.env))
         .collect();
     http_filters.push(json!({
         "name": "envoy.filters.http.router",
@@ -600,6 +643,7 @@ mod tests {
             profile: "{\"x\":1}".into(),
             grpc_timeout_max_s: DEFAULT_GRPC_TIMEOUT_MAX_S,
             grpc_web: true,
+            env: Vec::new(),
         });
         let hcm = &v["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
             ["typed_config"];

@@ -85,7 +85,7 @@ fn envoy_filters_of(modules: &[Module], profile: &str, p: &IstioParams) -> Vec<V
         .enumerate()
         .map(|(i, f)| {
             let code = json!({"local": {"filename": format!("{POD_WASM_DIR}/{}.wasm", f.name)}});
-            let value = wasm_filter_with_code(f.name, code, profile);
+            let value = wasm_filter_with_code(f.name, code, profile, &[]);
             let patches: Vec<Value> = ["SIDECAR_INBOUND", "GATEWAY"]
                 .iter()
                 .map(|context| {
@@ -117,7 +117,7 @@ fn envoy_filters_of(modules: &[Module], profile: &str, p: &IstioParams) -> Vec<V
 }
 
 fn wasm_fields(f: &Module, index: usize, profile: &Value, p: &IstioParams) -> Value {
-    json!({
+    let mut fields = json!({
         "url": format!("{}/{}:{}", p.image, f.name.replace('_', "-"), p.tag),
         "sha256": p.sha256.get(f.name).cloned().unwrap_or_default(),
         "pluginName": f.name,
@@ -126,7 +126,18 @@ fn wasm_fields(f: &Module, index: usize, profile: &Value, p: &IstioParams) -> Va
         "phase": f.phase.istio(),
         "priority": priority(index),
         "type": "HTTP"
-    })
+    });
+    // The secrets the profile references reach the VM from the sidecar's
+    // environment (fed by a Kubernetes Secret, docs/DEPLOY.md), never
+    // through this resource.
+    let env: Vec<Value> = meshware_common::secret::env_names(profile)
+        .into_iter()
+        .map(|name| json!({"name": name, "valueFrom": "HOST"}))
+        .collect();
+    if let (false, Some(obj)) = (env.is_empty(), fields.as_object_mut()) {
+        obj.insert("vmConfig".into(), json!({ "env": env }));
+    }
+    fields
 }
 
 /// One WasmPlugin per filter (Istio pulls the OCI image; phase and priority

@@ -203,8 +203,10 @@ fn profile_sections(root: &serde_json::Value) -> Vec<(String, &serde_json::Value
         .collect()
 }
 
-/// The JSON paths of secrets the profile holds in clear: endpoint_guard
-/// admin tokens not given as `sha256:<hex>` (`meshware hash-token`).
+/// The secrets the profile holds in clear, one line each: the JSON path and
+/// what to give instead. Admin tokens not given as `sha256:<hex>`
+/// (`meshware hash-token`) or `{"env": ...}`; HMAC keys (`oct` JWKs) whose
+/// `k` is inline rather than `{"env": ...}`.
 pub fn plain_secrets(json: &[u8]) -> Vec<String> {
     let Ok(root) = serde_json::from_slice::<serde_json::Value>(json) else {
         return Vec::new();
@@ -217,7 +219,24 @@ pub fn plain_secrets(json: &[u8]) -> Vec<String> {
             .and_then(|t| t.as_array());
         for (i, t) in tokens.into_iter().flatten().enumerate() {
             if t.as_str().is_some_and(|t| !t.starts_with("sha256:")) {
-                out.push(format!("{at}.endpoint_guard.admin_tokens[{i}]"));
+                out.push(format!(
+                    "{at}.endpoint_guard.admin_tokens[{i}]: a plain admin token; give its hash (meshware hash-token) or {{\"env\": \"NAME\"}}"
+                ));
+            }
+        }
+        let providers = section
+            .pointer("/jwt_auth/providers")
+            .and_then(|p| p.as_array());
+        for (p, provider) in providers.into_iter().flatten().enumerate() {
+            let keys = provider.pointer("/jwks/keys").and_then(|k| k.as_array());
+            for (k, key) in keys.into_iter().flatten().enumerate() {
+                if key.get("kty").and_then(|t| t.as_str()) == Some("oct")
+                    && key.get("k").is_some_and(|k| k.is_string())
+                {
+                    out.push(format!(
+                        "{at}.jwt_auth.providers[{p}].jwks.keys[{k}].k: an HMAC key in clear; reference it as {{\"env\": \"NAME\"}} and give the proxy that variable"
+                    ));
+                }
             }
         }
     }
@@ -237,9 +256,9 @@ pub fn profile_warnings(json: &[u8]) -> Vec<String> {
     };
     let mut out = Vec::new();
     let sections = profile_sections(&root);
-    for path in plain_secrets(json) {
+    for line in plain_secrets(json) {
         out.push(format!(
-            "{path}: a plain admin token; give its hash instead (meshware hash-token), so the profile and the manifests made from it hold no secret"
+            "{line}, so the profile and the manifests made from it hold no secret"
         ));
     }
     for (at, section) in sections {
@@ -268,7 +287,9 @@ pub fn profile_warnings(json: &[u8]) -> Vec<String> {
 pub fn validate_profile(json: &[u8]) -> Result<(), ConfigErrors> {
     let mut all = ConfigErrors::default();
     for f in FILTERS {
-        if let Err(errors) = (f.validate)(json) {
+        // Secrets referenced as {"env": ...} live in the proxy's
+        // environment, not here: their shape is checked, not their value.
+        if let Err(errors) = meshware_common::secret::shape_only(|| (f.validate)(json)) {
             for e in errors.iter() {
                 all.push(e.path.clone(), e.message.clone());
             }
@@ -373,14 +394,24 @@ mod warning_tests {
     }
 
     #[test]
-    fn plain_admin_tokens_are_found_and_hashes_are_not() {
+    fn plain_secrets_are_found_and_hashes_and_references_are_not() {
         let profile =
-            br#"{"defaults": {"endpoint_guard": {"admin_tokens": ["plain-token-0123456789"]}},
+            br#"{"defaults": {"endpoint_guard": {"admin_tokens": ["plain-token-0123456789", {"env": "T"}]}},
             "tenants": {"a": {"endpoint_guard": {"admin_tokens": [
-                "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"]}}}}"#;
+                "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"]},
+              "jwt_auth": {"providers": [{"jwks": {"keys": [
+                {"kty": "oct", "k": {"env": "K"}}, {"kty": "RSA", "n": "x", "e": "y"},
+                {"kty": "oct", "k": "c2VjcmV0"}]}}]}}}}"#;
+        let found: Vec<String> = super::plain_secrets(profile)
+            .iter()
+            .map(|l| l.split(':').next().unwrap_or_default().to_string())
+            .collect();
         assert_eq!(
-            super::plain_secrets(profile),
-            vec!["defaults.endpoint_guard.admin_tokens[0]".to_string()]
+            found,
+            [
+                "defaults.endpoint_guard.admin_tokens[0]",
+                "tenants.a.jwt_auth.providers[0].jwks.keys[2].k"
+            ]
         );
         // FIPS 180-2: SHA-256("abc").
         assert_eq!(

@@ -12,7 +12,7 @@ const USAGE: &str = "usage:
                      [--listen 127.0.0.1:10000] [--admin-port 9901]
                      [--upstream host:port] [--upstream <version>=host:port]...
                      [--upstream-protocol downstream|http1|http2] [--access-log /dev/stdout]
-                     [--grpc-timeout-max 300] [--grpc-web on|off]
+                     [--grpc-timeout-max 300] [--grpc-web on|off] [--env NAME]...
                      [--filters a,b,... | --filters suite]
   meshware hash-token < token.txt
   meshware istio --profile <profile.json> [--namespace default] [--selector app=shop]
@@ -127,7 +127,7 @@ fn istio(args: &[String]) -> Result<ExitCode, String> {
     let plain = meshware_cli::plain_secrets(&json);
     if !plain.is_empty() && f.get("--allow-plain-secrets").map(String::as_str) != Some("yes") {
         return Err(format!(
-            "{path} holds secrets in clear; give their hashes (meshware hash-token) or pass --allow-plain-secrets yes:\n{}",
+            "{path} holds secrets in clear; give hashes or environment references instead, or pass --allow-plain-secrets yes:\n{}",
             plain.join("\n")
         ));
     }

@@ -1,4 +1,4 @@
-#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)] // test helpers outside #[test] fns
 //! The `meshware` command as users run it in CI.
 
 use std::process::Command;
@@ -112,4 +112,111 @@ fn istio_and_oci_need_built_modules_and_say_so() {
     let (code, _, err) = meshware(&["istio", "--bogus", "x"]);
     assert_eq!(code, 2);
     assert!(err.contains("unknown option --bogus"), "{err}");
+}
+
+/// A profile with one secret of each kind in clear (an admin token and an
+/// HMAC key), in a file of its own.
+fn profile_with_plain_secrets(tag: &str) -> String {
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(example()).unwrap()).unwrap();
+    v["tenants"]["acme"]["endpoint_guard"]["admin_tokens"] =
+        serde_json::json!(["plain-admin-token-0123456789"]);
+    let keys = &mut v["tenants"]["umbrella"]["jwt_auth"]["providers"][0]["jwks"]["keys"];
+    for key in keys.as_array_mut().unwrap() {
+        if key["kty"] == "oct" {
+            key["k"] = serde_json::json!("c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA");
+        }
+    }
+    let path = std::env::temp_dir().join(format!("meshware-cli-{tag}-{}.json", std::process::id()));
+    std::fs::write(&path, v.to_string()).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn istio_refuses_secrets_in_clear_unless_told() {
+    let profile = profile_with_plain_secrets("plain");
+    let empty = std::env::temp_dir().join(format!("meshware-cli-plain-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).unwrap();
+    let dir = empty.to_str().unwrap();
+    let args = [
+        "istio",
+        "--profile",
+        &profile,
+        "--wasm-dir",
+        dir,
+        "--out",
+        dir,
+    ];
+    let (code, _, err) = meshware(&args);
+    assert_eq!(code, 2);
+    assert!(err.contains("holds secrets in clear"), "{err}");
+    assert!(
+        err.contains("tenants.acme.endpoint_guard.admin_tokens[0]: a plain admin token"),
+        "{err}"
+    );
+    assert!(
+        err.contains("tenants.umbrella.jwt_auth.providers[0].jwks.keys[4].k: an HMAC key in clear"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("plain-admin-token-0123456789"),
+        "no secret echoed: {err}"
+    );
+    // Told: it goes on (and stops at the missing modules here).
+    let mut told = args.to_vec();
+    told.extend(["--allow-plain-secrets", "yes"]);
+    let (code, _, err) = meshware(&told);
+    assert_eq!(code, 2);
+    assert!(err.contains("run make build"), "{err}");
+    // validate warns about both, and the example (hash + reference) is clean.
+    let (code, _, err) = meshware(&["validate", &profile]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(err.matches("hold no secret").count(), 2, "{err}");
+    let (_, _, err) = meshware(&["validate", &example()]);
+    assert!(!err.contains("warning: tenants"), "{err}");
+}
+
+#[test]
+fn bootstrap_passes_the_referenced_variables_to_every_vm() {
+    let dir = std::env::temp_dir();
+    let (code, out, err) = meshware(&[
+        "bootstrap",
+        "--profile",
+        &example(),
+        "--wasm-dir",
+        dir.to_str().unwrap(),
+        "--env",
+        "EXTRA_NAME",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let filters = v["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+        ["typed_config"]["http_filters"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let wasm: Vec<&serde_json::Value> = filters
+        .iter()
+        .filter(|f| f["typed_config"]["config"]["vm_config"].is_object())
+        .collect();
+    assert!(!wasm.is_empty());
+    for f in wasm {
+        assert_eq!(
+            f["typed_config"]["config"]["vm_config"]["environment_variables"],
+            serde_json::json!({"host_env_keys": ["EXTRA_NAME", "MESHWARE_DEMO_HMAC_KEY"]}),
+            "{}",
+            f["name"]
+        );
+    }
+    let (code, _, err) = meshware(&[
+        "bootstrap",
+        "--profile",
+        &example(),
+        "--wasm-dir",
+        dir.to_str().unwrap(),
+        "--env",
+        "NOT-A-NAME",
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--env: {\"env\": \"NOT-A-NAME\"}"), "{err}");
 }

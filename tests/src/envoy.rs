@@ -120,6 +120,31 @@ impl Envoy {
         concurrency: u32,
         log_level: &str,
     ) -> Result<Envoy, String> {
+        Self::start_full(
+            wrapper,
+            bootstrap,
+            admin_port,
+            concurrency,
+            &[log_level],
+            &[],
+        )
+    }
+
+    /// The general form: `log_args` is the log level followed by any
+    /// `--component-log-level` setting; `env` is added to Envoy's
+    /// environment after the demo's secrets (`examples/demo.env`).
+    pub fn start_full(
+        wrapper: &[String],
+        bootstrap: &serde_json::Value,
+        admin_port: u16,
+        concurrency: u32,
+        log_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Envoy, String> {
+        let (log_level, components) = match log_args.split_first() {
+            Some((level, rest)) => (*level, rest.first().copied()),
+            None => ("info", None),
+        };
         let dir = ScratchDir::new();
         let config = dir.join("bootstrap.json");
         let log_path = dir.join("envoy.log");
@@ -140,11 +165,13 @@ impl Envoy {
             .args(["--use-dynamic-base-id", "--log-level", log_level])
             // Access log lines reach the file within 100 ms (default 10 s).
             .args(["--file-flush-interval-msec", "100"])
-            .args(if log_level == "info" {
-                &["--component-log-level", "wasm:debug"][..]
-            } else {
-                &[]
+            .args(match (components, log_level) {
+                (Some(c), _) => vec!["--component-log-level", c],
+                (None, "info") => vec!["--component-log-level", "wasm:debug"],
+                _ => vec![],
             })
+            .envs(crate::demo_env())
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -255,6 +282,14 @@ impl Drop for Envoy {
 
 /// Starts Envoy on a config it is expected to reject; returns its exit status and log.
 pub fn expect_rejected(bootstrap: &serde_json::Value) -> (Option<i32>, String) {
+    expect_rejected_env(bootstrap, &[])
+}
+
+/// As `expect_rejected`, with `env` added to Envoy's environment.
+pub fn expect_rejected_env(
+    bootstrap: &serde_json::Value,
+    env: &[(&str, &str)],
+) -> (Option<i32>, String) {
     let dir = ScratchDir::new();
     let config = dir.join("bootstrap.json");
     if std::fs::write(&config, bootstrap.to_string()).is_err() {
@@ -270,6 +305,8 @@ pub fn expect_rejected(bootstrap: &serde_json::Value) -> (Option<i32>, String) {
             "--log-level",
             "info",
         ])
+        .envs(crate::demo_env())
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -306,6 +343,7 @@ pub fn validate(bootstrap: &serde_json::Value) -> (bool, String) {
         .args(["--mode", "validate", "-c"])
         .arg(&config)
         .arg("--use-dynamic-base-id")
+        .envs(crate::demo_env())
         .output()
     {
         Ok(o) => (

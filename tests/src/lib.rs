@@ -34,6 +34,20 @@ pub fn example_profile() -> String {
         .unwrap_or_else(|e| panic!("examples/tenants.json: {e}"))
 }
 
+/// The demo's secrets (`examples/demo.env`, `NAME=value` lines): every
+/// Envoy the demo and the tests start has them in its environment, as the
+/// example profile's `{"env": "NAME"}` references expect.
+pub fn demo_env() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(root().join("examples/demo.env"))
+        .unwrap_or_else(|e| panic!("examples/demo.env: {e}"));
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
 /// Every filter of the suite, in chain order.
 pub fn all_filters() -> Vec<&'static str> {
     meshware_cli::FILTERS.iter().map(|f| f.name).collect()

@@ -16,6 +16,7 @@ pub mod path;
 pub mod profile;
 pub mod request;
 pub mod rng;
+pub mod secret;
 pub mod section;
 pub mod sequence;
 pub mod small_alloc;

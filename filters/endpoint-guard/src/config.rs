@@ -107,6 +107,44 @@ fn check_token(t: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// `admin_tokens`: each a plain token, `sha256:<hex>`, or `{"env": "NAME"}`
+/// naming a VM environment variable that holds either form.
+fn read_admin_tokens(r: &mut SectionReader<'_>) -> Vec<[u8; 32]> {
+    use meshware_common::secret;
+    let Some((value, path)) = r.raw("admin_tokens") else {
+        return Vec::new();
+    };
+    let Value::Array(items) = value else {
+        r.error(path, "must be an array of tokens");
+        return Vec::new();
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let at = format!("{path}[{i}]");
+        let from = match secret::source(item) {
+            Ok(from) => from,
+            Err(e) => {
+                r.error(at, e);
+                continue;
+            }
+        };
+        match secret::resolve(item) {
+            Ok(Some(token)) => match check_token(&token) {
+                Ok(()) => out.push(
+                    parse_token_hash(&token).unwrap_or_else(|| token_digest(token.as_bytes())),
+                ),
+                Err(e) if matches!(from, secret::SecretSource::Env(_)) => {
+                    r.error(at, format!("{}: {e}", from.describe()))
+                }
+                Err(e) => r.error(at, e),
+            },
+            Ok(None) => {} // shape only (CLI): the proxy resolves it
+            Err(e) => r.error(at, e),
+        }
+    }
+    out
+}
+
 fn check_cidr(c: &str) -> Result<(), String> {
     Cidr::parse(c).map(|_| ())
 }
@@ -275,11 +313,7 @@ pub fn parse(r: &mut SectionReader<'_>) -> GuardSettings {
     let admin_token_header = r
         .opt_string("admin_token_header", check_header_name)
         .unwrap_or_else(|| DEFAULT_ADMIN_TOKEN_HEADER.to_string());
-    let admin_tokens = r
-        .string_list("admin_tokens", &[], check_token)
-        .iter()
-        .map(|t| parse_token_hash(t).unwrap_or_else(|| token_digest(t.as_bytes())))
-        .collect();
+    let admin_tokens = read_admin_tokens(r);
     let block_status = match r.u64_in("block_status", 404, 403, 404) {
         403 => 403,
         404 => 404,
@@ -385,5 +419,40 @@ pub(crate) mod tests {
         assert_eq!((s.block_status, e.as_str()), (403, ""));
         let (_, e) = parse_json(json!({"block_status": 404.5}));
         assert!(e.contains("t.block_status"), "{e}");
+    }
+
+    #[test]
+    fn admin_tokens_may_come_from_the_environment() {
+        // PATH is set wherever tests run and is a valid token's shape.
+        let path = std::env::var("PATH").unwrap_or_default();
+        if path.len() >= MIN_ADMIN_TOKEN_LEN && !path.contains(' ') {
+            let (s, e) = parse_json(json!({"admin_tokens": [{"env": "PATH"}]}));
+            assert_eq!(e, "");
+            assert!(crate::guard::token_matches(
+                path.as_bytes(),
+                &s.admin_tokens
+            ));
+        }
+        let (s, e) = parse_json(json!({"admin_tokens": [
+            {"env": "MESHWARE_NEVER_SET"}, {"env": "bad name"}, {"token": "x"}, 3
+        ]}));
+        assert!(s.admin_tokens.is_empty());
+        assert!(
+            e.contains("t.admin_tokens[0]: environment variable MESHWARE_NEVER_SET is not set"),
+            "{e}"
+        );
+        assert!(
+            e.contains("t.admin_tokens[1]: {\"env\": \"bad name\"}"),
+            "{e}"
+        );
+        assert!(
+            e.contains("t.admin_tokens[2]: must be a string or {\"env\""),
+            "{e}"
+        );
+        assert!(e.contains("t.admin_tokens[3]: must be a string or"), "{e}");
+        let (_, e) = meshware_common::secret::shape_only(|| {
+            parse_json(json!({"admin_tokens": [{"env": "MESHWARE_NEVER_SET"}]}))
+        });
+        assert_eq!(e, "", "the CLI checks the reference's shape only");
     }
 }

@@ -83,7 +83,36 @@ fn ec_point(m: &Map<String, Value>, len: usize) -> Result<Vec<u8>, String> {
     Ok(sec1)
 }
 
-pub fn parse_jwk(m: &Map<String, Value>) -> Result<Jwk, String> {
+/// Where a JWK comes from: the profile may give an HMAC key (`k`) as
+/// `{"env": "NAME"}`; a fetched JWKS may not name our environment.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum KeyOrigin {
+    Profile,
+    Fetched,
+}
+
+/// The bytes of an `oct` key's `k`: inline base64url, or (in the profile)
+/// an environment variable holding the same text. `None`: an environment
+/// reference while the CLI checks shapes only.
+fn hmac_key(m: &Map<String, Value>, origin: KeyOrigin) -> Result<Option<Vec<u8>>, String> {
+    let Some(value @ Value::Object(_)) = m.get("k") else {
+        return bytes(m, "k").map(Some);
+    };
+    if origin == KeyOrigin::Fetched {
+        return Err("\"k\" must be a string".into());
+    }
+    let from = meshware_common::secret::source(value)
+        .map_err(|e| format!("\"k\" {e}"))?
+        .describe();
+    match meshware_common::secret::resolve(value).map_err(|e| format!("\"k\": {e}"))? {
+        None => Ok(None),
+        Some(text) => b64url(text.trim())
+            .map(Some)
+            .ok_or_else(|| format!("\"k\": {from} is not base64url")),
+    }
+}
+
+pub fn parse_jwk(m: &Map<String, Value>, origin: KeyOrigin) -> Result<Jwk, String> {
     let kid = m.get("kid").and_then(Value::as_str).map(str::to_string);
     let key = match field(m, "kty")? {
         "RSA" => {
@@ -119,7 +148,14 @@ pub fn parse_jwk(m: &Map<String, Value>) -> Result<Jwk, String> {
             other => return Err(format!("unsupported curve \"{other}\"")),
         },
         "oct" => {
-            let k = bytes(m, "k")?;
+            // Checked for its shape only: a placeholder never verifies, the
+            // CLI does not build a filter from it.
+            let Some(k) = hmac_key(m, origin)? else {
+                return Ok(Jwk {
+                    kid,
+                    key: KeyMaterial::Hmac(Vec::new()),
+                });
+            };
             if k.len() < 32 {
                 return Err("HMAC keys must be at least 32 bytes".into());
             }
@@ -141,7 +177,7 @@ pub fn parse_jwks(v: &Value) -> Result<Vec<Jwk>, Vec<(usize, String)>> {
         match k
             .as_object()
             .ok_or_else(|| "a key is an object".to_string())
-            .and_then(parse_jwk)
+            .and_then(|m| parse_jwk(m, KeyOrigin::Profile))
         {
             Ok(j) => out.push(j),
             Err(e) => errors.push((i, e)),
@@ -160,7 +196,10 @@ pub fn parse_jwks_lenient(v: &Value) -> Option<Vec<Jwk>> {
     let keys = v.get("keys").and_then(Value::as_array)?;
     Some(
         keys.iter()
-            .filter_map(|k| k.as_object().and_then(|m| parse_jwk(m).ok()))
+            .filter_map(|k| {
+                k.as_object()
+                    .and_then(|m| parse_jwk(m, KeyOrigin::Fetched).ok())
+            })
             .collect(),
     )
 }
@@ -202,5 +241,32 @@ mod tests {
             format!("{:?}", keys[4].key) == "oct",
             "no key material in Debug"
         );
+    }
+
+    #[test]
+    fn hmac_keys_may_come_from_the_environment_of_the_profile_only() {
+        let reference = serde_json::json!({"keys": [{"kty": "oct", "kid": "h", "k": {"env": "MESHWARE_NEVER_SET"}}]});
+        let errors = parse_jwks(&reference).unwrap_err();
+        assert!(
+            errors[0]
+                .1
+                .starts_with("\"k\": environment variable MESHWARE_NEVER_SET is not set"),
+            "{errors:?}"
+        );
+        let keys = meshware_common::secret::shape_only(|| parse_jwks(&reference)).unwrap();
+        assert!(
+            !crate::verify::Alg::HS256.fits(&keys[0].key),
+            "the shape-only placeholder never verifies"
+        );
+        // A fetched JWKS cannot make the proxy read its environment.
+        assert_eq!(parse_jwks_lenient(&reference).map(|k| k.len()), Some(0));
+        let not_b64 = serde_json::json!({"keys": [{"kty": "oct", "k": {"env": "PATH"}}]});
+        if std::env::var("PATH").is_ok_and(|p| p.contains('/')) {
+            let errors = parse_jwks(&not_b64).unwrap_err();
+            assert_eq!(
+                errors[0].1,
+                "\"k\": environment variable PATH is not base64url"
+            );
+        }
     }
 }

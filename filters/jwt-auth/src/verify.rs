@@ -42,8 +42,9 @@ impl Alg {
 
     /// Whether a key can verify this algorithm: no algorithm/key-type
     /// confusion (an RSA public key is never an HMAC secret).
-    fn fits(self, key: &KeyMaterial) -> bool {
+    pub(crate) fn fits(self, key: &KeyMaterial) -> bool {
         use Alg::*;
+        // An empty HMAC key is the CLI's shape-only placeholder: never a key.
         matches!(
             (self, key),
             (
@@ -52,8 +53,7 @@ impl Alg {
             ) | (ES256, KeyMaterial::P256(_))
                 | (ES384, KeyMaterial::P384(_))
                 | (EdDSA, KeyMaterial::Ed25519(_))
-                | (HS256 | HS384 | HS512, KeyMaterial::Hmac(_))
-        )
+        ) || matches!((self, key), (HS256 | HS384 | HS512, KeyMaterial::Hmac(k)) if !k.is_empty())
     }
 }
 

@@ -69,7 +69,13 @@ Try:
 Ctrl-C stops everything.",
         path.display()
     );
+    // The example profile's secrets come from the environment: the demo's
+    // (examples/demo.env) unless the caller set its own.
+    let demo_env = meshware_e2e::demo_env()
+        .into_iter()
+        .filter(|(name, _)| std::env::var_os(name).is_none());
     let status = Command::new(meshware_e2e::envoy::binary())
+        .envs(demo_env)
         .arg("-c")
         .arg(&path)
         .args([
