@@ -54,18 +54,24 @@ fn reject<'s>(status: u32, outcome: usize, body: &'static str) -> Decision<'s> {
 /// Compares a presented token with every configured one without an early
 /// exit, so timing reveals neither which token nor how many bytes matched.
 pub fn token_matches(presented: &[u8], digests: &[[u8; 32]]) -> bool {
-    // Compared as digests: equal lengths, every byte looked at, every
-    // configured token tried, whatever matched before.
-    let presented = crate::config::token_digest(presented);
+    digest_scan(&crate::config::token_digest(presented), digests).0
+}
+
+/// Whether `presented` is one of `digests`, and how many byte pairs were
+/// compared to find out: always 32 per digest, wherever (and whether) a
+/// byte differs. Compared as digests: equal lengths whatever the tokens'.
+pub(crate) fn digest_scan(presented: &[u8; 32], digests: &[[u8; 32]]) -> (bool, usize) {
     let mut any = 0u8;
+    let mut compared = 0usize;
     for digest in digests {
         let mut diff = 0u8;
         for (a, b) in presented.iter().zip(digest.iter()) {
             diff |= a ^ b;
+            compared += 1;
         }
         any |= u8::from(diff == 0);
     }
-    any == 1
+    (any == 1, compared)
 }
 
 fn header_limits_exceeded(limits: &Limits, headers: &Headers) -> bool {

@@ -139,6 +139,30 @@ fn token_comparison_checks_every_byte_and_length() {
 }
 
 #[test]
+fn token_comparison_has_no_early_exit() {
+    use crate::guard::digest_scan;
+    let first = [7u8; 32];
+    let mut last = [7u8; 32];
+    if let Some(b) = last.last_mut() {
+        *b = 8;
+    }
+    let other = [9u8; 32];
+    // Every digest is compared in full whether the presented one matches
+    // the first, the last, none, or differs in the first or the last byte.
+    for (presented, digests, matched) in [
+        (first, vec![first, other, last], true),
+        (last, vec![first, other, last], true),
+        (other, vec![first, last], false),
+        ([0u8; 32], vec![first, last], false),
+    ] {
+        assert_eq!(
+            digest_scan(&presented, &digests),
+            (matched, 32 * digests.len())
+        );
+    }
+}
+
+#[test]
 fn a_token_given_as_its_sha256_is_accepted_and_never_stored_plain() {
     use crate::config::{parse_token_hash, tests::parse_json};
     // FIPS 180-2's example: SHA-256("abc").
