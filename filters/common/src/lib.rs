@@ -2,6 +2,7 @@
 //! validation, tenant resolution, the decision type filters return, metric
 //! naming, and (in the proxy-wasm build only) the host adapter.
 
+pub mod base64;
 pub mod bucket;
 pub mod decision;
 pub mod digits;
@@ -10,6 +11,7 @@ pub mod filter;
 pub mod grpc;
 pub mod headers;
 pub mod jsontext;
+pub mod live;
 pub mod metrics;
 pub mod net;
 pub mod path;

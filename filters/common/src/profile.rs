@@ -176,7 +176,12 @@ struct Shared<'a> {
 
 fn parse_shared<'a>(root: &'a Value, errors: &mut ConfigErrors) -> Option<Shared<'a>> {
     let root = as_object(root, "(root)", errors)?;
-    check_keys(root, "", &["tenancy", "defaults", "tenants"], errors);
+    check_keys(
+        root,
+        "",
+        &["tenancy", "defaults", "tenants", crate::live::SECTION],
+        errors,
+    );
 
     // tenants: sorted by name (serde_json's map is ordered), slot = position.
     let mut tenants = Vec::new();
@@ -481,6 +486,7 @@ pub fn compile<S>(
             return Err(errors);
         }
     };
+    let _ = crate::live::parse_settings(&root, &mut errors);
     let Some(shared) = parse_shared(&root, &mut errors) else {
         return Err(errors.finish());
     };

@@ -1,0 +1,928 @@
+//! Live tenant configuration from a key-value store (etcd v3 through its
+//! JSON gateway): the `config_source` section of the plugin configuration,
+//! the store's protocol, and how a change is judged and applied. Pure: the
+//! host adapter (`host::live`) sends the calls, shares the result between
+//! workers and reconfigures the filters.
+//!
+//! Layout under the prefix: `tenancy`, `defaults`, `tenants/<name>`; each a
+//! JSON document, the profile's section of that name. One tenant's change
+//! touches only its key. Other keys under the prefix are ignored.
+
+use crate::errors::ConfigErrors;
+use crate::CalloutResponse;
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+
+/// The bootstrap profile's top-level section naming the store.
+pub const SECTION: &str = "config_source";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceSettings {
+    /// The Envoy cluster of etcd's client port (HTTP/1.1 or h2c).
+    pub cluster: String,
+    /// The `:authority` of the calls (etcd ignores it; a mesh may route on it).
+    pub authority: String,
+    /// Every key starts with it, e.g. `/meshware/prod/`.
+    pub prefix: String,
+    pub poll_ms: u64,
+    pub timeout_ms: u64,
+    /// A document (one key's value) larger than this is rejected.
+    pub max_document_bytes: usize,
+}
+
+/// Reads `config_source` (absent: `Ok(None)`); problems are pushed to `errors`.
+pub fn parse_settings(root: &Value, errors: &mut ConfigErrors) -> Option<SourceSettings> {
+    let value = root.get(SECTION)?;
+    let Some(fields) = value.as_object() else {
+        errors.push(SECTION, "must be an object {cluster, prefix, ...}");
+        return None;
+    };
+    let layer = crate::section::Layer {
+        fields,
+        path: SECTION,
+    };
+    let mut r = crate::section::SectionReader::new(vec![layer], errors);
+    let cluster = r.opt_string("cluster", |c| {
+        if c.is_empty() {
+            Err("must name an Envoy cluster".into())
+        } else {
+            Ok(())
+        }
+    });
+    let authority = r.opt_string("authority", |_| Ok(()));
+    let prefix = r.opt_string("prefix", |p| {
+        if p.is_empty() || p.len() > 256 {
+            Err("must be 1 to 256 characters, e.g. \"/meshware/\"".into())
+        } else {
+            Ok(())
+        }
+    });
+    let poll_ms = r.u64_in("poll_ms", 1000, 100, 60_000);
+    let timeout_ms = r.u64_in("timeout_ms", 2000, 100, 30_000);
+    let max_document_bytes = r.u64_in("max_document_bytes", 65_536, 1024, 1 << 20) as usize;
+    r.finish();
+    let missing = |errors: &mut ConfigErrors, key: &str| {
+        errors.push(format!("{SECTION}.{key}"), "is required");
+    };
+    let cluster = match cluster {
+        Some(c) => c,
+        None => {
+            missing(errors, "cluster");
+            return None;
+        }
+    };
+    let prefix = match prefix {
+        Some(p) => p,
+        None => {
+            missing(errors, "prefix");
+            return None;
+        }
+    };
+    Some(SourceSettings {
+        authority: authority.unwrap_or_else(|| cluster.clone()),
+        cluster,
+        prefix,
+        poll_ms,
+        timeout_ms,
+        max_document_bytes,
+    })
+}
+
+/// One accepted document: the key's `mod_revision` and its JSON text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Doc {
+    pub mod_revision: u64,
+    pub text: String,
+}
+
+/// A document the proxy refused, and why (the errors name JSON paths).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub mod_revision: u64,
+    pub errors: String,
+}
+
+/// What the proxy runs on: the store revision it last judged, the accepted
+/// documents by key (`tenancy`, `defaults`, `tenants/<name>`) and the
+/// refused ones. Shared between workers as JSON (`to_json`/`from_json`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub revision: u64,
+    pub docs: BTreeMap<String, Doc>,
+    pub rejected: BTreeMap<String, Rejection>,
+}
+
+impl Snapshot {
+    pub fn to_json(&self) -> String {
+        let docs: Map<String, Value> = self
+            .docs
+            .iter()
+            .map(|(k, d)| (k.clone(), json!({"m": d.mod_revision, "t": d.text})))
+            .collect();
+        let rejected: Map<String, Value> = self
+            .rejected
+            .iter()
+            .map(|(k, r)| (k.clone(), json!({"m": r.mod_revision, "e": r.errors})))
+            .collect();
+        json!({"revision": self.revision, "docs": docs, "rejected": rejected}).to_string()
+    }
+
+    pub fn from_json(bytes: &[u8]) -> Option<Snapshot> {
+        let v: Value = serde_json::from_slice(bytes).ok()?;
+        let mut s = Snapshot {
+            revision: v.get("revision")?.as_u64()?,
+            ..Snapshot::default()
+        };
+        for (k, d) in v.get("docs")?.as_object()? {
+            let doc = Doc {
+                mod_revision: d.get("m")?.as_u64()?,
+                text: d.get("t")?.as_str()?.to_string(),
+            };
+            s.docs.insert(k.clone(), doc);
+        }
+        for (k, r) in v.get("rejected")?.as_object()? {
+            let rejection = Rejection {
+                mod_revision: r.get("m")?.as_u64()?,
+                errors: r.get("e")?.as_str()?.to_string(),
+            };
+            s.rejected.insert(k.clone(), rejection);
+        }
+        Some(s)
+    }
+
+    /// The profile these documents make, with the bootstrap's
+    /// `config_source`; `None` until the store holds a `tenancy` key (the
+    /// bootstrap profile serves meanwhile).
+    pub fn profile(&self, bootstrap: &Value) -> Option<String> {
+        profile_of(&self.docs, bootstrap)
+    }
+}
+
+fn profile_of(docs: &BTreeMap<String, Doc>, bootstrap: &Value) -> Option<String> {
+    let parse = |d: &Doc| serde_json::from_str::<Value>(&d.text).unwrap_or(Value::Null);
+    let tenancy = parse(docs.get("tenancy")?);
+    let defaults = docs.get("defaults").map_or_else(|| json!({}), parse);
+    let tenants: Map<String, Value> = docs
+        .iter()
+        .filter_map(|(k, d)| Some((k.strip_prefix("tenants/")?.to_string(), parse(d))))
+        .collect();
+    let mut profile = json!({"tenancy": tenancy, "defaults": defaults, "tenants": tenants});
+    if let (Some(source), Some(obj)) = (bootstrap.get(SECTION), profile.as_object_mut()) {
+        obj.insert(SECTION.into(), source.clone());
+    }
+    Some(profile.to_string())
+}
+
+/// Whether a key (after the prefix) is one of the layout's.
+pub fn is_profile_key(key: &str) -> bool {
+    key == "tenancy"
+        || key == "defaults"
+        || key
+            .strip_prefix("tenants/")
+            .is_some_and(|t| !t.is_empty() && !t.contains('/'))
+}
+
+/// The JSON path a key's document is reported at.
+pub fn key_path(key: &str) -> String {
+    match key.strip_prefix("tenants/") {
+        Some(t) => crate::errors::join("tenants", t),
+        None => key.to_string(),
+    }
+}
+
+/// A call to the store: `POST path` with a JSON body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceCall {
+    pub path: &'static str,
+    pub body: String,
+}
+
+/// What the store said about the keys under the prefix since the snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub revision: u64,
+    /// Keys whose document is new or changed: (key, mod_revision, value).
+    pub updated: Vec<(String, u64, Vec<u8>)>,
+    /// Keys the snapshot has and the store no longer does.
+    pub deleted: Vec<String>,
+}
+
+/// The outcome of one answer from the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Another call is needed (`next_call`).
+    Continue,
+    /// Nothing changed since the snapshot.
+    Unchanged,
+    Changed(Changes),
+    /// The store's revision is older than the one already accepted (a store
+    /// restored from an older snapshot): nothing is applied.
+    Regressed {
+        store: u64,
+        accepted: u64,
+    },
+    /// No usable answer (down, slow, junk): the last good config stays.
+    Failed(String),
+}
+
+/// A source of profile documents: the etcd one now; a Consul KV source
+/// would answer the same calls (`next_call`, `answer`) with its own
+/// protocol (blocking queries on the prefix, `X-Consul-Index` as revision).
+pub trait ConfigSource {
+    /// The call to send now, starting or continuing a poll.
+    fn next_call(&mut self, snapshot: &Snapshot) -> SourceCall;
+    /// The answer to the last call (`None`: the call failed).
+    fn answer(&mut self, snapshot: &Snapshot, response: Option<&CalloutResponse>) -> Step;
+}
+
+/// etcd v3's JSON gateway (`/v3/kv/range`): a poll first asks for the
+/// revision only (a count, a few bytes); when it moved, it lists the keys
+/// with their `mod_revision`s (deleted keys are missing), then fetches
+/// the values of the changed keys only, at that listing's revision.
+#[derive(Debug)]
+pub struct EtcdSource {
+    key: String,
+    range_end: String,
+    phase: Phase,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase {
+    Revision,
+    Listing,
+    Values { revision: u64, changes: Changes },
+}
+
+/// The end of the range of keys starting with `prefix` (etcd's rule: the
+/// prefix with its last byte incremented, dropping trailing 0xff bytes).
+pub fn prefix_range_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0] // every key
+}
+
+fn number(v: Option<&Value>) -> Option<u64> {
+    // int64 fields are JSON strings in the gateway's output; absent is 0.
+    match v {
+        None => Some(0),
+        Some(Value::String(s)) => s.parse().ok(),
+        Some(Value::Number(n)) => n.as_u64(),
+        Some(_) => None,
+    }
+}
+
+/// The header revision and the key-values of a range answer.
+type RangeAnswer = (u64, Vec<(Vec<u8>, u64, Option<Vec<u8>>)>);
+
+fn parse_range(response: Option<&CalloutResponse>) -> Result<RangeAnswer, String> {
+    let r = response.ok_or("no answer (timeout, reset or no such cluster)")?;
+    if r.status != 200 {
+        return Err(format!("HTTP {}", r.status));
+    }
+    let v: Value = serde_json::from_slice(&r.body).map_err(|_| "a body that is not JSON")?;
+    let revision = v
+        .pointer("/header/revision")
+        .and_then(|n| number(Some(n)))
+        .filter(|r| *r > 0)
+        .ok_or("an answer without a revision")?;
+    let mut kvs = Vec::new();
+    for kv in v.get("kvs").and_then(Value::as_array).into_iter().flatten() {
+        let key = kv
+            .get("key")
+            .and_then(Value::as_str)
+            .and_then(crate::base64::decode)
+            .ok_or("a key that is not base64")?;
+        let mod_revision = number(kv.get("mod_revision")).ok_or("a bad mod_revision")?;
+        let value = match kv.get("value") {
+            None => None,
+            Some(v) => Some(
+                v.as_str()
+                    .and_then(crate::base64::decode)
+                    .ok_or("a value that is not base64")?,
+            ),
+        };
+        kvs.push((key, mod_revision, value));
+    }
+    Ok((revision, kvs))
+}
+
+impl EtcdSource {
+    pub fn new(prefix: &str) -> Self {
+        EtcdSource {
+            key: crate::base64::encode(prefix.as_bytes()),
+            range_end: crate::base64::encode(&prefix_range_end(prefix.as_bytes())),
+            phase: Phase::Revision,
+        }
+    }
+
+    fn range(&self, extra: Value) -> SourceCall {
+        let mut body = json!({"key": self.key, "range_end": self.range_end});
+        if let (Some(b), Value::Object(extra)) = (body.as_object_mut(), extra) {
+            b.extend(extra);
+        }
+        SourceCall {
+            path: "/v3/kv/range",
+            body: body.to_string(),
+        }
+    }
+
+    /// The key after the prefix, when it is one of the layout's.
+    fn layout_key(&self, prefix: &str, key: &[u8]) -> Option<String> {
+        let key = std::str::from_utf8(key).ok()?.strip_prefix(prefix)?;
+        is_profile_key(key).then(|| key.to_string())
+    }
+}
+
+/// An etcd source bound to its prefix (the prefix is needed to read keys).
+#[derive(Debug)]
+pub struct Etcd {
+    prefix: String,
+    inner: EtcdSource,
+}
+
+impl Etcd {
+    pub fn new(prefix: &str) -> Self {
+        Etcd {
+            prefix: prefix.to_string(),
+            inner: EtcdSource::new(prefix),
+        }
+    }
+}
+
+impl ConfigSource for Etcd {
+    fn next_call(&mut self, _snapshot: &Snapshot) -> SourceCall {
+        let e = &self.inner;
+        match &e.phase {
+            Phase::Revision => e.range(json!({"count_only": true})),
+            Phase::Listing => e.range(json!({"keys_only": true})),
+            Phase::Values { revision, changes } => {
+                let oldest = changes
+                    .updated
+                    .iter()
+                    .map(|(_, m, _)| *m)
+                    .min()
+                    .unwrap_or(0);
+                e.range(json!({
+                    "revision": revision.to_string(),
+                    "min_mod_revision": oldest.to_string()
+                }))
+            }
+        }
+    }
+
+    fn answer(&mut self, snapshot: &Snapshot, response: Option<&CalloutResponse>) -> Step {
+        let phase = std::mem::replace(&mut self.inner.phase, Phase::Revision);
+        let (revision, kvs) = match parse_range(response) {
+            Ok(a) => a,
+            Err(e) => return Step::Failed(e.to_string()),
+        };
+        if revision < snapshot.revision {
+            return Step::Regressed {
+                store: revision,
+                accepted: snapshot.revision,
+            };
+        }
+        match phase {
+            Phase::Revision => {
+                if revision == snapshot.revision {
+                    Step::Unchanged
+                } else {
+                    self.inner.phase = Phase::Listing;
+                    Step::Continue
+                }
+            }
+            Phase::Listing => {
+                let mut listed = BTreeMap::new();
+                for (key, mod_revision, _) in kvs {
+                    if let Some(k) = self.inner.layout_key(&self.prefix, &key) {
+                        listed.insert(k, mod_revision);
+                    }
+                }
+                let deleted = snapshot
+                    .docs
+                    .keys()
+                    .chain(snapshot.rejected.keys())
+                    .filter(|k| !listed.contains_key(*k))
+                    .cloned()
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                let updated: Vec<(String, u64, Vec<u8>)> = listed
+                    .into_iter()
+                    .filter(|(k, m)| {
+                        let known = snapshot.docs.get(k).map(|d| d.mod_revision);
+                        let refused = snapshot.rejected.get(k).map(|r| r.mod_revision);
+                        known != Some(*m) && refused != Some(*m)
+                    })
+                    .map(|(k, m)| (k, m, Vec::new()))
+                    .collect();
+                let changes = Changes {
+                    revision,
+                    updated,
+                    deleted,
+                };
+                if changes.updated.is_empty() {
+                    return Step::Changed(changes);
+                }
+                self.inner.phase = Phase::Values { revision, changes };
+                Step::Continue
+            }
+            Phase::Values {
+                revision: at,
+                mut changes,
+            } => {
+                let mut values: BTreeMap<String, (u64, Vec<u8>)> = BTreeMap::new();
+                for (key, mod_revision, value) in kvs {
+                    if let (Some(k), Some(v)) = (self.inner.layout_key(&self.prefix, &key), value) {
+                        values.insert(k, (mod_revision, v));
+                    }
+                }
+                for (key, mod_revision, value) in changes.updated.iter_mut() {
+                    match values.remove(key.as_str()) {
+                        Some((m, v)) if m == *mod_revision => *value = v,
+                        // Gone or changed again since the listing: the next
+                        // poll sees it.
+                        _ => *mod_revision = 0,
+                    }
+                }
+                changes.updated.retain(|(_, m, _)| *m != 0);
+                changes.revision = at;
+                Step::Changed(changes)
+            }
+        }
+    }
+}
+
+/// The result of judging a change set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Judged {
+    pub snapshot: Snapshot,
+    /// Keys whose new document (or deletion) is now in force.
+    pub accepted: Vec<String>,
+    /// Keys whose new document (or deletion) was refused, with the errors.
+    pub rejected: Vec<(String, String)>,
+    /// The profile to run on, when the documents make one.
+    pub profile: Option<String>,
+}
+
+/// Which key's document a configuration error is about.
+fn blame(path: &str) -> String {
+    if let Some(rest) = path.strip_prefix("tenants.") {
+        // `tenants.acme.rate_limit...` or `tenants["a.b"]...`: the tenant
+        // name ends at the first '.' or '[' (names are identifiers).
+        let end = rest.find(['.', '[']).unwrap_or(rest.len());
+        return format!("tenants/{}", rest.get(..end).unwrap_or(rest));
+    }
+    if path.starts_with("defaults") {
+        return "defaults".into();
+    }
+    "tenancy".into()
+}
+
+/// Applies a change set to the snapshot, judged with `compile` (the same
+/// code `on_configure` runs): documents that do not parse, are too large or
+/// make the profile invalid keep their key's last good document (a new key
+/// is left out); the other changes apply. A change the errors cannot be
+/// pinned on (a tenancy naming a deleted tenant) is undone: the deletion
+/// when the tenancy did not change, else the tenancy change.
+pub fn judge(
+    snapshot: &Snapshot,
+    changes: Changes,
+    max_document_bytes: usize,
+    bootstrap: &Value,
+    compile: &dyn Fn(&str) -> Result<(), ConfigErrors>,
+) -> Judged {
+    let mut docs = snapshot.docs.clone();
+    let mut rejected = snapshot.rejected.clone();
+    let mut refused: Vec<(String, String)> = Vec::new();
+    // What each changed key held before (None: it was new).
+    let mut undo: BTreeMap<String, Option<Doc>> = BTreeMap::new();
+    for (key, mod_revision, value) in changes.updated {
+        let problem = if value.len() > max_document_bytes {
+            Some(format!(
+                "{}: the document is {} bytes, over max_document_bytes ({max_document_bytes})",
+                key_path(&key),
+                value.len()
+            ))
+        } else {
+            match std::str::from_utf8(&value)
+                .ok()
+                .and_then(|t| serde_json::from_str::<Value>(t).ok())
+            {
+                Some(Value::Object(_)) => None,
+                _ => Some(format!(
+                    "{}: the document is not a JSON object",
+                    key_path(&key)
+                )),
+            }
+        };
+        if let Some(p) = problem {
+            rejected.insert(
+                key.clone(),
+                Rejection {
+                    mod_revision,
+                    errors: p.clone(),
+                },
+            );
+            refused.push((key, p));
+            continue;
+        }
+        let text = String::from_utf8_lossy(&value).into_owned();
+        undo.insert(key.clone(), docs.get(&key).cloned());
+        docs.insert(key.clone(), Doc { mod_revision, text });
+        rejected.remove(&key);
+    }
+    for key in changes.deleted {
+        rejected.remove(&key);
+        if let Some(old) = docs.remove(&key) {
+            undo.insert(key, Some(old));
+        }
+    }
+    let revert = |key: &str, docs: &mut BTreeMap<String, Doc>| match undo.get(key) {
+        Some(Some(old)) => {
+            docs.insert(key.to_string(), old.clone());
+        }
+        _ => {
+            docs.remove(key);
+        }
+    };
+    let mut pending: Vec<String> = undo.keys().cloned().collect();
+    let mut outcome = None;
+    // Each round undoes at least one change; bounded by their number.
+    for _ in 0..=pending.len() {
+        let Some(profile) = profile_of(&docs, bootstrap) else {
+            outcome = Some(None);
+            break;
+        };
+        let errors = match compile(&profile) {
+            Ok(()) => {
+                outcome = Some(Some(profile));
+                break;
+            }
+            Err(e) => e,
+        };
+        let mut blamed: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for e in errors.iter() {
+            blamed
+                .entry(blame(&e.path))
+                .or_default()
+                .push(e.to_string());
+        }
+        let mut to_undo: Vec<(String, Vec<String>)> = pending
+            .iter()
+            .filter_map(|k| blamed.get(k).map(|e| (k.clone(), e.clone())))
+            .collect();
+        if to_undo.is_empty() {
+            // Errors on keys that did not change here: the deletions (or,
+            // when there is none, every change) caused them.
+            let why: Vec<String> = blamed.values().flatten().cloned().collect();
+            let deletions: Vec<String> = pending
+                .iter()
+                .filter(|k| !docs.contains_key(*k))
+                .cloned()
+                .collect();
+            let culprits = if deletions.is_empty() {
+                pending.clone()
+            } else {
+                deletions
+            };
+            to_undo = culprits.into_iter().map(|k| (k, why.clone())).collect();
+        }
+        for (key, why) in to_undo {
+            let mod_revision = docs.get(&key).map_or(0, |d| d.mod_revision);
+            revert(&key, &mut docs);
+            let errors = why.join("\n");
+            if mod_revision != 0
+                && undo
+                    .get(&key)
+                    .is_some_and(|old| old.as_ref().map(|d| d.mod_revision) != Some(mod_revision))
+            {
+                rejected.insert(
+                    key.clone(),
+                    Rejection {
+                        mod_revision,
+                        errors: errors.clone(),
+                    },
+                );
+            }
+            refused.push((key.clone(), errors));
+            pending.retain(|k| *k != key);
+        }
+    }
+    let profile = match outcome {
+        Some(p) => p,
+        None => {
+            // Could not settle: nothing of this change set applies.
+            for key in &pending {
+                revert(key, &mut docs);
+                refused.push((
+                    key.clone(),
+                    "refused with the rest of its change set".into(),
+                ));
+            }
+            pending.clear();
+            profile_of(&docs, bootstrap)
+        }
+    };
+    Judged {
+        snapshot: Snapshot {
+            revision: changes.revision,
+            docs,
+            rejected,
+        },
+        accepted: pending,
+        rejected: refused,
+        profile,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    fn answer(body: Value) -> CalloutResponse {
+        CalloutResponse {
+            status: 200,
+            headers: crate::headers::Headers::default(),
+            body: body.to_string().into_bytes(),
+        }
+    }
+
+    fn kv(key: &str, m: u64, value: Option<&str>) -> Value {
+        let mut kv = json!({
+            "key": crate::base64::encode(format!("/mw/{key}").as_bytes()),
+            "mod_revision": m.to_string(),
+        });
+        if let (Some(v), Some(o)) = (value, kv.as_object_mut()) {
+            o.insert("value".into(), json!(crate::base64::encode(v.as_bytes())));
+        }
+        kv
+    }
+
+    fn range(revision: u64, kvs: Vec<Value>) -> CalloutResponse {
+        answer(json!({"header": {"revision": revision.to_string()}, "kvs": kvs}))
+    }
+
+    /// The compile a filter would run: tenancy and tenants checked, plus a
+    /// `rate_limit.burst` per tenant.
+    fn compile(text: &str) -> Result<(), ConfigErrors> {
+        crate::profile::compile(text.as_bytes(), "rate_limit", |r| {
+            r.u64_in("burst", 1, 1, 100)
+        })
+        .map(|_| ())
+    }
+
+    fn doc(m: u64, text: &str) -> Doc {
+        Doc {
+            mod_revision: m,
+            text: text.into(),
+        }
+    }
+
+    fn good() -> Snapshot {
+        let mut s = Snapshot {
+            revision: 10,
+            ..Snapshot::default()
+        };
+        s.docs.insert(
+            "tenancy".into(),
+            doc(3, r#"{"default": "a", "hosts": {"b.example": "b"}}"#),
+        );
+        s.docs.insert(
+            "tenants/a".into(),
+            doc(4, r#"{"rate_limit": {"burst": 5}}"#),
+        );
+        s.docs.insert(
+            "tenants/b".into(),
+            doc(5, r#"{"rate_limit": {"burst": 6}}"#),
+        );
+        s
+    }
+
+    #[test]
+    fn settings_name_their_paths() {
+        let mut errors = ConfigErrors::default();
+        let s = parse_settings(
+            &json!({"config_source": {"cluster": "etcd", "prefix": "/mw/"}}),
+            &mut errors,
+        )
+        .unwrap();
+        assert_eq!(
+            (s.poll_ms, s.timeout_ms, s.authority.as_str()),
+            (1000, 2000, "etcd")
+        );
+        let mut errors = ConfigErrors::default();
+        let none = parse_settings(
+            &json!({"config_source": {"prefix": "", "poll_ms": 5, "color": 1}}),
+            &mut errors,
+        );
+        assert!(none.is_none());
+        let text = errors.finish().to_string();
+        for e in [
+            "config_source.cluster: is required",
+            "config_source.prefix: must be 1 to 256 characters",
+            "config_source.poll_ms: must be >= 100",
+            "config_source.color: unknown field",
+        ] {
+            assert!(text.contains(e), "{e} in {text}");
+        }
+        let mut errors = ConfigErrors::default();
+        assert_eq!(parse_settings(&json!({}), &mut errors), None);
+        assert!(errors.is_empty());
+    }
+
+    #[test]
+    fn range_end_follows_etcd() {
+        assert_eq!(prefix_range_end(b"/mw/"), b"/mw0");
+        assert_eq!(prefix_range_end(b"a\xff"), b"b");
+        assert_eq!(prefix_range_end(b"\xff"), b"\0");
+    }
+
+    #[test]
+    fn an_unchanged_store_costs_one_count() {
+        let mut etcd = Etcd::new("/mw/");
+        let snapshot = good();
+        let call = etcd.next_call(&snapshot);
+        assert_eq!(call.path, "/v3/kv/range");
+        let body: Value = serde_json::from_str(&call.body).unwrap();
+        assert_eq!(body["count_only"], true);
+        assert_eq!(body["key"], crate::base64::encode(b"/mw/"));
+        assert_eq!(body["range_end"], crate::base64::encode(b"/mw0"));
+        let step = etcd.answer(&snapshot, Some(&range(10, vec![])));
+        assert_eq!(step, Step::Unchanged);
+        assert_eq!(
+            etcd.answer(&snapshot, Some(&range(9, vec![]))),
+            Step::Regressed {
+                store: 9,
+                accepted: 10
+            }
+        );
+        for bad in [
+            None,
+            Some(CalloutResponse {
+                status: 503,
+                headers: crate::headers::Headers::default(),
+                body: Vec::new(),
+            }),
+            Some(answer(json!({"oops": 1}))),
+        ] {
+            assert!(matches!(
+                etcd.answer(&snapshot, bad.as_ref()),
+                Step::Failed(_)
+            ));
+        }
+    }
+
+    #[test]
+    fn a_poll_fetches_only_changed_values_and_notices_deletions() {
+        let mut etcd = Etcd::new("/mw/");
+        let snapshot = good();
+        let _ = etcd.next_call(&snapshot);
+        assert_eq!(
+            etcd.answer(&snapshot, Some(&range(12, vec![]))),
+            Step::Continue
+        );
+        let listing = etcd.next_call(&snapshot);
+        assert!(listing.body.contains("\"keys_only\":true"));
+        let listed = range(
+            12,
+            vec![
+                kv("tenancy", 3, None),
+                kv("tenants/a", 11, None),
+                kv("tenants/c", 12, None),
+                kv("_push", 12, None),
+            ],
+        );
+        assert_eq!(etcd.answer(&snapshot, Some(&listed)), Step::Continue);
+        let values = etcd.next_call(&snapshot);
+        let body: Value = serde_json::from_str(&values.body).unwrap();
+        assert_eq!(
+            (body["revision"].as_str(), body["min_mod_revision"].as_str()),
+            (Some("12"), Some("11"))
+        );
+        let fetched = range(
+            12,
+            vec![
+                kv("tenants/a", 11, Some(r#"{"rate_limit": {"burst": 9}}"#)),
+                kv("tenants/c", 12, Some("{}")),
+            ],
+        );
+        let Step::Changed(changes) = etcd.answer(&snapshot, Some(&fetched)) else {
+            panic!("changes expected");
+        };
+        assert_eq!(changes.revision, 12);
+        assert_eq!(changes.deleted, ["tenants/b"]);
+        let keys: Vec<&str> = changes.updated.iter().map(|u| u.0.as_str()).collect();
+        assert_eq!(keys, ["tenants/a", "tenants/c"]);
+    }
+
+    fn change(key: &str, m: u64, text: &str) -> (String, u64, Vec<u8>) {
+        (key.to_string(), m, text.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn a_bad_tenant_document_keeps_its_last_good_and_others_apply() {
+        let changes = Changes {
+            revision: 12,
+            updated: vec![
+                change("tenants/a", 11, r#"{"rate_limit": {"burst": 0}}"#),
+                change("tenants/b", 12, r#"{"rate_limit": {"burst": 7}}"#),
+            ],
+            deleted: vec![],
+        };
+        let j = judge(&good(), changes, 1024, &json!({}), &compile);
+        assert_eq!(j.accepted, ["tenants/b"]);
+        assert_eq!(j.rejected.len(), 1);
+        assert_eq!(j.rejected[0].0, "tenants/a");
+        assert!(
+            j.rejected[0]
+                .1
+                .contains("tenants.a.rate_limit.burst: must be >= 1"),
+            "{:?}",
+            j.rejected
+        );
+        assert_eq!(j.snapshot.docs["tenants/a"].mod_revision, 4);
+        assert_eq!(j.snapshot.docs["tenants/b"].mod_revision, 12);
+        assert_eq!(j.snapshot.rejected["tenants/a"].mod_revision, 11);
+        assert_eq!(j.snapshot.revision, 12);
+        let profile: Value = serde_json::from_str(j.profile.as_deref().unwrap()).unwrap();
+        assert_eq!(profile["tenants"]["a"]["rate_limit"]["burst"], 5);
+        assert_eq!(profile["tenants"]["b"]["rate_limit"]["burst"], 7);
+        // The refused document is not fetched again until it changes.
+        let again = Snapshot::from_json(j.snapshot.to_json().as_bytes()).unwrap();
+        assert_eq!(again, j.snapshot);
+    }
+
+    #[test]
+    fn junk_oversize_and_orphaning_changes_are_refused() {
+        let changes = Changes {
+            revision: 13,
+            updated: vec![
+                change("tenants/a", 11, "not json"),
+                change(
+                    "tenants/c",
+                    12,
+                    &format!(r#"{{"x": "{}"}}"#, "y".repeat(2000)),
+                ),
+            ],
+            // tenancy still routes b.example to b: deleting b is refused.
+            deleted: vec!["tenants/b".into()],
+        };
+        let j = judge(&good(), changes, 1024, &json!({}), &compile);
+        assert!(j.accepted.is_empty(), "{:?}", j.accepted);
+        let why: BTreeMap<String, String> = j.rejected.into_iter().collect();
+        assert!(why["tenants/a"].contains("tenants.a: the document is not a JSON object"));
+        assert!(why["tenants/c"].contains("over max_document_bytes (1024)"));
+        assert!(
+            why["tenants/b"].contains("tenancy.hosts"),
+            "{}",
+            why["tenants/b"]
+        );
+        assert_eq!(j.snapshot.docs, good().docs);
+        // A tenancy naming an unknown tenant is refused as a whole.
+        let changes = Changes {
+            revision: 14,
+            updated: vec![change(
+                "tenancy",
+                14,
+                r#"{"default": "a", "hosts": {"x.example": "ghost"}}"#,
+            )],
+            deleted: vec![],
+        };
+        let j = judge(&good(), changes, 1024, &json!({}), &compile);
+        assert_eq!(j.rejected.len(), 1);
+        assert!(j.rejected[0].1.contains("unknown tenant \"ghost\""));
+        assert_eq!(j.snapshot.docs["tenancy"].mod_revision, 3);
+        // Deleting a tenant nothing routes to is fine.
+        let mut s = good();
+        s.docs
+            .insert("tenancy".into(), doc(3, r#"{"default": "a"}"#));
+        let changes = Changes {
+            revision: 15,
+            updated: vec![],
+            deleted: vec!["tenants/b".into()],
+        };
+        let j = judge(&s, changes, 1024, &json!({}), &compile);
+        assert_eq!(j.accepted, ["tenants/b"]);
+        assert!(!j.snapshot.docs.contains_key("tenants/b"));
+    }
+
+    #[test]
+    fn no_tenancy_key_means_the_bootstrap_serves() {
+        let changes = Changes {
+            revision: 2,
+            updated: vec![change("tenants/a", 2, "{}")],
+            deleted: vec![],
+        };
+        let j = judge(&Snapshot::default(), changes, 1024, &json!({}), &compile);
+        assert_eq!(j.profile, None);
+        assert_eq!(j.accepted, ["tenants/a"]);
+    }
+}
