@@ -57,10 +57,10 @@ pub fn free_port() -> u16 {
 
 /// A fresh folder for one Envoy's bootstrap and log, removed when dropped
 /// unless a test is failing (its log is then worth keeping).
-struct ScratchDir(PathBuf);
+pub(crate) struct ScratchDir(pub(crate) PathBuf);
 
 impl ScratchDir {
-    fn new() -> ScratchDir {
+    pub(crate) fn new() -> ScratchDir {
         static N: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "meshware-e2e-{}-{}",
@@ -71,7 +71,7 @@ impl ScratchDir {
         ScratchDir(dir)
     }
 
-    fn join(&self, name: &str) -> PathBuf {
+    pub(crate) fn join(&self, name: &str) -> PathBuf {
         self.0.join(name)
     }
 }

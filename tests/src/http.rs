@@ -57,6 +57,38 @@ pub fn send(
     parse(&raw)
 }
 
+/// One keep-alive HTTP/1.1 connection: requests are sent on it one after
+/// the other (a client that never reconnects).
+pub struct KeepAlive {
+    stream: TcpStream,
+}
+
+impl KeepAlive {
+    pub fn connect(port: u16) -> std::io::Result<KeepAlive> {
+        let stream = TcpStream::connect(("127.0.0.1", port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+        stream.set_nodelay(true)?;
+        Ok(KeepAlive { stream })
+    }
+
+    pub fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> std::io::Result<Response> {
+        let mut req = format!("GET {path} HTTP/1.1\r\n").into_bytes();
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            req.extend_from_slice(b"host: localhost\r\n");
+        }
+        for (k, v) in headers {
+            req.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+        }
+        req.extend_from_slice(b"\r\n");
+        self.stream.write_all(&req)?;
+        let raw = read_response(&mut self.stream)?;
+        if raw.is_empty() {
+            return Err(bad("the connection closed"));
+        }
+        parse(&raw)
+    }
+}
+
 pub fn get(port: u16, path: &str, headers: &[(&str, &str)]) -> std::io::Result<Response> {
     let h: Vec<(&str, &[u8])> = headers.iter().map(|(k, v)| (*k, v.as_bytes())).collect();
     send(port, "GET", path, &h, b"")

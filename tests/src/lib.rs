@@ -5,6 +5,7 @@
 pub mod bench_setup;
 pub mod echo;
 pub mod envoy;
+pub mod etcd;
 pub mod grpc;
 pub mod http;
 pub mod page;

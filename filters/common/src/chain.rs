@@ -346,6 +346,8 @@ pub struct SuiteRoot {
     stages: Vec<Box<dyn RootStage>>,
     /// Per stage: period and the next due time of its tick, in ms.
     ticks: Vec<(u64, u64)>,
+    /// The live configuration source (`config_source`): one for every concern.
+    live: Option<crate::live_host::LiveHost>,
 }
 
 impl SuiteRoot {
@@ -355,7 +357,83 @@ impl SuiteRoot {
             concerns,
             stages: Vec::new(),
             ticks: Vec::new(),
+            live: None,
         }
+    }
+
+    /// The concerns a profile runs (those with a section; invalid JSON:
+    /// every concern, to report it).
+    fn concerns_for(&self, config: &[u8]) -> Vec<&'static Concern> {
+        let present = crate::profile::sections_present(config);
+        self.concerns
+            .iter()
+            .filter(|c| present.as_ref().is_none_or(|p| p.contains(c.name)))
+            .collect()
+    }
+
+    /// Checks a profile with every concern's compile code (and the shared
+    /// parts once when there is none), changing nothing.
+    fn validate(&self, config: &str) -> Result<(), ConfigErrors> {
+        let mut errors = ConfigErrors::default();
+        let mut concerns = self.concerns_for(config.as_bytes());
+        if concerns.is_empty() {
+            concerns.extend(self.concerns.first());
+        }
+        for concern in concerns {
+            if let Err(e) = (concern.make)(self.context_id).validate(config) {
+                errors.merge(e);
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.finish())
+        }
+    }
+
+    /// Swaps in a new (validated) profile between requests: in place when
+    /// it runs the same concerns (their held requests and background calls
+    /// carry on), else the stages are rebuilt (held requests answered first).
+    fn reconfigure(&mut self, config: &str) {
+        let names: Vec<&str> = self.stages.iter().map(|s| s.name()).collect();
+        let wanted: Vec<&str> = self
+            .concerns_for(config.as_bytes())
+            .iter()
+            .map(|c| c.name)
+            .collect();
+        if names == wanted {
+            for stage in &mut self.stages {
+                stage.reconfigure(config);
+            }
+            return;
+        }
+        for stage in &mut self.stages {
+            stage.release();
+        }
+        match self.configure(config.as_bytes()) {
+            Ok(enabled) => {
+                log::info!("[suite] concerns now: {}", enabled.join(", "));
+                self.set_ticks();
+            }
+            Err(errors) => log::error!("[suite] live profile refused:\n{errors}"),
+        }
+    }
+
+    /// Each stage's tick period and the VM's (the shortest any concern or
+    /// the live source asks for, and the metric flush's).
+    fn set_ticks(&mut self) {
+        let now = EnvoyEnv.now_ms();
+        self.ticks = self
+            .stages
+            .iter()
+            .map(|s| (u64::from(s.tick_period_ms()), now))
+            .collect();
+        let shortest = self.ticks.iter().map(|t| t.0).filter(|p| *p > 0).min();
+        let mut period = crate::host::vm_tick_period_ms(shortest.unwrap_or(0));
+        if let Some(live) = &self.live {
+            period = period.min(live.poll_ms());
+        }
+        hostcalls::set_tick_period(std::time::Duration::from_millis(period)).ok();
     }
 
     fn configure(&mut self, config: &[u8]) -> Result<Vec<&'static str>, ConfigErrors> {
@@ -410,6 +488,18 @@ impl Context for SuiteRoot {
         body_size: usize,
         _num_trailers: usize,
     ) {
+        if let Some(mut live) = self.live.take() {
+            if live.owns(token_id) {
+                let response = crate::host::callout_response(num_headers, body_size);
+                let accepted = live.answer(response.as_ref(), &|c| self.validate(c));
+                self.live = Some(live);
+                if let Some(profile) = accepted {
+                    self.reconfigure(&profile);
+                }
+                return;
+            }
+            self.live = Some(live);
+        }
         for stage in &mut self.stages {
             stage.call_response(token_id, num_headers, body_size);
         }
@@ -419,20 +509,16 @@ impl Context for SuiteRoot {
 impl RootContext for SuiteRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
         follow_log_level();
-        match self.configure(&plugin_configuration()) {
+        let config = plugin_configuration();
+        match self.configure(&config) {
             Ok(enabled) => {
                 log::info!("[suite] concerns: {}", enabled.join(", "));
-                let now = EnvoyEnv.now_ms();
-                self.ticks = self
-                    .stages
-                    .iter()
-                    .map(|s| (u64::from(s.tick_period_ms()), now))
-                    .collect();
-                // One tick period for the VM: the shortest any concern asks
-                // for, and the metric flush's.
-                let shortest = self.ticks.iter().map(|t| t.0).filter(|p| *p > 0).min();
-                let period = crate::host::vm_tick_period_ms(shortest.unwrap_or(0));
-                hostcalls::set_tick_period(std::time::Duration::from_millis(period)).ok();
+                self.live = crate::live_host::LiveHost::new("suite", &config, crate::host::seed());
+                // A reloaded VM starts on the latest accepted revision.
+                if let Some(profile) = self.live.as_mut().and_then(|l| l.adopt()) {
+                    self.reconfigure(&profile);
+                }
+                self.set_ticks();
                 true
             }
             Err(errors) => {
@@ -447,6 +533,13 @@ impl RootContext for SuiteRoot {
 
     fn on_tick(&mut self) {
         crate::host::flush_metrics();
+        if let Some(live) = self.live.as_mut() {
+            let adopted = live.adopt();
+            live.tick();
+            if let Some(profile) = adopted {
+                self.reconfigure(&profile);
+            }
+        }
         let now = EnvoyEnv.now_ms();
         for (stage, (period, due)) in self.stages.iter_mut().zip(self.ticks.iter_mut()) {
             if crate::host::tick_due(now, due, *period) {

@@ -33,7 +33,7 @@ pub fn init(filter: &'static str) {
 
 /// A VM-wide seed from the host's entropy (WASI `random_get`), mixed with time
 /// so a failing entropy source still gives distinct ids per VM.
-fn seed() -> u64 {
+pub(crate) fn seed() -> u64 {
     let mut bytes = [0u8; 8];
     let random = getrandom::fill(&mut bytes).is_ok();
     let time = hostcalls::get_current_time()
@@ -128,6 +128,9 @@ pub struct Root<F: HttpFilter> {
     /// When the filter's own tick is next due (ms): the VM ticks more often,
     /// to flush metrics.
     tick_due_ms: u64,
+    /// The live configuration source (`config_source`), for a module on its
+    /// own (the suite's root runs one for all its concerns).
+    live: Option<crate::live_host::LiveHost>,
 }
 
 impl<F: HttpFilter> Root<F> {
@@ -142,7 +145,46 @@ impl<F: HttpFilter> Root<F> {
             }),
             callouts: std::collections::HashMap::new(),
             tick_due_ms: 0,
+            live: None,
         }
+    }
+
+    /// Answers every held request as if its wait had expired, with the
+    /// settings it was held under: a new configuration may move tenants to
+    /// other slots.
+    fn release_held(&mut self, compiled: &Compiled<F>) {
+        if let Ok(mut parked) = self.worker.parked.try_borrow_mut() {
+            parked.iter_mut().for_each(|p| p.deadline_ms = 0);
+        }
+        self.expire_parked(compiled);
+        self.callouts.clear();
+    }
+
+    /// Swaps in a new profile between requests (live configuration): the
+    /// requests in flight finish on the settings they started with.
+    pub fn reconfigure(&mut self, config: &str) {
+        let old = self.compiled.clone();
+        match self.configure(config.as_bytes()) {
+            Ok(()) => {
+                let moved = match (&old, &self.compiled) {
+                    (Some(o), Some(n)) => o.profile.tenant_names() != n.profile.tenant_names(),
+                    _ => false,
+                };
+                if let (true, Some(old)) = (moved, old) {
+                    self.release_held(&old);
+                }
+            }
+            Err(errors) => log::error!(
+                "[{}] live profile refused ({} problems), keeping the current one:\n{errors}",
+                F::NAME,
+                errors.len()
+            ),
+        }
+    }
+
+    /// Validates a profile with this filter's compile code, changing nothing.
+    pub fn validate(config: &str) -> Result<(), crate::errors::ConfigErrors> {
+        compile::<F>(config.as_bytes()).map(|_| ())
     }
 
     /// Answers held requests whose deadline passed.
@@ -170,7 +212,7 @@ impl<F: HttpFilter> Root<F> {
 }
 
 /// Reads the answer of the callout being delivered.
-fn callout_response(num_headers: usize, body_size: usize) -> Option<CalloutResponse> {
+pub(crate) fn callout_response(num_headers: usize, body_size: usize) -> Option<CalloutResponse> {
     if num_headers == 0 {
         return None; // Envoy's signal for a failed call (timeout, reset, no host)
     }
@@ -710,6 +752,13 @@ impl<F: HttpFilter> Context for Root<F> {
         if self.worker.serves.get() {
             test_panic::at("http_call_response");
         }
+        if let Some(live) = self.live.as_mut().filter(|l| l.owns(token_id)) {
+            let response = callout_response(num_headers, body_size);
+            if let Some(profile) = live.answer(response.as_ref(), &Self::validate) {
+                self.reconfigure(&profile);
+            }
+            return;
+        }
         if !F::MAKES_CALLOUTS {
             return;
         }
@@ -805,9 +854,18 @@ pub fn follow_log_level() {
 impl<F: HttpFilter> RootContext for Root<F> {
     fn on_configure(&mut self, _size: usize) -> bool {
         follow_log_level();
-        match self.configure(&plugin_configuration()) {
+        let config = plugin_configuration();
+        match self.configure(&config) {
             Ok(()) => {
-                let period = vm_tick_period_ms(u64::from(Self::tick_period_ms()));
+                let mut period = vm_tick_period_ms(u64::from(Self::tick_period_ms()));
+                self.live = crate::live_host::LiveHost::new(F::NAME, &config, seed());
+                if let Some(live) = self.live.as_mut() {
+                    period = period.min(live.poll_ms());
+                    // A reloaded VM starts on the latest accepted revision.
+                    if let Some(profile) = live.adopt() {
+                        self.reconfigure(&profile);
+                    }
+                }
                 hostcalls::set_tick_period(std::time::Duration::from_millis(period)).ok();
                 true
             }
@@ -824,6 +882,13 @@ impl<F: HttpFilter> RootContext for Root<F> {
 
     fn on_tick(&mut self) {
         flush_metrics();
+        if let Some(live) = self.live.as_mut() {
+            let adopted = live.adopt();
+            live.tick();
+            if let Some(profile) = adopted {
+                self.reconfigure(&profile);
+            }
+        }
         let period = u64::from(Self::tick_period_ms());
         if period == 0 {
             return;
@@ -924,6 +989,12 @@ pub trait RootStage {
     /// A background callout's answer (ignored unless this stage started it).
     fn call_response(&mut self, token: u32, num_headers: usize, body_size: usize);
     fn stage(&self, context_id: u32) -> Box<dyn Stage>;
+    /// Checks a profile with this concern's compile code, changing nothing.
+    fn validate(&self, config: &str) -> Result<(), crate::errors::ConfigErrors>;
+    /// Swaps in a new (validated) profile between requests.
+    fn reconfigure(&mut self, config: &str);
+    /// Answers every held request (the stage is going away).
+    fn release(&mut self);
 }
 
 impl<F: HttpFilter> RootStage for Root<F> {
@@ -944,6 +1015,17 @@ impl<F: HttpFilter> RootStage for Root<F> {
     }
     fn stage(&self, context_id: u32) -> Box<dyn Stage> {
         Box::new(self.stream(context_id))
+    }
+    fn validate(&self, config: &str) -> Result<(), crate::errors::ConfigErrors> {
+        Self::validate(config)
+    }
+    fn reconfigure(&mut self, config: &str) {
+        Root::reconfigure(self, config);
+    }
+    fn release(&mut self) {
+        if let Some(compiled) = self.compiled.clone() {
+            self.release_held(&compiled);
+        }
     }
 }
 

@@ -44,6 +44,8 @@ pub mod chain;
 pub mod host;
 #[cfg(target_os = "wasi")]
 pub mod hostcall;
+#[cfg(target_os = "wasi")]
+pub mod live_host;
 
 pub use decision::{
     Callout, CalloutResponse, Decision, HeaderEdits, HeaderOp, LocalReply, Outcomes, Park,

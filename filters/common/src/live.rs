@@ -539,6 +539,14 @@ pub fn judge(
     }
     for key in changes.deleted {
         rejected.remove(&key);
+        if key == "tenancy" && docs.contains_key(&key) {
+            // A profile needs one: the last good tenancy stays.
+            refused.push((
+                key,
+                "tenancy: deleting it is refused (a profile needs one)".into(),
+            ));
+            continue;
+        }
         if let Some(old) = docs.remove(&key) {
             undo.insert(key, Some(old));
         }
@@ -912,6 +920,16 @@ mod tests {
         let j = judge(&s, changes, 1024, &json!({}), &compile);
         assert_eq!(j.accepted, ["tenants/b"]);
         assert!(!j.snapshot.docs.contains_key("tenants/b"));
+        // The tenancy itself is never deleted.
+        let changes = Changes {
+            revision: 16,
+            updated: vec![],
+            deleted: vec!["tenancy".into()],
+        };
+        let j = judge(&good(), changes, 1024, &json!({}), &compile);
+        assert_eq!(j.rejected[0].0, "tenancy");
+        assert!(j.snapshot.docs.contains_key("tenancy"));
+        assert!(j.profile.is_some());
     }
 
     #[test]

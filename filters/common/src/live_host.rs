@@ -1,0 +1,309 @@
+//! The host side of live configuration (`crate::live`): one worker per
+//! module polls the store (a lease in shared data), judges changes with the
+//! module's own compile code and publishes the accepted snapshot in shared
+//! data; every worker (the poller too) adopts a newer snapshot on its tick
+//! and reconfigures between requests. Shared data outlives a crashed VM, so
+//! a reloaded VM starts on the latest accepted snapshot, not on the
+//! bootstrap's profile.
+
+use crate::errors::ConfigErrors;
+use crate::host::EnvoyEnv;
+use crate::hostcall as hostcalls;
+use crate::live::{ConfigSource, Etcd, Snapshot, SourceSettings, Step};
+use crate::store::{HostEnv, SharedStore};
+use serde_json::{json, Value};
+
+/// Envoy's own header for a call's upstream path etc.
+const METHOD: &str = "POST";
+
+pub struct LiveHost {
+    module: &'static str,
+    settings: SourceSettings,
+    bootstrap: Value,
+    source: Etcd,
+    /// What this worker runs on.
+    snapshot: Snapshot,
+    /// This worker's lease identity.
+    owner: u64,
+    /// The poll call in flight: token and when it started.
+    in_flight: Option<(u32, u64)>,
+    next_poll_ms: u64,
+    /// Consecutive failed polls (one warning per streak).
+    failures: u32,
+    regressed: bool,
+    started_ms: u64,
+}
+
+/// Shared-data keys of one module's live configuration.
+fn key(module: &str, what: &str) -> String {
+    format!("meshware.live.{module}.{what}")
+}
+
+/// Overwrites a key (CAS on the version just read).
+fn put(key: &str, value: &[u8]) {
+    let cas = EnvoyEnv.get(key).map(|(_, cas)| cas);
+    let _ = EnvoyEnv.set(key, value, cas);
+}
+
+/// What the status of a module's source says, for the status endpoint and
+/// the staleness metric: when the store last answered, and the last problem.
+pub fn status(module: &str) -> Option<Value> {
+    let (bytes, _) = EnvoyEnv.get(&key(module, "status"))?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+impl LiveHost {
+    /// The live source the plugin configuration names, if any.
+    pub fn new(module: &'static str, config: &[u8], owner: u64) -> Option<LiveHost> {
+        let bootstrap: Value = serde_json::from_slice(config).ok()?;
+        let mut errors = ConfigErrors::default();
+        let settings = crate::live::parse_settings(&bootstrap, &mut errors)?;
+        let now = EnvoyEnv.now_ms();
+        Some(LiveHost {
+            module,
+            source: Etcd::new(&settings.prefix),
+            settings,
+            bootstrap,
+            snapshot: Snapshot::default(),
+            owner,
+            in_flight: None,
+            next_poll_ms: 0,
+            failures: 0,
+            regressed: false,
+            started_ms: now,
+        })
+    }
+
+    pub fn poll_ms(&self) -> u64 {
+        self.settings.poll_ms
+    }
+
+    /// The published snapshot, when newer than this worker's: its profile
+    /// to reconfigure with (`None`: nothing newer, or no profile yet).
+    pub fn adopt(&mut self) -> Option<String> {
+        let (rev, _) = EnvoyEnv.get(&key(self.module, "rev"))?;
+        let published: u64 = std::str::from_utf8(&rev).ok()?.trim().parse().ok()?;
+        if published <= self.snapshot.revision {
+            return None;
+        }
+        let (bytes, _) = EnvoyEnv.get(&key(self.module, "snapshot"))?;
+        let snapshot = Snapshot::from_json(&bytes)?;
+        let changed = snapshot.docs != self.snapshot.docs;
+        log::debug!(
+            "[{}] adopting config revision {published} (documents changed: {changed})",
+            self.module
+        );
+        self.snapshot = snapshot;
+        if changed {
+            self.snapshot.profile(&self.bootstrap)
+        } else {
+            None
+        }
+    }
+
+    /// Whether this worker holds (or now takes) the polling lease.
+    fn lease(&self, now: u64) -> bool {
+        let k = key(self.module, "lease");
+        let until = now
+            .saturating_add(self.settings.poll_ms.saturating_mul(3))
+            .saturating_add(self.settings.timeout_ms);
+        let mine = format!("{} {until}", self.owner);
+        let cas = match EnvoyEnv.get(&k) {
+            Some((value, cas)) => {
+                let text = String::from_utf8_lossy(&value);
+                let mut parts = text.split(' ');
+                let holder: u64 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+                let held_until: u64 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+                if holder != self.owner && held_until > now {
+                    return false;
+                }
+                Some(cas)
+            }
+            None => None,
+        };
+        EnvoyEnv.set(&k, mine.as_bytes(), cas).is_ok()
+    }
+
+    /// On tick: starts a poll when one is due and this worker holds the lease.
+    pub fn tick(&mut self) {
+        let now = EnvoyEnv.now_ms();
+        if let Some((_, since)) = self.in_flight {
+            // Envoy answers every call by its timeout; this is a backstop.
+            if now < since.saturating_add(self.settings.timeout_ms.saturating_mul(2)) {
+                return;
+            }
+            self.in_flight = None;
+        }
+        if now < self.next_poll_ms || !self.lease(now) {
+            return;
+        }
+        self.next_poll_ms = now.saturating_add(self.settings.poll_ms);
+        self.send(now);
+    }
+
+    fn send(&mut self, now: u64) {
+        let call = self.source.next_call(&self.snapshot);
+        let headers = vec![
+            (":method", METHOD),
+            (":path", call.path),
+            (":authority", self.settings.authority.as_str()),
+            ("content-type", "application/json"),
+        ];
+        match hostcalls::dispatch_http_call(
+            &self.settings.cluster,
+            headers,
+            Some(call.body.as_bytes()),
+            Vec::new(),
+            std::time::Duration::from_millis(self.settings.timeout_ms),
+        ) {
+            Ok(token) => self.in_flight = Some((token, now)),
+            Err(status) => {
+                let _ = self.source.answer(&self.snapshot, None);
+                self.failed(&format!("the call could not start ({status:?})"), now);
+            }
+        }
+    }
+
+    /// Whether `token` is this source's call.
+    pub fn owns(&self, token: u32) -> bool {
+        self.in_flight.is_some_and(|(t, _)| t == token)
+    }
+
+    /// The store answered (`None`: the call failed). Returns the profile to
+    /// reconfigure with when a change was accepted.
+    pub fn answer(
+        &mut self,
+        response: Option<&crate::CalloutResponse>,
+        compile: &dyn Fn(&str) -> Result<(), ConfigErrors>,
+    ) -> Option<String> {
+        self.in_flight = None;
+        let now = EnvoyEnv.now_ms();
+        match self.source.answer(&self.snapshot, response) {
+            Step::Continue => {
+                self.send(now);
+                None
+            }
+            Step::Unchanged => {
+                self.ok(now, None);
+                None
+            }
+            Step::Regressed { store, accepted } => {
+                if !self.regressed {
+                    log::error!(
+                        "[{}] config store {}: its revision {store} is older than the accepted {accepted} (restored from an older snapshot?): nothing applied until it moves past {accepted}",
+                        self.module,
+                        self.settings.cluster
+                    );
+                }
+                self.regressed = true;
+                self.status(
+                    now,
+                    Some(format!(
+                        "store revision {store} is older than the accepted {accepted}"
+                    )),
+                );
+                None
+            }
+            Step::Failed(why) => {
+                self.failed(&why, now);
+                None
+            }
+            Step::Changed(changes) => {
+                let judged = crate::live::judge(
+                    &self.snapshot,
+                    changes,
+                    self.settings.max_document_bytes,
+                    &self.bootstrap,
+                    compile,
+                );
+                for (k, errors) in &judged.rejected {
+                    log::warn!(
+                        "[{}] config store: {k} refused, its last good document stays:\n{errors}",
+                        self.module
+                    );
+                }
+                if !judged.accepted.is_empty() {
+                    log::info!(
+                        "[{}] config store revision {}: applied {}",
+                        self.module,
+                        judged.snapshot.revision,
+                        judged.accepted.join(", ")
+                    );
+                }
+                let changed = judged.snapshot.docs != self.snapshot.docs;
+                self.snapshot = judged.snapshot;
+                put(
+                    &key(self.module, "snapshot"),
+                    self.snapshot.to_json().as_bytes(),
+                );
+                put(
+                    &key(self.module, "rev"),
+                    self.snapshot.revision.to_string().as_bytes(),
+                );
+                self.ok(now, None);
+                if changed {
+                    judged.profile
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
+    fn ok(&mut self, now: u64, problem: Option<String>) {
+        if self.failures > 0 || self.regressed {
+            log::info!(
+                "[{}] config store {}: answering again",
+                self.module,
+                self.settings.cluster
+            );
+        }
+        self.failures = 0;
+        self.regressed = false;
+        self.status(now, problem);
+    }
+
+    fn failed(&mut self, why: &str, now: u64) {
+        self.failures = self.failures.saturating_add(1);
+        if self.failures == 1 {
+            log::warn!(
+                "[{}] config store {}: poll failed: {why}; keeping revision {}",
+                self.module,
+                self.settings.cluster,
+                self.snapshot.revision
+            );
+        }
+        // Publish the problem; `last_ok_ms` stays what the last good poll wrote.
+        let last_ok = status(self.module)
+            .and_then(|s| s.get("last_ok_ms").and_then(Value::as_u64))
+            .unwrap_or(0);
+        self.write_status(last_ok, Some(why.to_string()), now);
+    }
+
+    fn status(&self, now: u64, problem: Option<String>) {
+        let ok = if problem.is_none() || self.regressed {
+            now
+        } else {
+            0
+        };
+        self.write_status(ok, problem, now);
+    }
+
+    fn write_status(&self, last_ok_ms: u64, problem: Option<String>, now: u64) {
+        let value = json!({
+            "cluster": self.settings.cluster,
+            "prefix": self.settings.prefix,
+            "revision": self.snapshot.revision,
+            "last_ok_ms": last_ok_ms,
+            "last_poll_ms": now,
+            "problem": problem,
+            "started_ms": self.started_ms,
+        });
+        put(&key(self.module, "status"), value.to_string().as_bytes());
+    }
+
+    /// The snapshot this worker runs on.
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+}

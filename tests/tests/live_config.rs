@@ -1,0 +1,328 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // test helpers outside #[test] fns
+//! Live tenant configuration from a real etcd (started per test on free
+//! ports) through real Envoy with two workers: changes reach requests on
+//! already-open keep-alive connections, bad documents keep their tenant's
+//! last good settings, and the store's failures keep the last good config.
+
+use meshware_e2e::envoy::Envoy;
+use meshware_e2e::etcd::Etcd;
+use meshware_e2e::http::{self, KeepAlive, Response};
+use meshware_e2e::suite::Suite;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+const PREFIX: &str = "/mw/";
+const ACME: (&str, &str) = ("host", "a.example");
+const BETA: (&str, &str) = ("host", "b.example");
+
+fn tenant(quota: u64) -> Value {
+    json!({"rate_limit": {"response_headers": true, "limits": [
+        {"name": "tenant", "key": "tenant", "rate": quota, "per": "minute", "burst": quota}
+    ]}})
+}
+
+/// The documents the store holds: two tenants with their quotas.
+fn store_profile(acme: u64, beta: u64) -> Value {
+    json!({
+        "tenancy": {"default": "public", "hosts": {"a.example": "acme", "b.example": "beta"}},
+        "defaults": {},
+        "tenants": {"acme": tenant(acme), "beta": tenant(beta), "public": {}}
+    })
+}
+
+/// The bootstrap's profile: the same tenants with quota 50 (what serves
+/// until the store answers), and the store to poll.
+fn bootstrap_profile() -> String {
+    let mut p = store_profile(50, 50);
+    p["config_source"] =
+        json!({"cluster": "etcd", "prefix": PREFIX, "poll_ms": 250, "timeout_ms": 1000});
+    p.to_string()
+}
+
+fn start(etcd: &Etcd) -> Suite {
+    let port = etcd.port;
+    Suite::start_edited(&bootstrap_profile(), &["rate_limit"], move |config| {
+        config["static_resources"]["clusters"]
+            .as_array_mut()
+            .unwrap()
+            .push(meshware_cli::bootstrap::static_cluster("etcd", port));
+    })
+}
+
+/// The quota a response was judged under (`RateLimit-Policy: "tenant";q=N;w=60`).
+fn quota(r: &Response) -> Option<u64> {
+    let policy = r.header("ratelimit-policy")?;
+    policy
+        .split(';')
+        .find_map(|p| p.strip_prefix("q=")?.parse().ok())
+}
+
+fn quota_of(s: &Suite, host: (&str, &str)) -> Option<u64> {
+    quota(&s.get("/", &[host]))
+}
+
+/// Waits until a fresh connection's request for `host` sees `want`.
+fn wait_quota(s: &Suite, host: (&str, &str), want: u64, what: &str) {
+    assert!(
+        meshware_e2e::eventually(10, || quota_of(s, host) == Some(want)),
+        "{what}: quota {:?}, not {want}\n{}",
+        quota_of(s, host),
+        s.envoy.log()
+    );
+}
+
+#[test]
+fn a_pushed_quota_reaches_open_keep_alive_connections_on_every_worker() {
+    let etcd = Etcd::start();
+    etcd.put_profile(PREFIX, &store_profile(3000, 4000));
+    let s = start(&etcd);
+    wait_quota(
+        &s,
+        ACME,
+        3000,
+        "the store's profile replaces the bootstrap's",
+    );
+    // Eight connections opened before the change, kept open: with two
+    // workers, both serve some of them.
+    let mut conns: Vec<KeepAlive> = (0..8)
+        .map(|_| KeepAlive::connect(s.port).unwrap())
+        .collect();
+    for c in conns.iter_mut() {
+        let r = c.get("/", &[ACME]).unwrap();
+        assert_eq!(quota(&r), Some(3000));
+    }
+    let pushed = Instant::now();
+    etcd.put(&format!("{PREFIX}tenants/acme"), &tenant(7000).to_string());
+    let mut pending: Vec<usize> = (0..conns.len()).collect();
+    let mut statuses = Vec::new();
+    while !pending.is_empty() && pushed.elapsed() < Duration::from_secs(10) {
+        pending.retain(|i| {
+            let r = conns[*i]
+                .get("/", &[ACME])
+                .expect("the connection stays open");
+            statuses.push(r.status);
+            quota(&r) != Some(7000)
+        });
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = pushed.elapsed();
+    assert!(
+        pending.is_empty(),
+        "connections {pending:?} still on the old quota after {took:?}\n{}",
+        s.envoy.log()
+    );
+    // Within the documented bound (docs/CONFIG.md: two poll periods plus
+    // the store's answer; 5 s leaves room for a loaded machine).
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(
+        statuses.iter().all(|st| *st == 200),
+        "no failed request: {statuses:?}"
+    );
+    // The other tenant is untouched, on the old connections too.
+    for c in conns.iter_mut() {
+        assert_eq!(quota(&c.get("/", &[BETA]).unwrap()), Some(4000));
+    }
+    let log = s.envoy.log();
+    assert!(log.contains("applied tenants/acme"), "{log}");
+}
+
+#[test]
+fn bad_documents_keep_the_last_good_and_others_still_update() {
+    let etcd = Etcd::start();
+    etcd.put_profile(PREFIX, &store_profile(30, 40));
+    let s = start(&etcd);
+    wait_quota(&s, ACME, 30, "start");
+    // acme's new document is invalid, beta's is fine: beta moves, acme stays.
+    let mut bad = tenant(31);
+    bad["rate_limit"]["limits"][0]["burst"] = json!(0);
+    etcd.put(&format!("{PREFIX}tenants/acme"), &bad.to_string());
+    etcd.put(&format!("{PREFIX}tenants/beta"), &tenant(41).to_string());
+    wait_quota(&s, BETA, 41, "beta updated");
+    assert_eq!(quota_of(&s, ACME), Some(30), "acme keeps its last good");
+    assert!(
+        meshware_e2e::eventually(5, || s
+            .envoy
+            .log()
+            .contains("tenants/acme refused, its last good document stays")),
+        "{}",
+        s.envoy.log()
+    );
+    assert!(s
+        .envoy
+        .log()
+        .contains("tenants.acme.rate_limit.limits[0].burst: must be >= 1"));
+    // Junk and an oversized document: refused the same way.
+    etcd.put(&format!("{PREFIX}tenants/acme"), "{not json");
+    etcd.put(&format!("{PREFIX}tenants/beta"), &tenant(42).to_string());
+    wait_quota(&s, BETA, 42, "beta updated again");
+    let mut huge = tenant(32);
+    huge["rate_limit"]["limits"][0]["name"] = json!("x".repeat(70_000));
+    etcd.put(&format!("{PREFIX}tenants/acme"), &huge.to_string());
+    etcd.put(&format!("{PREFIX}tenants/beta"), &tenant(43).to_string());
+    wait_quota(&s, BETA, 43, "beta updated a third time");
+    assert_eq!(quota_of(&s, ACME), Some(30));
+    let log = s.envoy.log();
+    assert!(
+        log.contains("tenants.acme: the document is not a JSON object"),
+        "{log}"
+    );
+    assert!(log.contains("over max_document_bytes (65536)"), "{log}");
+    // A tenant key deleted while the tenancy still routes to it: refused;
+    // the tenant keeps serving.
+    etcd.delete(&format!("{PREFIX}tenants/beta"));
+    etcd.put(&format!("{PREFIX}tenants/acme"), &tenant(33).to_string());
+    wait_quota(&s, ACME, 33, "acme fixed");
+    assert_eq!(quota_of(&s, BETA), Some(43), "beta still served");
+    assert!(
+        s.envoy.log().contains("unknown tenant \\\"beta\\\"")
+            || s.envoy.log().contains("unknown tenant \"beta\"")
+    );
+    // Once the tenancy stops routing to it, the deletion applies: b.example
+    // falls to the default tenant (no limits).
+    etcd.put(
+        &format!("{PREFIX}tenancy"),
+        &json!({"default": "public", "hosts": {"a.example": "acme"}}).to_string(),
+    );
+    assert!(
+        meshware_e2e::eventually(10, || quota_of(&s, BETA).is_none()),
+        "{}",
+        s.envoy.log()
+    );
+}
+
+#[test]
+fn the_store_down_at_start_or_later_or_going_back_keeps_the_last_good() {
+    let mut etcd = Etcd::start();
+    etcd.put_profile(PREFIX, &store_profile(30, 40));
+    etcd.stop();
+    let s = start(&etcd);
+    // Down at start: the bootstrap's profile serves.
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(quota_of(&s, ACME), Some(50));
+    assert!(
+        meshware_e2e::eventually(5, || s.envoy.log().contains("poll failed")),
+        "{}",
+        s.envoy.log()
+    );
+    // Back: its documents apply.
+    etcd.restart(false);
+    wait_quota(&s, ACME, 30, "the store is back");
+    assert!(s.envoy.log().contains("answering again"));
+    // Down later: the last good stays.
+    etcd.stop();
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(quota_of(&s, ACME), Some(30));
+    // Back with an empty store (restored from an older snapshot): its
+    // revision went backwards; nothing is applied, the proxy says so.
+    etcd.restart(true);
+    assert!(
+        meshware_e2e::eventually(10, || s.envoy.log().contains("is older than the accepted")),
+        "{}",
+        s.envoy.log()
+    );
+    etcd.put(&format!("{PREFIX}tenants/acme"), &tenant(60).to_string());
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(quota_of(&s, ACME), Some(30));
+    assert_eq!(quota_of(&s, BETA), Some(40));
+}
+
+#[test]
+fn junk_from_the_store_keeps_the_bootstrap_profile() {
+    // The "store" is the echo upstream: 200s that are not etcd's answers.
+    let s = Suite::start_edited(&bootstrap_profile(), &["rate_limit"], |config| {
+        let echo_cluster = config["static_resources"]["clusters"][0].clone();
+        let mut etcd = echo_cluster;
+        etcd["name"] = json!("etcd");
+        config["static_resources"]["clusters"]
+            .as_array_mut()
+            .unwrap()
+            .push(etcd);
+    });
+    assert!(
+        meshware_e2e::eventually(5, || s.envoy.log().contains("poll failed")),
+        "{}",
+        s.envoy.log()
+    );
+    assert_eq!(quota_of(&s, ACME), Some(50));
+}
+
+/// A VM that crashes and is reloaded (FAIL_RELOAD) comes back on the
+/// revision it had adopted, not on the bootstrap's profile.
+#[test]
+fn a_reloaded_vm_comes_back_on_the_pushed_revision() {
+    let etcd = Etcd::start();
+    let trace = |rate: f64| json!({"trace_context": {"sample_rate": rate}});
+    let store = json!({"tenancy": {"default": "acme"}, "tenants": {"acme": trace(1.0)}});
+    etcd.put_profile(PREFIX, &store);
+    let mut bootstrap = json!({"tenancy": {"default": "acme"}, "tenants": {"acme": trace(0.0)}});
+    bootstrap["config_source"] =
+        json!({"cluster": "etcd", "prefix": PREFIX, "poll_ms": 250, "timeout_ms": 1000});
+    let echo = meshware_e2e::echo::Echo::start(0).unwrap();
+    let (mut config, port, admin) =
+        meshware_e2e::suite::bootstrap(&bootstrap.to_string(), &["trace_context"], echo.port);
+    let wasm = &mut config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+        ["typed_config"]["http_filters"][0]["typed_config"]["config"];
+    let name = if meshware_e2e::suite::suite_module() {
+        "suite"
+    } else {
+        "trace_context"
+    };
+    let module = meshware_e2e::dist()
+        .join("test-panic")
+        .join(format!("{name}.wasm"));
+    assert!(
+        module.exists(),
+        "{} is missing: run `make build-test-panic`",
+        module.display()
+    );
+    wasm["vm_config"]["code"]["local"]["filename"] = json!(module);
+    wasm["failure_policy"] = json!("FAIL_RELOAD");
+    config["static_resources"]["clusters"]
+        .as_array_mut()
+        .unwrap()
+        .push(meshware_cli::bootstrap::static_cluster("etcd", etcd.port));
+    // One worker: the crashing VM is the one every request meets.
+    let envoy = Envoy::start_with(&config, admin, 1, "info").unwrap_or_else(|e| panic!("{e}"));
+    let sampled = || {
+        let r = http::get(port, "/", &[]).ok()?;
+        (r.status == 200).then_some(())?;
+        let tp = echo.last()?.header("traceparent")?.to_string();
+        // The flags' low bit (the random-trace-id bit is set too).
+        let flags = u8::from_str_radix(tp.rsplit('-').next()?, 16).ok()?;
+        Some(flags & 1 == 1)
+    };
+    assert!(
+        meshware_e2e::eventually(10, || sampled() == Some(true)),
+        "the store's sample_rate 1 applies: {:?}\n{}",
+        echo.last()
+            .map(|r| r.header("traceparent").map(str::to_string)),
+        envoy.log()
+    );
+    // Crash the VM; Envoy reloads it on a later request.
+    let _ = http::get(port, "/", &[("x-meshware-test-panic", "request_headers")]);
+    let reloaded = || {
+        http::get(admin, "/stats", &[])
+            .map(|r| {
+                r.text()
+                    .lines()
+                    .any(|l| l.contains(".vm_reload_success: 1"))
+            })
+            .unwrap_or(false)
+    };
+    assert!(
+        meshware_e2e::eventually(10, || {
+            let _ = sampled();
+            reloaded()
+        }),
+        "no reload\n{}",
+        envoy.log()
+    );
+    // The first requests of the new VM are sampled: it started on the
+    // store's revision, not the bootstrap's sample_rate 0.
+    for _ in 0..5 {
+        assert_eq!(sampled(), Some(true), "{}", envoy.log());
+    }
+    // It adopted the shared snapshot when it started, as the first VM did.
+    let adoptions = envoy.log().matches("adopting config revision").count();
+    assert!(adoptions >= 2, "{adoptions} adoptions\n{}", envoy.log());
+}
