@@ -22,6 +22,9 @@ ENVOY_BIN ?= $(shell $(VENV)/bin/python -c 'import envoy; print(envoy.get_envoy_
 export ENVOY_BIN
 CHROMIUM_BIN ?= /usr/bin/chromium
 export CHROMIUM_BIN
+# The live-configuration tests and `make run-etcd` start a real etcd.
+ETCD_BIN ?= /usr/bin/etcd
+export ETCD_BIN
 # Binaryen's optimizer (Debian package) shrinks every module rustc emits by
 # about 18%; the features are exactly those rustc enables for wasm32-wasip1.
 WASM_OPT ?= /usr/bin/wasm-opt
@@ -46,7 +49,7 @@ setup-run: $(VENV)/.envoy-$(ENVOY_VERSION) $(WASM_OPT)
 
 ## setup: everything make test needs besides: the test runner for the
 ## wasm-bindgen tests, Chromium, clippy/rustfmt, the Python test libraries.
-setup: setup-run $(VENV)/.test-deps-2 $(TOOLS)/.wasm-bindgen-$(WASM_BINDGEN_VERSION) $(CHROMIUM_BIN)
+setup: setup-run $(VENV)/.test-deps-2 $(TOOLS)/.wasm-bindgen-$(WASM_BINDGEN_VERSION) $(CHROMIUM_BIN) $(ETCD_BIN)
 	@rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy rustfmt
 
@@ -56,6 +59,12 @@ $(CHROMIUM_BIN):
 	@command -v apt-get >/dev/null || { echo "install Debian's chromium package (CHROMIUM_BIN=$@)"; exit 1; }
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
+
+# Debian's etcd (3.4): its v3 JSON gateway is what the filters poll.
+$(ETCD_BIN):
+	@command -v apt-get >/dev/null || { echo "install Debian's etcd-server package (ETCD_BIN=$@)"; exit 1; }
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq etcd-server
 
 $(WASM_OPT):
 	@command -v apt-get >/dev/null || { echo "install binaryen's wasm-opt (WASM_OPT=$@)"; exit 1; }

@@ -153,6 +153,9 @@ impl<F: HttpFilter> Root<F> {
     /// settings it was held under: a new configuration may move tenants to
     /// other slots.
     fn release_held(&mut self, compiled: &Compiled<F>) {
+        if !F::MAKES_CALLOUTS {
+            return; // nothing is ever held
+        }
         if let Ok(mut parked) = self.worker.parked.try_borrow_mut() {
             parked.iter_mut().for_each(|p| p.deadline_ms = 0);
         }

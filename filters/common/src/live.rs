@@ -10,8 +10,76 @@
 
 use crate::errors::ConfigErrors;
 use crate::CalloutResponse;
-use serde_json::{json, Map, Value};
-use std::collections::BTreeMap;
+use serde_json::Value;
+
+/// A small map kept as a vector sorted by key: the few operations the
+/// snapshot needs, without a B-tree's code in every module (about 25 KB).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keyed<T>(Vec<(String, T)>);
+
+impl<T> Default for Keyed<T> {
+    fn default() -> Self {
+        Keyed(Vec::new())
+    }
+}
+
+impl<T> Keyed<T> {
+    fn find(&self, key: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(k, _)| k.as_str().cmp(key))
+    }
+    pub fn get(&self, key: &str) -> Option<&T> {
+        self.find(key)
+            .ok()
+            .and_then(|i| self.0.get(i))
+            .map(|(_, v)| v)
+    }
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut T> {
+        let i = self.find(key).ok()?;
+        self.0.get_mut(i).map(|(_, v)| v)
+    }
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.find(key).is_ok()
+    }
+    pub fn insert(&mut self, key: String, value: T) -> Option<T> {
+        match self.find(&key) {
+            Ok(i) => self
+                .0
+                .get_mut(i)
+                .map(|slot| std::mem::replace(&mut slot.1, value)),
+            Err(i) => {
+                self.0.insert(i, (key, value));
+                None
+            }
+        }
+    }
+    pub fn remove(&mut self, key: &str) -> Option<T> {
+        let i = self.find(key).ok()?;
+        Some(self.0.remove(i).1)
+    }
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &T)> {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.0.iter().map(|(k, _)| k)
+    }
+    pub fn values(&self) -> impl Iterator<Item = &T> {
+        self.0.iter().map(|(_, v)| v)
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<T> IntoIterator for Keyed<T> {
+    type Item = (String, T);
+    type IntoIter = std::vec::IntoIter<(String, T)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
 
 /// The bootstrap profile's top-level section naming the store.
 pub const SECTION: &str = "config_source";
@@ -108,23 +176,40 @@ pub struct Rejection {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot {
     pub revision: u64,
-    pub docs: BTreeMap<String, Doc>,
-    pub rejected: BTreeMap<String, Rejection>,
+    pub docs: Keyed<Doc>,
+    pub rejected: Keyed<Rejection>,
 }
 
 impl Snapshot {
+    /// Written directly (no serializer in the modules, see `jsontext`).
     pub fn to_json(&self) -> String {
-        let docs: Map<String, Value> = self
-            .docs
-            .iter()
-            .map(|(k, d)| (k.clone(), json!({"m": d.mod_revision, "t": d.text})))
-            .collect();
-        let rejected: Map<String, Value> = self
-            .rejected
-            .iter()
-            .map(|(k, r)| (k.clone(), json!({"m": r.mod_revision, "e": r.errors})))
-            .collect();
-        json!({"revision": self.revision, "docs": docs, "rejected": rejected}).to_string()
+        use crate::jsontext::quoted;
+        let mut out = format!("{{\"revision\":{},\"docs\":{{", self.revision);
+        for (i, (k, d)) in self.docs.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&format!(
+                "{}:{{\"m\":{},\"t\":{}}}",
+                quoted(k),
+                d.mod_revision,
+                quoted(&d.text)
+            ));
+        }
+        out.push_str("},\"rejected\":{");
+        for (i, (k, r)) in self.rejected.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&format!(
+                "{}:{{\"m\":{},\"e\":{}}}",
+                quoted(k),
+                r.mod_revision,
+                quoted(&r.errors)
+            ));
+        }
+        out.push_str("}}");
+        out
     }
 
     pub fn from_json(bytes: &[u8]) -> Option<Snapshot> {
@@ -150,27 +235,33 @@ impl Snapshot {
         Some(s)
     }
 
-    /// The profile these documents make, with the bootstrap's
-    /// `config_source`; `None` until the store holds a `tenancy` key (the
-    /// bootstrap profile serves meanwhile).
-    pub fn profile(&self, bootstrap: &Value) -> Option<String> {
-        profile_of(&self.docs, bootstrap)
+    /// The profile these documents make; `None` until the store holds a
+    /// `tenancy` key (the bootstrap profile serves meanwhile).
+    pub fn profile(&self) -> Option<String> {
+        profile_of(&self.docs)
     }
 }
 
-fn profile_of(docs: &BTreeMap<String, Doc>, bootstrap: &Value) -> Option<String> {
-    let parse = |d: &Doc| serde_json::from_str::<Value>(&d.text).unwrap_or(Value::Null);
-    let tenancy = parse(docs.get("tenancy")?);
-    let defaults = docs.get("defaults").map_or_else(|| json!({}), parse);
-    let tenants: Map<String, Value> = docs
+/// The profile text of accepted documents: each is a JSON object already
+/// (checked when judged), so they are put together as they are.
+fn profile_of(docs: &Keyed<Doc>) -> Option<String> {
+    use crate::jsontext::quoted;
+    let tenancy = &docs.get("tenancy")?.text;
+    let defaults = docs.get("defaults").map_or("{}", |d| d.text.as_str());
+    let mut out = format!("{{\"tenancy\":{tenancy},\"defaults\":{defaults},\"tenants\":{{");
+    let tenants = docs
         .iter()
-        .filter_map(|(k, d)| Some((k.strip_prefix("tenants/")?.to_string(), parse(d))))
-        .collect();
-    let mut profile = json!({"tenancy": tenancy, "defaults": defaults, "tenants": tenants});
-    if let (Some(source), Some(obj)) = (bootstrap.get(SECTION), profile.as_object_mut()) {
-        obj.insert(SECTION.into(), source.clone());
+        .filter_map(|(k, d)| Some((k.strip_prefix("tenants/")?, d)));
+    for (i, (name, d)) in tenants.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&quoted(name));
+        out.push(':');
+        out.push_str(&d.text);
     }
-    Some(profile.to_string())
+    out.push_str("}}");
+    Some(out)
 }
 
 /// Whether a key (after the prefix) is one of the layout's.
@@ -320,14 +411,14 @@ impl EtcdSource {
         }
     }
 
-    fn range(&self, extra: Value) -> SourceCall {
-        let mut body = json!({"key": self.key, "range_end": self.range_end});
-        if let (Some(b), Value::Object(extra)) = (body.as_object_mut(), extra) {
-            b.extend(extra);
-        }
+    /// A range request over the prefix; `extra` adds members (`"a":1`).
+    fn range(&self, extra: &str) -> SourceCall {
         SourceCall {
             path: "/v3/kv/range",
-            body: body.to_string(),
+            body: format!(
+                "{{\"key\":\"{}\",\"range_end\":\"{}\",{extra}}}",
+                self.key, self.range_end
+            ),
         }
     }
 
@@ -358,8 +449,8 @@ impl ConfigSource for Etcd {
     fn next_call(&mut self, _snapshot: &Snapshot) -> SourceCall {
         let e = &self.inner;
         match &e.phase {
-            Phase::Revision => e.range(json!({"count_only": true})),
-            Phase::Listing => e.range(json!({"keys_only": true})),
+            Phase::Revision => e.range("\"count_only\":true"),
+            Phase::Listing => e.range("\"keys_only\":true"),
             Phase::Values { revision, changes } => {
                 let oldest = changes
                     .updated
@@ -367,10 +458,9 @@ impl ConfigSource for Etcd {
                     .map(|(_, m, _)| *m)
                     .min()
                     .unwrap_or(0);
-                e.range(json!({
-                    "revision": revision.to_string(),
-                    "min_mod_revision": oldest.to_string()
-                }))
+                e.range(&format!(
+                    "\"revision\":\"{revision}\",\"min_mod_revision\":\"{oldest}\""
+                ))
             }
         }
     }
@@ -397,20 +487,25 @@ impl ConfigSource for Etcd {
                 }
             }
             Phase::Listing => {
-                let mut listed = BTreeMap::new();
+                let mut listed: Keyed<u64> = Keyed::default();
                 for (key, mod_revision, _) in kvs {
                     if let Some(k) = self.inner.layout_key(&self.prefix, &key) {
                         listed.insert(k, mod_revision);
                     }
                 }
-                let deleted = snapshot
+                // Accepted keys, then refused keys that have no accepted
+                // document: each once.
+                let deleted: Vec<String> = snapshot
                     .docs
                     .keys()
-                    .chain(snapshot.rejected.keys())
-                    .filter(|k| !listed.contains_key(*k))
+                    .chain(
+                        snapshot
+                            .rejected
+                            .keys()
+                            .filter(|k| !snapshot.docs.contains_key(k)),
+                    )
+                    .filter(|k| !listed.contains_key(k))
                     .cloned()
-                    .collect::<std::collections::BTreeSet<_>>()
-                    .into_iter()
                     .collect();
                 let updated: Vec<(String, u64, Vec<u8>)> = listed
                     .into_iter()
@@ -436,7 +531,7 @@ impl ConfigSource for Etcd {
                 revision: at,
                 mut changes,
             } => {
-                let mut values: BTreeMap<String, (u64, Vec<u8>)> = BTreeMap::new();
+                let mut values: Keyed<(u64, Vec<u8>)> = Keyed::default();
                 for (key, mod_revision, value) in kvs {
                     if let (Some(k), Some(v)) = (self.inner.layout_key(&self.prefix, &key), value) {
                         values.insert(k, (mod_revision, v));
@@ -494,14 +589,13 @@ pub fn judge(
     snapshot: &Snapshot,
     changes: Changes,
     max_document_bytes: usize,
-    bootstrap: &Value,
     compile: &dyn Fn(&str) -> Result<(), ConfigErrors>,
 ) -> Judged {
     let mut docs = snapshot.docs.clone();
     let mut rejected = snapshot.rejected.clone();
     let mut refused: Vec<(String, String)> = Vec::new();
     // What each changed key held before (None: it was new).
-    let mut undo: BTreeMap<String, Option<Doc>> = BTreeMap::new();
+    let mut undo: Keyed<Option<Doc>> = Keyed::default();
     for (key, mod_revision, value) in changes.updated {
         let problem = if value.len() > max_document_bytes {
             Some(format!(
@@ -510,10 +604,8 @@ pub fn judge(
                 value.len()
             ))
         } else {
-            match std::str::from_utf8(&value)
-                .ok()
-                .and_then(|t| serde_json::from_str::<Value>(t).ok())
-            {
+            // (from_slice checks UTF-8 too.)
+            match serde_json::from_slice::<Value>(&value).ok() {
                 Some(Value::Object(_)) => None,
                 _ => Some(format!(
                     "{}: the document is not a JSON object",
@@ -551,7 +643,7 @@ pub fn judge(
             undo.insert(key, Some(old));
         }
     }
-    let revert = |key: &str, docs: &mut BTreeMap<String, Doc>| match undo.get(key) {
+    let revert = |key: &str, docs: &mut Keyed<Doc>| match undo.get(key) {
         Some(Some(old)) => {
             docs.insert(key.to_string(), old.clone());
         }
@@ -563,7 +655,7 @@ pub fn judge(
     let mut outcome = None;
     // Each round undoes at least one change; bounded by their number.
     for _ in 0..=pending.len() {
-        let Some(profile) = profile_of(&docs, bootstrap) else {
+        let Some(profile) = profile_of(&docs) else {
             outcome = Some(None);
             break;
         };
@@ -574,12 +666,15 @@ pub fn judge(
             }
             Err(e) => e,
         };
-        let mut blamed: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut blamed: Keyed<Vec<String>> = Keyed::default();
         for e in errors.iter() {
-            blamed
-                .entry(blame(&e.path))
-                .or_default()
-                .push(e.to_string());
+            let key = blame(&e.path);
+            match blamed.get_mut(&key) {
+                Some(list) => list.push(e.to_string()),
+                None => {
+                    blamed.insert(key, vec![e.to_string()]);
+                }
+            }
         }
         let mut to_undo: Vec<(String, Vec<String>)> = pending
             .iter()
@@ -634,7 +729,7 @@ pub fn judge(
                 ));
             }
             pending.clear();
-            profile_of(&docs, bootstrap)
+            profile_of(&docs)
         }
     };
     Judged {
@@ -652,6 +747,8 @@ pub fn judge(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+    use std::collections::BTreeMap;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -845,7 +942,7 @@ mod tests {
             ],
             deleted: vec![],
         };
-        let j = judge(&good(), changes, 1024, &json!({}), &compile);
+        let j = judge(&good(), changes, 1024, &compile);
         assert_eq!(j.accepted, ["tenants/b"]);
         assert_eq!(j.rejected.len(), 1);
         assert_eq!(j.rejected[0].0, "tenants/a");
@@ -856,9 +953,12 @@ mod tests {
             "{:?}",
             j.rejected
         );
-        assert_eq!(j.snapshot.docs["tenants/a"].mod_revision, 4);
-        assert_eq!(j.snapshot.docs["tenants/b"].mod_revision, 12);
-        assert_eq!(j.snapshot.rejected["tenants/a"].mod_revision, 11);
+        assert_eq!(j.snapshot.docs.get("tenants/a").unwrap().mod_revision, 4);
+        assert_eq!(j.snapshot.docs.get("tenants/b").unwrap().mod_revision, 12);
+        assert_eq!(
+            j.snapshot.rejected.get("tenants/a").unwrap().mod_revision,
+            11
+        );
         assert_eq!(j.snapshot.revision, 12);
         let profile: Value = serde_json::from_str(j.profile.as_deref().unwrap()).unwrap();
         assert_eq!(profile["tenants"]["a"]["rate_limit"]["burst"], 5);
@@ -883,7 +983,7 @@ mod tests {
             // tenancy still routes b.example to b: deleting b is refused.
             deleted: vec!["tenants/b".into()],
         };
-        let j = judge(&good(), changes, 1024, &json!({}), &compile);
+        let j = judge(&good(), changes, 1024, &compile);
         assert!(j.accepted.is_empty(), "{:?}", j.accepted);
         let why: BTreeMap<String, String> = j.rejected.into_iter().collect();
         assert!(why["tenants/a"].contains("tenants.a: the document is not a JSON object"));
@@ -904,10 +1004,10 @@ mod tests {
             )],
             deleted: vec![],
         };
-        let j = judge(&good(), changes, 1024, &json!({}), &compile);
+        let j = judge(&good(), changes, 1024, &compile);
         assert_eq!(j.rejected.len(), 1);
         assert!(j.rejected[0].1.contains("unknown tenant \"ghost\""));
-        assert_eq!(j.snapshot.docs["tenancy"].mod_revision, 3);
+        assert_eq!(j.snapshot.docs.get("tenancy").unwrap().mod_revision, 3);
         // Deleting a tenant nothing routes to is fine.
         let mut s = good();
         s.docs
@@ -917,7 +1017,7 @@ mod tests {
             updated: vec![],
             deleted: vec!["tenants/b".into()],
         };
-        let j = judge(&s, changes, 1024, &json!({}), &compile);
+        let j = judge(&s, changes, 1024, &compile);
         assert_eq!(j.accepted, ["tenants/b"]);
         assert!(!j.snapshot.docs.contains_key("tenants/b"));
         // The tenancy itself is never deleted.
@@ -926,7 +1026,7 @@ mod tests {
             updated: vec![],
             deleted: vec!["tenancy".into()],
         };
-        let j = judge(&good(), changes, 1024, &json!({}), &compile);
+        let j = judge(&good(), changes, 1024, &compile);
         assert_eq!(j.rejected[0].0, "tenancy");
         assert!(j.snapshot.docs.contains_key("tenancy"));
         assert!(j.profile.is_some());
@@ -939,7 +1039,7 @@ mod tests {
             updated: vec![change("tenants/a", 2, "{}")],
             deleted: vec![],
         };
-        let j = judge(&Snapshot::default(), changes, 1024, &json!({}), &compile);
+        let j = judge(&Snapshot::default(), changes, 1024, &compile);
         assert_eq!(j.profile, None);
         assert_eq!(j.accepted, ["tenants/a"]);
     }

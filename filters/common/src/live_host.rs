@@ -11,7 +11,7 @@ use crate::host::EnvoyEnv;
 use crate::hostcall as hostcalls;
 use crate::live::{ConfigSource, Etcd, Snapshot, SourceSettings, Step};
 use crate::store::{HostEnv, SharedStore};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// Envoy's own header for a call's upstream path etc.
 const METHOD: &str = "POST";
@@ -19,7 +19,6 @@ const METHOD: &str = "POST";
 pub struct LiveHost {
     module: &'static str,
     settings: SourceSettings,
-    bootstrap: Value,
     source: Etcd,
     /// What this worker runs on.
     snapshot: Snapshot,
@@ -63,7 +62,6 @@ impl LiveHost {
             module,
             source: Etcd::new(&settings.prefix),
             settings,
-            bootstrap,
             snapshot: Snapshot::default(),
             owner,
             in_flight: None,
@@ -95,7 +93,7 @@ impl LiveHost {
         );
         self.snapshot = snapshot;
         if changed {
-            self.snapshot.profile(&self.bootstrap)
+            self.snapshot.profile()
         } else {
             None
         }
@@ -213,7 +211,6 @@ impl LiveHost {
                     &self.snapshot,
                     changes,
                     self.settings.max_document_bytes,
-                    &self.bootstrap,
                     compile,
                 );
                 for (k, errors) in &judged.rejected {
@@ -290,16 +287,18 @@ impl LiveHost {
     }
 
     fn write_status(&self, last_ok_ms: u64, problem: Option<String>, now: u64) {
-        let value = json!({
-            "cluster": self.settings.cluster,
-            "prefix": self.settings.prefix,
-            "revision": self.snapshot.revision,
-            "last_ok_ms": last_ok_ms,
-            "last_poll_ms": now,
-            "problem": problem,
-            "started_ms": self.started_ms,
-        });
-        put(&key(self.module, "status"), value.to_string().as_bytes());
+        use crate::jsontext::quoted;
+        let problem = problem
+            .as_deref()
+            .map_or_else(|| "null".to_string(), quoted);
+        let value = format!(
+            "{{\"cluster\":{},\"prefix\":{},\"revision\":{},\"last_ok_ms\":{last_ok_ms},\"last_poll_ms\":{now},\"problem\":{problem},\"started_ms\":{}}}",
+            quoted(&self.settings.cluster),
+            quoted(&self.settings.prefix),
+            self.snapshot.revision,
+            self.started_ms
+        );
+        put(&key(self.module, "status"), value.as_bytes());
     }
 
     /// The snapshot this worker runs on.
