@@ -686,7 +686,7 @@ pub fn judge(
             let why: Vec<String> = blamed.values().flatten().cloned().collect();
             let deletions: Vec<String> = pending
                 .iter()
-                .filter(|k| !docs.contains_key(*k))
+                .filter(|k| !docs.contains_key(k))
                 .cloned()
                 .collect();
             let culprits = if deletions.is_empty() {
