@@ -4,6 +4,7 @@
 
 pub mod bootstrap;
 pub mod dashboard;
+pub mod etcd;
 pub mod istio;
 pub mod oci;
 pub mod yaml;

@@ -19,7 +19,10 @@ const USAGE: &str = "usage:
                  [--allow-plain-secrets yes]
                  [--image oci://registry/meshware] [--tag 0.1.0] [--wasm-dir dist]
                  [--service shop.default.svc.cluster.local] [--out istio]
-  meshware oci [--wasm-dir dist] [--tag 0.1.0] [--out dist/oci]";
+  meshware oci [--wasm-dir dist] [--tag 0.1.0] [--out dist/oci]
+  meshware push --etcd http://host:2379 --prefix /meshware/ <profile.json>
+  meshware get --etcd http://host:2379 --prefix /meshware/ [--revision N]
+  meshware rollback --etcd http://host:2379 --prefix /meshware/ --to <revision>";
 
 fn read(path: &str) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))
@@ -203,6 +206,81 @@ fn hash_token() -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `--etcd` and `--prefix`, required by every store command.
+fn store_flags(
+    f: &std::collections::BTreeMap<String, String>,
+) -> Result<(meshware_cli::etcd::Endpoint, String), String> {
+    let url = f
+        .get("--etcd")
+        .ok_or_else(|| format!("--etcd is required\n{USAGE}"))?;
+    let prefix = f
+        .get("--prefix")
+        .ok_or_else(|| format!("--prefix is required\n{USAGE}"))?;
+    if prefix.is_empty() {
+        return Err("--prefix: must not be empty".into());
+    }
+    Ok((meshware_cli::etcd::Endpoint::parse(url)?, prefix.clone()))
+}
+
+fn push_profile(
+    etcd: &meshware_cli::etcd::Endpoint,
+    prefix: &str,
+    profile: &serde_json::Value,
+    what: &str,
+) -> Result<ExitCode, String> {
+    println!("{}", meshware_cli::etcd::push(etcd, prefix, profile, what)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn push(args: &[String]) -> Result<ExitCode, String> {
+    let Some((path, flag_args)) = args.split_last() else {
+        return Err(USAGE.to_string());
+    };
+    let f = flags(flag_args, &["--etcd", "--prefix"])?;
+    let (etcd, prefix) = store_flags(&f)?;
+    let json = read(path)?;
+    let profile: serde_json::Value =
+        serde_json::from_slice(&json).map_err(|e| format!("{path}: (root): invalid JSON: {e}"))?;
+    push_profile(&etcd, &prefix, &profile, path)
+}
+
+fn get(args: &[String]) -> Result<ExitCode, String> {
+    let f = flags(args, &["--etcd", "--prefix", "--revision"])?;
+    let (etcd, prefix) = store_flags(&f)?;
+    let revision = match f.get("--revision") {
+        Some(r) => Some(
+            r.parse()
+                .map_err(|_| format!("--revision: not a number: {r}"))?,
+        ),
+        None => None,
+    };
+    let stored = meshware_cli::etcd::read(&etcd, &prefix, revision)?;
+    let profile = meshware_cli::etcd::profile_of(&stored)?;
+    let text = serde_json::to_string_pretty(&profile).map_err(|e| e.to_string())?;
+    println!("{text}");
+    eprintln!("store revision {}", stored.revision);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn rollback(args: &[String]) -> Result<ExitCode, String> {
+    let f = flags(args, &["--etcd", "--prefix", "--to"])?;
+    let (etcd, prefix) = store_flags(&f)?;
+    let to: u64 = f
+        .get("--to")
+        .ok_or_else(|| format!("--to is required\n{USAGE}"))?
+        .parse()
+        .map_err(|_| "--to: not a revision number".to_string())?;
+    let stored = meshware_cli::etcd::read(&etcd, &prefix, Some(to))?;
+    let profile =
+        meshware_cli::etcd::profile_of(&stored).map_err(|e| format!("revision {to}: {e}"))?;
+    push_profile(
+        &etcd,
+        &prefix,
+        &profile,
+        &format!("rollback to revision {to}"),
+    )
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.split_first() {
@@ -210,6 +288,9 @@ fn main() -> ExitCode {
         Some((cmd, rest)) if cmd == "bootstrap" => bootstrap(rest),
         Some((cmd, rest)) if cmd == "istio" => istio(rest),
         Some((cmd, rest)) if cmd == "oci" => oci(rest),
+        Some((cmd, rest)) if cmd == "push" => push(rest),
+        Some((cmd, rest)) if cmd == "get" => get(rest),
+        Some((cmd, rest)) if cmd == "rollback" => rollback(rest),
         Some((cmd, rest)) if cmd == "hash-token" && rest.is_empty() => hash_token(),
         _ => Err(USAGE.to_string()),
     };
