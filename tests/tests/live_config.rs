@@ -39,6 +39,21 @@ fn bootstrap_profile() -> String {
     p.to_string()
 }
 
+/// The `filter` label of the live configuration's metrics.
+fn module() -> &'static str {
+    if meshware_e2e::suite::suite_module() {
+        "suite"
+    } else {
+        "rate_limit"
+    }
+}
+
+fn status(s: &Suite) -> Value {
+    let r = s.get("/.well-known/meshware/status", &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
 fn start(etcd: &Etcd) -> Suite {
     let port = etcd.port;
     Suite::start_edited(&bootstrap_profile(), &["rate_limit"], move |config| {
@@ -151,6 +166,36 @@ fn bad_documents_keep_the_last_good_and_others_still_update() {
         .envoy
         .log()
         .contains("tenants.acme.rate_limit.limits[0].burst: must be >= 1"));
+    // The status endpoint names the refusal; the metrics count it.
+    let st = status(&s);
+    assert_eq!(st["module"], module());
+    assert!(
+        st["rejected"]["tenants/acme"]["errors"]
+            .as_str()
+            .is_some_and(|e| e.contains("tenants.acme.rate_limit.limits[0].burst: must be >= 1")),
+        "{st}"
+    );
+    assert!(
+        st["documents"]["tenants/beta"]["revision"].as_u64()
+            > st["documents"]["tenants/acme"]["revision"].as_u64(),
+        "{st}"
+    );
+    assert_eq!(st["revision"].as_u64(), etcd.revision(), "{st}");
+    let m = module();
+    assert!(
+        meshware_e2e::eventually(5, || s
+            .metric(&format!(
+                "meshware_config_updates{{filter=\"{m}\",tenant=\"acme\",outcome=\"rejected\"}}"
+            ))
+            .is_some_and(|v| v >= 1.0)),
+        "{}",
+        s.envoy.prometheus()
+    );
+    assert!(s
+        .metric(&format!(
+            "meshware_config_updates{{filter=\"{m}\",tenant=\"beta\",outcome=\"accepted\"}}"
+        ))
+        .is_some_and(|v| v >= 1.0));
     // Junk and an oversized document: refused the same way.
     etcd.put(&format!("{PREFIX}tenants/acme"), "{not json");
     etcd.put(&format!("{PREFIX}tenants/beta"), &tenant(42).to_string());
@@ -208,10 +253,21 @@ fn the_store_down_at_start_or_later_or_going_back_keeps_the_last_good() {
     etcd.restart(false);
     wait_quota(&s, ACME, 30, "the store is back");
     assert!(s.envoy.log().contains("answering again"));
-    // Down later: the last good stays.
+    // Down later: the last good stays; staleness rises.
     etcd.stop();
     std::thread::sleep(Duration::from_millis(800));
     assert_eq!(quota_of(&s, ACME), Some(30));
+    let m = module();
+    assert!(
+        meshware_e2e::eventually(5, || s
+            .metric(&format!("meshware_config_staleness_ms{{filter=\"{m}\"}}"))
+            .is_some_and(|v| v >= 1500.0)),
+        "{}",
+        s.envoy.prometheus()
+    );
+    let st = status(&s);
+    assert!(st["source"]["problem"].is_string(), "{st}");
+    assert!(st["staleness_ms"].as_u64().is_some_and(|v| v >= 1000), "{st}");
     // Back with an empty store (restored from an older snapshot): its
     // revision went backwards; nothing is applied, the proxy says so.
     etcd.restart(true);
@@ -229,7 +285,10 @@ fn the_store_down_at_start_or_later_or_going_back_keeps_the_last_good() {
 #[test]
 fn junk_from_the_store_keeps_the_bootstrap_profile() {
     // The "store" is the echo upstream: 200s that are not etcd's answers.
-    let s = Suite::start_edited(&bootstrap_profile(), &["rate_limit"], |config| {
+    // The status endpoint is open to another range only: 404 here.
+    let mut profile: Value = serde_json::from_str(&bootstrap_profile()).unwrap();
+    profile["config_source"]["status_allow_cidrs"] = json!(["10.0.0.0/8"]);
+    let s = Suite::start_edited(&profile.to_string(), &["rate_limit"], |config| {
         let echo_cluster = config["static_resources"]["clusters"][0].clone();
         let mut etcd = echo_cluster;
         etcd["name"] = json!("etcd");
@@ -244,6 +303,12 @@ fn junk_from_the_store_keeps_the_bootstrap_profile() {
         s.envoy.log()
     );
     assert_eq!(quota_of(&s, ACME), Some(50));
+    let r = s.get("/.well-known/meshware/status", &[]);
+    assert_eq!((r.status, r.body.len()), (404, 0));
+    assert!(
+        s.echo.requests_to("/.well-known").is_empty(),
+        "never forwarded"
+    );
 }
 
 /// A VM that crashes and is reloaded (FAIL_RELOAD) comes back on the

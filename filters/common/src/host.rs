@@ -66,6 +66,8 @@ struct Compiled<F: HttpFilter> {
     request_counters: Vec<Vec<Option<u32>>>,
     /// Filter state key of this filter's recorded outcome: `meshware.<filter>`.
     log_key: String,
+    /// The live configuration's status endpoint (`config_source`).
+    status: Option<crate::live_host::StatusEndpoint>,
 }
 
 /// Test builds only (`--features meshware-common/test-panic`): a request
@@ -823,6 +825,7 @@ impl<F: HttpFilter> Root<F> {
             request_counters,
             active,
             log_key: format!("meshware.{}", F::NAME),
+            status: crate::live_host::StatusEndpoint::new(LIVE_MODULE.unwrap_or(F::NAME), config),
         }));
         Ok(())
     }
@@ -1378,6 +1381,14 @@ fn refuse<F: HttpFilter>(
 /// tells the others it already stripped the owned headers (a client cannot
 /// set filter state; it could set a header).
 const FIRST_FILTER_KEY: &str = "meshware.first";
+
+/// The live configuration's module name when every concern shares one
+/// (the suite); a module on its own uses its filter's name.
+const LIVE_MODULE: Option<&str> = if cfg!(feature = "suite") {
+    Some("suite")
+} else {
+    None
+};
 
 /// How a filter's view of the request differs from the headers it read,
 /// after the owned headers were dealt with (`strip_or_receive`).
@@ -2049,6 +2060,23 @@ impl<F: HttpFilter> Stage for Stream<F> {
         });
         if let Some(refusal) = refusal {
             refuse(&compiled, slot, refusal, self.grpc);
+            return Action::Pause;
+        }
+        if let Some(status) = compiled.status.as_ref().filter(|s| s.matches(raw_path)) {
+            // Served here, whichever filter meets it first: the allowed
+            // ranges see the JSON, everyone else a plain 404.
+            let allowed =
+                source_address().is_some_and(|ip| status.allow.iter().any(|c| c.contains(ip)));
+            if allowed {
+                let body = status.body();
+                let headers = [
+                    ("content-type", "application/json"),
+                    ("cache-control", "no-store"),
+                ];
+                send_reply(self.grpc, 200, &headers, body.as_bytes(), None, "");
+            } else {
+                send_reply(self.grpc, 404, &[], b"", None, "");
+            }
             return Action::Pause;
         }
         let (owned_headers, claimed) =

@@ -96,7 +96,36 @@ pub struct SourceSettings {
     pub timeout_ms: u64,
     /// A document (one key's value) larger than this is rejected.
     pub max_document_bytes: usize,
+    /// The status endpoint: a path the filters answer themselves (JSON)...
+    pub status_path: String,
+    /// ...to clients from these ranges only (others get a 404).
+    pub status_allow_cidrs: Vec<crate::net::Cidr>,
+    /// The same ranges as written (for `to_json`).
+    status_allow_text: Vec<String>,
 }
+
+impl SourceSettings {
+    /// The section as JSON text, carried into every profile assembled from
+    /// the store so a reconfigured filter keeps its source and endpoint.
+    pub fn to_json(&self) -> String {
+        use crate::jsontext::quoted;
+        let cidrs: Vec<String> = self.status_allow_text.iter().map(|c| quoted(c)).collect();
+        format!(
+            "{{\"cluster\":{},\"authority\":{},\"prefix\":{},\"poll_ms\":{},\"timeout_ms\":{},\"max_document_bytes\":{},\"status_path\":{},\"status_allow_cidrs\":[{}]}}",
+            quoted(&self.cluster),
+            quoted(&self.authority),
+            quoted(&self.prefix),
+            self.poll_ms,
+            self.timeout_ms,
+            self.max_document_bytes,
+            quoted(&self.status_path),
+            cidrs.join(",")
+        )
+    }
+}
+
+/// Where the status endpoint is unless `status_path` says otherwise.
+pub const DEFAULT_STATUS_PATH: &str = "/.well-known/meshware/status";
 
 /// Reads `config_source` (absent: `Ok(None)`); problems are pushed to `errors`.
 pub fn parse_settings(root: &Value, errors: &mut ConfigErrors) -> Option<SourceSettings> {
@@ -128,6 +157,17 @@ pub fn parse_settings(root: &Value, errors: &mut ConfigErrors) -> Option<SourceS
     let poll_ms = r.u64_in("poll_ms", 1000, 100, 60_000);
     let timeout_ms = r.u64_in("timeout_ms", 2000, 100, 30_000);
     let max_document_bytes = r.u64_in("max_document_bytes", 65_536, 1024, 1 << 20) as usize;
+    let status_path = r
+        .opt_string("status_path", crate::section::check_path_prefix)
+        .unwrap_or_else(|| DEFAULT_STATUS_PATH.to_string());
+    let status_allow_text =
+        r.string_list("status_allow_cidrs", &["127.0.0.1/32", "::1/128"], |c| {
+            crate::net::Cidr::parse(c).map(|_| ())
+        });
+    let status_allow_cidrs = status_allow_text
+        .iter()
+        .filter_map(|c| crate::net::Cidr::parse(c).ok())
+        .collect();
     r.finish();
     let missing = |errors: &mut ConfigErrors, key: &str| {
         errors.push(format!("{SECTION}.{key}"), "is required");
@@ -153,6 +193,9 @@ pub fn parse_settings(root: &Value, errors: &mut ConfigErrors) -> Option<SourceS
         poll_ms,
         timeout_ms,
         max_document_bytes,
+        status_path,
+        status_allow_cidrs,
+        status_allow_text,
     })
 }
 
@@ -237,14 +280,15 @@ impl Snapshot {
 
     /// The profile these documents make; `None` until the store holds a
     /// `tenancy` key (the bootstrap profile serves meanwhile).
-    pub fn profile(&self) -> Option<String> {
-        profile_of(&self.docs)
+    pub fn profile(&self, source: &str) -> Option<String> {
+        profile_of(&self.docs, source)
     }
 }
 
 /// The profile text of accepted documents: each is a JSON object already
 /// (checked when judged), so they are put together as they are.
-fn profile_of(docs: &Keyed<Doc>) -> Option<String> {
+/// `source` is the `config_source` section's JSON text (empty: none).
+fn profile_of(docs: &Keyed<Doc>, source: &str) -> Option<String> {
     use crate::jsontext::quoted;
     let tenancy = &docs.get("tenancy")?.text;
     let defaults = docs.get("defaults").map_or("{}", |d| d.text.as_str());
@@ -260,7 +304,12 @@ fn profile_of(docs: &Keyed<Doc>) -> Option<String> {
         out.push(':');
         out.push_str(&d.text);
     }
-    out.push_str("}}");
+    out.push('}');
+    if !source.is_empty() {
+        out.push_str(",\"config_source\":");
+        out.push_str(source);
+    }
+    out.push('}');
     Some(out)
 }
 
@@ -589,6 +638,7 @@ pub fn judge(
     snapshot: &Snapshot,
     changes: Changes,
     max_document_bytes: usize,
+    source: &str,
     compile: &dyn Fn(&str) -> Result<(), ConfigErrors>,
 ) -> Judged {
     let mut docs = snapshot.docs.clone();
@@ -655,7 +705,7 @@ pub fn judge(
     let mut outcome = None;
     // Each round undoes at least one change; bounded by their number.
     for _ in 0..=pending.len() {
-        let Some(profile) = profile_of(&docs) else {
+        let Some(profile) = profile_of(&docs, source) else {
             outcome = Some(None);
             break;
         };
@@ -729,7 +779,7 @@ pub fn judge(
                 ));
             }
             pending.clear();
-            profile_of(&docs)
+            profile_of(&docs, source)
         }
     };
     Judged {
@@ -838,6 +888,11 @@ mod tests {
         ] {
             assert!(text.contains(e), "{e} in {text}");
         }
+        // Carried into assembled profiles: it reads back the same.
+        let text = format!("{{\"config_source\":{}}}", s.to_json());
+        let mut errors = ConfigErrors::default();
+        let again = parse_settings(&serde_json::from_str(&text).unwrap(), &mut errors);
+        assert_eq!(again, Some(s));
         let mut errors = ConfigErrors::default();
         assert_eq!(parse_settings(&json!({}), &mut errors), None);
         assert!(errors.is_empty());
@@ -942,7 +997,7 @@ mod tests {
             ],
             deleted: vec![],
         };
-        let j = judge(&good(), changes, 1024, &compile);
+        let j = judge(&good(), changes, 1024, "", &compile);
         assert_eq!(j.accepted, ["tenants/b"]);
         assert_eq!(j.rejected.len(), 1);
         assert_eq!(j.rejected[0].0, "tenants/a");
@@ -983,7 +1038,7 @@ mod tests {
             // tenancy still routes b.example to b: deleting b is refused.
             deleted: vec!["tenants/b".into()],
         };
-        let j = judge(&good(), changes, 1024, &compile);
+        let j = judge(&good(), changes, 1024, "", &compile);
         assert!(j.accepted.is_empty(), "{:?}", j.accepted);
         let why: BTreeMap<String, String> = j.rejected.into_iter().collect();
         assert!(why["tenants/a"].contains("tenants.a: the document is not a JSON object"));
@@ -1004,7 +1059,7 @@ mod tests {
             )],
             deleted: vec![],
         };
-        let j = judge(&good(), changes, 1024, &compile);
+        let j = judge(&good(), changes, 1024, "", &compile);
         assert_eq!(j.rejected.len(), 1);
         assert!(j.rejected[0].1.contains("unknown tenant \"ghost\""));
         assert_eq!(j.snapshot.docs.get("tenancy").unwrap().mod_revision, 3);
@@ -1017,7 +1072,7 @@ mod tests {
             updated: vec![],
             deleted: vec!["tenants/b".into()],
         };
-        let j = judge(&s, changes, 1024, &compile);
+        let j = judge(&s, changes, 1024, "", &compile);
         assert_eq!(j.accepted, ["tenants/b"]);
         assert!(!j.snapshot.docs.contains_key("tenants/b"));
         // The tenancy itself is never deleted.
@@ -1026,7 +1081,7 @@ mod tests {
             updated: vec![],
             deleted: vec!["tenancy".into()],
         };
-        let j = judge(&good(), changes, 1024, &compile);
+        let j = judge(&good(), changes, 1024, "", &compile);
         assert_eq!(j.rejected[0].0, "tenancy");
         assert!(j.snapshot.docs.contains_key("tenancy"));
         assert!(j.profile.is_some());
@@ -1039,7 +1094,7 @@ mod tests {
             updated: vec![change("tenants/a", 2, "{}")],
             deleted: vec![],
         };
-        let j = judge(&Snapshot::default(), changes, 1024, &compile);
+        let j = judge(&Snapshot::default(), changes, 1024, "", &compile);
         assert_eq!(j.profile, None);
         assert_eq!(j.accepted, ["tenants/a"]);
     }

@@ -19,6 +19,8 @@ const METHOD: &str = "POST";
 pub struct LiveHost {
     module: &'static str,
     settings: SourceSettings,
+    /// `settings` as JSON, carried into every assembled profile.
+    source_json: String,
     source: Etcd,
     /// What this worker runs on.
     snapshot: Snapshot,
@@ -31,6 +33,67 @@ pub struct LiveHost {
     failures: u32,
     regressed: bool,
     started_ms: u64,
+    metrics: LiveMetrics,
+}
+
+/// The live configuration's metrics (`meshware_config_*`, labelled by
+/// `filter`; updates also by `tenant` and `outcome`).
+struct LiveMetrics {
+    revision: Option<u32>,
+    staleness_ms: Option<u32>,
+    next_staleness_ms: u64,
+    /// Counter ids by (document label, accepted?), defined when first
+    /// counted: at most two per tenant.
+    updates: Vec<(String, bool, u32)>,
+}
+
+impl LiveMetrics {
+    fn new(module: &str) -> LiveMetrics {
+        let gauge = |what: &str| {
+            hostcalls::define_metric(
+                proxy_wasm::types::MetricType::Gauge,
+                &format!("meshware.{what}.filter.{module}"),
+            )
+            .ok()
+        };
+        LiveMetrics {
+            revision: gauge("config_revision"),
+            staleness_ms: gauge("config_staleness_ms"),
+            next_staleness_ms: 0,
+            updates: Vec::new(),
+        }
+    }
+
+    fn count(&mut self, module: &str, key: &str, accepted: bool) {
+        // Tenant names never start with '_': the shared documents cannot
+        // collide with a tenant's label.
+        let label = match key.strip_prefix("tenants/") {
+            Some(t) => t.to_string(),
+            None => format!("_{key}"),
+        };
+        let id = match self
+            .updates
+            .iter()
+            .find(|(l, a, _)| *l == label && *a == accepted)
+        {
+            Some((_, _, id)) => Some(*id),
+            None => {
+                let outcome = if accepted { "accepted" } else { "rejected" };
+                let name = format!(
+                    "meshware.config_updates.filter.{module}.tenant.{label}.outcome.{outcome}"
+                );
+                let id =
+                    hostcalls::define_metric(proxy_wasm::types::MetricType::Counter, &name).ok();
+                if let Some(id) = id {
+                    self.updates.push((label, accepted, id));
+                }
+                id
+            }
+        };
+        if let Some(id) = id {
+            let _ = hostcalls::increment_metric(id, 1);
+        }
+    }
 }
 
 /// Shared-data keys of one module's live configuration.
@@ -61,6 +124,7 @@ impl LiveHost {
         Some(LiveHost {
             module,
             source: Etcd::new(&settings.prefix),
+            source_json: settings.to_json(),
             settings,
             snapshot: Snapshot::default(),
             owner,
@@ -69,6 +133,7 @@ impl LiveHost {
             failures: 0,
             regressed: false,
             started_ms: now,
+            metrics: LiveMetrics::new(module),
         })
     }
 
@@ -92,10 +157,32 @@ impl LiveHost {
             self.module
         );
         self.snapshot = snapshot;
+        self.record_revision();
         if changed {
-            self.snapshot.profile()
+            self.snapshot.profile(&self.source_json)
         } else {
             None
+        }
+    }
+
+    fn record_revision(&self) {
+        if let Some(id) = self.metrics.revision {
+            let _ = hostcalls::record_metric(id, self.snapshot.revision);
+        }
+    }
+
+    /// Seconds since the store last answered, as every worker sees it
+    /// (from the shared status), at most once a second.
+    fn record_staleness(&mut self, now: u64) {
+        if now < self.metrics.next_staleness_ms {
+            return;
+        }
+        self.metrics.next_staleness_ms = now.saturating_add(1000);
+        let last_ok = status(self.module)
+            .and_then(|s| s.get("last_ok_ms").and_then(Value::as_u64))
+            .unwrap_or(self.started_ms);
+        if let Some(id) = self.metrics.staleness_ms {
+            let _ = hostcalls::record_metric(id, now.saturating_sub(last_ok));
         }
     }
 
@@ -125,6 +212,7 @@ impl LiveHost {
     /// On tick: starts a poll when one is due and this worker holds the lease.
     pub fn tick(&mut self) {
         let now = EnvoyEnv.now_ms();
+        self.record_staleness(now);
         if let Some((_, since)) = self.in_flight {
             // Envoy answers every call by its timeout; this is a backstop.
             if now < since.saturating_add(self.settings.timeout_ms.saturating_mul(2)) {
@@ -211,8 +299,15 @@ impl LiveHost {
                     &self.snapshot,
                     changes,
                     self.settings.max_document_bytes,
+                    &self.source_json,
                     compile,
                 );
+                for k in &judged.accepted {
+                    self.metrics.count(self.module, k, true);
+                }
+                for (k, _) in &judged.rejected {
+                    self.metrics.count(self.module, k, false);
+                }
                 for (k, errors) in &judged.rejected {
                     log::warn!(
                         "[{}] config store: {k} refused, its last good document stays:\n{errors}",
@@ -229,6 +324,7 @@ impl LiveHost {
                 }
                 let changed = judged.snapshot.docs != self.snapshot.docs;
                 self.snapshot = judged.snapshot;
+                self.record_revision();
                 put(
                     &key(self.module, "snapshot"),
                     self.snapshot.to_json().as_bytes(),
@@ -304,5 +400,85 @@ impl LiveHost {
     /// The snapshot this worker runs on.
     pub fn snapshot(&self) -> &Snapshot {
         &self.snapshot
+    }
+}
+
+/// The status endpoint of a module's live configuration, prepared when
+/// the filter is configured.
+pub struct StatusEndpoint {
+    pub module: &'static str,
+    pub path: String,
+    pub allow: Vec<crate::net::Cidr>,
+}
+
+impl StatusEndpoint {
+    pub fn new(module: &'static str, config: &[u8]) -> Option<StatusEndpoint> {
+        let bootstrap: Value = serde_json::from_slice(config).ok()?;
+        let mut errors = ConfigErrors::default();
+        let s = crate::live::parse_settings(&bootstrap, &mut errors)?;
+        Some(StatusEndpoint {
+            module,
+            path: s.status_path,
+            allow: s.status_allow_cidrs,
+        })
+    }
+
+    /// Whether the request's canonical path is the endpoint's.
+    pub fn matches(&self, raw_path: &str) -> bool {
+        crate::path::RequestPath::read(raw_path)
+            .is_ok_and(|p| p.canonical().text(false) == self.path)
+    }
+
+    /// The JSON answer: the source and its staleness, the store revision
+    /// the proxy runs on, each document's revision and each refusal.
+    pub fn body(&self) -> String {
+        use crate::jsontext::quoted;
+        let now = EnvoyEnv.now_ms();
+        let source = EnvoyEnv
+            .get(&key(self.module, "status"))
+            .map(|(v, _)| String::from_utf8_lossy(&v).into_owned())
+            .filter(|v| v.starts_with('{'))
+            .unwrap_or_else(|| "null".into());
+        let last_ok = status(self.module)
+            .and_then(|s| s.get("last_ok_ms").and_then(Value::as_u64))
+            .unwrap_or(0);
+        // Milliseconds, an integer: no float formatting in the modules.
+        let staleness = if last_ok == 0 {
+            "null".to_string()
+        } else {
+            now.saturating_sub(last_ok).to_string()
+        };
+        let snapshot = EnvoyEnv
+            .get(&key(self.module, "snapshot"))
+            .and_then(|(v, _)| Snapshot::from_json(&v))
+            .unwrap_or_default();
+        let mut documents = String::new();
+        for (i, (k, d)) in snapshot.docs.iter().enumerate() {
+            if i > 0 {
+                documents.push(',');
+            }
+            documents.push_str(&format!(
+                "{}:{{\"revision\":{}}}",
+                quoted(k),
+                d.mod_revision
+            ));
+        }
+        let mut rejected = String::new();
+        for (i, (k, r)) in snapshot.rejected.iter().enumerate() {
+            if i > 0 {
+                rejected.push(',');
+            }
+            rejected.push_str(&format!(
+                "{}:{{\"revision\":{},\"errors\":{}}}",
+                quoted(k),
+                r.mod_revision,
+                quoted(&r.errors)
+            ));
+        }
+        format!(
+            "{{\"module\":{},\"source\":{source},\"staleness_ms\":{staleness},\"revision\":{},\"documents\":{{{documents}}},\"rejected\":{{{rejected}}}}}\n",
+            quoted(self.module),
+            snapshot.revision
+        )
     }
 }

@@ -76,7 +76,7 @@ pub fn stats_tags() -> Vec<(&'static str, &'static str)> {
     vec![
         (
             "filter",
-            r"^(?:wasmcustom\.)?meshware\.\w+(\.filter\.([^.]+))\.tenant\.",
+            r"^(?:wasmcustom\.)?meshware\.\w+(\.filter\.([^.]+))(?:\.tenant\.|$)",
         ),
         (
             "tenant",
