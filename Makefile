@@ -37,7 +37,7 @@ WASM_OUT       := target/$(WASM_TARGET)/$(WASM_PROFILE)
 SUITE_PROFILE  := wasm-suite
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup setup-run test-routers istio-crds build build-test-panic build-counting run soak bench bench-tools bench-hostcalls bench-instructions bench-time profile-vm dashboard-picture fuzz test test-compat fmt-check clippy unit wasm-test e2e e2e-suite check-config istio oci istio-check clean
+.PHONY: help setup setup-run test-routers istio-crds build build-test-panic build-counting run run-etcd soak bench bench-tools bench-hostcalls bench-instructions bench-time profile-vm dashboard-picture fuzz test test-compat fmt-check clippy unit wasm-test e2e e2e-suite check-config istio oci istio-check clean
 
 help:
 	@echo "make setup | build | run | test | test-compat | bench | bench-hostcalls | bench-instructions | bench-time | profile-vm | soak | fuzz | check-config PROFILE=file.json | istio | oci | clean"
@@ -115,6 +115,12 @@ build-test-panic: setup
 
 run: build
 	cargo run --quiet -p meshware-e2e --bin demo
+
+## run-etcd: the demo with its profile in a local etcd (Debian's
+## etcd-server, installed when missing) on 127.0.0.1:2379, which the
+## filters poll; `meshware push` changes a tenant while traffic flows.
+run-etcd: build $(ETCD_BIN)
+	ETCD=1 cargo run --quiet -p meshware-e2e --bin demo
 
 ## dashboard-picture: runs the demo under mixed traffic for 90 s, scrapes its
 ## Prometheus stats and draws the dashboard panels into docs/dashboard.png.

@@ -206,6 +206,23 @@ pub fn documents(profile: &Value) -> Result<Vec<(String, String)>, String> {
     Ok(out)
 }
 
+/// JSON equality where numbers compare by value (`1.0` written by one tool
+/// and `1` by another are the same setting).
+fn same_json(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x == y || x.as_f64() == y.as_f64(),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same_json(a, b))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| same_json(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
 /// What a push will do, and the revisions it read (its guard).
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -245,8 +262,12 @@ impl Plan {
 pub fn plan(etcd: &Endpoint, prefix: &str, profile: &Value) -> Result<Plan, String> {
     let stored = read(etcd, prefix, None)?;
     let wanted = documents(profile)?;
-    let same = |a: &str, b: &str| {
-        serde_json::from_str::<Value>(a).ok() == serde_json::from_str::<Value>(b).ok()
+    let same = |a: &str, b: &str| match (
+        serde_json::from_str::<Value>(a),
+        serde_json::from_str::<Value>(b),
+    ) {
+        (Ok(a), Ok(b)) => same_json(&a, &b),
+        _ => false,
     };
     let mut plan = Plan {
         prefix: prefix.to_string(),

@@ -27,10 +27,15 @@ fn b64(data: &[u8]) -> String {
 impl Etcd {
     /// Starts etcd on a free client port, with an empty store.
     pub fn start() -> Etcd {
+        Self::start_on(free_port(), free_port())
+    }
+
+    /// On given client and peer ports (the demo's 2379 and 2380).
+    pub fn start_on(port: u16, peer_port: u16) -> Etcd {
         let mut e = Etcd {
             child: None,
-            port: free_port(),
-            peer_port: free_port(),
+            port,
+            peer_port,
             dir: ScratchDir::new(),
         };
         e.launch();

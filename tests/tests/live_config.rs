@@ -121,6 +121,7 @@ fn a_pushed_quota_reaches_open_keep_alive_connections_on_every_worker() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let took = pushed.elapsed();
+    eprintln!("all keep-alive connections on the new quota after {took:?}");
     assert!(
         pending.is_empty(),
         "connections {pending:?} still on the old quota after {took:?}\n{}",
@@ -267,7 +268,10 @@ fn the_store_down_at_start_or_later_or_going_back_keeps_the_last_good() {
     );
     let st = status(&s);
     assert!(st["source"]["problem"].is_string(), "{st}");
-    assert!(st["staleness_ms"].as_u64().is_some_and(|v| v >= 1000), "{st}");
+    assert!(
+        st["staleness_ms"].as_u64().is_some_and(|v| v >= 1000),
+        "{st}"
+    );
     // Back with an empty store (restored from an older snapshot): its
     // revision went backwards; nothing is applied, the proxy says so.
     etcd.restart(true);
@@ -500,5 +504,39 @@ fn concurrent_pushes_one_wins_the_other_writes_nothing() {
     assert!(
         pair == (Some(50), Some(60)) || pair == (Some(70), Some(80)),
         "{pair:?}"
+    );
+}
+
+/// A tenant's rate-limit bucket lives in shared data under its name: a
+/// changed quota applies to the bucket's current level, it does not refill it.
+#[test]
+fn rate_limit_buckets_survive_a_quota_change() {
+    let etcd = Etcd::start();
+    etcd.put_profile(PREFIX, &store_profile(5, 40));
+    let s = start(&etcd);
+    wait_quota(&s, ACME, 5, "start");
+    let allowed = |s: &Suite| {
+        (0..20)
+            .take_while(|_| s.get("/", &[ACME]).status == 200)
+            .count()
+    };
+    // wait_quota spent some of the 5; the rest go, then 429s.
+    assert!(allowed(&s) <= 5);
+    assert_eq!(s.get("/", &[ACME]).status, 429);
+    etcd.put(&format!("{PREFIX}tenants/acme"), &tenant(7).to_string());
+    assert!(
+        meshware_e2e::eventually(10, || {
+            let r = s.get("/", &[ACME]);
+            quota(&r) == Some(7)
+        }),
+        "{}",
+        s.envoy.log()
+    );
+    // A refilled bucket would allow 7 (minus the probe); the carried one
+    // allows at most the 2 the larger burst adds.
+    let more = allowed(&s);
+    assert!(
+        more <= 2,
+        "{more} allowed after the change: the bucket was reset"
     );
 }

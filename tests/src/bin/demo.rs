@@ -6,6 +6,10 @@ use meshware_cli::bootstrap::{render, BootstrapParams};
 use meshware_e2e::echo::Echo;
 use std::process::{Command, ExitCode};
 
+/// `make run-etcd`: the local etcd's client port and the profile's prefix.
+const ETCD_PORT: u16 = 2379;
+const ETCD_PREFIX: &str = "/meshware/";
+
 fn main() -> ExitCode {
     let root = meshware_e2e::root();
     let profile_path = std::env::var("PROFILE")
@@ -36,15 +40,53 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut params = BootstrapParams::suite(
-        10000,
-        9901,
-        echo.port,
-        meshware_e2e::dist(),
-        profile.clone(),
-    );
+    // `make run-etcd` (ETCD=1): a local etcd on 127.0.0.1:2379 holds the
+    // profile, which the filters poll; `meshware push` changes it live.
+    let with_etcd = std::env::var("ETCD").is_ok_and(|v| v == "1");
+    let mut etcd = None;
+    let mut served = profile.clone();
+    if with_etcd {
+        let store = meshware_e2e::etcd::Etcd::start_on(ETCD_PORT, ETCD_PORT + 1);
+        let endpoint =
+            match meshware_cli::etcd::Endpoint::parse(&format!("http://127.0.0.1:{ETCD_PORT}")) {
+                Ok(e) => e,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+        let parsed: serde_json::Value = match serde_json::from_str(&profile) {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("{}: {e}", profile_path.display());
+                return ExitCode::from(1);
+            }
+        };
+        match meshware_cli::etcd::push(&endpoint, ETCD_PREFIX, &parsed, "the example profile") {
+            Ok(line) => println!("etcd on 127.0.0.1:{ETCD_PORT}: {line}"),
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(1);
+            }
+        }
+        let mut live = parsed;
+        live["config_source"] = serde_json::json!({
+            "cluster": "etcd", "prefix": ETCD_PREFIX, "poll_ms": 250, "timeout_ms": 1000
+        });
+        served = live.to_string();
+        etcd = Some(store);
+    }
+    let mut params = BootstrapParams::suite(10000, 9901, echo.port, meshware_e2e::dist(), served);
     params.route_canary_versions(&profile, "echo-canary", canary.port);
-    let config = render(&params);
+    let mut config = render(&params);
+    if let (true, Some(clusters)) = (
+        with_etcd,
+        config
+            .pointer_mut("/static_resources/clusters")
+            .and_then(serde_json::Value::as_array_mut),
+    ) {
+        clusters.push(meshware_cli::bootstrap::static_cluster("etcd", ETCD_PORT));
+    }
     let path = meshware_e2e::dist().join("demo-bootstrap.json");
     let text = serde_json::to_string_pretty(&config).unwrap_or_default();
     if let Err(e) = std::fs::write(&path, text) {
@@ -66,8 +108,18 @@ Try:
   curl -si -H 'host: shop.acme.example' -H 'x-env-tag: canary' http://127.0.0.1:10000/   # canary upstream :8081
   curl -s http://127.0.0.1:9901/stats/prometheus | grep meshware_
 
-Ctrl-C stops everything.",
-        path.display()
+Ctrl-C stops everything.{}",
+        path.display(),
+        if with_etcd {
+            "
+
+Live configuration: the filters poll etcd (127.0.0.1:2379, prefix /meshware/) every 250 ms.
+  jq '.tenants.acme.rate_limit.limits[1].burst = 2' examples/tenants.json > /tmp/acme.json
+  cargo run -q -p meshware-cli -- push --etcd http://127.0.0.1:2379 --prefix /meshware/ /tmp/acme.json
+  curl -s http://127.0.0.1:10000/.well-known/meshware/status"
+        } else {
+            ""
+        }
     );
     // The example profile's secrets come from the environment: the demo's
     // (examples/demo.env) unless the caller set its own.
@@ -89,6 +141,7 @@ Ctrl-C stops everything.",
             "1000",
         ])
         .status();
+    drop(etcd);
     match status {
         Ok(s) if s.success() => ExitCode::SUCCESS,
         Ok(s) => {
