@@ -109,6 +109,10 @@ pub struct BootstrapParams {
     /// Environment variables of Envoy's process passed to every VM
     /// (`--env NAME`), beside those the profile's secrets name.
     pub env: Vec<String>,
+    /// Each filter's configuration from a file in this folder (ECDS,
+    /// `ecds_files`) instead of inline: rewriting the files reconfigures
+    /// the filters for the next request on every connection.
+    pub ecds_dir: Option<PathBuf>,
 }
 
 impl BootstrapParams {
@@ -135,6 +139,7 @@ impl BootstrapParams {
             grpc_timeout_max_s: DEFAULT_GRPC_TIMEOUT_MAX_S,
             grpc_web: false,
             env: Vec::new(),
+            ecds_dir: None,
         }
     }
 
@@ -191,6 +196,7 @@ pub fn from_args(args: &[String]) -> Result<(Value, Vec<String>), String> {
     let mut grpc_timeout_max_s = DEFAULT_GRPC_TIMEOUT_MAX_S;
     let mut grpc_web = false;
     let mut env = Vec::new();
+    let mut ecds_dir = None;
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -232,6 +238,7 @@ pub fn from_args(args: &[String]) -> Result<(Value, Vec<String>), String> {
                 }
             }
             "--filters" => filters = Some(crate::parse_filters(value)?),
+            "--ecds-dir" => ecds_dir = Some(PathBuf::from(value)),
             "--env" => {
                 let reference = json!({ meshware_common::secret::ENV_KEY: value });
                 meshware_common::secret::source(&reference).map_err(|e| format!("{flag}: {e}"))?;
@@ -280,9 +287,18 @@ pub fn from_args(args: &[String]) -> Result<(Value, Vec<String>), String> {
     params.grpc_timeout_max_s = grpc_timeout_max_s;
     params.grpc_web = grpc_web;
     params.env = env;
+    if let Some(dir) = ecds_dir {
+        std::fs::create_dir_all(&dir).map_err(|e| format!("--ecds-dir {}: {e}", dir.display()))?;
+        let dir = std::fs::canonicalize(&dir)
+            .map_err(|e| format!("--ecds-dir {}: {e}", dir.display()))?;
+        params.ecds_dir = Some(dir);
+    }
     if let Some(filters) = filters {
         params.filters = filters;
     }
+    // With --ecds-dir the filters' configurations are files: written (again)
+    // here, so running the same command after a profile change reloads them.
+    write_ecds_files(&params)?;
     Ok((render(&params), warnings))
 }
 
@@ -341,7 +357,7 @@ pub fn wasm_filter_with_code(
     json!({
         "name": id,
         "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "@type": WASM_TYPE,
             "config": {
                 "name": id,
                 "root_id": name,
@@ -490,11 +506,65 @@ pub fn access_log(path: &str) -> Value {
     })
 }
 
+const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
+
+/// The ECDS file of one filter in `dir`.
+pub fn ecds_path(dir: &std::path::Path, filter: &str) -> PathBuf {
+    dir.join(format!("{filter}.json"))
+}
+
+/// The files `ecds_dir` holds, one per filter: an xDS discovery response
+/// with the filter's whole configuration (module, profile, VM settings).
+pub fn ecds_files(p: &BootstrapParams) -> Vec<(PathBuf, Value)> {
+    let Some(dir) = &p.ecds_dir else {
+        return Vec::new();
+    };
+    p.filters
+        .iter()
+        .map(|f| {
+            let filter = wasm_filter(f, &p.wasm_dir, &p.profile, &p.env);
+            let resource = json!({
+                "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+                "name": filter.get("name").cloned().unwrap_or(Value::Null),
+                "typed_config": filter.get("typed_config").cloned().unwrap_or(Value::Null)
+            });
+            (ecds_path(dir, f), json!({"resources": [resource]}))
+        })
+        .collect()
+}
+
+/// Writes the ECDS files, each atomically (a temporary file renamed over
+/// it: Envoy watches the folder and reads only complete files).
+pub fn write_ecds_files(p: &BootstrapParams) -> Result<(), String> {
+    for (path, value) in ecds_files(p) {
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, value.to_string())
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
 pub fn render(p: &BootstrapParams) -> Value {
     let mut http_filters: Vec<Value> = p
         .filters
         .iter()
-        .map(|f| wasm_filter(f, &p.wasm_dir, &p.profile, &p.env))
+        .map(|f| match &p.ecds_dir {
+            None => wasm_filter(f, &p.wasm_dir, &p.profile, &p.env),
+            Some(dir) => json!({
+                "name": format!("meshware.{f}"),
+                "config_discovery": {
+                    "config_source": {
+                        "resource_api_version": "V3",
+                        "path_config_source": {
+                            "path": ecds_path(dir, f),
+                            "watched_directory": {"path": dir}
+                        }
+                    },
+                    "type_urls": [WASM_TYPE]
+                }
+            }),
+        })
         .collect();
     http_filters.push(json!({
         "name": "envoy.filters.http.router",
@@ -551,7 +621,7 @@ pub fn render(p: &BootstrapParams) -> Value {
         .into_iter()
         .map(|(name, regex)| json!({"tag_name": name, "regex": regex}))
         .collect();
-    json!({
+    let mut bootstrap = json!({
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": p.admin_port}}},
         "stats_config": {"stats_tags": tags},
         "static_resources": {
@@ -593,7 +663,15 @@ pub fn render(p: &BootstrapParams) -> Value {
             }],
             "clusters": p.upstreams.iter().map(cluster).collect::<Vec<_>>()
         }
-    })
+    });
+    if let (true, Some(b)) = (p.ecds_dir.is_some(), bootstrap.as_object_mut()) {
+        // xDS subscriptions (the ECDS files) need the node's identity.
+        b.insert(
+            "node".into(),
+            json!({"id": "meshware", "cluster": "meshware"}),
+        );
+    }
+    bootstrap
 }
 
 #[cfg(test)]
@@ -644,6 +722,7 @@ mod tests {
             grpc_timeout_max_s: DEFAULT_GRPC_TIMEOUT_MAX_S,
             grpc_web: true,
             env: Vec::new(),
+            ecds_dir: None,
         });
         let hcm = &v["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
             ["typed_config"];

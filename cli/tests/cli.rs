@@ -220,3 +220,41 @@ fn bootstrap_passes_the_referenced_variables_to_every_vm() {
     assert_eq!(code, 2);
     assert!(err.contains("--env: {\"env\": \"NOT-A-NAME\"}"), "{err}");
 }
+
+#[test]
+fn bootstrap_with_ecds_writes_one_file_per_filter() {
+    let dir = std::env::temp_dir().join(format!("meshware-cli-ecds-{}", std::process::id()));
+    let wasm = std::env::temp_dir();
+    let (code, out, err) = meshware(&[
+        "bootstrap",
+        "--profile",
+        &example(),
+        "--wasm-dir",
+        wasm.to_str().unwrap(),
+        "--filters",
+        "trace_context,rate_limit",
+        "--ecds-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["node"]["id"], "meshware");
+    let filters = &v["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+        ["typed_config"]["http_filters"];
+    for (i, name) in ["trace_context", "rate_limit"].iter().enumerate() {
+        let f = &filters[i];
+        assert_eq!(f["name"], format!("meshware.{name}"));
+        let path = f["config_discovery"]["config_source"]["path_config_source"]["path"]
+            .as_str()
+            .unwrap();
+        let file: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let resource = &file["resources"][0];
+        assert_eq!(resource["name"], format!("meshware.{name}"));
+        assert!(resource["typed_config"]["config"]["configuration"]["value"]
+            .as_str()
+            .unwrap()
+            .contains("shop.acme.example"));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -76,6 +76,29 @@ pub fn bootstrap_params(
     (value, port, admin)
 }
 
+/// The template's parameters for a profile and filters (separate modules,
+/// or the suite module under `MESHWARE_E2E_MODULE=suite`), with the
+/// filters' configurations as ECDS files in `ecds_dir`: what
+/// `write_ecds_files` writes for a bootstrap from `bootstrap_params`.
+pub fn params(
+    profile: &str,
+    filters: &[&str],
+    upstream_port: u16,
+    ecds_dir: &std::path::Path,
+) -> BootstrapParams {
+    let narrowed;
+    let (profile, filters): (&str, &[&str]) = if suite_module() {
+        narrowed = narrow_profile(profile, filters);
+        (&narrowed, &[meshware_cli::bootstrap::SUITE])
+    } else {
+        (profile, filters)
+    };
+    let mut p = BootstrapParams::suite(0, 0, upstream_port, crate::dist(), profile.to_string());
+    p.filters = filters.iter().map(|s| s.to_string()).collect();
+    p.ecds_dir = Some(ecds_dir.to_path_buf());
+    p
+}
+
 /// Whether the e2e tests run against the suite module (`MESHWARE_E2E_MODULE=suite`).
 pub fn suite_module() -> bool {
     std::env::var("MESHWARE_E2E_MODULE").is_ok_and(|m| m == meshware_cli::bootstrap::SUITE)

@@ -186,3 +186,89 @@ fn a_profile_change_under_load_loses_no_request_and_mixes_no_tenants() {
         "the rejection names the field"
     );
 }
+
+/// The filters' configurations as ECDS files (`meshware bootstrap
+/// --ecds-dir`): rewriting them reaches the next request on connections
+/// that were open before, on every worker, where an LDS update leaves
+/// them on the old listener until they close. An invalid profile is
+/// refused and the previous one keeps serving.
+#[test]
+fn an_ecds_profile_change_reaches_open_keep_alive_connections() {
+    let echo = Echo::start(0).unwrap();
+    let dir = std::env::temp_dir().join(format!("meshware-ecds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let params_for = |generation: &str| {
+        let edit =
+            |p: &mut meshware_cli::bootstrap::BootstrapParams| p.ecds_dir = Some(dir.clone());
+        meshware_e2e::suite::bootstrap_params(
+            &profile(generation),
+            &FILTERS,
+            echo.port,
+            None,
+            &edit,
+        )
+    };
+    let (config, port, admin) = params_for("gen-a");
+    // The files of that bootstrap: written the way the CLI writes them.
+    let write = |generation: &str| {
+        let p = meshware_e2e::suite::params(&profile(generation), &FILTERS, echo.port, &dir);
+        meshware_cli::bootstrap::write_ecds_files(&p).unwrap();
+    };
+    write("gen-a");
+    let envoy = Envoy::start(&config, admin).unwrap_or_else(|e| panic!("{e}"));
+    let csp = |r: &http::Response| {
+        r.header("content-security-policy")
+            .unwrap_or("")
+            .to_string()
+    };
+    let mut conns: Vec<http::KeepAlive> = (0..8)
+        .map(|_| http::KeepAlive::connect(port).unwrap())
+        .collect();
+    for c in conns.iter_mut() {
+        let r = c.get("/", &[("host", "acme.example")]).unwrap();
+        assert!(
+            csp(&r).ends_with("gen-a-acme"),
+            "{}\n{}",
+            csp(&r),
+            envoy.log()
+        );
+    }
+    let changed = Instant::now();
+    write("gen-b");
+    let mut pending: Vec<usize> = (0..conns.len()).collect();
+    while !pending.is_empty() && changed.elapsed() < Duration::from_secs(10) {
+        pending.retain(|i| {
+            let r = conns[*i]
+                .get("/", &[("host", "acme.example")])
+                .expect("stays open");
+            assert_eq!(r.status, 200);
+            !csp(&r).ends_with("gen-b-acme")
+        });
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = changed.elapsed();
+    eprintln!("ECDS: all keep-alive connections on the new profile after {took:?}");
+    assert!(
+        pending.is_empty(),
+        "still old: {pending:?}\n{}",
+        envoy.log()
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    // An invalid profile: refused (the filter rejects its configuration),
+    // the previous one keeps serving on the same connections.
+    let broken = profile("gen-c").replace("content_security_policy", "content_security_polcy");
+    let p = meshware_e2e::suite::params(&broken, &FILTERS, echo.port, &dir);
+    meshware_cli::bootstrap::write_ecds_files(&p).unwrap();
+    assert!(
+        meshware_e2e::eventually(10, || envoy.log().contains("content_security_polcy")),
+        "{}",
+        envoy.log()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    for c in conns.iter_mut() {
+        let r = c.get("/", &[("host", "acme.example")]).unwrap();
+        assert_eq!(r.status, 200);
+        assert!(csp(&r).ends_with("gen-b-acme"), "{}", csp(&r));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
