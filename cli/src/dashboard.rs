@@ -11,6 +11,9 @@ pub const METRICS: &[&str] = &[
     "meshware_request_duration_ms_bucket",
     "meshware_in_flight",
     "meshware_decisions",
+    "meshware_config_revision",
+    "meshware_config_staleness_ms",
+    "meshware_config_updates",
 ];
 
 const RATE: &str = "$__rate_interval";
@@ -138,6 +141,48 @@ pub fn grafana() -> Value {
             8,
         ));
     }
+    // The "config" row: live configuration from etcd (docs/CONFIG.md).
+    let y = 16 + (crate::FILTERS.len() as u32).div_ceil(3) * 8;
+    panels.push(json!({
+        "id": 40, "type": "row", "title": "config", "collapsed": false,
+        "gridPos": {"x": 0, "y": y, "w": 24, "h": 1}, "panels": []
+    }));
+    panels.push(panel(
+        41,
+        "Store revision each proxy runs on",
+        "none",
+        vec![(
+            "max by (pod, filter) (meshware_config_revision)".to_string(),
+            "{{pod}} {{filter}}",
+        )],
+        0,
+        y + 1,
+        8,
+    ));
+    panels.push(panel(
+        42,
+        "Since the store last answered",
+        "ms",
+        vec![(
+            "max by (pod, filter) (meshware_config_staleness_ms)".to_string(),
+            "{{pod}} {{filter}}",
+        )],
+        8,
+        y + 1,
+        8,
+    ));
+    panels.push(panel(
+        43,
+        "Config updates by tenant (accepted / rejected)",
+        "ops",
+        vec![(
+            format!("sum by (tenant, outcome) (rate(meshware_config_updates[{RATE}]))"),
+            "{{tenant}} {{outcome}}",
+        )],
+        16,
+        y + 1,
+        8,
+    ));
     json!({
         "title": "meshware: per-tenant middleware",
         "uid": "meshware-tenants",
@@ -184,7 +229,10 @@ mod tests {
                 .iter()
                 .any(|p| p["title"] == format!("{} outcomes", f.name)));
         }
-        for p in panels {
+        assert!(panels
+            .iter()
+            .any(|p| p["type"] == "row" && p["title"] == "config"));
+        for p in panels.iter().filter(|p| p["type"] != "row") {
             for t in p["targets"].as_array().unwrap() {
                 let expr = t["expr"].as_str().unwrap();
                 let names: Vec<&str> = expr
