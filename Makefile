@@ -215,8 +215,9 @@ bench-time: build
 	  { apt-get update -qq && apt-get install -y -qq linux-perf; }; }
 	BENCH_TIME=1 BENCH_WRITE_DOCS=1 cargo run --quiet --release -p meshware-e2e --bin bench
 
-bench: build bench-tools
+bench: build bench-tools $(ETCD_BIN)
 	BENCH_WRITE_DOCS=1 cargo run --quiet --release -p meshware-e2e --bin bench
+	BENCH_WRITE_DOCS=1 cargo run --quiet --release -p meshware-e2e --bin bench_live
 	@$(VENV)/bin/python -c 'import matplotlib' 2>/dev/null || $(VENV)/bin/pip install --quiet matplotlib
 	$(VENV)/bin/python tests/bench_chart.py
 

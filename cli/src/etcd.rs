@@ -326,10 +326,21 @@ pub fn commit(etcd: &Endpoint, plan: &Plan) -> Result<u64, String> {
     );
     let stamp = format!("read at revision {}", plan.read_revision);
     success.push(json!({"requestPut": {"key": full(GUARD_KEY), "value": b64(&stamp)}}));
-    let v = etcd.call(
-        "/v3/kv/txn",
-        &json!({"compare": compare, "success": success}),
-    )?;
+    let operations = success.len();
+    let v = etcd
+        .call(
+            "/v3/kv/txn",
+            &json!({"compare": compare, "success": success}),
+        )
+        .map_err(|e| {
+            if e.contains("too many operations in txn request") {
+                format!(
+                    "{e}: this push writes {operations} keys in one transaction, more than the store allows (etcd's --max-txn-ops, default 128); raise it on the etcd servers (e.g. --max-txn-ops 4096 for 1,000+ tenants); nothing was written"
+                )
+            } else {
+                e
+            }
+        })?;
     if at(&v, "/succeeded") != &Value::Bool(true) {
         return Err(format!(
             "the store changed since it was read at revision {} (another push?): nothing was written; run the command again",

@@ -63,6 +63,8 @@ impl Etcd {
                 &peer,
             ])
             .args(["--initial-cluster", &format!("meshware-test={peer}")])
+            // A first push of 1,000 tenants is one transaction (docs/CONFIG.md).
+            .args(["--max-txn-ops", "4096"])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

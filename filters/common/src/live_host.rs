@@ -220,11 +220,14 @@ impl LiveHost {
             }
             self.in_flight = None;
         }
-        if now < self.next_poll_ms || !self.lease(now) {
+        if now < self.next_poll_ms {
             return;
         }
+        // Whether or not this worker gets the lease, it asks again next period.
         self.next_poll_ms = now.saturating_add(self.settings.poll_ms);
-        self.send(now);
+        if self.lease(now) {
+            self.send(now);
+        }
     }
 
     fn send(&mut self, now: u64) {
