@@ -7,6 +7,7 @@
 pub mod config;
 pub mod limiter;
 pub mod quota;
+pub mod rls;
 
 #[cfg(test)]
 mod quota_tests;
