@@ -99,6 +99,29 @@ pub fn params(
     p
 }
 
+/// Makes the first filter of a rendered bootstrap (for `filter`, or the
+/// suite module under `MESHWARE_E2E_MODULE=suite`) the test-only build
+/// that panics on demand (`make build-test-panic`), under `policy`.
+pub fn use_test_panic_module(config: &mut Value, filter: &str, policy: &str) {
+    let wasm = &mut config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+        ["typed_config"]["http_filters"][0]["typed_config"]["config"];
+    let name = if suite_module() {
+        meshware_cli::bootstrap::SUITE
+    } else {
+        filter
+    };
+    let module = crate::dist()
+        .join("test-panic")
+        .join(format!("{name}.wasm"));
+    assert!(
+        module.exists(),
+        "{} is missing: run `make build-test-panic`",
+        module.display()
+    );
+    wasm["vm_config"]["code"]["local"]["filename"] = serde_json::json!(module);
+    wasm["failure_policy"] = serde_json::json!(policy);
+}
+
 /// Whether the e2e tests run against the suite module (`MESHWARE_E2E_MODULE=suite`).
 pub fn suite_module() -> bool {
     std::env::var("MESHWARE_E2E_MODULE").is_ok_and(|m| m == meshware_cli::bootstrap::SUITE)

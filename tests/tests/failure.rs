@@ -33,23 +33,7 @@ fn start(filter: &str, policy: &str, profile: &str, services: Option<Echo>) -> S
     // The bound on a request held for a callout whose callback crashed the
     // VM (Envoy never resumes it): shortened from the bootstrap's 60 s.
     hcm["stream_idle_timeout"] = json!("2s");
-    let wasm = &mut hcm["http_filters"][0]["typed_config"]["config"];
-    // Against the suite module: its test-panic build, holding every concern.
-    let name = if meshware_e2e::suite::suite_module() {
-        meshware_cli::bootstrap::SUITE
-    } else {
-        filter
-    };
-    let module = meshware_e2e::dist()
-        .join("test-panic")
-        .join(format!("{name}.wasm"));
-    assert!(
-        module.exists(),
-        "{} is missing: run `make build-test-panic`",
-        module.display()
-    );
-    wasm["vm_config"]["code"]["local"]["filename"] = json!(module);
-    wasm["failure_policy"] = json!(policy);
+    meshware_e2e::suite::use_test_panic_module(&mut config, filter, policy);
     if let Some(s) = &services {
         config["static_resources"]["clusters"]
             .as_array_mut()

@@ -329,23 +329,7 @@ fn a_reloaded_vm_comes_back_on_the_pushed_revision() {
     let echo = meshware_e2e::echo::Echo::start(0).unwrap();
     let (mut config, port, admin) =
         meshware_e2e::suite::bootstrap(&bootstrap.to_string(), &["trace_context"], echo.port);
-    let wasm = &mut config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
-        ["typed_config"]["http_filters"][0]["typed_config"]["config"];
-    let name = if meshware_e2e::suite::suite_module() {
-        "suite"
-    } else {
-        "trace_context"
-    };
-    let module = meshware_e2e::dist()
-        .join("test-panic")
-        .join(format!("{name}.wasm"));
-    assert!(
-        module.exists(),
-        "{} is missing: run `make build-test-panic`",
-        module.display()
-    );
-    wasm["vm_config"]["code"]["local"]["filename"] = json!(module);
-    wasm["failure_policy"] = json!("FAIL_RELOAD");
+    meshware_e2e::suite::use_test_panic_module(&mut config, "trace_context", "FAIL_RELOAD");
     config["static_resources"]["clusters"]
         .as_array_mut()
         .unwrap()

@@ -31,6 +31,15 @@ pub fn decode(text: &str) -> Option<Vec<u8>> {
     if text.len() - body.len() > 2 {
         return None;
     }
+    decode_body(body, b'+', b'/')
+}
+
+/// Decodes base64url without padding (RFC 4648 §5, as JOSE writes it).
+pub fn decode_url(text: &str) -> Option<Vec<u8>> {
+    decode_body(text, b'-', b'_')
+}
+
+fn decode_body(body: &str, c62: u8, c63: u8) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(body.len() * 3 / 4);
     let (mut acc, mut bits) = (0u32, 0u32);
     for c in body.bytes() {
@@ -38,8 +47,8 @@ pub fn decode(text: &str) -> Option<Vec<u8>> {
             b'A'..=b'Z' => c - b'A',
             b'a'..=b'z' => c - b'a' + 26,
             b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
+            _ if c == c62 => 62,
+            _ if c == c63 => 63,
             _ => return None,
         };
         acc = (acc << 6) | u32::from(v);
@@ -49,6 +58,7 @@ pub fn decode(text: &str) -> Option<Vec<u8>> {
             out.push((acc >> bits) as u8);
         }
     }
+    // A lone trailing character (6 bits) cannot encode a byte.
     (bits < 6).then_some(out)
 }
 

@@ -27,6 +27,22 @@ pub fn quoted(text: &str) -> String {
     out
 }
 
+/// A JSON object from members whose values are JSON text already:
+/// `{"k1":v1,"k2":v2}`, keys quoted here.
+pub fn object<K: AsRef<str>>(members: impl IntoIterator<Item = (K, String)>) -> String {
+    let mut out = String::from("{");
+    for (i, (k, v)) in members.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&quoted(k.as_ref()));
+        out.push(':');
+        out.push_str(&v);
+    }
+    out.push('}');
+    out
+}
+
 /// An RFC 9457 problem details body (`application/problem+json`), members
 /// in the order serde_json writes them (sorted).
 pub fn problem(kind: &str, title: &str, status: u32, detail: &str) -> String {
@@ -45,6 +61,15 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     /// serde_json (an independent implementation) is the reference.
+    #[test]
+    fn objects_hold_their_members_in_order() {
+        assert_eq!(object(Vec::<(&str, String)>::new()), "{}");
+        let text = object([("b\"", "1".to_string()), ("a", "{\"x\":[2]}".to_string())]);
+        assert_eq!(text, r#"{"b\"":1,"a":{"x":[2]}}"#);
+        let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(parsed["a"]["x"][0], 2);
+    }
+
     #[test]
     fn strings_are_quoted_exactly_as_serde_json_quotes_them() {
         for key in [

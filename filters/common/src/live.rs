@@ -226,33 +226,23 @@ pub struct Snapshot {
 impl Snapshot {
     /// Written directly (no serializer in the modules, see `jsontext`).
     pub fn to_json(&self) -> String {
-        use crate::jsontext::quoted;
-        let mut out = format!("{{\"revision\":{},\"docs\":{{", self.revision);
-        for (i, (k, d)) in self.docs.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str(&format!(
-                "{}:{{\"m\":{},\"t\":{}}}",
-                quoted(k),
-                d.mod_revision,
-                quoted(&d.text)
-            ));
-        }
-        out.push_str("},\"rejected\":{");
-        for (i, (k, r)) in self.rejected.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str(&format!(
-                "{}:{{\"m\":{},\"e\":{}}}",
-                quoted(k),
-                r.mod_revision,
-                quoted(&r.errors)
-            ));
-        }
-        out.push_str("}}");
-        out
+        use crate::jsontext::{object, quoted};
+        let docs = object(self.docs.iter().map(|(k, d)| {
+            (
+                k,
+                format!("{{\"m\":{},\"t\":{}}}", d.mod_revision, quoted(&d.text)),
+            )
+        }));
+        let rejected = object(self.rejected.iter().map(|(k, r)| {
+            (
+                k,
+                format!("{{\"m\":{},\"e\":{}}}", r.mod_revision, quoted(&r.errors)),
+            )
+        }));
+        format!(
+            "{{\"revision\":{},\"docs\":{docs},\"rejected\":{rejected}}}",
+            self.revision
+        )
     }
 
     pub fn from_json(bytes: &[u8]) -> Option<Snapshot> {

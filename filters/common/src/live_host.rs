@@ -455,31 +455,24 @@ impl StatusEndpoint {
             .get(&key(self.module, "snapshot"))
             .and_then(|(v, _)| Snapshot::from_json(&v))
             .unwrap_or_default();
-        let mut documents = String::new();
-        for (i, (k, d)) in snapshot.docs.iter().enumerate() {
-            if i > 0 {
-                documents.push(',');
-            }
-            documents.push_str(&format!(
-                "{}:{{\"revision\":{}}}",
-                quoted(k),
-                d.mod_revision
-            ));
-        }
-        let mut rejected = String::new();
-        for (i, (k, r)) in snapshot.rejected.iter().enumerate() {
-            if i > 0 {
-                rejected.push(',');
-            }
-            rejected.push_str(&format!(
-                "{}:{{\"revision\":{},\"errors\":{}}}",
-                quoted(k),
-                r.mod_revision,
-                quoted(&r.errors)
-            ));
-        }
+        let documents = crate::jsontext::object(
+            snapshot
+                .docs
+                .iter()
+                .map(|(k, d)| (k, format!("{{\"revision\":{}}}", d.mod_revision))),
+        );
+        let rejected = crate::jsontext::object(snapshot.rejected.iter().map(|(k, r)| {
+            (
+                k,
+                format!(
+                    "{{\"revision\":{},\"errors\":{}}}",
+                    r.mod_revision,
+                    quoted(&r.errors)
+                ),
+            )
+        }));
         format!(
-            "{{\"module\":{},\"source\":{source},\"staleness_ms\":{staleness},\"revision\":{},\"documents\":{{{documents}}},\"rejected\":{{{rejected}}}}}\n",
+            "{{\"module\":{},\"source\":{source},\"staleness_ms\":{staleness},\"revision\":{},\"documents\":{documents},\"rejected\":{rejected}}}\n",
             quoted(self.module),
             snapshot.revision
         )

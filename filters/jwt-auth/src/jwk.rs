@@ -7,30 +7,7 @@ use serde_json::{Map, Value};
 /// base64url without padding (RFC 7515 section 2); padding and other
 /// alphabets are rejected.
 pub fn b64url(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let mut acc: u32 = 0;
-    let mut bits = 0;
-    for c in text.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'-' => 62,
-            b'_' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    // A lone trailing character (6 bits) cannot encode a byte.
-    if bits >= 6 {
-        return None;
-    }
-    Some(out)
+    meshware_common::base64::decode_url(text)
 }
 
 #[derive(Clone)]
