@@ -233,8 +233,18 @@ impl Suite {
     /// With the rendered bootstrap changed by `edit` before Envoy starts
     /// (extra clusters and routes, Envoy's own options).
     pub fn start_edited(profile: &str, filters: &[&str], edit: impl Fn(&mut Value)) -> Suite {
+        Self::start_edited_env(profile, filters, &[], edit)
+    }
+
+    /// As `start_edited`, with `env` in Envoy's environment.
+    pub fn start_edited_env(
+        profile: &str,
+        filters: &[&str],
+        env: &[(&str, &str)],
+        edit: impl Fn(&mut Value),
+    ) -> Suite {
         let echo = Echo::start(0).expect("echo upstream");
-        let (envoy, port) = start_on_fresh_ports(2, || {
+        let (envoy, port) = start_on_fresh_ports_env(2, env, || {
             let (mut config, port, admin) = bootstrap_with(profile, filters, echo.port, None);
             edit(&mut config);
             (config, port, admin)
@@ -321,10 +331,18 @@ impl Suite {
 /// picking and binding (another process can still win that race), renders
 /// again on new ports. Any other failure panics with Envoy's log.
 fn start_on_fresh_ports(workers: u32, make_config: impl Fn() -> (Value, u16, u16)) -> (Envoy, u16) {
+    start_on_fresh_ports_env(workers, &[], make_config)
+}
+
+fn start_on_fresh_ports_env(
+    workers: u32,
+    env: &[(&str, &str)],
+    make_config: impl Fn() -> (Value, u16, u16),
+) -> (Envoy, u16) {
     let mut attempt = 0;
     loop {
         let (config, port, admin) = make_config();
-        match Envoy::start_with(&config, admin, workers, "info") {
+        match Envoy::start_full(&[], &config, admin, workers, &["info"], env) {
             Ok(envoy) => return (envoy, port),
             Err(e) if attempt < 3 && e.contains("Address already in use") => attempt += 1,
             Err(e) => panic!("{e}"),

@@ -290,9 +290,14 @@ fn the_store_down_at_start_or_later_or_going_back_keeps_the_last_good() {
 fn junk_from_the_store_keeps_the_bootstrap_profile() {
     // The "store" is the echo upstream: 200s that are not etcd's answers.
     // The status endpoint is open to another range only: 404 here.
+    // A token from the environment opens it from anywhere.
     let mut profile: Value = serde_json::from_str(&bootstrap_profile()).unwrap();
     profile["config_source"]["status_allow_cidrs"] = json!(["10.0.0.0/8"]);
-    let s = Suite::start_edited(&profile.to_string(), &["rate_limit"], |config| {
+    profile["config_source"]["status_admin_tokens"] =
+        json!([{"env": "MESHWARE_TEST_STATUS_TOKEN"}]);
+    let token = "status-token-from-the-environment-1";
+    let env = [("MESHWARE_TEST_STATUS_TOKEN", token)];
+    let s = Suite::start_edited_env(&profile.to_string(), &["rate_limit"], &env, |config| {
         let echo_cluster = config["static_resources"]["clusters"][0].clone();
         let mut etcd = echo_cluster;
         etcd["name"] = json!("etcd");
@@ -309,6 +314,15 @@ fn junk_from_the_store_keeps_the_bootstrap_profile() {
     assert_eq!(quota_of(&s, ACME), Some(50));
     let r = s.get("/.well-known/meshware/status", &[]);
     assert_eq!((r.status, r.body.len()), (404, 0));
+    let r = s.get(
+        "/.well-known/meshware/status",
+        &[("x-admin-token", "status-token-from-the-environment-2")],
+    );
+    assert_eq!((r.status, r.body.len()), (404, 0), "a wrong token");
+    let r = s.get("/.well-known/meshware/status", &[("x-admin-token", token)]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["module"], module());
+    assert!(!s.envoy.log().contains(token), "the token is never logged");
     assert!(
         s.echo.requests_to("/.well-known").is_empty(),
         "never forwarded"

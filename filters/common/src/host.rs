@@ -2064,9 +2064,17 @@ impl<F: HttpFilter> Stage for Stream<F> {
         }
         if let Some(status) = compiled.status.as_ref().filter(|s| s.matches(raw_path)) {
             // Served here, whichever filter meets it first: the allowed
-            // ranges see the JSON, everyone else a plain 404.
-            let allowed =
-                source_address().is_some_and(|ip| status.allow.iter().any(|c| c.contains(ip)));
+            // ranges and token holders see the JSON, everyone else a plain 404.
+            // The token header is read on this rare path only: the filter
+            // may have read just the headers it declares.
+            let token = if status.tokens.0.is_empty() {
+                None
+            } else {
+                hostcalls::get_map_value_checked(MapType::HttpRequestHeaders, &status.token_header)
+                    .ok()
+                    .flatten()
+            };
+            let allowed = status.allows(source_address(), token.as_deref());
             if allowed {
                 let body = status.body();
                 let headers = [

@@ -102,6 +102,40 @@ pub struct SourceSettings {
     pub status_allow_cidrs: Vec<crate::net::Cidr>,
     /// The same ranges as written (for `to_json`).
     status_allow_text: Vec<String>,
+    /// The header a status token comes in (`x-admin-token`).
+    pub status_token_header: String,
+    /// Tokens that open the status endpoint from anywhere, read from the
+    /// VM's environment (`status_admin_tokens: [{"env": "NAME"}]`).
+    pub status_tokens: StatusTokens,
+    /// The variables they came from (for `to_json`).
+    status_token_vars: Vec<String>,
+}
+
+/// Status tokens, never printed (`Debug` shows how many).
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct StatusTokens(pub Vec<String>);
+
+impl std::fmt::Debug for StatusTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} status token(s)", self.0.len())
+    }
+}
+
+impl StatusTokens {
+    /// Whether `presented` is one of the tokens: every token compared in
+    /// full, without an early exit.
+    pub fn accepts(&self, presented: &[u8]) -> bool {
+        let mut any = false;
+        for token in &self.0 {
+            let t = token.as_bytes();
+            let mut diff = u8::from(t.len() != presented.len());
+            for (i, b) in t.iter().enumerate() {
+                diff |= b ^ presented.get(i).copied().unwrap_or(0);
+            }
+            any |= diff == 0;
+        }
+        any
+    }
 }
 
 impl SourceSettings {
@@ -110,8 +144,14 @@ impl SourceSettings {
     pub fn to_json(&self) -> String {
         use crate::jsontext::quoted;
         let cidrs: Vec<String> = self.status_allow_text.iter().map(|c| quoted(c)).collect();
+        // The references, never the tokens.
+        let tokens: Vec<String> = self
+            .status_token_vars
+            .iter()
+            .map(|v| format!("{{\"env\":{}}}", quoted(v)))
+            .collect();
         format!(
-            "{{\"cluster\":{},\"authority\":{},\"prefix\":{},\"poll_ms\":{},\"timeout_ms\":{},\"max_document_bytes\":{},\"status_path\":{},\"status_allow_cidrs\":[{}]}}",
+            "{{\"cluster\":{},\"authority\":{},\"prefix\":{},\"poll_ms\":{},\"timeout_ms\":{},\"max_document_bytes\":{},\"status_path\":{},\"status_allow_cidrs\":[{}],\"status_token_header\":{},\"status_admin_tokens\":[{}]}}",
             quoted(&self.cluster),
             quoted(&self.authority),
             quoted(&self.prefix),
@@ -119,7 +159,9 @@ impl SourceSettings {
             self.timeout_ms,
             self.max_document_bytes,
             quoted(&self.status_path),
-            cidrs.join(",")
+            cidrs.join(","),
+            quoted(&self.status_token_header),
+            tokens.join(",")
         )
     }
 }
@@ -168,6 +210,10 @@ pub fn parse_settings(root: &Value, errors: &mut ConfigErrors) -> Option<SourceS
         .iter()
         .filter_map(|c| crate::net::Cidr::parse(c).ok())
         .collect();
+    let status_token_header = r
+        .opt_string("status_token_header", crate::section::check_header_name)
+        .unwrap_or_else(|| crate::request::DEFAULT_ADMIN_TOKEN_HEADER.to_string());
+    let (status_tokens, status_token_vars) = read_status_tokens(&mut r);
     r.finish();
     let missing = |errors: &mut ConfigErrors, key: &str| {
         errors.push(format!("{SECTION}.{key}"), "is required");
@@ -196,7 +242,51 @@ pub fn parse_settings(root: &Value, errors: &mut ConfigErrors) -> Option<SourceS
         status_path,
         status_allow_cidrs,
         status_allow_text,
+        status_token_header,
+        status_tokens,
+        status_token_vars,
     })
+}
+
+/// `status_admin_tokens`: environment references only (`{"env": "NAME"}`),
+/// so the profile never holds one; each at least 16 characters.
+fn read_status_tokens(r: &mut crate::section::SectionReader<'_>) -> (StatusTokens, Vec<String>) {
+    let (mut tokens, mut vars) = (Vec::new(), Vec::new());
+    let Some((value, path)) = r.raw("status_admin_tokens") else {
+        return (StatusTokens::default(), vars);
+    };
+    let Value::Array(items) = value else {
+        r.error(path, "must be an array of {\"env\": \"NAME\"}");
+        return (StatusTokens::default(), vars);
+    };
+    for (i, item) in items.iter().enumerate() {
+        let at = format!("{path}[{i}]");
+        let name = match crate::secret::source(item) {
+            Ok(crate::secret::SecretSource::Env(name)) => name,
+            Ok(crate::secret::SecretSource::Inline(_)) => {
+                r.error(
+                    at,
+                    "a status token is given as {\"env\": \"NAME\"}, never inline",
+                );
+                continue;
+            }
+            Err(e) => {
+                r.error(at, e);
+                continue;
+            }
+        };
+        vars.push(name.to_string());
+        match crate::secret::resolve(item) {
+            Ok(Some(t)) if t.len() >= 16 && t.bytes().all(|b| b.is_ascii_graphic()) => tokens.push(t),
+            Ok(Some(_)) => r.error(
+                at,
+                format!("environment variable {name}: a status token is 16+ printable characters without spaces"),
+            ),
+            Ok(None) => {} // shape only (CLI)
+            Err(e) => r.error(at, e),
+        }
+    }
+    (StatusTokens(tokens), vars)
 }
 
 /// One accepted document: the key's `mod_revision` and its JSON text.
@@ -878,6 +968,38 @@ mod tests {
         ] {
             assert!(text.contains(e), "{e} in {text}");
         }
+        // Status tokens: references only, resolved, never printed.
+        let mut errors = ConfigErrors::default();
+        let path = std::env::var("PATH").unwrap_or_default();
+        let t = parse_settings(
+            &json!({"config_source": {"cluster": "etcd", "prefix": "/mw/",
+                "status_admin_tokens": [{"env": "PATH"}]}}),
+            &mut errors,
+        );
+        if path.len() >= 16 && !path.contains(' ') {
+            let t = t.unwrap();
+            assert!(t.status_tokens.accepts(path.as_bytes()));
+            assert!(!t.status_tokens.accepts(b"nope"));
+            assert!(!format!("{t:?}").contains(&path), "never in Debug");
+            let text = t.to_json();
+            assert!(
+                text.contains(r#"{"env":"PATH"}"#) && !text.contains(&path),
+                "{text}"
+            );
+        }
+        let mut errors = ConfigErrors::default();
+        let _ = parse_settings(
+            &json!({"config_source": {"cluster": "etcd", "prefix": "/mw/",
+                "status_admin_tokens": ["inline-token-0123456789", {"env": "MESHWARE_NEVER_SET"}]}}),
+            &mut errors,
+        );
+        let text = errors.finish().to_string();
+        assert!(
+            text.contains("config_source.status_admin_tokens[0]: a status token is given as"),
+            "{text}"
+        );
+        assert!(text.contains("config_source.status_admin_tokens[1]: environment variable MESHWARE_NEVER_SET is not set"), "{text}");
+        assert!(!text.contains("inline-token-0123456789"), "{text}");
         // Carried into assembled profiles: it reads back the same.
         let text = format!("{{\"config_source\":{}}}", s.to_json());
         let mut errors = ConfigErrors::default();

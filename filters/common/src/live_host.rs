@@ -412,6 +412,8 @@ pub struct StatusEndpoint {
     pub module: &'static str,
     pub path: String,
     pub allow: Vec<crate::net::Cidr>,
+    pub token_header: String,
+    pub tokens: crate::live::StatusTokens,
 }
 
 impl StatusEndpoint {
@@ -423,7 +425,15 @@ impl StatusEndpoint {
             module,
             path: s.status_path,
             allow: s.status_allow_cidrs,
+            token_header: s.status_token_header,
+            tokens: s.status_tokens,
         })
+    }
+
+    /// Whether a client may read it: from an allowed range, or with a token.
+    pub fn allows(&self, source: Option<std::net::IpAddr>, token: Option<&[u8]>) -> bool {
+        source.is_some_and(|ip| self.allow.iter().any(|c| c.contains(ip)))
+            || token.is_some_and(|t| self.tokens.accepts(t))
     }
 
     /// Whether the request's canonical path is the endpoint's.
