@@ -30,19 +30,12 @@ impl Endpoint {
         let rest = url
             .strip_prefix("http://")
             .ok_or_else(|| format!("--etcd {url}: expected http://host:port"))?;
-        let rest = rest.trim_end_matches('/');
-        let (host, port) = rest
-            .rsplit_once(':')
-            .ok_or_else(|| format!("--etcd {url}: expected http://host:port"))?;
-        let port = port
-            .parse()
-            .map_err(|_| format!("--etcd {url}: not a port: {port}"))?;
+        // host:port as the bootstrap's --upstream reads it.
+        let at = crate::bootstrap::Upstream::parse("etcd", rest.trim_end_matches('/'))
+            .map_err(|e| format!("--etcd {e}"))?;
         Ok(Endpoint {
-            host: host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_string(),
-            port,
+            host: at.address,
+            port: at.port,
         })
     }
 

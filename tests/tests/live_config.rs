@@ -513,6 +513,8 @@ fn rate_limit_buckets_survive_a_quota_change() {
     etcd.put_profile(PREFIX, &store_profile(5, 40));
     let s = start(&etcd);
     wait_quota(&s, ACME, 5, "start");
+    // The other worker adopts within a tick of the poller.
+    std::thread::sleep(Duration::from_millis(500));
     let allowed = |s: &Suite| {
         (0..20)
             .take_while(|_| s.get("/", &[ACME]).status == 200)

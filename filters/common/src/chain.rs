@@ -437,15 +437,10 @@ impl SuiteRoot {
     }
 
     fn configure(&mut self, config: &[u8]) -> Result<Vec<&'static str>, ConfigErrors> {
-        let present = crate::profile::sections_present(config);
         let mut errors = ConfigErrors::default();
         let mut stages = Vec::new();
         let mut enabled = Vec::new();
-        for concern in self.concerns {
-            // Invalid JSON has no sections: every concern reports it.
-            if present.as_ref().is_some_and(|p| !p.contains(concern.name)) {
-                continue;
-            }
+        for concern in self.concerns_for(config) {
             let mut root = (concern.make)(self.context_id);
             match root.configure(config) {
                 Ok(()) => {
@@ -513,7 +508,11 @@ impl RootContext for SuiteRoot {
         match self.configure(&config) {
             Ok(enabled) => {
                 log::info!("[suite] concerns: {}", enabled.join(", "));
-                self.live = crate::live_host::LiveHost::new("suite", &config, crate::host::seed());
+                self.live = self
+                    .stages
+                    .first()
+                    .and_then(|s| s.source_settings())
+                    .map(|s| crate::live_host::LiveHost::new("suite", s, crate::host::seed()));
                 // A reloaded VM starts on the latest accepted revision.
                 if let Some(profile) = self.live.as_mut().and_then(|l| l.adopt()) {
                     self.reconfigure(&profile);

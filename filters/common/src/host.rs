@@ -187,6 +187,11 @@ impl<F: HttpFilter> Root<F> {
         }
     }
 
+    /// The compiled profile's `config_source`, if any.
+    fn source_settings(&self) -> Option<&crate::live::SourceSettings> {
+        self.compiled.as_ref()?.profile.config_source.as_ref()
+    }
+
     /// Validates a profile with this filter's compile code, changing nothing.
     pub fn validate(config: &str) -> Result<(), crate::errors::ConfigErrors> {
         compile::<F>(config.as_bytes()).map(|_| ())
@@ -786,6 +791,10 @@ impl<F: HttpFilter> Root<F> {
     /// Compiles the profile for this filter and defines its metrics.
     pub fn configure(&mut self, config: &[u8]) -> Result<(), crate::errors::ConfigErrors> {
         let profile = compile::<F>(config)?;
+        let status = profile
+            .config_source
+            .as_ref()
+            .map(|s| crate::live_host::StatusEndpoint::new(LIVE_MODULE.unwrap_or(F::NAME), s));
         let tenant_outcomes: Vec<Vec<String>> = (0..profile.tenant_names().len())
             .map(|slot| {
                 profile
@@ -825,7 +834,7 @@ impl<F: HttpFilter> Root<F> {
             request_counters,
             active,
             log_key: format!("meshware.{}", F::NAME),
-            status: crate::live_host::StatusEndpoint::new(LIVE_MODULE.unwrap_or(F::NAME), config),
+            status,
         }));
         Ok(())
     }
@@ -864,7 +873,9 @@ impl<F: HttpFilter> RootContext for Root<F> {
         match self.configure(&config) {
             Ok(()) => {
                 let mut period = vm_tick_period_ms(u64::from(Self::tick_period_ms()));
-                self.live = crate::live_host::LiveHost::new(F::NAME, &config, seed());
+                self.live = self
+                    .source_settings()
+                    .map(|s| crate::live_host::LiveHost::new(F::NAME, s, seed()));
                 if let Some(live) = self.live.as_mut() {
                     period = period.min(live.poll_ms());
                     // A reloaded VM starts on the latest accepted revision.
@@ -1001,6 +1012,8 @@ pub trait RootStage {
     fn reconfigure(&mut self, config: &str);
     /// Answers every held request (the stage is going away).
     fn release(&mut self);
+    /// The compiled profile's `config_source`, if any.
+    fn source_settings(&self) -> Option<&crate::live::SourceSettings>;
 }
 
 impl<F: HttpFilter> RootStage for Root<F> {
@@ -1032,6 +1045,9 @@ impl<F: HttpFilter> RootStage for Root<F> {
         if let Some(compiled) = self.compiled.clone() {
             self.release_held(&compiled);
         }
+    }
+    fn source_settings(&self) -> Option<&crate::live::SourceSettings> {
+        Root::source_settings(self)
     }
 }
 
@@ -2062,7 +2078,7 @@ impl<F: HttpFilter> Stage for Stream<F> {
             refuse(&compiled, slot, refusal, self.grpc);
             return Action::Pause;
         }
-        if let Some(status) = compiled.status.as_ref().filter(|s| s.matches(raw_path)) {
+        if let Some(status) = compiled.status.as_ref().filter(|s| s.matches(&judged.path)) {
             // Served here, whichever filter meets it first: the allowed
             // ranges and token holders see the JSON, everyone else a plain 404.
             // The token header is read on this rare path only: the filter

@@ -101,10 +101,8 @@ fn key(module: &str, what: &str) -> String {
     format!("meshware.live.{module}.{what}")
 }
 
-/// Overwrites a key (CAS on the version just read).
 fn put(key: &str, value: &[u8]) {
-    let cas = EnvoyEnv.get(key).map(|(_, cas)| cas);
-    let _ = EnvoyEnv.set(key, value, cas);
+    crate::store::overwrite(&EnvoyEnv, key, value);
 }
 
 /// What the status of a module's source says, for the status endpoint and
@@ -115,13 +113,11 @@ pub fn status(module: &str) -> Option<Value> {
 }
 
 impl LiveHost {
-    /// The live source the plugin configuration names, if any.
-    pub fn new(module: &'static str, config: &[u8], owner: u64) -> Option<LiveHost> {
-        let bootstrap: Value = serde_json::from_slice(config).ok()?;
-        let mut errors = ConfigErrors::default();
-        let settings = crate::live::parse_settings(&bootstrap, &mut errors)?;
+    /// The live source of a compiled profile's `config_source`.
+    pub fn new(module: &'static str, settings: &SourceSettings, owner: u64) -> LiveHost {
+        let settings = settings.clone();
         let now = EnvoyEnv.now_ms();
-        Some(LiveHost {
+        LiveHost {
             module,
             source: Etcd::new(&settings.prefix),
             source_json: settings.to_json(),
@@ -134,7 +130,7 @@ impl LiveHost {
             regressed: false,
             started_ms: now,
             metrics: LiveMetrics::new(module),
-        })
+        }
     }
 
     pub fn poll_ms(&self) -> u64 {
@@ -417,17 +413,14 @@ pub struct StatusEndpoint {
 }
 
 impl StatusEndpoint {
-    pub fn new(module: &'static str, config: &[u8]) -> Option<StatusEndpoint> {
-        let bootstrap: Value = serde_json::from_slice(config).ok()?;
-        let mut errors = ConfigErrors::default();
-        let s = crate::live::parse_settings(&bootstrap, &mut errors)?;
-        Some(StatusEndpoint {
+    pub fn new(module: &'static str, s: &SourceSettings) -> StatusEndpoint {
+        StatusEndpoint {
             module,
-            path: s.status_path,
-            allow: s.status_allow_cidrs,
-            token_header: s.status_token_header,
-            tokens: s.status_tokens,
-        })
+            path: s.status_path.clone(),
+            allow: s.status_allow_cidrs.clone(),
+            token_header: s.status_token_header.clone(),
+            tokens: s.status_tokens.clone(),
+        }
     }
 
     /// Whether a client may read it: from an allowed range, or with a token.
@@ -436,10 +429,9 @@ impl StatusEndpoint {
             || token.is_some_and(|t| self.tokens.accepts(t))
     }
 
-    /// Whether the request's canonical path is the endpoint's.
-    pub fn matches(&self, raw_path: &str) -> bool {
-        crate::path::RequestPath::read(raw_path)
-            .is_ok_and(|p| p.canonical().text(false) == self.path)
+    /// Whether the request's canonical path (as judged) is the endpoint's.
+    pub fn matches(&self, path: &crate::path::RequestPath) -> bool {
+        path.canonical().text(false) == self.path
     }
 
     /// The JSON answer: the source and its staleness, the store revision

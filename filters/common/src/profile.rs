@@ -55,6 +55,8 @@ pub struct Profile<S> {
     settings: Vec<S>,
     /// Slot -> request policy (`request` section and owned headers).
     requests: Vec<RequestPolicy>,
+    /// The live configuration source (`config_source`), when set.
+    pub config_source: Option<crate::live::SourceSettings>,
 }
 
 impl<S> Profile<S> {
@@ -486,7 +488,7 @@ pub fn compile<S>(
             return Err(errors);
         }
     };
-    let _ = crate::live::parse_settings(&root, &mut errors);
+    let config_source = crate::live::parse_settings(&root, &mut errors);
     let Some(shared) = parse_shared(&root, &mut errors) else {
         return Err(errors.finish());
     };
@@ -524,6 +526,7 @@ pub fn compile<S>(
             names,
             settings,
             requests,
+            config_source,
         })
     } else {
         Err(errors.finish())

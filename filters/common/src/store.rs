@@ -36,6 +36,14 @@ pub trait HostEnv: SharedStore {
     fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
 }
 
+/// Overwrites `key` whatever it holds: a CAS on the version just read, so
+/// it also works where an unconditional write of an existing key is
+/// refused. Last writer wins (for values every writer may publish).
+pub fn overwrite(store: &dyn SharedStore, key: &str, value: &[u8]) {
+    let cas = store.get(key).map(|(_, cas)| cas);
+    let _ = store.set(key, value, cas);
+}
+
 /// An integer attribute as Envoy serializes it.
 pub fn property_u64(bytes: &[u8]) -> Option<u64> {
     let raw: [u8; 8] = bytes.get(0..8)?.try_into().ok()?;

@@ -257,7 +257,7 @@ impl RemoteJwks {
     /// so it also works where an unconditional write is refused).
     fn set_lease(&self, env: &dyn HostEnv, until: u64) {
         let key = format!("{}.lease", self.shared_key);
-        put(env, &key, until.to_string().as_bytes());
+        meshware_common::store::overwrite(env, &key, until.to_string().as_bytes());
     }
 
     /// How long after the last attempt the next may start, after `failures`
@@ -371,16 +371,9 @@ impl RemoteJwks {
         let mut value = format!("{now}\n").into_bytes();
         value.extend_from_slice(body);
         // Last writer wins: every writer holds a fresh, valid key set.
-        put(env, &self.shared_key, &value);
+        meshware_common::store::overwrite(env, &self.shared_key, &value);
         Fetched::Ok
     }
-}
-
-/// Overwrites `key` (CAS on the version just read, so it also holds where
-/// an unconditional write of an existing key is refused).
-fn put(env: &dyn HostEnv, key: &str, value: &[u8]) {
-    let cas = env.get(key).map(|(_, cas)| cas);
-    let _ = env.set(key, value, cas);
 }
 
 fn split_shared(value: &[u8]) -> Option<(u64, &[u8])> {
