@@ -540,3 +540,88 @@ fn rate_limit_buckets_survive_a_quota_change() {
         "{more} allowed after the change: the bucket was reset"
     );
 }
+
+/// The status endpoint reports the filters' shared state: remote key-set
+/// ages (jwt_auth), open circuits (circuit_breaker) and bucket occupancy
+/// (rate_limit). `?filter=` asks for one filter's: in separate modules the
+/// module that runs it answers.
+#[test]
+fn the_status_reports_key_set_ages_open_circuits_and_bucket_occupancy() {
+    use meshware_e2e::echo::{Canned, Echo};
+    let v = meshware_e2e::jwt_vectors();
+    let provider = json!({"name": "idp", "issuer": v["issuer"], "audiences": [v["audience"]],
+        "algorithms": ["RS256"],
+        "remote_jwks": {"cluster": "idp", "path": "/jwks", "timeout_ms": 1000}});
+    let profile = json!({
+        "tenancy": {"default": "public", "hosts": {"a.example": "acme"}},
+        "config_source": {"cluster": "idp", "prefix": PREFIX, "poll_ms": 1000, "timeout_ms": 500},
+        "tenants": {
+            "acme": {
+                "jwt_auth": {"providers": [provider]},
+                "rate_limit": {"max_keys": 16, "limits": [
+                    {"name": "per-key", "key": {"header": "x-api-key"}, "rate": 100, "per": "minute", "burst": 100}
+                ]},
+                "circuit_breaker": {"min_requests": 2, "failure_ratio": 0.5, "open_for_ms": 60000}
+            },
+            "public": {}
+        }
+    });
+    let idp = Echo::start(0).expect("idp");
+    let keys: Vec<Value> = v["jwks"]["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["kid"] == "rsa-1")
+        .cloned()
+        .collect();
+    idp.script(
+        "/jwks",
+        Canned::new(200, json!({ "keys": keys }).to_string().as_bytes()),
+    );
+    let filters = ["jwt_auth", "rate_limit", "circuit_breaker"];
+    let s = Suite::start_with_services(&profile.to_string(), &filters, idp, &["idp"]);
+    s.echo.script("/fail", Canned::new(500, b"down"));
+    let bearer = format!("Bearer {}", meshware_e2e::jwt_token("valid RS256"));
+    let auth = ("authorization", bearer.as_str());
+    let r = s.get("/ok", &[ACME, auth, ("x-api-key", "k1")]);
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), s.envoy.log());
+    s.get("/ok", &[ACME, auth, ("x-api-key", "k2")]);
+    for _ in 0..4 {
+        s.get("/fail", &[ACME, auth, ("x-api-key", "k3")]);
+    }
+    assert_eq!(
+        s.get("/ok", &[ACME, auth]).header("x-circuit-state"),
+        Some("open")
+    );
+    let state = |filter: &str| -> Value {
+        let r = s.get(&format!("/.well-known/meshware/status?filter={filter}"), &[]);
+        assert_eq!(r.status, 200, "{filter}: {}", r.text());
+        r.json()["state"][filter]["acme"].clone()
+    };
+    let jwks = state("jwt_auth")["remote_jwks"]["idp"].clone();
+    assert_eq!(jwks["cluster"], "idp", "{jwks}");
+    assert_eq!(jwks["keys"], 1, "{jwks}");
+    assert!(jwks["age_ms"].as_u64().is_some_and(|a| a < 60_000), "{jwks}");
+    let circuits = state("circuit_breaker")["open_circuits"].clone();
+    assert_eq!(circuits.as_array().map(Vec::len), Some(1), "{circuits}");
+    assert_eq!(circuits[0]["state"], "open", "{circuits}");
+    assert!(circuits[0]["open_for_ms"].as_u64().is_some(), "{circuits}");
+    // 16 slots, 256 a tick: every tick (1 s) ends a pass, on each worker.
+    assert!(
+        meshware_e2e::eventually(5, || state("rate_limit")["limits"]["per-key"]["occupied"] == 3),
+        "{}",
+        state("rate_limit")
+    );
+    assert_eq!(state("rate_limit")["limits"]["per-key"]["slots"], 16);
+    if meshware_e2e::suite::suite_module() {
+        // One answer holds every concern's state.
+        let all = s.get("/.well-known/meshware/status", &[]).json()["state"].clone();
+        for f in filters {
+            assert!(all[f]["acme"].is_object(), "{f}: {all}");
+        }
+    }
+    // Unknown filters are nobody's: the request goes on (here: the
+    // default tenant, no rules, the upstream answers).
+    let r = s.get("/.well-known/meshware/status?filter=nope", &[]);
+    assert!(s.echo.requests_to("/.well-known/meshware/status").len() == 1, "{}", r.text());
+}

@@ -284,7 +284,10 @@ pub fn on_complete(s: &BreakerSettings, admitted: &mut Admitted, env: &dyn HostE
         probe: admitted.probe,
     };
     match complete(env, &key, s, now, slot, Some(evidence)) {
-        Some(Transition::Opened) | Some(Transition::Reopened) => outcomes.add(OPENED),
+        Some(Transition::Opened) | Some(Transition::Reopened) => {
+            crate::circuit::remember_opened(env, &key);
+            outcomes.add(OPENED)
+        }
         Some(Transition::Closed) => outcomes.add(CLOSED),
         None => {}
     }

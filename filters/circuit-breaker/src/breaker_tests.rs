@@ -452,3 +452,45 @@ fn a_client_resetting_its_stream_is_no_evidence_against_the_upstream() {
     let (_, mut a) = request(s, &st, "t", "/x");
     assert!(complete(s, &st, &mut a, None).contains(FAILURE_RECORDED));
 }
+
+#[test]
+fn the_status_lists_a_tenants_open_circuits_until_they_close() {
+    use crate::circuit::{open_circuits, remember_opened, INDEX_LEN};
+    let s = settings();
+    let st = env();
+    assert_eq!(open_circuits(&st, "a", s, 0), None, "nothing ever opened");
+    for _ in 0..4 {
+        run(s, &st, "a", Some(500));
+    }
+    let now = *st.now.borrow();
+    st.advance_ms(250);
+    let status: serde_json::Value =
+        serde_json::from_str(&open_circuits(&st, "a", s, now + 250).unwrap()).unwrap();
+    assert_eq!(
+        status,
+        json!({"open_circuits": [
+            {"circuit": "payments", "state": "open", "open_for_ms": 250, "in_flight": 0}
+        ]})
+    );
+    assert_eq!(open_circuits(&st, "b", s, now), None, "per tenant");
+    // Opened again: remembered once.
+    remember_opened(&st, "mw.cb.a.payments");
+    let (index, _) = st.get("mw.cb.a.~opened").unwrap();
+    assert_eq!(index, b"mw.cb.a.payments");
+    // Half-open after open_for_ms, then closed by two good probes.
+    st.advance_ms(1000);
+    run(s, &st, "a", Some(200));
+    run(s, &st, "a", Some(200));
+    assert_eq!(
+        open_circuits(&st, "a", s, now + 2000).as_deref(),
+        Some("{\"open_circuits\":[]}")
+    );
+    // The index is bounded: the oldest is dropped.
+    for i in 0..INDEX_LEN + 5 {
+        remember_opened(&st, &format!("mw.cb.a.c{i}"));
+    }
+    let (index, _) = st.get("mw.cb.a.~opened").unwrap();
+    let index = String::from_utf8(index).unwrap();
+    assert_eq!(index.lines().count(), INDEX_LEN);
+    assert_eq!(index.lines().next(), Some("mw.cb.a.c5"));
+}

@@ -390,3 +390,74 @@ pub fn in_flight(store: &dyn SharedStore, key: &str) -> u64 {
         .and_then(|(b, _)| Circuit::in_flight_of(&b))
         .unwrap_or(0)
 }
+
+/// Circuits a tenant's index remembers (the most recently opened).
+pub const INDEX_LEN: usize = 32;
+
+/// The shared-data key of the index of a tenant's circuits that have
+/// opened, for the status endpoint (shared data cannot list its keys).
+/// Circuit keys are `mw.cb.<tenant>.<scope>`; tenant names hold no dot.
+pub fn index_key_of(circuit_key: &str) -> Option<String> {
+    let tenant = circuit_key.strip_prefix("mw.cb.")?.split('.').next()?;
+    Some(index_key(tenant))
+}
+
+pub fn index_key(tenant: &str) -> String {
+    format!("mw.cb.{tenant}.~opened")
+}
+
+/// Adds a circuit that just opened to its tenant's index (newline-separated
+/// keys, the oldest dropped past `INDEX_LEN`). Runs on a transition only.
+pub fn remember_opened(store: &dyn SharedStore, circuit_key: &str) {
+    let Some(index) = index_key_of(circuit_key) else {
+        return;
+    };
+    for _ in 0..MAX_CAS_RETRIES {
+        let (current, cas) = match store.get(&index) {
+            Some((bytes, cas)) => (String::from_utf8(bytes).unwrap_or_default(), Some(cas)),
+            None => (String::new(), None),
+        };
+        if current.lines().any(|k| k == circuit_key) {
+            return;
+        }
+        let mut keys: Vec<&str> = current.lines().filter(|k| !k.is_empty()).collect();
+        keys.push(circuit_key);
+        let skip = keys.len().saturating_sub(INDEX_LEN);
+        let value = keys.get(skip..).unwrap_or_default().join("\n");
+        match store.set(&index, value.as_bytes(), cas) {
+            Err(SetError::CasMismatch) => continue,
+            _ => return,
+        }
+    }
+}
+
+/// The status endpoint's view of a tenant's circuits: every remembered one
+/// that is not closed now, with its state, time since it opened and its
+/// requests in flight. `None` when none ever opened.
+pub fn open_circuits(
+    store: &dyn SharedStore,
+    tenant: &str,
+    s: &BreakerSettings,
+    now_ms: u64,
+) -> Option<String> {
+    let (index, _) = store.get(&index_key(tenant))?;
+    let index = String::from_utf8(index).ok()?;
+    let prefix = format!("mw.cb.{tenant}.");
+    let open: Vec<String> = index
+        .lines()
+        .filter_map(|key| {
+            let (bytes, _) = store.get(key)?;
+            let c = Circuit::decode(&bytes, s.window_s)?;
+            (c.state != State::Closed).then(|| {
+                format!(
+                    "{{\"circuit\":{},\"state\":\"{}\",\"open_for_ms\":{},\"in_flight\":{}}}",
+                    meshware_common::jsontext::quoted(key.strip_prefix(&prefix).unwrap_or(key)),
+                    c.state.label(),
+                    now_ms.saturating_sub(c.opened_at_ms),
+                    c.in_flight
+                )
+            })
+        })
+        .collect();
+    Some(format!("{{\"open_circuits\":[{}]}}", open.join(",")))
+}

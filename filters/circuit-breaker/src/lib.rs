@@ -31,6 +31,10 @@ impl HttpFilter for CircuitBreaker {
         settings.enabled
     }
 
+    fn state(settings: &Self::Settings, tenant: &str, env: &dyn HostEnv) -> Option<String> {
+        circuit::open_circuits(env, tenant, settings, env.now_ms())
+    }
+
     fn on_request<'s>(
         settings: &'s Self::Settings,
         ctx: &mut RequestCtx<'_>,

@@ -91,6 +91,14 @@ pub trait HttpFilter: 'static {
         crate::metrics::MetricUpdates::default()
     }
 
+    /// What the status endpoint of live configuration (`config_source`)
+    /// reports about this filter's shared state for one tenant, as JSON:
+    /// key-set ages, open circuits, bucket occupancy. Read from shared data
+    /// when the endpoint is asked, never on the request path. `None`: nothing.
+    fn state(_settings: &Self::Settings, _tenant: &str, _env: &dyn HostEnv) -> Option<String> {
+        None
+    }
+
     /// Whether the filter does anything for this tenant (it is skipped otherwise).
     fn enabled(settings: &Self::Settings) -> bool;
 

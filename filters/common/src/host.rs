@@ -70,6 +70,71 @@ struct Compiled<F: HttpFilter> {
     status: Option<crate::live_host::StatusEndpoint>,
 }
 
+/// A configured filter's shared state, for the status endpoint.
+trait StateReport {
+    fn name(&self) -> &'static str;
+    /// Per tenant, the filter's `HttpFilter::state`; `None` when no tenant
+    /// has any.
+    fn report(&self, env: &dyn crate::store::HostEnv) -> Option<String>;
+}
+
+impl<F: HttpFilter> StateReport for Compiled<F> {
+    fn name(&self) -> &'static str {
+        F::NAME
+    }
+    fn report(&self, env: &dyn crate::store::HostEnv) -> Option<String> {
+        if !self.active {
+            return None;
+        }
+        let profile = &self.profile;
+        let members: Vec<(&String, String)> = profile
+            .tenant_names()
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, name)| {
+                let settings = profile.settings(slot).filter(|s| F::enabled(s))?;
+                F::state(settings, name, env).map(|v| (name, v))
+            })
+            .collect();
+        (!members.is_empty()).then(|| crate::jsontext::object(members))
+    }
+}
+
+thread_local! {
+    /// Every filter configured in this VM (one, or the suite's concerns),
+    /// by name: the status endpoint reports their state.
+    static STATE_REPORTS: RefCell<Vec<Rc<dyn StateReport>>> = const { RefCell::new(Vec::new()) };
+}
+
+fn register_state(report: Rc<dyn StateReport>) {
+    STATE_REPORTS.with(|r| {
+        if let Ok(mut r) = r.try_borrow_mut() {
+            r.retain(|old| old.name() != report.name());
+            r.push(report);
+        }
+    });
+}
+
+/// Whether the filter `name` is configured in this VM.
+pub(crate) fn reports_state_of(name: &str) -> bool {
+    STATE_REPORTS.with(|r| r.try_borrow().is_ok_and(|r| r.iter().any(|x| x.name() == name)))
+}
+
+/// The shared state of every filter configured in this VM, as a JSON
+/// object by filter name (`only`: that filter alone).
+pub(crate) fn state_json(env: &dyn crate::store::HostEnv, only: Option<&str>) -> String {
+    STATE_REPORTS.with(|r| {
+        let Ok(r) = r.try_borrow() else {
+            return "{}".to_string();
+        };
+        crate::jsontext::object(
+            r.iter()
+                .filter(|x| only.is_none_or(|o| o == x.name()))
+                .filter_map(|x| x.report(env).map(|v| (x.name(), v))),
+        )
+    })
+}
+
 /// Test builds only (`--features meshware-common/test-panic`): a request
 /// header `x-meshware-test-panic: <callback>` arms a panic in the next
 /// `request_headers`, `response_headers`, `tick` or `http_call_response`
@@ -825,7 +890,7 @@ impl<F: HttpFilter> Root<F> {
             F::NAME,
             profile.tenant_names().len().saturating_sub(1)
         );
-        self.compiled = Some(Rc::new(Compiled {
+        let compiled = Rc::new(Compiled {
             profile,
             counters,
             extra_metrics,
@@ -835,7 +900,9 @@ impl<F: HttpFilter> Root<F> {
             active,
             log_key: format!("meshware.{}", F::NAME),
             status,
-        }));
+        });
+        register_state(compiled.clone());
+        self.compiled = Some(compiled);
         Ok(())
     }
 
@@ -2078,7 +2145,15 @@ impl<F: HttpFilter> Stage for Stream<F> {
             refuse(&compiled, slot, refusal, self.grpc);
             return Action::Pause;
         }
-        if let Some(status) = compiled.status.as_ref().filter(|s| s.matches(&judged.path)) {
+        // `?filter=<name>` asks for one filter's state: in separate modules,
+        // the module that runs it answers and the others let it pass.
+        let status_endpoint = compiled
+            .status
+            .as_ref()
+            .filter(|s| s.matches(&judged.path))
+            .map(|s| (s, crate::live_host::filter_query(raw_path)))
+            .filter(|(_, only)| only.is_none_or(reports_state_of));
+        if let Some((status, only)) = status_endpoint {
             // Served here, whichever filter meets it first: the allowed
             // ranges and token holders see the JSON, everyone else a plain 404.
             // The token header is read on this rare path only: the filter
@@ -2092,7 +2167,7 @@ impl<F: HttpFilter> Stage for Stream<F> {
             };
             let allowed = status.allows(source_address(), token.as_deref());
             if allowed {
-                let body = status.body();
+                let body = status.body(&state_json(&EnvoyEnv, only));
                 let headers = [
                     ("content-type", "application/json"),
                     ("cache-control", "no-store"),

@@ -435,8 +435,9 @@ impl StatusEndpoint {
     }
 
     /// The JSON answer: the source and its staleness, the store revision
-    /// the proxy runs on, each document's revision and each refusal.
-    pub fn body(&self) -> String {
+    /// the proxy runs on, each document's revision and each refusal, and
+    /// `state` (the filters' shared state, a JSON object by filter).
+    pub fn body(&self, state: &str) -> String {
         use crate::jsontext::quoted;
         let now = EnvoyEnv.now_ms();
         let source = EnvoyEnv
@@ -474,9 +475,33 @@ impl StatusEndpoint {
             )
         }));
         format!(
-            "{{\"module\":{},\"source\":{source},\"staleness_ms\":{staleness},\"revision\":{},\"documents\":{documents},\"rejected\":{rejected}}}\n",
+            "{{\"module\":{},\"source\":{source},\"staleness_ms\":{staleness},\"revision\":{},\"documents\":{documents},\"rejected\":{rejected},\"state\":{state}}}\n",
             quoted(self.module),
             snapshot.revision
         )
+    }
+}
+
+/// The status endpoint's `filter` query parameter, if any (`?filter=rate_limit`).
+pub fn filter_query(raw_path: &str) -> Option<&str> {
+    let (_, query) = raw_path.split_once('?')?;
+    let query = query.split('#').next().unwrap_or("");
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("filter="))
+        .filter(|v| !v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::filter_query;
+
+    #[test]
+    fn the_filter_query_names_one_filter() {
+        assert_eq!(filter_query("/s?filter=rate_limit"), Some("rate_limit"));
+        assert_eq!(filter_query("/s?x=1&filter=jwt_auth#f"), Some("jwt_auth"));
+        assert_eq!(filter_query("/s?filter="), None);
+        assert_eq!(filter_query("/s"), None);
+        assert_eq!(filter_query("/s?filters=a"), None);
     }
 }

@@ -60,9 +60,21 @@ pub fn candidate_slots(hash: u64, slots: u64) -> [u64; 2] {
     ]
 }
 
+/// What one sweep window did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    pub cleared: u64,
+    /// Slots still holding a value the sweep kept (in use).
+    pub kept: u64,
+    /// Where the next window starts.
+    pub next: u64,
+    /// This window reached the last slot: a pass over all of them ended.
+    pub wrapped: bool,
+}
+
 /// Clears, from slot `start` on, up to `count` of the `slots` keys
 /// `key(i)` whose value `idle` says is no longer needed; a write that loses a
-/// CAS race is skipped. Returns how many were cleared and the next start.
+/// CAS race is skipped.
 pub fn sweep_slots(
     store: &dyn SharedStore,
     start: u64,
@@ -70,19 +82,31 @@ pub fn sweep_slots(
     slots: u64,
     key: impl Fn(u64) -> String,
     idle: impl Fn(&[u8]) -> bool,
-) -> (u64, u64) {
+) -> Swept {
     let slots = slots.max(1);
-    let count = count.min(slots);
-    let mut cleared = 0;
-    for i in 0..count {
-        let k = key((start + i) % slots);
+    let start = start % slots;
+    // A window ends at the last slot, so a pass counts each slot once.
+    let count = count.min(slots - start);
+    let mut swept = Swept {
+        cleared: 0,
+        kept: 0,
+        next: (start + count) % slots,
+        wrapped: start + count == slots,
+    };
+    for i in start..start + count {
+        let k = key(i);
         if let Some((bytes, cas)) = store.get(&k) {
-            if !bytes.is_empty() && idle(&bytes) && store.set(&k, &[], Some(cas)).is_ok() {
-                cleared += 1;
+            if bytes.is_empty() {
+                continue;
+            }
+            if idle(&bytes) && store.set(&k, &[], Some(cas)).is_ok() {
+                swept.cleared += 1;
+            } else {
+                swept.kept += 1;
             }
         }
     }
-    (cleared, (start + count) % slots)
+    swept
 }
 
 /// An in-memory store with Envoy's CAS rules, for native tests.

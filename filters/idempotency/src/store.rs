@@ -234,14 +234,15 @@ pub fn sweep(
     max_entries: u64,
     now_ms: u64,
 ) -> (u64, u64) {
-    sweep_slots(
+    let swept = sweep_slots(
         store,
         start,
         count,
         max_entries,
         |n| slot_key(tenant, n),
         |bytes| Entry::decode(bytes).is_some_and(|e| e.expires_ms <= now_ms),
-    )
+    );
+    (swept.cleared, swept.next)
 }
 
 #[cfg(test)]

@@ -59,6 +59,21 @@ impl HttpFilter for JwtAuth {
         auth::on_request(settings, &request(ctx), ctx.env)
     }
 
+    /// Each remote key set's age: how fresh the keys verifying tokens are.
+    fn state(settings: &Self::Settings, _tenant: &str, env: &dyn HostEnv) -> Option<String> {
+        let providers: Vec<(&String, String)> = settings
+            .providers
+            .iter()
+            .filter_map(|p| p.remote.as_ref().map(|r| (&p.name, r.status(env))))
+            .collect();
+        (!providers.is_empty()).then(|| {
+            meshware_common::jsontext::object([(
+                "remote_jwks",
+                meshware_common::jsontext::object(providers),
+            )])
+        })
+    }
+
     fn on_callout_response<'s>(
         settings: &'s Self::Settings,
         ctx: &mut RequestCtx<'_>,

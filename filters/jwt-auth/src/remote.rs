@@ -376,6 +376,33 @@ impl RemoteJwks {
     }
 }
 
+impl RemoteJwks {
+    /// The status endpoint's view: the shared key set's age (any worker's
+    /// fetch; `null` before the first), the keys this worker uses and its
+    /// failed fetches in a row.
+    pub fn status(&self, env: &dyn HostEnv) -> String {
+        let fetched = env
+            .get(&self.shared_key)
+            .and_then(|(v, _)| split_shared(&v).map(|(at, _)| at))
+            .unwrap_or(0);
+        let age = if fetched == 0 {
+            "null".to_string()
+        } else {
+            env.now_ms().saturating_sub(fetched).to_string()
+        };
+        let (keys, failures) = self
+            .state
+            .try_borrow()
+            .map(|s| (s.keys.len(), s.failures))
+            .unwrap_or((0, 0));
+        format!(
+            "{{\"cluster\":{},\"age_ms\":{age},\"ttl_ms\":{},\"keys\":{keys},\"failures\":{failures}}}",
+            meshware_common::jsontext::quoted(&self.cluster),
+            self.ttl_ms
+        )
+    }
+}
+
 fn split_shared(value: &[u8]) -> Option<(u64, &[u8])> {
     let newline = value.iter().position(|b| *b == b'\n')?;
     let (head, rest) = value.split_at(newline);

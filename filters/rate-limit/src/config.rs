@@ -67,6 +67,10 @@ pub struct Limit {
     pub policy: String,
     /// Next slot the tick sweep looks at (per worker; settings are per VM).
     pub sweep_cursor: Cell<u64>,
+    /// Busy buckets the current sweep pass has seen so far.
+    pub pass_occupied: Cell<u64>,
+    /// Busy buckets over the last complete sweep pass (`None` before one).
+    pub occupied: Cell<Option<u64>>,
 }
 
 impl Limit {
@@ -219,6 +223,8 @@ fn read_limit(r: &mut SectionReader<'_>, path: &str) -> Option<Limit> {
         prefix,
         methods,
         sweep_cursor: Cell::new(0),
+        pass_occupied: Cell::new(0),
+        occupied: Cell::new(None),
     })
 }
 

@@ -53,6 +53,10 @@ impl HttpFilter for RateLimit {
         )
     }
 
+    fn state(settings: &Self::Settings, tenant: &str, env: &dyn HostEnv) -> Option<String> {
+        limiter::occupancy(env, tenant, settings)
+    }
+
     fn on_tick(settings: &Self::Settings, tenant: &str, env: &dyn HostEnv) -> Outcomes {
         limiter::sweep(env, tenant, settings);
         Outcomes::default()

@@ -215,7 +215,7 @@ pub fn sweep(env: &dyn HostEnv, tenant: &str, settings: &RateLimitSettings) -> u
     let now_us = env.now_ms().saturating_mul(1000);
     let mut cleared = 0;
     for limit in settings.limits.iter().filter(|l| l.key.is_per_value()) {
-        let (n, next) = sweep_slots(
+        let swept = sweep_slots(
             env,
             limit.sweep_cursor.get(),
             SWEEP_PER_TICK,
@@ -223,8 +223,49 @@ pub fn sweep(env: &dyn HostEnv, tenant: &str, settings: &RateLimitSettings) -> u
             |slot| bucket_key(tenant, &limit.name, Some(SlotName::Number(slot))),
             |bytes| Slot::decode(bytes).is_some_and(|s| s.tat_us <= now_us),
         );
-        limit.sweep_cursor.set(next);
-        cleared += n;
+        limit.sweep_cursor.set(swept.next);
+        // Occupancy for the status endpoint: buckets in use over the last
+        // complete pass of this worker's sweep.
+        let seen = limit.pass_occupied.get().saturating_add(swept.kept);
+        if swept.wrapped {
+            limit.occupied.set(Some(seen));
+            limit.pass_occupied.set(0);
+        } else {
+            limit.pass_occupied.set(seen);
+        }
+        cleared += swept.cleared;
     }
     cleared
+}
+
+/// The status endpoint's view of a tenant's per-value limits: for each,
+/// its slots and how many held a bucket in use over the last full sweep
+/// pass (`null` before one ended), and whether its overflow bucket is busy.
+pub fn occupancy(env: &dyn HostEnv, tenant: &str, settings: &RateLimitSettings) -> Option<String> {
+    let now_us = env.now_ms().saturating_mul(1000);
+    let limits: Vec<(&String, String)> = settings
+        .limits
+        .iter()
+        .filter(|l| l.key.is_per_value())
+        .map(|limit| {
+            let overflow_busy = env
+                .get(&bucket_key(tenant, &limit.name, Some(SlotName::Overflow)))
+                .and_then(|(b, _)| Slot::decode(&b))
+                .is_some_and(|s| s.tat_us > now_us);
+            let occupied = limit
+                .occupied
+                .get()
+                .map_or_else(|| "null".to_string(), |n| n.to_string());
+            (
+                &limit.name,
+                format!(
+                    "{{\"slots\":{},\"occupied\":{occupied},\"overflow_busy\":{overflow_busy}}}",
+                    settings.max_keys
+                ),
+            )
+        })
+        .collect();
+    (!limits.is_empty()).then(|| {
+        meshware_common::jsontext::object([("limits", meshware_common::jsontext::object(limits))])
+    })
 }

@@ -346,3 +346,40 @@ fn t_is_the_same_on_the_last_allowed_answer_and_the_429() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn occupancy_counts_busy_buckets_over_a_full_sweep_pass() {
+    use crate::limiter::occupancy;
+    let s = settings(json!({
+        "max_keys": 300,
+        "limits": [
+            {"name": "tenant", "key": "tenant", "rate": 100, "burst": 100},
+            {"name": "client", "key": "client_address", "rate": 1, "per": "minute", "burst": 1}
+        ]
+    }));
+    let st = store();
+    let parse = |v: Option<String>| -> Value { serde_json::from_str(&v.unwrap()).unwrap() };
+    assert_eq!(
+        parse(occupancy(&st, "a", s)),
+        json!({"limits": {"client": {"slots": 300, "occupied": null, "overflow_busy": false}}}),
+        "no pass has ended yet; tenant-wide limits have no slots"
+    );
+    for i in 0..20 {
+        request(s, &st, "a", &format!("10.0.1.{i}"), &[]);
+    }
+    let busy = st.occupied() - 1; // less the tenant-wide bucket
+    assert!((18..=20).contains(&busy), "{busy}");
+    // 300 slots, 256 a tick: the second tick ends the first pass.
+    sweep(&st, "a", s);
+    assert_eq!(parse(occupancy(&st, "a", s))["limits"]["client"]["occupied"], Value::Null);
+    sweep(&st, "a", s);
+    assert_eq!(
+        parse(occupancy(&st, "a", s))["limits"]["client"]["occupied"],
+        json!(busy as u64)
+    );
+    // Idle again: the next full pass clears and counts none.
+    st.advance_ms(120_000);
+    sweep(&st, "a", s);
+    sweep(&st, "a", s);
+    assert_eq!(parse(occupancy(&st, "a", s))["limits"]["client"]["occupied"], json!(0));
+}
