@@ -24,6 +24,12 @@ use std::time::{Duration, Instant};
 
 const PREFIX: &str = "/bench/";
 const TENANTS: usize = 1000;
+fn tenant_count() -> usize {
+    std::env::var("BENCH_LIVE_TENANTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(TENANTS)
+}
 const PUSHES: usize = 50;
 fn poll_ms() -> u64 {
     std::env::var("BENCH_LIVE_POLL_MS")
@@ -49,7 +55,7 @@ fn tenant(quota: u64) -> Value {
 fn profile() -> Value {
     let mut hosts = serde_json::Map::new();
     let mut tenants = serde_json::Map::new();
-    for i in 0..TENANTS {
+    for i in 0..tenant_count() {
         let name = format!("t{i:04}");
         hosts.insert(format!("{name}.example"), json!(name));
         tenants.insert(name, tenant(1_000_000));
@@ -168,15 +174,34 @@ fn run() -> Result<String, String> {
             out.push(after.saturating_sub(before) as f64 / window.as_micros() as f64 * 100.0);
         }
     }
+    // What the polls cost the store and the proxy at rest: calls and bytes.
+    let etcd_stat = |name: &str| -> f64 {
+        live.prometheus()
+            .lines()
+            .find(|l| l.starts_with(&format!("envoy_cluster_{name}{{envoy_cluster_name=\"etcd\"}}")))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let (rq0, rx0, cx0) = (etcd_stat("upstream_rq_total"), etcd_stat("upstream_cx_rx_bytes_total"), etcd_stat("upstream_cx_total"));
+    let cpu0 = live.cpu_split_us();
+    std::thread::sleep(window);
+    let (rq1, rx1, cx1) = (etcd_stat("upstream_rq_total"), etcd_stat("upstream_cx_rx_bytes_total"), etcd_stat("upstream_cx_total"));
+    eprintln!(
+        "at rest: {:.1} store calls/s, {:.0} bytes per answer, {} new connections, cpu {:?} -> {:?}",
+        (rq1 - rq0) / window.as_secs_f64(),
+        (rx1 - rx0) / (rq1 - rq0).max(1.0),
+        cx1 - cx0, cpu0, live.cpu_split_us()
+    );
     let (live_idle, inline_idle) = (percentile(live_cpu, 0.5), percentile(inline_cpu, 0.5));
     let table = format!(
-        "| measure ({TENANTS} tenants, poll {} ms, 2 workers, {CONNECTIONS} keep-alive connections) | value |\n|---|---|\n\
+        "| measure ({} tenants, poll {} ms, 2 workers, {CONNECTIONS} keep-alive connections) | value |\n|---|---|\n\
 | push to applied on every connection, median | {:.0} ms |\n\
 | push to applied on every connection, p99 ({PUSHES} pushes) | {:.0} ms |\n\
 | the push's own transaction (plan + commit), median | {:.0} ms |\n\
 | Envoy CPU at rest, polling the store | {live_idle:.2} % of one core |\n\
 | Envoy CPU at rest, same profile inline, no store | {inline_idle:.2} % of one core |\n\
 | polling's share at rest (difference) | {:.2} % of one core |",
+        tenant_count(),
         poll_ms(),
         percentile(times.clone(), 0.5),
         percentile(times, 0.99),
