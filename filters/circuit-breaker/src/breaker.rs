@@ -125,7 +125,7 @@ pub fn on_request<'s>(
     if s.strip_client_envoy_headers {
         for name in CLIENT_BUDGET_HEADERS {
             if headers.contains(name) {
-                decision.request.remove(name);
+                decision.request.remove(*name);
                 decision.outcomes.add(CLIENT_BUDGET_STRIPPED);
             }
         }

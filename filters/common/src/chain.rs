@@ -157,12 +157,24 @@ impl Context for SuiteStream {
         body_size: usize,
         _num_trailers: usize,
     ) {
+        self.answered(|stage| stage.call_response(token_id, num_headers, body_size));
+    }
+
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        self.answered(|stage| stage.grpc_response(token_id, status_code, response_size));
+    }
+}
+
+impl SuiteStream {
+    /// A callout's answer, offered to each stage until the one that made
+    /// the call takes it; the request goes on when that stage lets it.
+    fn answered(&mut self, mut take: impl FnMut(&mut Box<dyn Stage>) -> Option<bool>) {
         let Ok(mut c) = self.chain.try_borrow_mut() else {
             return;
         };
         let mut answered = None;
         for (i, stage) in c.steps.iter_mut().enumerate() {
-            if let Some(go) = stage.call_response(token_id, num_headers, body_size) {
+            if let Some(go) = take(stage) {
                 answered = Some((i, go));
                 break;
             }

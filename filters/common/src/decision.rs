@@ -7,10 +7,10 @@ use std::borrow::Cow;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HeaderOp<'a> {
     /// Replace every value of the header with this one.
-    Set(&'a str, Cow<'a, str>),
+    Set(Cow<'a, str>, Cow<'a, str>),
     /// Add one more value, keeping existing ones.
-    Append(&'a str, Cow<'a, str>),
-    Remove(&'a str),
+    Append(Cow<'a, str>, Cow<'a, str>),
+    Remove(Cow<'a, str>),
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -22,14 +22,16 @@ pub struct HeaderEdits<'a> {
 }
 
 impl<'a> HeaderEdits<'a> {
-    pub fn set(&mut self, name: &'a str, value: impl Into<Cow<'a, str>>) {
-        self.ops.push(HeaderOp::Set(name, value.into()));
+    /// Names are configuration or static (borrowed); a name that is data
+    /// (a rate limit service's header) is owned.
+    pub fn set(&mut self, name: impl Into<Cow<'a, str>>, value: impl Into<Cow<'a, str>>) {
+        self.ops.push(HeaderOp::Set(name.into(), value.into()));
     }
-    pub fn append(&mut self, name: &'a str, value: impl Into<Cow<'a, str>>) {
-        self.ops.push(HeaderOp::Append(name, value.into()));
+    pub fn append(&mut self, name: impl Into<Cow<'a, str>>, value: impl Into<Cow<'a, str>>) {
+        self.ops.push(HeaderOp::Append(name.into(), value.into()));
     }
-    pub fn remove(&mut self, name: &'a str) {
-        self.ops.push(HeaderOp::Remove(name));
+    pub fn remove(&mut self, name: impl Into<Cow<'a, str>>) {
+        self.ops.push(HeaderOp::Remove(name.into()));
     }
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty() && !self.clear_route_cache
@@ -37,14 +39,14 @@ impl<'a> HeaderEdits<'a> {
     /// The value a `Set` or `Append` gives `name`, for tests and chaining.
     pub fn value_of(&self, name: &str) -> Option<&str> {
         self.ops.iter().rev().find_map(|op| match op {
-            HeaderOp::Set(n, v) | HeaderOp::Append(n, v) if *n == name => Some(v.as_ref()),
+            HeaderOp::Set(n, v) | HeaderOp::Append(n, v) if n == name => Some(v.as_ref()),
             _ => None,
         })
     }
     pub fn removes(&self, name: &str) -> bool {
         self.ops
             .iter()
-            .any(|op| matches!(op, HeaderOp::Remove(n) if *n == name))
+            .any(|op| matches!(op, HeaderOp::Remove(n) if n == name))
     }
 }
 
@@ -160,6 +162,19 @@ pub struct Callout<'a> {
     pub timeout_ms: u64,
     /// Filter-defined: which resource the call is for (e.g. a provider index).
     pub tag: u32,
+    /// A gRPC call instead (`dispatch_grpc_call`; `cluster` is then the
+    /// serialized `GrpcService`, `headers` unused). Its answer arrives as a
+    /// `CalloutResponse` whose `status` is the gRPC status and `body` the
+    /// response message.
+    pub grpc: Option<GrpcCall<'a>>,
+}
+
+/// The method and request message of a gRPC callout.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct GrpcCall<'a> {
+    pub service: &'a str,
+    pub method: &'a str,
+    pub message: Vec<u8>,
 }
 
 /// What a held request waits for.

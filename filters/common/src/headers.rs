@@ -379,13 +379,13 @@ mod tests {
         use crate::decision::HeaderOp;
         let mut h =
             Headers::from_serialized(serialized(&[(b"a", b"1"), (b"b", b"x"), (b"a", b"2")]));
-        h.apply(&HeaderOp::Set("A", "3".into()));
-        h.apply(&HeaderOp::Append("b", "y".into()));
+        h.apply(&HeaderOp::Set("A".into(), "3".into()));
+        h.apply(&HeaderOp::Append("b".into(), "y".into()));
         assert_eq!(
             h.iter().collect::<Vec<_>>(),
             vec![("a", "3"), ("b", "x"), ("b", "y")]
         );
-        h.apply(&HeaderOp::Remove("B"));
+        h.apply(&HeaderOp::Remove("B".into()));
         assert_eq!(h, Headers::new(vec![("a".into(), "3".into())]));
     }
 
@@ -397,14 +397,14 @@ mod tests {
             ("b".into(), "x".into()),
             ("a".into(), "2".into()),
         ]);
-        h.apply(&HeaderOp::Set("A", "3".into()));
+        h.apply(&HeaderOp::Set("A".into(), "3".into()));
         assert_eq!(h.get_all("a").collect::<Vec<_>>(), vec!["3"]);
         assert_eq!(h.iter().next(), Some(("a", "3")), "replaced in place");
-        h.apply(&HeaderOp::Append("b", "y".into()));
+        h.apply(&HeaderOp::Append("b".into(), "y".into()));
         assert_eq!(h.get_all("b").collect::<Vec<_>>(), vec!["x", "y"]);
-        h.apply(&HeaderOp::Remove("b"));
+        h.apply(&HeaderOp::Remove("b".into()));
         assert!(!h.contains("b"));
-        h.apply(&HeaderOp::Set("c", "new".into()));
+        h.apply(&HeaderOp::Set("c".into(), "new".into()));
         assert_eq!(h.get("c"), Some("new"));
         assert_eq!(h.len(), 2);
     }

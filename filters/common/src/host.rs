@@ -306,7 +306,41 @@ pub(crate) fn callout_response(num_headers: usize, body_size: usize) -> Option<C
     })
 }
 
+/// Reads the answer of the gRPC callout being delivered: its gRPC status
+/// and, when OK, the response message.
+pub(crate) fn grpc_callout_response(status_code: u32, response_size: usize) -> CalloutResponse {
+    let body = if status_code == 0 {
+        hostcalls::get_buffer(BufferType::GrpcReceiveBuffer, 0, response_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    CalloutResponse {
+        status: status_code,
+        headers: Headers::default(),
+        body,
+    }
+}
+
 fn dispatch(callout: &Callout<'_>) -> Option<u32> {
+    if let Some(grpc) = &callout.grpc {
+        return match hostcalls::dispatch_grpc_call(
+            callout.cluster,
+            grpc.service,
+            grpc.method,
+            Vec::new(),
+            Some(&grpc.message),
+            std::time::Duration::from_millis(callout.timeout_ms),
+        ) {
+            Ok(token) => Some(token),
+            Err(status) => {
+                log::warn!("gRPC callout {}/{} failed to start: {status:?}", grpc.service, grpc.method);
+                None
+            }
+        };
+    }
     let headers: Vec<(&str, &str)> = callout
         .headers
         .iter()
@@ -386,8 +420,8 @@ fn apply_tenant_header<F: HttpFilter>(
     };
     let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, &h.name, value);
     match value {
-        Some(v) => shared_headers::edit(&HeaderOp::Set(&h.name, v.into())),
-        None => shared_headers::edit(&HeaderOp::Remove(&h.name)),
+        Some(v) => shared_headers::edit(&HeaderOp::Set(h.name.as_str().into(), v.into())),
+        None => shared_headers::edit(&HeaderOp::Remove(h.name.as_str().into())),
     }
 }
 
@@ -1133,6 +1167,8 @@ pub trait Stage {
     /// A callout's answer: `None` when this stage did not start it;
     /// `Some(true)` when the request may go on (the caller resumes it).
     fn call_response(&mut self, token: u32, num_headers: usize, body_size: usize) -> Option<bool>;
+    /// A gRPC callout's answer, likewise.
+    fn grpc_response(&mut self, token: u32, status_code: u32, size: usize) -> Option<bool>;
     /// Whether the stage holds the request until its body is complete.
     fn waiting_for_body(&self) -> bool;
     /// Whether a decision of this request recorded log field `field` as
@@ -1342,14 +1378,19 @@ impl<F: HttpFilter> Context for Stream<F> {
             let _ = hostcalls::resume_http_request();
         }
     }
+
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        if Stage::grpc_response(self, token_id, status_code, response_size) == Some(true) {
+            let _ = hostcalls::resume_http_request();
+        }
+    }
 }
 
 impl<F: HttpFilter> Stream<F> {
     fn callout_answered(
         &mut self,
         token_id: u32,
-        num_headers: usize,
-        body_size: usize,
+        read: impl FnOnce() -> Option<CalloutResponse>,
     ) -> Option<bool> {
         test_panic::at("http_call_response");
         if !F::MAKES_CALLOUTS {
@@ -1363,7 +1404,7 @@ impl<F: HttpFilter> Stream<F> {
         let (Some(compiled), Some(slot)) = (self.compiled.clone(), self.active_slot) else {
             return Some(true);
         };
-        let response = callout_response(num_headers, body_size);
+        let response = read();
         // Was this request already answered at its deadline?
         let expired = std::mem::take(&mut self.deadline) && {
             let own = self.context_id;
@@ -1546,7 +1587,7 @@ fn strip_or_receive(
 fn mirror_removed(owned: &OwnedHeaders) {
     if let OwnedHeaders::Removed(names) = owned {
         for name in names {
-            shared_headers::edit(&HeaderOp::Remove(name));
+            shared_headers::edit(&HeaderOp::Remove(name.as_str().into()));
         }
     }
 }
@@ -2192,7 +2233,7 @@ impl<F: HttpFilter> Stage for Stream<F> {
             OwnedHeaders::Removed(names) => {
                 let mut view = headers.clone();
                 for name in names {
-                    view.apply(&HeaderOp::Remove(name));
+                    view.apply(&HeaderOp::Remove(name.as_str().into()));
                 }
                 adjusted = view;
                 &adjusted
@@ -2200,7 +2241,7 @@ impl<F: HttpFilter> Stage for Stream<F> {
             OwnedHeaders::Handed(handed) => {
                 let mut view = headers.clone();
                 for (name, value) in handed {
-                    view.apply(&HeaderOp::Set(name, value.as_str().into()));
+                    view.apply(&HeaderOp::Set(name.as_str().into(), value.as_str().into()));
                 }
                 adjusted = view;
                 &adjusted
@@ -2421,7 +2462,11 @@ impl<F: HttpFilter> Stage for Stream<F> {
     }
 
     fn call_response(&mut self, token: u32, num_headers: usize, body_size: usize) -> Option<bool> {
-        self.callout_answered(token, num_headers, body_size)
+        self.callout_answered(token, || callout_response(num_headers, body_size))
+    }
+
+    fn grpc_response(&mut self, token: u32, status_code: u32, size: usize) -> Option<bool> {
+        self.callout_answered(token, || Some(grpc_callout_response(status_code, size)))
     }
 
     fn waiting_for_body(&self) -> bool {

@@ -190,6 +190,7 @@ mod counting {
         send_http_response(status_code: u32, headers: Vec<(&str, &str)>, body: Option<&[u8]>) -> Result<(), Status>;
         send_local_reply(status: u32, headers: &[(&str, &str)], body: &[u8], grpc_status: i32) -> Result<(), Status>;
         dispatch_http_call(upstream: &str, headers: Vec<(&str, &str)>, body: Option<&[u8]>, trailers: Vec<(&str, &str)>, timeout: Duration) -> Result<u32, Status>;
+        dispatch_grpc_call(upstream_name: &str, service_name: &str, method_name: &str, initial_metadata: Vec<(&str, &[u8])>, message: Option<&[u8]>, timeout: Duration) -> Result<u32, Status>;
         set_effective_context(context_id: u32) -> Result<(), Status>;
         call_foreign_function(function_name: &str, arguments: Option<&[u8]>) -> Result<Option<Bytes>, Status>;
         define_metric(metric_type: MetricType, name: &str) -> Result<u32, Status>;

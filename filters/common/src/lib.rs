@@ -48,7 +48,7 @@ pub mod hostcall;
 pub mod live_host;
 
 pub use decision::{
-    Callout, CalloutResponse, Decision, HeaderEdits, HeaderOp, LocalReply, Outcomes, Park,
+    Callout, CalloutResponse, Decision, GrpcCall, HeaderEdits, HeaderOp, LocalReply, Outcomes, Park,
     TenantWrite,
 };
 pub use errors::{ConfigError, ConfigErrors};

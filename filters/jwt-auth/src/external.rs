@@ -123,6 +123,7 @@ impl External {
             headers: out,
             timeout_ms: self.timeout_ms,
             tag: TAG,
+            grpc: None,
         }
     }
 

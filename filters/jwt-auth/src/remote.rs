@@ -133,6 +133,7 @@ impl RemoteJwks {
             ],
             timeout_ms: self.timeout_ms,
             tag,
+            grpc: None,
         }
     }
 

@@ -114,9 +114,11 @@ pub struct RateLimitSettings {
     /// clients that should retry.
     pub grpc_status: u8,
     pub limits: Vec<Limit>,
+    /// Limits counted across proxies by a rate limit service (`global`).
+    pub global: Option<crate::global::GlobalSettings>,
 }
 
-fn check_limit_name(n: &str) -> Result<(), String> {
+pub(crate) fn check_limit_name(n: &str) -> Result<(), String> {
     let ok = !n.is_empty()
         && n.len() <= 32
         && n.bytes()
@@ -275,6 +277,7 @@ pub fn parse(r: &mut SectionReader<'_>) -> RateLimitSettings {
         .and_then(|v| grpc::code_named(&v))
         .unwrap_or(grpc::RESOURCE_EXHAUSTED);
     let limits = read_limits(r);
+    let global = crate::global::parse(r);
     RateLimitSettings {
         enabled,
         shadow,
@@ -284,6 +287,7 @@ pub fn parse(r: &mut SectionReader<'_>) -> RateLimitSettings {
         response_headers,
         grpc_status,
         limits,
+        global,
     }
 }
 

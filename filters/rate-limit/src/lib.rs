@@ -5,6 +5,7 @@
 //! `quota`) to the common host adapter, which does all proxy-wasm calls.
 
 pub mod config;
+pub mod global;
 pub mod limiter;
 pub mod quota;
 pub mod rls;
@@ -22,6 +23,8 @@ impl HttpFilter for RateLimit {
     const NAME: &'static str = "rate_limit";
     const OUTCOMES: &'static [&'static str] = quota::OUTCOMES;
     const TICK_PERIOD_MS: u32 = 1000;
+    /// Global limits call the rate limit service.
+    const MAKES_CALLOUTS: bool = true;
     type Settings = config::RateLimitSettings;
     type Stream = quota::Fields;
 
@@ -34,7 +37,28 @@ impl HttpFilter for RateLimit {
     }
 
     fn enabled(settings: &Self::Settings) -> bool {
-        settings.enabled && !settings.limits.is_empty()
+        settings.enabled && (!settings.limits.is_empty() || settings.global.is_some())
+    }
+
+    fn tenant_metrics(
+        settings: &Self::Settings,
+        tenant: &str,
+    ) -> Vec<(meshware_common::metrics::MetricKind, String)> {
+        quota::global_metrics(settings, tenant)
+    }
+
+    fn on_callout_response<'s>(
+        settings: &'s Self::Settings,
+        ctx: &mut RequestCtx<'_>,
+        stream: &mut Self::Stream,
+        _tag: u32,
+        response: Option<&meshware_common::CalloutResponse>,
+    ) -> Decision<'s> {
+        quota::on_global_answer(settings, stream, response, ctx.env)
+    }
+
+    fn on_park_expired<'s>(settings: &'s Self::Settings, _tag: u32) -> Decision<'s> {
+        quota::on_global_expired(settings)
     }
 
     fn on_request<'s>(

@@ -6,6 +6,7 @@ use crate::limiter::{take, Verdict};
 use meshware_common::digits::push_decimal;
 use meshware_common::net::{key_text, parse_source_address};
 use meshware_common::path::RequestPath;
+use meshware_common::metrics::MetricKind;
 use meshware_common::{
     Decision, HeaderEdits, Headers, HostEnv, LocalReply, Outcomes, SourceAddress,
 };
@@ -19,6 +20,11 @@ pub const OUTCOMES: &[&str] = &[
     "key_overflow",
     "store_contention",
     "no_key",
+    "global_allowed",
+    "global_limited",
+    "global_error",
+    "global_timeout",
+    "global_denied",
 ];
 pub const ALLOWED: usize = 0;
 pub const LIMITED: usize = 1;
@@ -26,11 +32,19 @@ pub const SHADOW_LIMITED: usize = 2;
 pub const KEY_OVERFLOW: usize = 3;
 pub const STORE_CONTENTION: usize = 4;
 pub const NO_KEY: usize = 5;
+/// The rate limit service allowed, limited, failed (down, an error, junk),
+/// did not answer in time; `GLOBAL_DENIED`: a failure the tenant denies.
+pub const GLOBAL_ALLOWED: usize = 6;
+pub const GLOBAL_LIMITED: usize = 7;
+pub const GLOBAL_ERROR: usize = 8;
+pub const GLOBAL_TIMEOUT: usize = 9;
+pub const GLOBAL_DENIED: usize = 10;
 
 /// Per limit: `limit.<name>.allowed|limited|shadow_limited`, after `OUTCOMES`.
 pub const PER_LIMIT: [&str; 3] = ["allowed", "limited", "shadow_limited"];
 
 pub fn limit_outcomes(s: &RateLimitSettings) -> Vec<String> {
+    let global = s.global.iter().flat_map(|g| &g.descriptors);
     s.limits
         .iter()
         .flat_map(|l| {
@@ -38,7 +52,24 @@ pub fn limit_outcomes(s: &RateLimitSettings) -> Vec<String> {
                 .iter()
                 .map(move |o| format!("limit.{}.{o}", l.name))
         })
+        .chain(global.map(|d| format!("limit.{}.global_limited", d.name)))
         .collect()
+}
+
+/// The outcome of global descriptor `index` limiting a request.
+fn global_outcome(s: &RateLimitSettings, index: usize) -> usize {
+    OUTCOMES.len() + s.limits.len() * PER_LIMIT.len() + index
+}
+
+/// The call's latency, per tenant (`meshware_global_rate_limit_ms`).
+pub fn global_metrics(s: &RateLimitSettings, tenant: &str) -> Vec<(MetricKind, String)> {
+    match s.global {
+        Some(_) => vec![(
+            MetricKind::Histogram,
+            format!("meshware.global_rate_limit_ms.filter.rate_limit.tenant.{tenant}"),
+        )],
+        None => Vec::new(),
+    }
 }
 
 fn limit_outcome(index: usize, which: usize) -> usize {
@@ -51,6 +82,10 @@ pub struct Fields {
     /// The tightest limit's index: its policy text is configuration.
     policy: Option<usize>,
     current: Option<String>,
+    /// The call to the rate limit service, while it is in flight.
+    sent: Option<crate::global::Sent>,
+    /// The service's `response_headers_to_add`, for the response.
+    service_headers: Vec<(String, String)>,
 }
 
 /// The client's address: Envoy's downstream address, or with `hops` trusted
@@ -192,14 +227,98 @@ pub fn on_request<'s>(
             fields.current = Some(current);
         }
     }
+    // Local limits allowed it: the global ones decide the rest, one call.
+    if let Some(g) = &s.global {
+        let (indices, descriptors) =
+            crate::global::descriptors(s, g, tenant, headers, path, source);
+        if !descriptors.is_empty() {
+            let now = env.now_ms();
+            let (callout, park) = crate::global::call(g, &indices, &descriptors, now);
+            fields.sent = Some(crate::global::Sent {
+                descriptors: indices,
+                started_ms: now,
+            });
+            return Decision {
+                outcomes,
+                callout: Some(callout),
+                park: Some(park),
+                ..Decision::default()
+            };
+        }
+    }
     Decision {
         outcomes,
         ..Decision::default()
     }
 }
 
+/// The rate limit service answered (or the call failed): the request was
+/// charged to the local limits already, so only the answer decides now.
+pub fn on_global_answer<'s>(
+    s: &'s RateLimitSettings,
+    fields: &mut Fields,
+    response: Option<&meshware_common::CalloutResponse>,
+    env: &dyn HostEnv,
+) -> Decision<'s> {
+    use crate::global::{failed, limited_reply, verdict, Verdict};
+    let (Some(g), Some(sent)) = (&s.global, fields.sent.take()) else {
+        return Decision::default();
+    };
+    let mut metrics = meshware_common::metrics::MetricUpdates::default();
+    let elapsed = env.now_ms().saturating_sub(sent.started_ms);
+    metrics.push(0, i64::try_from(elapsed).unwrap_or(i64::MAX));
+    let mut decision = match verdict(response) {
+        Verdict::Allowed {
+            request_headers,
+            response_headers,
+        } => {
+            let mut d = Decision {
+                outcomes: Outcomes::one(GLOBAL_ALLOWED),
+                ..Decision::default()
+            };
+            for (name, value) in request_headers {
+                d.request.set(name.to_ascii_lowercase(), value);
+            }
+            fields.service_headers = response_headers;
+            d
+        }
+        Verdict::Limited {
+            sent_index,
+            status,
+            response_headers,
+        } => {
+            let index = sent.descriptors.get(sent_index).copied().unwrap_or(0);
+            let name = g.descriptors.get(index).map_or("global", |d| d.name.as_str());
+            let mut outcomes = Outcomes::one(GLOBAL_LIMITED);
+            outcomes.add(global_outcome(s, index));
+            Decision {
+                reply: Some(limited_reply(s, name, &status, response_headers)),
+                outcomes,
+                ..Decision::default()
+            }
+        }
+        Verdict::Failed { timeout } => {
+            let outcome = if timeout { GLOBAL_TIMEOUT } else { GLOBAL_ERROR };
+            failed(g, Outcomes::one(outcome))
+        }
+    };
+    decision.metrics = metrics;
+    decision
+}
+
+/// The call outlived its deadline (Envoy's own timeout should come first).
+pub fn on_global_expired(s: &RateLimitSettings) -> Decision<'_> {
+    match &s.global {
+        Some(g) => crate::global::failed(g, Outcomes::one(GLOBAL_TIMEOUT)),
+        None => Decision::default(),
+    }
+}
+
 pub fn on_response<'s>(s: &'s RateLimitSettings, fields: &mut Fields) -> HeaderEdits<'s> {
     let mut edits = HeaderEdits::default();
+    for (name, value) in std::mem::take(&mut fields.service_headers) {
+        edits.set(name.to_ascii_lowercase(), value);
+    }
     if let Some(limit) = fields.policy.take().and_then(|i| s.limits.get(i)) {
         edits.set("ratelimit-policy", limit.policy.as_str());
     }

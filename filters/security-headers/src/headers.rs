@@ -76,7 +76,7 @@ mod tests {
         );
         // Both CSPs go out: the browser enforces each, the stricter wins.
         assert!(edits.ops.contains(&meshware_common::HeaderOp::Append(
-            "content-security-policy",
+            "content-security-policy".into(),
             "default-src 'self'".into()
         )));
         assert_eq!(edits.value_of("x-content-type-options"), Some("nosniff"));

@@ -445,8 +445,8 @@ fn echo_returns_final_values_on_the_response() {
     assert_eq!(
         edits.ops,
         vec![
-            HeaderOp::Set(REQUEST_ID, "rid-1".into()),
-            HeaderOp::Set(TRACEPARENT, SPEC_TP.into())
+            HeaderOp::Set(REQUEST_ID.into(), "rid-1".into()),
+            HeaderOp::Set(TRACEPARENT.into(), SPEC_TP.into())
         ]
     );
     let (_, mut echo) = run(&settings(), &[]);
