@@ -416,6 +416,24 @@ pub fn static_cluster(name: &str, port: u16) -> Value {
     cluster_at(name, "127.0.0.1", port)
 }
 
+/// A STATIC HTTP/2 cluster of one endpoint on 127.0.0.1: a gRPC service
+/// (a rate limit service, for `rate_limit.global`).
+pub fn grpc_cluster(name: &str, port: u16) -> Value {
+    let mut c = cluster_at(name, "127.0.0.1", port);
+    if let Some(fields) = c.as_object_mut() {
+        fields.insert(
+            "typed_extension_protocol_options".into(),
+            json!({
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                    "explicit_http_config": {"http2_protocol_options": {}}
+                }
+            }),
+        );
+    }
+    c
+}
+
 /// A STATIC HTTP/1.1 cluster of one endpoint.
 fn cluster_at(name: &str, address: &str, port: u16) -> Value {
     json!({

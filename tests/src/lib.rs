@@ -9,6 +9,7 @@ pub mod etcd;
 pub mod grpc;
 pub mod http;
 pub mod page;
+pub mod rls;
 pub mod routers;
 pub mod suite;
 

@@ -298,7 +298,14 @@ pub fn on_global_answer<'s>(
             }
         }
         Verdict::Failed { timeout } => {
-            let outcome = if timeout { GLOBAL_TIMEOUT } else { GLOBAL_ERROR };
+            // Envoy ends a call past its timeout with the HTTP 504 of its
+            // router, which its gRPC client reads as UNAVAILABLE: the
+            // elapsed time tells a timeout apart.
+            let outcome = if timeout || elapsed >= g.timeout_ms {
+                GLOBAL_TIMEOUT
+            } else {
+                GLOBAL_ERROR
+            };
             failed(g, Outcomes::one(outcome))
         }
     };
