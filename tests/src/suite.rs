@@ -268,14 +268,28 @@ impl Suite {
         grpc_port: u16,
         protocol: meshware_cli::bootstrap::Protocol,
     ) -> Suite {
+        Self::start_grpc_edited(profile, filters, grpc_port, protocol, |_| {})
+    }
+
+    /// As `start_grpc`, with the rendered bootstrap changed by `edit`.
+    pub fn start_grpc_edited(
+        profile: &str,
+        filters: &[&str],
+        grpc_port: u16,
+        protocol: meshware_cli::bootstrap::Protocol,
+        edit: impl Fn(&mut Value),
+    ) -> Suite {
         let echo = Echo::start(0).expect("echo upstream");
         let (envoy, port) = start_on_fresh_ports(2, || {
-            bootstrap_params(profile, filters, grpc_port, None, &|p| {
-                for u in &mut p.upstreams {
-                    u.protocol = protocol;
-                }
-                p.grpc_web = true;
-            })
+            let (mut config, port, admin) =
+                bootstrap_params(profile, filters, grpc_port, None, &|p| {
+                    for u in &mut p.upstreams {
+                        u.protocol = protocol;
+                    }
+                    p.grpc_web = true;
+                });
+            edit(&mut config);
+            (config, port, admin)
         });
         Suite {
             echo,

@@ -235,3 +235,74 @@ fn envoys_native_ratelimit_filter_counts_on_the_same_limits() {
     assert_eq!(admitted(&native, 10), 4, "{}", native.envoy.log());
     assert_eq!(admitted(&ours, 3), 0, "the native filter spent the rest");
 }
+
+/// A gRPC client limited by the service gets `RESOURCE_EXHAUSTED` with the
+/// RateLimit fields as metadata; a gRPC client of a tenant that denies on
+/// failure gets `UNAVAILABLE` when the service is down.
+#[test]
+fn grpc_clients_get_grpc_statuses() {
+    use meshware_e2e::grpc::{call, GrpcServer};
+    let rls = Rls::start(&[limit("acme-tenant", 2, 60, &[("kind", "tenant"), ("tenant", "acme")], None)]);
+    let server = GrpcServer::start();
+    let port = rls.port;
+    let s = Suite::start_grpc_edited(
+        &profile(global("allow", 2000), global("deny", 300)),
+        &["rate_limit"],
+        server.port,
+        meshware_cli::bootstrap::Protocol::Http2,
+        move |config| {
+            config["static_resources"]["clusters"]
+                .as_array_mut()
+                .unwrap()
+                .push(meshware_cli::bootstrap::grpc_cluster("rls", port));
+        },
+    );
+    let acme = ["--authority", "a.example"];
+    let codes: Vec<String> = (0..3)
+        .map(|_| call(s.port, "Unary", "hi", &acme))
+        .map(|v| v["code"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(codes, ["OK", "OK", "RESOURCE_EXHAUSTED"], "{}", s.envoy.log());
+    let limited = call(s.port, "Unary", "hi", &acme);
+    assert!(
+        limited["trailing_metadata"]["ratelimit"]
+            .as_str()
+            .is_some_and(|v| v.contains("acme-tenant")),
+        "{limited}"
+    );
+    drop(rls);
+    let down = call(s.port, "Unary", "hi", &["--authority", "b.example"]);
+    assert_eq!(down["code"], "UNAVAILABLE", "{down}");
+}
+
+/// A client that goes away while its request waits for the service leaves
+/// nothing held: the stream ends, the proxy serves on.
+#[test]
+fn a_client_gone_while_its_request_waits_leaves_nothing_behind() {
+    use std::io::Write;
+    let rls = Rls::start(&[limit("acme-tenant", 1000, 60, &[("kind", "tenant")], None)]);
+    rls.set_mode(Mode::Slow(Duration::from_millis(1500)));
+    let s = proxy(&profile(global("allow", 3000), json!({})), rls.port);
+    for _ in 0..4 {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+        write!(c, "GET / HTTP/1.1\r\nhost: a.example\r\n\r\n").unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        drop(c);
+    }
+    let active = || {
+        s.metric("envoy_http_downstream_rq_active{envoy_http_conn_manager_prefix=\"ingress\"}")
+            .unwrap_or(-1.0)
+    };
+    assert!(
+        meshware_e2e::eventually(5, || active() == 0.0),
+        "streams still active: {}",
+        active()
+    );
+    rls.set_mode(Mode::Normal);
+    assert_eq!(s.get("/", &[ACME]).status, 200);
+    assert_eq!(s.echo.count(), 1, "the abandoned requests never reached the upstream");
+    // The slow answers to the abandoned calls (1.5 s) come to nothing.
+    std::thread::sleep(Duration::from_millis(1600));
+    assert_eq!(s.get("/", &[ACME]).status, 200);
+    assert!(!s.envoy.log().contains("panic"), "{}", s.envoy.log());
+}
