@@ -226,6 +226,7 @@ bench-time: build
 bench: build bench-tools $(ETCD_BIN)
 	BENCH_WRITE_DOCS=1 cargo run --quiet --release -p meshware-e2e --bin bench
 	BENCH_WRITE_DOCS=1 cargo run --quiet --release -p meshware-e2e --bin bench_live
+	BENCH_WRITE_DOCS=1 cargo run --quiet --release -p meshware-e2e --bin bench_global
 	@$(VENV)/bin/python -c 'import matplotlib' 2>/dev/null || $(VENV)/bin/pip install --quiet matplotlib
 	$(VENV)/bin/python tests/bench_chart.py
 
