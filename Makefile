@@ -14,7 +14,7 @@ VENV           := .venv
 TOOLS          ?= $(HOME)/.cache/meshware/tools
 DIST           := dist
 # The filter crates under filters/ (common is a library, not a module).
-FILTER_CRATES  := access-log trace-context security-headers cors jwt-auth endpoint-guard rate-limit idempotency canary circuit-breaker
+FILTER_CRATES  := access-log trace-context security-headers cors jwt-auth endpoint-guard rate-limit idempotency canary circuit-breaker fault
 WASM_TARGET    := wasm32-wasip1
 # wasm-bindgen-cli must match the locked wasm-bindgen crate.
 WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/[^0-9.]/, ""); print; exit}' Cargo.lock)

@@ -160,6 +160,10 @@ pub const FILTERS: &[FilterSpec] = &[
         Phase::Last,
         Failure::Reload,
     ),
+    // Last: the breaker (and every filter before) sees an injected abort
+    // or delay as the upstream's answer; a crashed fault VM is reloaded,
+    // never a reason to refuse traffic.
+    spec("fault", validate_with::<fault::Fault>, Phase::Last, Failure::Reload),
 ];
 
 /// Every `(routing header, version)` the profile's canary rules can choose

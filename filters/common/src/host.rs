@@ -973,7 +973,11 @@ impl<F: HttpFilter> RootContext for Root<F> {
         let config = plugin_configuration();
         match self.configure(&config) {
             Ok(()) => {
-                let mut period = vm_tick_period_ms(u64::from(Self::tick_period_ms()));
+                // A filter without its section has no background work: the
+                // VM ticks only to flush metrics.
+                let active = self.compiled.as_ref().is_some_and(|c| c.active);
+                let own = if active { Self::tick_period_ms() } else { 0 };
+                let mut period = vm_tick_period_ms(u64::from(own));
                 self.live = self
                     .source_settings()
                     .map(|s| crate::live_host::LiveHost::new(F::NAME, s, seed()));

@@ -213,7 +213,8 @@ pub fn parse_settings(root: &Value, errors: &mut ConfigErrors) -> Option<SourceS
     let status_token_header = r
         .opt_string("status_token_header", crate::section::check_header_name)
         .unwrap_or_else(|| crate::request::DEFAULT_ADMIN_TOKEN_HEADER.to_string());
-    let (status_tokens, status_token_vars) = read_status_tokens(&mut r);
+    let (status_tokens, status_token_vars) =
+        read_env_tokens(&mut r, "status_admin_tokens", "a status token");
     r.finish();
     let missing = |errors: &mut ConfigErrors, key: &str| {
         errors.push(format!("{SECTION}.{key}"), "is required");
@@ -248,11 +249,17 @@ pub fn parse_settings(root: &Value, errors: &mut ConfigErrors) -> Option<SourceS
     })
 }
 
-/// `status_admin_tokens`: environment references only (`{"env": "NAME"}`),
-/// so the profile never holds one; each at least 16 characters.
-fn read_status_tokens(r: &mut crate::section::SectionReader<'_>) -> (StatusTokens, Vec<String>) {
+/// Tokens given as environment references only (`{"env": "NAME"}`, the
+/// `status_admin_tokens`, fault's `drill_tokens`), so the profile never
+/// holds one; each at least 16 printable characters. Returns the tokens
+/// and the variables they came from.
+pub fn read_env_tokens(
+    r: &mut crate::section::SectionReader<'_>,
+    key: &'static str,
+    what: &str,
+) -> (StatusTokens, Vec<String>) {
     let (mut tokens, mut vars) = (Vec::new(), Vec::new());
-    let Some((value, path)) = r.raw("status_admin_tokens") else {
+    let Some((value, path)) = r.raw(key) else {
         return (StatusTokens::default(), vars);
     };
     let Value::Array(items) = value else {
@@ -264,10 +271,7 @@ fn read_status_tokens(r: &mut crate::section::SectionReader<'_>) -> (StatusToken
         let name = match crate::secret::source(item) {
             Ok(crate::secret::SecretSource::Env(name)) => name,
             Ok(crate::secret::SecretSource::Inline(_)) => {
-                r.error(
-                    at,
-                    "a status token is given as {\"env\": \"NAME\"}, never inline",
-                );
+                r.error(at, format!("{what} is given as {{\"env\": \"NAME\"}}, never inline"));
                 continue;
             }
             Err(e) => {
@@ -280,7 +284,7 @@ fn read_status_tokens(r: &mut crate::section::SectionReader<'_>) -> (StatusToken
             Ok(Some(t)) if t.len() >= 16 && t.bytes().all(|b| b.is_ascii_graphic()) => tokens.push(t),
             Ok(Some(_)) => r.error(
                 at,
-                format!("environment variable {name}: a status token is 16+ printable characters without spaces"),
+                format!("environment variable {name}: {what} is 16+ printable characters without spaces"),
             ),
             Ok(None) => {} // shape only (CLI)
             Err(e) => r.error(at, e),

@@ -31,6 +31,7 @@ pub const KNOWN_SECTIONS: &[&str] = &[
     "idempotency",
     "canary",
     "circuit_breaker",
+    "fault",
 ];
 
 /// Sections every filter reads besides its own (`request`: the path and

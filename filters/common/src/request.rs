@@ -29,6 +29,9 @@ pub const METHOD_OVERRIDE_HEADERS: &[&str] = &[
 pub const DEFAULT_USER_HEADER: &str = "x-user-id";
 /// endpoint_guard's default admin token header.
 pub const DEFAULT_ADMIN_TOKEN_HEADER: &str = "x-admin-token";
+/// The fault filter's drill header: a secret, owned by meshware for every
+/// tenant (stripped before the upstream, fault section or not).
+pub const FAULT_DRILL_HEADER: &str = "x-fault-drill";
 /// canary's default routing header (Envoy routes on it).
 pub const DEFAULT_ROUTING_HEADER: &str = "x-route-version";
 
@@ -202,7 +205,7 @@ pub fn credential_headers(
     let name = field(&layers, "endpoint_guard", "admin_token_header")
         .and_then(Value::as_str)
         .unwrap_or(DEFAULT_ADMIN_TOKEN_HEADER);
-    vec![name.to_ascii_lowercase()]
+    vec![name.to_ascii_lowercase(), FAULT_DRILL_HEADER.to_string()]
 }
 
 /// The headers meshware owns for one tenant (its sections, then
@@ -226,11 +229,13 @@ pub fn owned_headers(
     if let Some(h) = tenant_header.filter(|h| !h.trusted) {
         add(&h.name);
     }
-    // The admin token is a secret for endpoint_guard only, enabled or not.
+    // The admin token is a secret for endpoint_guard only, enabled or not;
+    // the drill header one for fault only.
     add(
         &text(field(&layers, "endpoint_guard", "admin_token_header"))
             .unwrap_or_else(|| DEFAULT_ADMIN_TOKEN_HEADER.to_string()),
     );
+    add(FAULT_DRILL_HEADER);
     if has_section(&layers, "jwt_auth") {
         add(&text(field(&layers, "jwt_auth", "user_header"))
             .unwrap_or_else(|| DEFAULT_USER_HEADER.to_string()));
@@ -502,6 +507,7 @@ mod tests {
             "x-version",
             "x-envoy-max-retries",
             "x-http-method-override",
+            "x-fault-drill",
         ] {
             assert!(owned.iter().any(|o| o == h), "{h} in {owned:?}");
         }
@@ -514,7 +520,7 @@ mod tests {
             ..RequestPolicy::default()
         };
         let owned = owned_headers(None, None, Some(&trusted), &check);
-        assert_eq!(owned, vec!["x-admin-token".to_string()]);
+        assert_eq!(owned, vec!["x-admin-token".to_string(), "x-fault-drill".to_string()]);
     }
 
     fn profile() -> Profile<()> {

@@ -28,6 +28,7 @@ concerns!(
     idempotency::Idempotency,
     canary::Canary,
     circuit_breaker::CircuitBreaker,
+    fault::Fault,
 );
 
 #[cfg(target_os = "wasi")]
