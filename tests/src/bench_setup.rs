@@ -42,6 +42,9 @@ pub fn bench_profile() -> Result<String, String> {
             l["per"] = json!("second");
         }
     }
+    // Configured but inert, as between drills: a fault at 0 %.
+    bench["fault"] = json!({"faults": [{"name": "drill", "scope": "all", "percent": 0,
+        "delay": {"ms": 800}}]});
     p["tenants"]["bench"] = bench;
     p["tenancy"]["hosts"][HOST] = json!("bench");
     Ok(p.to_string())
