@@ -229,3 +229,31 @@ fn config_errors_name_their_json_path() {
         assert!(log.contains(line), "envoy log lacks {line:?}:\n{log}");
     }
 }
+
+/// The access log records what was injected: `decisions.fault`.
+#[test]
+fn the_access_log_records_the_fault() {
+    let p = json!({
+        "tenancy": {"default": "public", "hosts": {"a.example": "acme"}},
+        "tenants": {"acme": {
+            "access_log": {"sample_rate": 1.0},
+            "fault": {"faults": [
+                {"name": "down", "scope": "all", "percent": 100, "prefix": "/down", "abort": {"status": 503}},
+                {"name": "slow", "scope": "all", "percent": 100, "prefix": "/slow", "delay": {"ms": 100}}
+            ]}},
+            "public": {}}
+    })
+    .to_string();
+    let s = start_with(&p, &["access_log", "fault"]);
+    assert_eq!(s.get("/down", &[ACME]).status, 503);
+    assert_eq!(s.get("/slow", &[ACME]).status, 200);
+    let lines = s.access_log_until(|l| l.len() >= 2);
+    let decided = |path: &str| {
+        lines
+            .iter()
+            .find(|l| l["path"] == path)
+            .map(|l| l["decisions"]["fault"].clone())
+    };
+    assert_eq!(decided("/down"), Some(json!("aborted")), "{lines:?}");
+    assert_eq!(decided("/slow"), Some(json!("delayed")), "{lines:?}");
+}

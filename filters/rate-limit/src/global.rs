@@ -120,7 +120,9 @@ fn check_text(what: &'static str) -> impl Fn(&str) -> Result<(), String> {
         if !v.is_empty() && v.len() <= 128 && !v.chars().any(char::is_control) {
             Ok(())
         } else {
-            Err(format!("\"{v}\": {what} is 1..128 characters, no control characters"))
+            Err(format!(
+                "\"{v}\": {what} is 1..128 characters, no control characters"
+            ))
         }
     }
 }
@@ -147,7 +149,10 @@ fn read_entry(r: &mut SectionReader<'_>, value: &Value, path: &str) -> Option<En
                 .filter(|k| !matches!(k.as_str(), "header" | "key" | "value"))
                 .collect();
             if let Some(k) = unknown.first() {
-                r.error(format!("{path}.{k}"), "unknown field (expected one of: header, key, value)");
+                r.error(
+                    format!("{path}.{k}"),
+                    "unknown field (expected one of: header, key, value)",
+                );
                 return None;
             }
             let key = match m.get("key") {
@@ -251,7 +256,10 @@ pub fn parse(r: &mut SectionReader<'_>) -> Option<GlobalSettings> {
         None | Some((Value::Null, _)) => return None,
         Some((Value::Object(fields), at)) => (fields, at),
         Some((_, at)) => {
-            r.error(at, "must be an object {cluster, domain, descriptors, ...} or null");
+            r.error(
+                at,
+                "must be an object {cluster, domain, descriptors, ...} or null",
+            );
             return None;
         }
     };
@@ -286,10 +294,18 @@ pub fn parse(r: &mut SectionReader<'_>) -> Option<GlobalSettings> {
         n.error(p, format!("is required ({what})"));
     };
     if n.raw("cluster").is_none() {
-        missing(&mut n, "cluster", "the Envoy cluster of the rate limit service, HTTP/2");
+        missing(
+            &mut n,
+            "cluster",
+            "the Envoy cluster of the rate limit service, HTTP/2",
+        );
     }
     if n.raw("domain").is_none() {
-        missing(&mut n, "domain", "the service's domain (Limitador: namespace)");
+        missing(
+            &mut n,
+            "domain",
+            "the service's domain (Limitador: namespace)",
+        );
     }
     match &descriptors {
         None => missing(&mut n, "descriptors", "at least one"),
@@ -611,8 +627,12 @@ mod tests {
         ] {
             assert!(e.contains(want), "missing {want:?} in:\n{e}");
         }
-        let (_, e) = parse_json(json!({"global": {"cluster": "c", "domain": "d", "descriptors": []}}));
-        assert!(e.contains("t.global.descriptors: must hold 1..6 descriptors"), "{e}");
+        let (_, e) =
+            parse_json(json!({"global": {"cluster": "c", "domain": "d", "descriptors": []}}));
+        assert!(
+            e.contains("t.global.descriptors: must hold 1..6 descriptors"),
+            "{e}"
+        );
         let (_, e) = parse_json(json!({"global": "rls"}));
         assert!(e.contains("t.global: must be an object"), "{e}");
     }
@@ -627,29 +647,54 @@ mod tests {
         let raw = headers.get(":path").unwrap_or("/");
         let path = RequestPath::read_all(raw).unwrap();
         let mut source = SourceAddress::known("10.1.2.3".parse().ok());
-        descriptors(s, s.global.as_ref().unwrap(), "acme", &headers, &path, &mut source)
+        descriptors(
+            s,
+            s.global.as_ref().unwrap(),
+            "acme",
+            &headers,
+            &path,
+            &mut source,
+        )
     }
 
     fn entries(d: &Descriptor) -> Vec<(&str, &str)> {
-        d.entries.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+        d.entries
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
     }
 
     #[test]
     fn descriptors_carry_the_requests_values_and_skip_missing_ones() {
         let s = tiered();
         let (idx, d) = request(&s, &[(":method", "GET"), (":path", "/a/../orders")]);
-        assert_eq!(idx, vec![0, 1], "no api key: per-key is not sent; GET: no export");
+        assert_eq!(
+            idx,
+            vec![0, 1],
+            "no api key: per-key is not sent; GET: no export"
+        );
         assert_eq!(entries(&d[0]), vec![("tenant", "acme")]);
-        assert_eq!(entries(&d[1]), vec![("tenant", "acme"), ("remote_address", "10.1.2.3")]);
+        assert_eq!(
+            entries(&d[1]),
+            vec![("tenant", "acme"), ("remote_address", "10.1.2.3")]
+        );
         let (idx, d) = request(
             &s,
-            &[(":method", "POST"), (":path", "/export/%2e%2e/export/all"), ("x-api-key", "k1")],
+            &[
+                (":method", "POST"),
+                (":path", "/export/%2e%2e/export/all"),
+                ("x-api-key", "k1"),
+            ],
         );
         assert_eq!(idx, vec![0, 1, 2, 3]);
         assert_eq!(entries(&d[2]), vec![("api_key", "k1")]);
         assert_eq!(
             entries(&d[3]),
-            vec![("tenant", "acme"), ("path", "/export/all"), ("plan", "gold")],
+            vec![
+                ("tenant", "acme"),
+                ("path", "/export/all"),
+                ("plan", "gold")
+            ],
             "the canonical path, as the router reads it"
         );
         // The largest hits_addend of the descriptors sent.
@@ -688,29 +733,65 @@ mod tests {
         // second status over its limit.
         let v: Value = serde_json::from_str(include_str!("../testdata/rls_vectors.json")).unwrap();
         let wire = v["responses"][0]["wire"].as_str().unwrap();
-        let Verdict::Limited { sent_index, status, response_headers } = verdict(Some(&answer(0, wire)))
+        let Verdict::Limited {
+            sent_index,
+            status,
+            response_headers,
+        } = verdict(Some(&answer(0, wire)))
         else {
             panic!("not limited");
         };
         let reply = limited_reply(&s, "per-client", &status, response_headers.clone());
         assert_eq!(reply.status, 429);
-        let header = |n: &str| reply.headers.iter().find(|(k, _)| *k == n).map(|(_, v)| v.as_str());
+        let header = |n: &str| {
+            reply
+                .headers
+                .iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, v)| v.as_str())
+        };
         let limit = status.current_limit.clone().unwrap();
-        let reset = status.until_reset_ms.unwrap().div_ceil(1000).max(1).to_string();
+        let reset = status
+            .until_reset_ms
+            .unwrap()
+            .div_ceil(1000)
+            .max(1)
+            .to_string();
         assert_eq!(header("retry-after"), Some(reset.as_str()));
         assert_eq!(
             header("ratelimit-policy").unwrap(),
-            format!("\"{}\";q={};w={}", limit.name, limit.requests_per_unit, limit.unit_s.unwrap())
+            format!(
+                "\"{}\";q={};w={}",
+                limit.name,
+                limit.requests_per_unit,
+                limit.unit_s.unwrap()
+            )
         );
         assert_eq!(reply.owned_headers, response_headers);
-        assert_eq!(reply.grpc_status, Some(meshware_common::grpc::RESOURCE_EXHAUSTED));
+        assert_eq!(
+            reply.grpc_status,
+            Some(meshware_common::grpc::RESOURCE_EXHAUSTED)
+        );
         let _ = sent_index;
         // Errors and timeouts, and junk.
         assert_eq!(verdict(None), Verdict::Failed { timeout: false });
-        assert_eq!(verdict(Some(&answer(4, ""))), Verdict::Failed { timeout: true });
-        assert_eq!(verdict(Some(&answer(14, ""))), Verdict::Failed { timeout: false });
-        assert_eq!(verdict(Some(&answer(0, "ffff"))), Verdict::Failed { timeout: false });
-        assert_eq!(verdict(Some(&answer(0, ""))), Verdict::Failed { timeout: false }, "UNKNOWN code");
+        assert_eq!(
+            verdict(Some(&answer(4, ""))),
+            Verdict::Failed { timeout: true }
+        );
+        assert_eq!(
+            verdict(Some(&answer(14, ""))),
+            Verdict::Failed { timeout: false }
+        );
+        assert_eq!(
+            verdict(Some(&answer(0, "ffff"))),
+            Verdict::Failed { timeout: false }
+        );
+        assert_eq!(
+            verdict(Some(&answer(0, ""))),
+            Verdict::Failed { timeout: false },
+            "UNKNOWN code"
+        );
         let denied = failed(g, Outcomes::default());
         assert_eq!(denied.reply.map(|r| r.status), Some(503));
         let mut allow = g.clone();

@@ -4,9 +4,9 @@
 use crate::config::{KeyKind, Limit, RateLimitSettings};
 use crate::limiter::{take, Verdict};
 use meshware_common::digits::push_decimal;
+use meshware_common::metrics::MetricKind;
 use meshware_common::net::{key_text, parse_source_address};
 use meshware_common::path::RequestPath;
-use meshware_common::metrics::MetricKind;
 use meshware_common::{
     Decision, HeaderEdits, Headers, HostEnv, LocalReply, Outcomes, SourceAddress,
 };
@@ -288,7 +288,10 @@ pub fn on_global_answer<'s>(
             response_headers,
         } => {
             let index = sent.descriptors.get(sent_index).copied().unwrap_or(0);
-            let name = g.descriptors.get(index).map_or("global", |d| d.name.as_str());
+            let name = g
+                .descriptors
+                .get(index)
+                .map_or("global", |d| d.name.as_str());
             let mut outcomes = Outcomes::one(GLOBAL_LIMITED);
             outcomes.add(global_outcome(s, index));
             Decision {
@@ -300,8 +303,11 @@ pub fn on_global_answer<'s>(
         Verdict::Failed { timeout } => {
             // Envoy ends a call past its timeout with the HTTP 504 of its
             // router, which its gRPC client reads as UNAVAILABLE: the
-            // elapsed time tells a timeout apart.
-            let outcome = if timeout || elapsed >= g.timeout_ms {
+            // elapsed time tells a timeout apart (within a tenth: the
+            // clock the module reads is in whole milliseconds, and Envoy's
+            // timer may fire a little early against it).
+            let outcome = if timeout || elapsed.saturating_mul(10) >= g.timeout_ms.saturating_mul(9)
+            {
                 GLOBAL_TIMEOUT
             } else {
                 GLOBAL_ERROR

@@ -371,7 +371,10 @@ fn occupancy_counts_busy_buckets_over_a_full_sweep_pass() {
     assert!((18..=20).contains(&busy), "{busy}");
     // 300 slots, 256 a tick: the second tick ends the first pass.
     sweep(&st, "a", s);
-    assert_eq!(parse(occupancy(&st, "a", s))["limits"]["client"]["occupied"], Value::Null);
+    assert_eq!(
+        parse(occupancy(&st, "a", s))["limits"]["client"]["occupied"],
+        Value::Null
+    );
     sweep(&st, "a", s);
     assert_eq!(
         parse(occupancy(&st, "a", s))["limits"]["client"]["occupied"],
@@ -381,5 +384,8 @@ fn occupancy_counts_busy_buckets_over_a_full_sweep_pass() {
     st.advance_ms(120_000);
     sweep(&st, "a", s);
     sweep(&st, "a", s);
-    assert_eq!(parse(occupancy(&st, "a", s))["limits"]["client"]["occupied"], json!(0));
+    assert_eq!(
+        parse(occupancy(&st, "a", s))["limits"]["client"]["occupied"],
+        json!(0)
+    );
 }
