@@ -2196,7 +2196,7 @@ impl<F: HttpFilter> Stage for Stream<F> {
             .status
             .as_ref()
             .filter(|s| s.matches(&judged.path))
-            .map(|s| (s, crate::live_host::filter_query(raw_path)))
+            .map(|s| (s, crate::live::filter_query(raw_path)))
             .filter(|(_, only)| only.is_none_or(reports_state_of));
         if let Some((status, only)) = status_endpoint {
             // Served here, whichever filter meets it first: the allowed

@@ -481,27 +481,3 @@ impl StatusEndpoint {
         )
     }
 }
-
-/// The status endpoint's `filter` query parameter, if any (`?filter=rate_limit`).
-pub fn filter_query(raw_path: &str) -> Option<&str> {
-    let (_, query) = raw_path.split_once('?')?;
-    let query = query.split('#').next().unwrap_or("");
-    query
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("filter="))
-        .filter(|v| !v.is_empty())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::filter_query;
-
-    #[test]
-    fn the_filter_query_names_one_filter() {
-        assert_eq!(filter_query("/s?filter=rate_limit"), Some("rate_limit"));
-        assert_eq!(filter_query("/s?x=1&filter=jwt_auth#f"), Some("jwt_auth"));
-        assert_eq!(filter_query("/s?filter="), None);
-        assert_eq!(filter_query("/s"), None);
-        assert_eq!(filter_query("/s?filters=a"), None);
-    }
-}
