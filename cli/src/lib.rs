@@ -163,7 +163,12 @@ pub const FILTERS: &[FilterSpec] = &[
     // Last: the breaker (and every filter before) sees an injected abort
     // or delay as the upstream's answer; a crashed fault VM is reloaded,
     // never a reason to refuse traffic.
-    spec("fault", validate_with::<fault::Fault>, Phase::Last, Failure::Reload),
+    spec(
+        "fault",
+        validate_with::<fault::Fault>,
+        Phase::Last,
+        Failure::Reload,
+    ),
 ];
 
 /// Every `(routing header, version)` the profile's canary rules can choose

@@ -158,7 +158,10 @@ impl State {
                 .collect();
             let mut ctx = Context::default();
             ctx.list_binding("descriptors".to_string(), vec![entries]);
-            let status = match self.limiter.check_rate_limited_and_update(&namespace, &ctx, hits) {
+            let status = match self
+                .limiter
+                .check_rate_limited_and_update(&namespace, &ctx, hits)
+            {
                 Ok(result) => {
                     let code = if result.limited { OVER_LIMIT } else { OK };
                     if result.limited {
@@ -181,9 +184,7 @@ impl State {
                             },
                             name: c.limit().name().unwrap_or("").to_string(),
                         }),
-                        limit_remaining: tightest
-                            .and_then(|c| c.remaining())
-                            .unwrap_or(0) as u32,
+                        limit_remaining: tightest.and_then(|c| c.remaining()).unwrap_or(0) as u32,
                         duration_until_reset: tightest.and_then(|c| c.expires_in()).map(|d| {
                             proto::Duration {
                                 seconds: d.as_secs() as i64,
@@ -405,9 +406,6 @@ pub fn limit(
             .iter()
             .map(|(k, v)| format!("descriptors[0].{k} == '{v}'"))
             .collect(),
-        variables: per
-            .iter()
-            .map(|k| format!("descriptors[0].{k}"))
-            .collect(),
+        variables: per.iter().map(|k| format!("descriptors[0].{k}")).collect(),
     }
 }

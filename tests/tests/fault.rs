@@ -38,7 +38,8 @@ fn start(profile: &str) -> Suite {
 }
 
 fn outcome(s: &Suite, what: &str) -> f64 {
-    let sample = format!("meshware_decisions{{filter=\"fault\",tenant=\"acme\",outcome=\"{what}\"}}");
+    let sample =
+        format!("meshware_decisions{{filter=\"fault\",tenant=\"acme\",outcome=\"{what}\"}}");
     s.metric(&sample).unwrap_or(0.0)
 }
 
@@ -82,15 +83,25 @@ fn drills_need_the_token_and_the_header_never_reaches_the_upstream() {
     ));
     // No header, a wrong token: nothing injected, the header stripped.
     assert_eq!(s.get("/checkout", &[ACME]).status, 200);
-    let r = s.get("/checkout", &[ACME, ("x-fault-drill", "wrong-token-0123456789")]);
+    let r = s.get(
+        "/checkout",
+        &[ACME, ("x-fault-drill", "wrong-token-0123456789")],
+    );
     assert_eq!(r.status, 200);
     assert!(r.header("x-fault-injected").is_none());
-    assert!(s.echo.requests().iter().all(|q| q.header("x-fault-drill").is_none()));
+    assert!(s
+        .echo
+        .requests()
+        .iter()
+        .all(|q| q.header("x-fault-drill").is_none()));
     assert!(counted(&s, "drill_refused", 1.0));
     // The right token: injected, and said so.
     let r = s.get("/checkout", &[ACME, ("x-fault-drill", TOKEN)]);
     assert_eq!(r.status, 503);
-    assert_eq!(r.header("x-fault-injected"), Some("checkout-down; abort=503"));
+    assert_eq!(
+        r.header("x-fault-injected"),
+        Some("checkout-down; abort=503")
+    );
     let t = Instant::now();
     let r = s.get("/slow", &[ACME, ("x-fault-drill", TOKEN)]);
     let took = t.elapsed();
@@ -99,7 +110,11 @@ fn drills_need_the_token_and_the_header_never_reaches_the_upstream() {
     assert!(took < Duration::from_millis(1500), "{took:?}");
     assert_eq!(r.header("x-fault-injected"), Some("slow; delay=400ms"));
     // The valid token never reached the upstream either.
-    assert!(s.echo.requests().iter().all(|q| q.header("x-fault-drill").is_none()));
+    assert!(s
+        .echo
+        .requests()
+        .iter()
+        .all(|q| q.header("x-fault-drill").is_none()));
     // Another tenant's request with the header: stripped too.
     s.get("/", &[("host", "x.example"), ("x-fault-drill", TOKEN)]);
     assert!(s.echo.last().unwrap().header("x-fault-drill").is_none());
@@ -125,8 +140,14 @@ fn delays_are_bounded_per_tenant_across_workers_and_a_gone_client_gives_its_slot
         })
         .collect();
     let results: Vec<(u16, Duration)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-    assert!(results.iter().all(|(status, _)| *status == 200), "{results:?}");
-    let slow = results.iter().filter(|(_, d)| *d >= Duration::from_millis(1400)).count();
+    assert!(
+        results.iter().all(|(status, _)| *status == 200),
+        "{results:?}"
+    );
+    let slow = results
+        .iter()
+        .filter(|(_, d)| *d >= Duration::from_millis(1400))
+        .count();
     assert_eq!(slow, 2, "two delayed at once, the rest not: {results:?}");
     assert!(started.elapsed() < Duration::from_secs(4));
     assert!(counted(&s, "skipped_bound", 4.0));
@@ -143,7 +164,10 @@ fn delays_are_bounded_per_tenant_across_workers_and_a_gone_client_gives_its_slot
     std::thread::sleep(Duration::from_millis(300));
     let t = Instant::now();
     assert_eq!(s.get("/", &[ACME]).status, 200);
-    assert!(t.elapsed() >= Duration::from_millis(1400), "the bound was free again: delayed");
+    assert!(
+        t.elapsed() >= Duration::from_millis(1400),
+        "the bound was free again: delayed"
+    );
     assert!(!s.envoy.log().contains("panic"));
 }
 
@@ -156,7 +180,11 @@ fn time_windows_and_the_kill_switch() {
     let now = json!({"name": "now", "scope": "all", "percent": 100, "abort": {"status": 502},
                      "start": "2020-01-01T00:00:00Z", "end": "2099-01-01T00:00:00+01:00"});
     let s = start(&profile(json!({"faults": [past, future, now]}), json!({})));
-    assert_eq!(s.get("/", &[ACME]).status, 502, "only the open window injects");
+    assert_eq!(
+        s.get("/", &[ACME]).status,
+        502,
+        "only the open window injects"
+    );
     assert!(counted(&s, "outside_window", 1.0), "one count per request");
     drop(s);
     let killed = start(&profile(

@@ -68,8 +68,20 @@ fn two_proxies_share_one_global_limit_per_tenant_and_per_key() {
     // 150 per minute for acme (one window spans the test), 5 per key,
     // 1000 for beta: acme's exhaustion must not touch beta.
     let rls = Rls::start(&[
-        limit("acme-tenant", 150, 60, &[("kind", "tenant"), ("tenant", "acme")], None),
-        limit("beta-tenant", 1000, 60, &[("kind", "tenant"), ("tenant", "beta")], None),
+        limit(
+            "acme-tenant",
+            150,
+            60,
+            &[("kind", "tenant"), ("tenant", "acme")],
+            None,
+        ),
+        limit(
+            "beta-tenant",
+            1000,
+            60,
+            &[("kind", "tenant"), ("tenant", "beta")],
+            None,
+        ),
         limit("per-key", 5, 60, &[("kind", "per-key")], Some("api_key")),
     ]);
     let p = profile(global("allow", 2000), global("allow", 2000));
@@ -85,8 +97,17 @@ fn two_proxies_share_one_global_limit_per_tenant_and_per_key() {
             200 => admitted += 1,
             429 => {
                 assert!(r.header("retry-after").is_some(), "{:?}", r.headers);
-                assert!(r.header("ratelimit").is_some_and(|v| v.contains("acme-tenant")), "{:?}", r.headers);
-                assert_eq!(r.header("x-ratelimit-service"), Some("limitador"), "the service's headers");
+                assert!(
+                    r.header("ratelimit")
+                        .is_some_and(|v| v.contains("acme-tenant")),
+                    "{:?}",
+                    r.headers
+                );
+                assert_eq!(
+                    r.header("x-ratelimit-service"),
+                    Some("limitador"),
+                    "the service's headers"
+                );
             }
             other => panic!("unexpected {other}: {}\n{}", r.text(), s.envoy.log()),
         }
@@ -102,10 +123,20 @@ fn two_proxies_share_one_global_limit_per_tenant_and_per_key() {
     );
     // Both proxies counted, against one service.
     for s in [&a, &b] {
-        assert!(outcome(s, "acme", "global_limited") > 100.0, "{}", s.envoy.prometheus());
+        assert!(
+            outcome(s, "acme", "global_limited") > 100.0,
+            "{}",
+            s.envoy.prometheus()
+        );
         assert!(outcome(s, "acme", "global_allowed") > 50.0);
         assert_eq!(outcome(s, "acme", "global_error"), 0.0);
-        assert!(decisions(s, "acme", &["limit=\"tenant\"", "outcome=\"global_limited\""]) > 0.0);
+        assert!(
+            decisions(
+                s,
+                "acme",
+                &["limit=\"tenant\"", "outcome=\"global_limited\""]
+            ) > 0.0
+        );
     }
     // Tenant isolation: beta is not limited by acme's exhausted quota.
     assert_eq!(a.get("/", &[BETA]).status, 200);
@@ -188,7 +219,8 @@ fn service_failures_follow_each_tenants_failure_mode() {
 fn local_limits_decide_first() {
     let rls = Rls::start(&[limit("acme-tenant", 1000, 60, &[("kind", "tenant")], None)]);
     let mut acme = global("allow", 1000);
-    acme["limits"] = json!([{"name": "local", "key": "tenant", "rate": 3, "per": "minute", "burst": 3}]);
+    acme["limits"] =
+        json!([{"name": "local", "key": "tenant", "rate": 3, "per": "minute", "burst": 3}]);
     let s = proxy(&profile(acme, json!({})), rls.port);
     let statuses: Vec<u16> = (0..6).map(|_| s.get("/", &[ACME]).status).collect();
     assert_eq!(statuses, vec![200, 200, 200, 429, 429, 429]);
@@ -199,7 +231,13 @@ fn local_limits_decide_first() {
 /// same limit as the wasm filter: they speak the same protocol.
 #[test]
 fn envoys_native_ratelimit_filter_counts_on_the_same_limits() {
-    let rls = Rls::start(&[limit("acme-tenant", 10, 60, &[("kind", "tenant"), ("tenant", "acme")], None)]);
+    let rls = Rls::start(&[limit(
+        "acme-tenant",
+        10,
+        60,
+        &[("kind", "tenant"), ("tenant", "acme")],
+        None,
+    )]);
     let p = profile(global("allow", 2000), json!({}));
     let ours = proxy(&p, rls.port);
     let port = rls.port;
@@ -221,7 +259,10 @@ fn envoys_native_ratelimit_filter_counts_on_the_same_limits() {
         ]);
         // The descriptor the wasm filter sends for acme's `tenant`:
         // [("kind", "tenant"), ("tenant", "acme")].
-        for route in hcm["route_config"]["virtual_hosts"][0]["routes"].as_array_mut().unwrap() {
+        for route in hcm["route_config"]["virtual_hosts"][0]["routes"]
+            .as_array_mut()
+            .unwrap()
+        {
             if route["route"].is_object() {
                 route["route"]["rate_limits"] = json!([{"actions": [
                     {"generic_key": {"descriptor_key": "kind", "descriptor_value": "tenant"}},
@@ -230,7 +271,8 @@ fn envoys_native_ratelimit_filter_counts_on_the_same_limits() {
             }
         }
     });
-    let admitted = |s: &Suite, n: usize| (0..n).filter(|_| s.get("/", &[ACME]).status == 200).count();
+    let admitted =
+        |s: &Suite, n: usize| (0..n).filter(|_| s.get("/", &[ACME]).status == 200).count();
     assert_eq!(admitted(&ours, 6), 6);
     assert_eq!(admitted(&native, 10), 4, "{}", native.envoy.log());
     assert_eq!(admitted(&ours, 3), 0, "the native filter spent the rest");
@@ -242,7 +284,13 @@ fn envoys_native_ratelimit_filter_counts_on_the_same_limits() {
 #[test]
 fn grpc_clients_get_grpc_statuses() {
     use meshware_e2e::grpc::{call, GrpcServer};
-    let rls = Rls::start(&[limit("acme-tenant", 2, 60, &[("kind", "tenant"), ("tenant", "acme")], None)]);
+    let rls = Rls::start(&[limit(
+        "acme-tenant",
+        2,
+        60,
+        &[("kind", "tenant"), ("tenant", "acme")],
+        None,
+    )]);
     let server = GrpcServer::start();
     let port = rls.port;
     let s = Suite::start_grpc_edited(
@@ -262,7 +310,12 @@ fn grpc_clients_get_grpc_statuses() {
         .map(|_| call(s.port, "Unary", "hi", &acme))
         .map(|v| v["code"].as_str().unwrap_or("").to_string())
         .collect();
-    assert_eq!(codes, ["OK", "OK", "RESOURCE_EXHAUSTED"], "{}", s.envoy.log());
+    assert_eq!(
+        codes,
+        ["OK", "OK", "RESOURCE_EXHAUSTED"],
+        "{}",
+        s.envoy.log()
+    );
     let limited = call(s.port, "Unary", "hi", &acme);
     assert!(
         limited["trailing_metadata"]["ratelimit"]
@@ -300,7 +353,11 @@ fn a_client_gone_while_its_request_waits_leaves_nothing_behind() {
     );
     rls.set_mode(Mode::Normal);
     assert_eq!(s.get("/", &[ACME]).status, 200);
-    assert_eq!(s.echo.count(), 1, "the abandoned requests never reached the upstream");
+    assert_eq!(
+        s.echo.count(),
+        1,
+        "the abandoned requests never reached the upstream"
+    );
     // The slow answers to the abandoned calls (1.5 s) come to nothing.
     std::thread::sleep(Duration::from_millis(1600));
     assert_eq!(s.get("/", &[ACME]).status, 200);

@@ -594,21 +594,28 @@ fn the_status_reports_key_set_ages_open_circuits_and_bucket_occupancy() {
         Some("open")
     );
     let state = |filter: &str| -> Value {
-        let r = s.get(&format!("/.well-known/meshware/status?filter={filter}"), &[]);
+        let r = s.get(
+            &format!("/.well-known/meshware/status?filter={filter}"),
+            &[],
+        );
         assert_eq!(r.status, 200, "{filter}: {}", r.text());
         r.json()["state"][filter]["acme"].clone()
     };
     let jwks = state("jwt_auth")["remote_jwks"]["idp"].clone();
     assert_eq!(jwks["cluster"], "idp", "{jwks}");
     assert_eq!(jwks["keys"], 1, "{jwks}");
-    assert!(jwks["age_ms"].as_u64().is_some_and(|a| a < 60_000), "{jwks}");
+    assert!(
+        jwks["age_ms"].as_u64().is_some_and(|a| a < 60_000),
+        "{jwks}"
+    );
     let circuits = state("circuit_breaker")["open_circuits"].clone();
     assert_eq!(circuits.as_array().map(Vec::len), Some(1), "{circuits}");
     assert_eq!(circuits[0]["state"], "open", "{circuits}");
     assert!(circuits[0]["open_for_ms"].as_u64().is_some(), "{circuits}");
     // 16 slots, 256 a tick: every tick (1 s) ends a pass, on each worker.
     assert!(
-        meshware_e2e::eventually(5, || state("rate_limit")["limits"]["per-key"]["occupied"] == 3),
+        meshware_e2e::eventually(5, || state("rate_limit")["limits"]["per-key"]["occupied"]
+            == 3),
         "{}",
         state("rate_limit")
     );
@@ -623,5 +630,9 @@ fn the_status_reports_key_set_ages_open_circuits_and_bucket_occupancy() {
     // Unknown filters are nobody's: the request goes on (here: the
     // default tenant, no rules, the upstream answers).
     let r = s.get("/.well-known/meshware/status?filter=nope", &[]);
-    assert!(s.echo.requests_to("/.well-known/meshware/status").len() == 1, "{}", r.text());
+    assert!(
+        s.echo.requests_to("/.well-known/meshware/status").len() == 1,
+        "{}",
+        r.text()
+    );
 }

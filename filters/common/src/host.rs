@@ -117,7 +117,10 @@ fn register_state(report: Rc<dyn StateReport>) {
 
 /// Whether the filter `name` is configured in this VM.
 pub(crate) fn reports_state_of(name: &str) -> bool {
-    STATE_REPORTS.with(|r| r.try_borrow().is_ok_and(|r| r.iter().any(|x| x.name() == name)))
+    STATE_REPORTS.with(|r| {
+        r.try_borrow()
+            .is_ok_and(|r| r.iter().any(|x| x.name() == name))
+    })
 }
 
 /// The shared state of every filter configured in this VM, as a JSON
@@ -336,7 +339,11 @@ fn dispatch(callout: &Callout<'_>) -> Option<u32> {
         ) {
             Ok(token) => Some(token),
             Err(status) => {
-                log::warn!("gRPC callout {}/{} failed to start: {status:?}", grpc.service, grpc.method);
+                log::warn!(
+                    "gRPC callout {}/{} failed to start: {status:?}",
+                    grpc.service,
+                    grpc.method
+                );
                 None
             }
         };

@@ -48,8 +48,8 @@ pub mod hostcall;
 pub mod live_host;
 
 pub use decision::{
-    Callout, CalloutResponse, Decision, GrpcCall, HeaderEdits, HeaderOp, LocalReply, Outcomes, Park,
-    TenantWrite,
+    Callout, CalloutResponse, Decision, GrpcCall, HeaderEdits, HeaderOp, LocalReply, Outcomes,
+    Park, TenantWrite,
 };
 pub use errors::{ConfigError, ConfigErrors};
 pub use filter::{HttpFilter, RequestCtx, Tenant};

@@ -271,7 +271,10 @@ pub fn read_env_tokens(
         let name = match crate::secret::source(item) {
             Ok(crate::secret::SecretSource::Env(name)) => name,
             Ok(crate::secret::SecretSource::Inline(_)) => {
-                r.error(at, format!("{what} is given as {{\"env\": \"NAME\"}}, never inline"));
+                r.error(
+                    at,
+                    format!("{what} is given as {{\"env\": \"NAME\"}}, never inline"),
+                );
                 continue;
             }
             Err(e) => {

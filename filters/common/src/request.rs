@@ -520,7 +520,10 @@ mod tests {
             ..RequestPolicy::default()
         };
         let owned = owned_headers(None, None, Some(&trusted), &check);
-        assert_eq!(owned, vec!["x-admin-token".to_string(), "x-fault-drill".to_string()]);
+        assert_eq!(
+            owned,
+            vec!["x-admin-token".to_string(), "x-fault-drill".to_string()]
+        );
     }
 
     fn profile() -> Profile<()> {

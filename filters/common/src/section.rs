@@ -179,6 +179,43 @@ impl<'a> SectionReader<'a> {
         Some(out)
     }
 
+    /// An array of named objects (`limits`, `faults`, `descriptors`): each
+    /// read by `each` as `object_list` does, a repeated `name` reported at
+    /// `key[i].name`, at most `max` of them. `what` names one element.
+    pub fn unique_list<T>(
+        &mut self,
+        key: &'static str,
+        what: &str,
+        max: usize,
+        mut each: impl FnMut(&mut SectionReader<'_>, &str) -> Option<T>,
+        name: impl Fn(&T) -> &str,
+    ) -> Option<Vec<T>> {
+        let mut names: Vec<String> = Vec::new();
+        let list = self.object_list(
+            key,
+            &format!("an array of {what} objects"),
+            &format!("a {what} object"),
+            |n, at, _| {
+                let item = each(n, at)?;
+                let item_name = name(&item);
+                if names.iter().any(|x| x == item_name) {
+                    n.error(
+                        format!("{at}.name"),
+                        format!("duplicate {what} name \"{item_name}\""),
+                    );
+                    return None;
+                }
+                names.push(item_name.to_string());
+                Some(item)
+            },
+        )?;
+        if list.len() > max {
+            let at = self.path_of(key);
+            self.error(at, format!("at most {max} {what}s per tenant"));
+        }
+        Some(list)
+    }
+
     /// A reader over one nested object (an array element, say) at `path`,
     /// reporting into the same error list; call `finish` on it for unknown fields.
     pub fn nested<'b>(

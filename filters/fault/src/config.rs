@@ -86,7 +86,14 @@ pub fn parse_rfc3339(text: &str) -> Result<u64, String> {
     if !(sep(4, b"-") && sep(7, b"-") && sep(10, b"Tt ") && sep(13, b":") && sep(16, b":")) {
         return Err(bad());
     }
-    let (y, mo, d, h, mi, s) = (num(0, 4)?, num(5, 2)?, num(8, 2)?, num(11, 2)?, num(14, 2)?, num(17, 2)?);
+    let (y, mo, d, h, mi, s) = (
+        num(0, 4)?,
+        num(5, 2)?,
+        num(8, 2)?,
+        num(11, 2)?,
+        num(14, 2)?,
+        num(17, 2)?,
+    );
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
         return Err(bad());
     }
@@ -129,7 +136,9 @@ fn check_name(n: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("\"{n}\": fault names are 1..32 chars of [a-z0-9_-]"))
+        Err(format!(
+            "\"{n}\": fault names are 1..32 chars of [a-z0-9_-]"
+        ))
     }
 }
 
@@ -188,8 +197,16 @@ fn read_action(r: &mut SectionReader<'_>, path: &str) -> Option<Action> {
                     None
                 }
                 _ => {
-                    if n.raw("ms").is_none() || n.raw("min_ms").is_some() || n.raw("max_ms").is_some() {
-                        n.error(at.clone(), format!("set \"ms\", or \"min_ms\" and \"max_ms\" (at most {MAX_DELAY_MS})"));
+                    if n.raw("ms").is_none()
+                        || n.raw("min_ms").is_some()
+                        || n.raw("max_ms").is_some()
+                    {
+                        n.error(
+                            at.clone(),
+                            format!(
+                                "set \"ms\", or \"min_ms\" and \"max_ms\" (at most {MAX_DELAY_MS})"
+                            ),
+                        );
                     }
                     None
                 }
@@ -294,25 +311,18 @@ pub fn parse(r: &mut SectionReader<'_>) -> FaultSettings {
     let enabled = r.bool("enabled", true);
     let (drill_tokens, _) = read_env_tokens(r, "drill_tokens", "a drill token");
     let max_delayed = r.u64_in("max_delayed", 100, 1, 100_000);
-    let mut names: Vec<String> = Vec::new();
     let faults = r
-        .object_list("faults", "an array of fault objects", "a fault object", |n, at, _| {
-            let fault = read_fault(n, at)?;
-            if names.contains(&fault.name) {
-                n.error(format!("{at}.name"), format!("duplicate fault name \"{}\"", fault.name));
-                return None;
-            }
-            names.push(fault.name.clone());
-            Some(fault)
-        })
+        .unique_list("faults", "fault", MAX_FAULTS, read_fault, |f| &f.name)
         .unwrap_or_default();
-    if faults.len() > MAX_FAULTS {
-        let at = r.path_of("faults");
-        r.error(at, format!("at most {MAX_FAULTS} faults per tenant"));
-    }
-    if faults.iter().any(|f| f.scope == Scope::Drill) && drill_tokens.0.is_empty() && r.raw("drill_tokens").is_none() {
+    if faults.iter().any(|f| f.scope == Scope::Drill)
+        && drill_tokens.0.is_empty()
+        && r.raw("drill_tokens").is_none()
+    {
         let at = r.path_of("drill_tokens");
-        r.error(at, "is required by faults with scope \"drill\" (the default)");
+        r.error(
+            at,
+            "is required by faults with scope \"drill\" (the default)",
+        );
     }
     FaultSettings {
         enabled,
@@ -337,9 +347,21 @@ pub(crate) mod tests {
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Ok(0));
         assert_eq!(parse_rfc3339("2026-12-06T10:00:00Z"), Ok(1_796_551_200_000));
         assert_eq!(parse_rfc3339("2000-02-29T23:59:59.5Z"), Ok(951_868_799_500));
-        assert_eq!(parse_rfc3339("2026-12-06T11:00:00+01:00"), Ok(1_796_551_200_000));
-        assert_eq!(parse_rfc3339("2026-12-06T05:30:00-04:30"), Ok(1_796_551_200_000));
-        for bad in ["2026-12-06", "2026-13-01T00:00:00Z", "2026-12-06T10:00:00", "2026-12-06T10:00:00+0100", "x"] {
+        assert_eq!(
+            parse_rfc3339("2026-12-06T11:00:00+01:00"),
+            Ok(1_796_551_200_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2026-12-06T05:30:00-04:30"),
+            Ok(1_796_551_200_000)
+        );
+        for bad in [
+            "2026-12-06",
+            "2026-13-01T00:00:00Z",
+            "2026-12-06T10:00:00",
+            "2026-12-06T10:00:00+0100",
+            "x",
+        ] {
             assert!(parse_rfc3339(bad).is_err(), "{bad}");
         }
     }
@@ -374,7 +396,10 @@ pub(crate) mod tests {
             assert!(e.contains(want), "missing {want:?} in:\n{e}");
         }
         let (_, e) = parse_json(json!({"enabled": false}));
-        assert!(e.contains("t.enabled: the kill switch is set in defaults.fault only"), "{e}");
+        assert!(
+            e.contains("t.enabled: the kill switch is set in defaults.fault only"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -387,7 +412,14 @@ pub(crate) mod tests {
         assert_eq!(e, "");
         assert_eq!(s.faults[0].per_million, 125_000);
         assert_eq!(s.faults[0].label, "slow; delay=100-300ms");
-        assert_eq!(s.faults[1].action, Action::Abort { status: 503, grpc_status: Some(14), body: "drill".into() });
+        assert_eq!(
+            s.faults[1].action,
+            Action::Abort {
+                status: 503,
+                grpc_status: Some(14),
+                body: "drill".into()
+            }
+        );
         assert!(s.enabled);
     }
 }

@@ -6,8 +6,7 @@ use meshware_common::path::RequestPath;
 use meshware_common::request::FAULT_DRILL_HEADER;
 use meshware_common::store::SetError;
 use meshware_common::{
-    Decision, HeaderEdits, Headers, HostEnv, LocalReply, Outcomes, Park, SharedStore,
-    SourceAddress,
+    Decision, HeaderEdits, Headers, HostEnv, LocalReply, Outcomes, Park, SharedStore, SourceAddress,
 };
 use std::borrow::Cow;
 
@@ -259,13 +258,23 @@ mod tests {
         let st = MemoryStore::default();
         let (d, _) = run(&s, &st, &[(":path", "/")], 0);
         assert!(d.reply.is_none() && d.outcomes == Outcomes::default());
-        let (d, _) = run(&s, &st, &[(":path", "/"), (FAULT_DRILL_HEADER, "wrong-token-0123456789")], 0);
+        let (d, _) = run(
+            &s,
+            &st,
+            &[
+                (":path", "/"),
+                (FAULT_DRILL_HEADER, "wrong-token-0123456789"),
+            ],
+            0,
+        );
         assert!(d.reply.is_none());
         assert!(d.outcomes.contains(DRILL_REFUSED));
         let (d, _) = run(&s, &st, &[(":path", "/"), (FAULT_DRILL_HEADER, TOKEN)], 0);
         let reply = d.reply.unwrap();
         assert_eq!((reply.status, reply.grpc_status), (503, Some(14)));
-        assert!(reply.headers.contains(&(INJECTED_HEADER, "down; abort=503".into())));
+        assert!(reply
+            .headers
+            .contains(&(INJECTED_HEADER, "down; abort=503".into())));
     }
 
     #[test]
@@ -278,7 +287,13 @@ mod tests {
         *st.now.borrow_mut() = 1_000;
         let req = [(":path", "/pay/x"), (":method", "POST")];
         let (d1, mut i1) = run(&s, &st, &req, 50);
-        assert_eq!(d1.park, Some(Park { tag: DELAY_TAG, deadline_ms: 1_150 }));
+        assert_eq!(
+            d1.park,
+            Some(Park {
+                tag: DELAY_TAG,
+                deadline_ms: 1_150
+            })
+        );
         assert_eq!(i1.label, None, "no drill header: no answer header");
         let (d2, _) = run(&s, &st, &req, 0);
         assert!(d2.outcomes.contains(DELAYED));
@@ -303,13 +318,20 @@ mod tests {
         let st = MemoryStore::default();
         *st.now.borrow_mut() = 1_500;
         assert!(run(&s, &st, &[], 249_999).0.reply.is_some());
-        assert!(run(&s, &st, &[], 250_000).0.reply.is_none(), "25% of a million");
+        assert!(
+            run(&s, &st, &[], 250_000).0.reply.is_none(),
+            "25% of a million"
+        );
         *st.now.borrow_mut() = 2_000;
         assert!(run(&s, &st, &[], 0).0.outcomes.contains(OUTSIDE_WINDOW));
         let mut other = s.clone();
-        other.faults[0].source_cidrs = vec![meshware_common::net::Cidr::parse("192.168.0.0/16").unwrap()];
+        other.faults[0].source_cidrs =
+            vec![meshware_common::net::Cidr::parse("192.168.0.0/16").unwrap()];
         *st.now.borrow_mut() = 1_500;
-        assert!(run(&other, &st, &[], 0).0.reply.is_none(), "another source range");
+        assert!(
+            run(&other, &st, &[], 0).0.reply.is_none(),
+            "another source range"
+        );
         let mut killed = s.clone();
         killed.enabled = false;
         let (d, _) = run(&killed, &st, &[], 0);

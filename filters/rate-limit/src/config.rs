@@ -231,31 +231,8 @@ fn read_limit(r: &mut SectionReader<'_>, path: &str) -> Option<Limit> {
 }
 
 fn read_limits(r: &mut SectionReader<'_>) -> Vec<Limit> {
-    let mut names: Vec<String> = Vec::new();
-    let limits = r
-        .object_list(
-            "limits",
-            "an array of limit objects",
-            "a limit object",
-            |n, item_path, _| {
-                let limit = read_limit(n, item_path)?;
-                if names.contains(&limit.name) {
-                    n.error(
-                        format!("{item_path}.name"),
-                        format!("duplicate limit name \"{}\"", limit.name),
-                    );
-                    return None;
-                }
-                names.push(limit.name.clone());
-                Some(limit)
-            },
-        )
-        .unwrap_or_default();
-    if limits.len() > MAX_LIMITS {
-        let path = r.path_of("limits");
-        r.error(path, format!("at most {MAX_LIMITS} limits per tenant"));
-    }
-    limits
+    r.unique_list("limits", "limit", MAX_LIMITS, read_limit, |l| &l.name)
+        .unwrap_or_default()
 }
 
 pub fn parse(r: &mut SectionReader<'_>) -> RateLimitSettings {

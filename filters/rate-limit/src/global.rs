@@ -271,23 +271,12 @@ pub fn parse(r: &mut SectionReader<'_>) -> Option<GlobalSettings> {
         Some("deny") => FailureMode::Deny,
         _ => FailureMode::Allow,
     };
-    let mut names: Vec<String> = Vec::new();
-    let descriptors = n.object_list(
+    let descriptors = n.unique_list(
         "descriptors",
-        "an array of descriptor objects",
-        "a descriptor object",
-        |d, item_path, _| {
-            let descriptor = read_descriptor(d, item_path)?;
-            if names.contains(&descriptor.name) {
-                d.error(
-                    format!("{item_path}.name"),
-                    format!("duplicate descriptor name \"{}\"", descriptor.name),
-                );
-                return None;
-            }
-            names.push(descriptor.name.clone());
-            Some(descriptor)
-        },
+        "descriptor",
+        MAX_DESCRIPTORS,
+        read_descriptor,
+        |d| &d.name,
     );
     let missing = |n: &mut SectionReader<'_>, key: &str, what: &str| {
         let p = format!("{at}.{key}");
@@ -309,7 +298,7 @@ pub fn parse(r: &mut SectionReader<'_>) -> Option<GlobalSettings> {
     }
     match &descriptors {
         None => missing(&mut n, "descriptors", "at least one"),
-        Some(d) if d.is_empty() || d.len() > MAX_DESCRIPTORS => n.error(
+        Some(d) if d.is_empty() => n.error(
             format!("{at}.descriptors"),
             format!("must hold 1..{MAX_DESCRIPTORS} descriptors"),
         ),

@@ -127,7 +127,12 @@ fn measure(kind: Kind, rls: u16, echo: u16, requests: usize) -> Result<Sample, S
     for _ in 0..300 {
         let r = conn.get("/", &[HOST]).map_err(|e| e.to_string())?;
         if r.status != 200 {
-            return Err(format!("{}: status {}\n{}", kind.label(), r.status, envoy.log()));
+            return Err(format!(
+                "{}: status {}\n{}",
+                kind.label(),
+                r.status,
+                envoy.log()
+            ));
         }
     }
     let before = envoy.cpu_us().ok_or("no cpu reading")?;
@@ -151,7 +156,13 @@ fn measure(kind: Kind, rls: u16, echo: u16, requests: usize) -> Result<Sample, S
 fn run() -> Result<String, String> {
     let rounds = env_or("BENCH_ROUNDS", 3);
     let requests = env_or("BENCH_REQUESTS", 3000);
-    let rls = Rls::start(&[limit("tenant", 1_000_000_000, 3600, &[("kind", "tenant")], None)]);
+    let rls = Rls::start(&[limit(
+        "tenant",
+        1_000_000_000,
+        3600,
+        &[("kind", "tenant")],
+        None,
+    )]);
     let echo = Echo::start(0).map_err(|e| e.to_string())?;
     let kinds = [Kind::Bare, Kind::Local, Kind::LocalGlobal, Kind::Native];
     let mut samples: Vec<Vec<Sample>> = kinds.iter().map(|_| Vec::new()).collect();
@@ -171,7 +182,13 @@ fn run() -> Result<String, String> {
         }
     }
     let median = |i: usize, f: fn(&Sample) -> f64| {
-        percentile(samples.get(i).map(|v| v.iter().map(f).collect()).unwrap_or_default(), 0.5)
+        percentile(
+            samples
+                .get(i)
+                .map(|v| v.iter().map(f).collect())
+                .unwrap_or_default(),
+            0.5,
+        )
     };
     let bare = median(0, |s| s.cpu_us);
     let local = median(1, |s| s.cpu_us);

@@ -178,14 +178,26 @@ fn run() -> Result<String, String> {
     let etcd_stat = |name: &str| -> f64 {
         live.prometheus()
             .lines()
-            .find(|l| l.starts_with(&format!("envoy_cluster_{name}{{envoy_cluster_name=\"etcd\"}}")))
+            .find(|l| {
+                l.starts_with(&format!(
+                    "envoy_cluster_{name}{{envoy_cluster_name=\"etcd\"}}"
+                ))
+            })
             .and_then(|l| l.rsplit(' ').next()?.parse().ok())
             .unwrap_or(0.0)
     };
-    let (rq0, rx0, cx0) = (etcd_stat("upstream_rq_total"), etcd_stat("upstream_cx_rx_bytes_total"), etcd_stat("upstream_cx_total"));
+    let (rq0, rx0, cx0) = (
+        etcd_stat("upstream_rq_total"),
+        etcd_stat("upstream_cx_rx_bytes_total"),
+        etcd_stat("upstream_cx_total"),
+    );
     let cpu0 = live.cpu_split_us();
     std::thread::sleep(window);
-    let (rq1, rx1, cx1) = (etcd_stat("upstream_rq_total"), etcd_stat("upstream_cx_rx_bytes_total"), etcd_stat("upstream_cx_total"));
+    let (rq1, rx1, cx1) = (
+        etcd_stat("upstream_rq_total"),
+        etcd_stat("upstream_cx_rx_bytes_total"),
+        etcd_stat("upstream_cx_total"),
+    );
     eprintln!(
         "at rest: {:.1} store calls/s, {:.0} bytes per answer, {} new connections, cpu {:?} -> {:?}",
         (rq1 - rq0) / window.as_secs_f64(),
