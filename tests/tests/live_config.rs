@@ -636,3 +636,53 @@ fn the_status_reports_key_set_ages_open_circuits_and_bucket_occupancy() {
         r.text()
     );
 }
+
+/// gRPC clients are judged under the pushed settings too: a quota pushed
+/// to the store limits gRPC calls with `RESOURCE_EXHAUSTED`.
+#[test]
+fn a_pushed_quota_limits_grpc_calls() {
+    use meshware_e2e::grpc::{call, GrpcServer};
+    let etcd = Etcd::start();
+    etcd.put_profile(PREFIX, &store_profile(1000, 1000));
+    let server = GrpcServer::start();
+    let port = etcd.port;
+    let s = Suite::start_grpc_edited(
+        &bootstrap_profile(),
+        &["rate_limit"],
+        server.port,
+        meshware_cli::bootstrap::Protocol::Http2,
+        move |config| {
+            config["static_resources"]["clusters"]
+                .as_array_mut()
+                .unwrap()
+                .push(meshware_cli::bootstrap::static_cluster("etcd", port));
+        },
+    );
+    let acme = ["--authority", "a.example"];
+    let policy = |v: &Value| {
+        v["initial_metadata"]["ratelimit-policy"]
+            .as_str()
+            .or_else(|| v["trailing_metadata"]["ratelimit-policy"].as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    // The store's profile (quota 1000) replaces the bootstrap's (50).
+    assert!(
+        meshware_e2e::eventually(10, || policy(&call(s.port, "Unary", "hi", &acme))
+            .contains("q=1000")),
+        "{}",
+        s.envoy.log()
+    );
+    etcd.put(&format!("{PREFIX}tenants/acme"), &tenant(2).to_string());
+    // Every worker adopts it; then two calls a minute pass, the third is limited.
+    assert!(meshware_e2e::eventually(10, || {
+        let r = call(s.port, "Unary", "hi", &acme);
+        r["code"] == "RESOURCE_EXHAUSTED"
+    }));
+    let r = call(s.port, "Unary", "hi", &acme);
+    assert_eq!(r["code"], "RESOURCE_EXHAUSTED", "{r}");
+    assert!(policy(&r).contains("q=2"), "{r}");
+    // The other tenant is untouched.
+    let beta = call(s.port, "Unary", "hi", &["--authority", "b.example"]);
+    assert_eq!(beta["code"], "OK", "{beta}");
+}
