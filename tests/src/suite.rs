@@ -341,6 +341,16 @@ impl Suite {
     }
 }
 
+/// Adds a cluster to a rendered bootstrap (a store, a rate limit service).
+pub fn add_cluster(config: &mut Value, cluster: Value) {
+    if let Some(list) = config
+        .pointer_mut("/static_resources/clusters")
+        .and_then(Value::as_array_mut)
+    {
+        list.push(cluster);
+    }
+}
+
 /// Starts Envoy on the bootstrap `make_config` makes; if a port was taken between
 /// picking and binding (another process can still win that race), renders
 /// again on new ports. Any other failure panics with Envoy's log.

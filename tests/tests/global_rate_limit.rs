@@ -41,10 +41,10 @@ fn profile(acme: Value, beta: Value) -> String {
 /// Envoy with the profile, the `rls` cluster on `rls_port`.
 fn proxy(profile: &str, rls_port: u16) -> Suite {
     Suite::start_edited(profile, &["rate_limit"], move |config| {
-        config["static_resources"]["clusters"]
-            .as_array_mut()
-            .unwrap()
-            .push(meshware_cli::bootstrap::grpc_cluster("rls", rls_port));
+        meshware_e2e::suite::add_cluster(
+            config,
+            meshware_cli::bootstrap::grpc_cluster("rls", rls_port),
+        );
     })
 }
 
@@ -242,10 +242,10 @@ fn envoys_native_ratelimit_filter_counts_on_the_same_limits() {
     let ours = proxy(&p, rls.port);
     let port = rls.port;
     let native = Suite::start_edited(&p, &["rate_limit"], move |config| {
-        config["static_resources"]["clusters"]
-            .as_array_mut()
-            .unwrap()
-            .push(meshware_cli::bootstrap::grpc_cluster("rls", port));
+        meshware_e2e::suite::add_cluster(
+            config,
+            meshware_cli::bootstrap::grpc_cluster("rls", port),
+        );
         let hcm = &mut config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
             ["typed_config"];
         hcm["http_filters"] = json!([
@@ -299,10 +299,10 @@ fn grpc_clients_get_grpc_statuses() {
         server.port,
         meshware_cli::bootstrap::Protocol::Http2,
         move |config| {
-            config["static_resources"]["clusters"]
-                .as_array_mut()
-                .unwrap()
-                .push(meshware_cli::bootstrap::grpc_cluster("rls", port));
+            meshware_e2e::suite::add_cluster(
+                config,
+                meshware_cli::bootstrap::grpc_cluster("rls", port),
+            );
         },
     );
     let acme = ["--authority", "a.example"];

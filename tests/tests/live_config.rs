@@ -57,10 +57,10 @@ fn status(s: &Suite) -> Value {
 fn start(etcd: &Etcd) -> Suite {
     let port = etcd.port;
     Suite::start_edited(&bootstrap_profile(), &["rate_limit"], move |config| {
-        config["static_resources"]["clusters"]
-            .as_array_mut()
-            .unwrap()
-            .push(meshware_cli::bootstrap::static_cluster("etcd", port));
+        meshware_e2e::suite::add_cluster(
+            config,
+            meshware_cli::bootstrap::static_cluster("etcd", port),
+        );
     })
 }
 
@@ -652,10 +652,10 @@ fn a_pushed_quota_limits_grpc_calls() {
         server.port,
         meshware_cli::bootstrap::Protocol::Http2,
         move |config| {
-            config["static_resources"]["clusters"]
-                .as_array_mut()
-                .unwrap()
-                .push(meshware_cli::bootstrap::static_cluster("etcd", port));
+            meshware_e2e::suite::add_cluster(
+                config,
+                meshware_cli::bootstrap::static_cluster("etcd", port),
+            );
         },
     );
     let acme = ["--authority", "a.example"];

@@ -282,6 +282,24 @@ impl<'a> SectionReader<'a> {
 }
 
 /// An HTTP method as rules list it: an upper-case token.
+/// A name that becomes a label (a limit's, a fault's, a descriptor's):
+/// 1..32 characters of `[a-z0-9_-]`; `what` names the kind in the error.
+pub fn check_name(what: &'static str) -> impl Fn(&str) -> Result<(), String> {
+    move |n: &str| {
+        let ok = !n.is_empty()
+            && n.len() <= 32
+            && n.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "\"{n}\": {what} names are 1..32 chars of [a-z0-9_-]"
+            ))
+        }
+    }
+}
+
 pub fn check_method(m: &str) -> Result<(), String> {
     if !m.is_empty() && m.len() <= 32 && m.bytes().all(|b| b.is_ascii_uppercase()) {
         Ok(())

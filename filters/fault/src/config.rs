@@ -128,20 +128,6 @@ pub fn parse_rfc3339(text: &str) -> Result<u64, String> {
     u64::try_from(secs * 1000 + millis).map_err(|_| bad())
 }
 
-fn check_name(n: &str) -> Result<(), String> {
-    let ok = !n.is_empty()
-        && n.len() <= 32
-        && n.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "\"{n}\": fault names are 1..32 chars of [a-z0-9_-]"
-        ))
-    }
-}
-
 fn read_action(r: &mut SectionReader<'_>, path: &str) -> Option<Action> {
     let abort = match r.raw("abort") {
         None | Some((Value::Null, _)) => None,
@@ -235,7 +221,7 @@ fn read_action(r: &mut SectionReader<'_>, path: &str) -> Option<Action> {
 }
 
 fn read_fault(r: &mut SectionReader<'_>, path: &str) -> Option<Fault> {
-    let name = r.opt_string("name", check_name);
+    let name = r.opt_string("name", meshware_common::section::check_name("fault"));
     let action = read_action(r, path);
     let percent = match r.raw("percent") {
         None => {

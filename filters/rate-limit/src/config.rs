@@ -118,20 +118,6 @@ pub struct RateLimitSettings {
     pub global: Option<crate::global::GlobalSettings>,
 }
 
-pub(crate) fn check_limit_name(n: &str) -> Result<(), String> {
-    let ok = !n.is_empty()
-        && n.len() <= 32
-        && n.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "\"{n}\": limit names are 1..32 chars of [a-z0-9_-] (they become metric labels)"
-        ))
-    }
-}
-
 fn read_key(r: &mut SectionReader<'_>) -> Option<KeyKind> {
     let (value, path) = r.raw("key")?;
     let key = match value {
@@ -164,7 +150,7 @@ fn read_key(r: &mut SectionReader<'_>) -> Option<KeyKind> {
 }
 
 fn read_limit(r: &mut SectionReader<'_>, path: &str) -> Option<Limit> {
-    let name = r.opt_string("name", check_limit_name);
+    let name = r.opt_string("name", meshware_common::section::check_name("limit"));
     let key = read_key(r);
     let rate = r.u64_in("rate", 1, 1, 1_000_000_000);
     let per = r.opt_string("per", |p| match p {

@@ -213,7 +213,7 @@ fn read_entry(r: &mut SectionReader<'_>, value: &Value, path: &str) -> Option<En
 }
 
 fn read_descriptor(r: &mut SectionReader<'_>, path: &str) -> Option<GlobalDescriptor> {
-    let name = r.opt_string("name", crate::config::check_limit_name);
+    let name = r.opt_string("name", meshware_common::section::check_name("descriptor"));
     let entries = match r.raw("entries") {
         Some((Value::Array(items), at)) if !items.is_empty() && items.len() <= MAX_ENTRIES => {
             let mut out = Vec::new();
