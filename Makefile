@@ -108,6 +108,13 @@ build: setup-run
 	@cd $(DIST) && sha256sum *.wasm > SHA256SUMS && cat SHA256SUMS
 	@ls -l $(DIST)/*.wasm | awk '{printf "%-32s %8d bytes\n", $$9, $$5}'
 
+## build-native: the suite as Envoy 1.40.0's dynamic module
+## (dist/libmeshware.so, x86_64 Linux), from the same cores.
+build-native:
+	cargo build --profile native -p suite --features native
+	@mkdir -p $(DIST) && cp target/native/libsuite.so $(DIST)/libmeshware.so
+	@ls -l $(DIST)/libmeshware.so | awk '{printf "%-32s %8d bytes\n", $$9, $$5}'
+
 ## build-test-panic: test-only modules that panic on request
 ## (dist/test-panic/), for the failure-policy tests.
 build-test-panic: setup
@@ -120,6 +127,8 @@ build-test-panic: setup
 	  target/test-panic/$(WASM_TARGET)/$(WASM_PROFILE)/$$n.wasm -o $(DIST)/test-panic/$$n.wasm; done
 	@$(WASM_OPT) $(WASM_OPT_FLAGS) target/test-panic/$(WASM_TARGET)/$(SUITE_PROFILE)/suite.wasm \
 	  -o $(DIST)/test-panic/suite.wasm
+	CARGO_TARGET_DIR=target/test-panic cargo build --profile native -p suite --features native,test-panic
+	@cp target/test-panic/native/libsuite.so $(DIST)/test-panic/libmeshware.so
 
 run: build
 	cargo run --quiet -p meshware-e2e --bin demo
@@ -276,6 +285,12 @@ e2e:
 e2e-suite:
 	@test -x "$(ENVOY_BIN)" || { echo "Envoy not found (ENVOY_BIN=$(ENVOY_BIN)); run make setup"; exit 1; }
 	MESHWARE_E2E_MODULE=suite cargo test -p meshware-e2e
+
+## e2e-native: the same scenarios against the native suite
+## (dist/libmeshware.so, Envoy's dynamic modules; Envoy 1.40.0 only).
+e2e-native:
+	@test -x "$(ENVOY_BIN)" || { echo "Envoy not found (ENVOY_BIN=$(ENVOY_BIN)); run make setup"; exit 1; }
+	MESHWARE_E2E_MODULE=native cargo test -p meshware-e2e
 
 ## check-config: validates a tenant profile for every filter (non-zero exit on errors).
 check-config:

@@ -113,6 +113,9 @@ pub struct BootstrapParams {
     /// `ecds_files`) instead of inline: rewriting the files reconfigures
     /// the filters for the next request on every connection.
     pub ecds_dir: Option<PathBuf>,
+    /// The suite as Envoy's dynamic module (`<wasm_dir>/libmeshware.so`,
+    /// Envoy 1.40.0 only) instead of `suite.wasm`: `filters` is `[suite]`.
+    pub native: bool,
 }
 
 impl BootstrapParams {
@@ -140,6 +143,7 @@ impl BootstrapParams {
             grpc_web: false,
             env: Vec::new(),
             ecds_dir: None,
+            native: false,
         }
     }
 
@@ -197,8 +201,13 @@ pub fn from_args(args: &[String]) -> Result<(Value, Vec<String>), String> {
     let mut grpc_web = false;
     let mut env = Vec::new();
     let mut ecds_dir = None;
+    let mut native = false;
     let mut it = args.iter();
     while let Some(flag) = it.next() {
+        if flag == "--native" {
+            native = true;
+            continue;
+        }
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         let port = || {
             value
@@ -296,6 +305,21 @@ pub fn from_args(args: &[String]) -> Result<(Value, Vec<String>), String> {
     if let Some(filters) = filters {
         params.filters = filters;
     }
+    if native {
+        if params.filters.iter().any(|f| f != SUITE) && params.filters.len() != crate::FILTERS.len()
+        {
+            return Err("--native runs every concern in one module: it takes no --filters".into());
+        }
+        let module = params.wasm_dir.join(NATIVE_MODULE);
+        if !module.exists() {
+            return Err(format!(
+                "{}: no such file (make build-native)",
+                module.display()
+            ));
+        }
+        params.filters = vec![SUITE.to_string()];
+        params.native = true;
+    }
     // With --ecds-dir the filters' configurations are files: written (again)
     // here, so running the same command after a profile change reloads them.
     write_ecds_files(&params)?;
@@ -317,6 +341,48 @@ pub fn wasm_filter(
 ) -> Value {
     let code = json!({"local": {"filename": wasm_dir.join(format!("{name}.wasm"))}});
     wasm_filter_with_code(name, code, profile, extra_env)
+}
+
+/// The native build of the suite (Envoy's dynamic modules), in the modules' folder.
+pub const NATIVE_MODULE: &str = "libmeshware.so";
+
+/// The Envoy release whose dynamic-module ABI the native build speaks.
+pub const NATIVE_ENVOY_VERSION: &str = "1.40.0";
+
+const DYNAMIC_MODULE_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter";
+
+/// The `envoy.filters.http.dynamic_modules` entry of the native suite: the
+/// same profile as the wasm suite's configuration. Its stats scope is
+/// `meshware`, so its metrics have the wasm build's names.
+pub fn native_filter(dir: &std::path::Path, profile: &str) -> Value {
+    json!({
+        "name": format!("meshware.{SUITE}"),
+        "typed_config": {
+            "@type": DYNAMIC_MODULE_TYPE,
+            "dynamic_module_config": {
+                "module": {"local": {"filename": dir.join(NATIVE_MODULE)}},
+                // Never unloaded: its worker state and timer thread live
+                // as long as the process.
+                "do_not_close": true
+            },
+            "filter_name": SUITE,
+            "filter_config": {
+                "@type": "type.googleapis.com/google.protobuf.StringValue",
+                "value": profile
+            }
+        }
+    })
+}
+
+/// One filter of the chain as the parameters ask for it: its wasm module,
+/// or the native suite.
+pub fn filter_entry(p: &BootstrapParams, filter: &str) -> Value {
+    if p.native && filter == SUITE {
+        native_filter(&p.wasm_dir, &p.profile)
+    } else {
+        wasm_filter(filter, &p.wasm_dir, &p.profile, &p.env)
+    }
 }
 
 /// The environment variables a VM gets from Envoy's process: those the
@@ -540,7 +606,7 @@ pub fn ecds_files(p: &BootstrapParams) -> Vec<(PathBuf, Value)> {
     p.filters
         .iter()
         .map(|f| {
-            let filter = wasm_filter(f, &p.wasm_dir, &p.profile, &p.env);
+            let filter = filter_entry(p, f);
             let resource = json!({
                 "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
                 "name": filter.get("name").cloned().unwrap_or(Value::Null),
@@ -568,7 +634,7 @@ pub fn render(p: &BootstrapParams) -> Value {
         .filters
         .iter()
         .map(|f| match &p.ecds_dir {
-            None => wasm_filter(f, &p.wasm_dir, &p.profile, &p.env),
+            None => filter_entry(p, f),
             Some(dir) => json!({
                 "name": format!("meshware.{f}"),
                 "config_discovery": {
@@ -579,7 +645,7 @@ pub fn render(p: &BootstrapParams) -> Value {
                             "watched_directory": {"path": dir}
                         }
                     },
-                    "type_urls": [WASM_TYPE]
+                    "type_urls": [if p.native { DYNAMIC_MODULE_TYPE } else { WASM_TYPE }]
                 }
             }),
         })
@@ -741,6 +807,7 @@ mod tests {
             grpc_web: true,
             env: Vec::new(),
             ecds_dir: None,
+            native: false,
         });
         let hcm = &v["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
             ["typed_config"];

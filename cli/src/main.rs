@@ -13,7 +13,8 @@ const USAGE: &str = "usage:
                      [--upstream host:port] [--upstream <version>=host:port]...
                      [--upstream-protocol downstream|http1|http2] [--access-log /dev/stdout]
                      [--grpc-timeout-max 300] [--grpc-web on|off] [--env NAME]...
-                     [--filters a,b,... | --filters suite] [--ecds-dir <dir>]
+                     [--filters a,b,... | --filters suite | --native] [--ecds-dir <dir>]
+                     (--native: the suite as Envoy 1.40.0's dynamic module <dir>/libmeshware.so)
   meshware hash-token < token.txt
   meshware istio --profile <profile.json> [--namespace default] [--selector app=shop]
                  [--allow-plain-secrets yes]

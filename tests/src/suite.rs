@@ -58,15 +58,16 @@ pub fn bootstrap_params(
         (profile, filters)
     };
     for f in filters {
-        let wasm = dist.join(format!("{f}.wasm"));
+        let module = module_file(&dist, f);
         assert!(
-            wasm.exists(),
-            "{} is missing: run `make build` first",
-            wasm.display()
+            module.exists(),
+            "{} is missing: run `make build` (and `make build-native`) first",
+            module.display()
         );
     }
     let mut params = BootstrapParams::suite(port, admin, upstream_port, dist, profile.to_string());
     params.filters = filters.iter().map(|s| s.to_string()).collect();
+    params.native = native_module();
     params.access_log_path = access_log_path(port).display().to_string();
     if let Some(canary) = canary_port {
         params.route_canary_versions(profile, "echo-canary", canary);
@@ -96,15 +97,40 @@ pub fn params(
     let mut p = BootstrapParams::suite(0, 0, upstream_port, crate::dist(), profile.to_string());
     p.filters = filters.iter().map(|s| s.to_string()).collect();
     p.ecds_dir = Some(ecds_dir.to_path_buf());
+    p.native = native_module();
     p
+}
+
+/// The file of module `filter` in `dist`: its wasm module, or the native
+/// suite under `MESHWARE_E2E_MODULE=native`.
+fn module_file(dist: &std::path::Path, filter: &str) -> std::path::PathBuf {
+    if native_module() && filter == meshware_cli::bootstrap::SUITE {
+        dist.join(meshware_cli::bootstrap::NATIVE_MODULE)
+    } else {
+        dist.join(format!("{filter}.wasm"))
+    }
 }
 
 /// Makes the first filter of a rendered bootstrap (for `filter`, or the
 /// suite module under `MESHWARE_E2E_MODULE=suite`) the test-only build
 /// that panics on demand (`make build-test-panic`), under `policy`.
 pub fn use_test_panic_module(config: &mut Value, filter: &str, policy: &str) {
-    let wasm = &mut config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
-        ["typed_config"]["http_filters"][0]["typed_config"]["config"];
+    let first = &mut config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+        ["typed_config"]["http_filters"][0]["typed_config"];
+    if native_module() {
+        // The native build has no failure policy: it catches every panic.
+        let module = crate::dist()
+            .join("test-panic")
+            .join(meshware_cli::bootstrap::NATIVE_MODULE);
+        assert!(
+            module.exists(),
+            "{} is missing: run `make build-test-panic`",
+            module.display()
+        );
+        first["dynamic_module_config"]["module"]["local"]["filename"] = serde_json::json!(module);
+        return;
+    }
+    let wasm = &mut first["config"];
     let name = if suite_module() {
         meshware_cli::bootstrap::SUITE
     } else {
@@ -122,9 +148,20 @@ pub fn use_test_panic_module(config: &mut Value, filter: &str, policy: &str) {
     wasm["failure_policy"] = serde_json::json!(policy);
 }
 
-/// Whether the e2e tests run against the suite module (`MESHWARE_E2E_MODULE=suite`).
+/// Whether the e2e tests run against the suite module
+/// (`MESHWARE_E2E_MODULE=suite`, or its native build: `native`).
 pub fn suite_module() -> bool {
-    std::env::var("MESHWARE_E2E_MODULE").is_ok_and(|m| m == meshware_cli::bootstrap::SUITE)
+    std::env::var("MESHWARE_E2E_MODULE")
+        .is_ok_and(|m| m == meshware_cli::bootstrap::SUITE || m == NATIVE)
+}
+
+const NATIVE: &str = "native";
+
+/// Whether the e2e tests run against the native suite
+/// (`MESHWARE_E2E_MODULE=native`: `dist/libmeshware.so`, Envoy's dynamic
+/// modules).
+pub fn native_module() -> bool {
+    std::env::var("MESHWARE_E2E_MODULE").is_ok_and(|m| m == NATIVE)
 }
 
 /// The profile without the sections of suite concerns other than `filters`

@@ -188,8 +188,58 @@ fn case(filter: &str, policy: &str, callback: &str) {
     drop(r);
 }
 
+/// The native build (`MESHWARE_E2E_MODULE=native`): a panic anywhere fails
+/// the request it happened in (503, or the stream idle timeout for a
+/// request held for a callout whose answer panicked), the process lives on,
+/// and the next requests are served by a rebuilt worker state.
+fn native_case(filter: &str, callback: &str) {
+    let s = start_case(filter, "native");
+    let what = format!("native {filter}: panic in {callback}");
+    assert!(probe(&s, filter).1, "{what}: working before");
+    let unknown_kid = format!("Bearer {}", token("unknown kid"));
+    let (r, t) = s.get(&[(ARM, callback), UMBRELLA, ("authorization", &unknown_kid)]);
+    if callback == "http_call_response" {
+        assert!(matches!(r.status, 408 | 503 | 504), "{what}: {}", r.status);
+        assert!(t < Duration::from_secs(4), "{what}: {t:?}");
+    } else {
+        assert_eq!(r.status, 503, "{what}: the request fails closed");
+        assert!(t < Duration::from_secs(2), "{what}: answered in {t:?}");
+    }
+    // The same process (its admin still answers) serves the next requests
+    // with the filter working.
+    assert!(
+        meshware_e2e::eventually(5, || probe(&s, filter).1),
+        "{what}: not working after the panic\n{}",
+        s.envoy.log()
+    );
+    for _ in 0..3 {
+        assert!(probe(&s, filter).1, "{what}: stays working");
+    }
+    assert!(http::get(s.envoy.admin_port, "/ready", &[]).is_ok_and(|r| r.status == 200));
+    let log = s.envoy.log();
+    assert!(
+        log.contains(&format!("test-panic armed for {callback}")),
+        "{what}: the panic happened\n{log}"
+    );
+    assert!(log.contains("panicked"), "{what}: the panic is logged");
+}
+
+#[test]
+fn native_panics_fail_the_request_never_the_process() {
+    if !meshware_e2e::suite::native_module() {
+        return; // the wasm builds' failure policies: the tests below
+    }
+    for callback in ["request_headers", "response_headers", "tick"] {
+        native_case("trace_context", callback);
+    }
+    native_case("jwt_auth", "http_call_response");
+}
+
 #[test]
 fn fail_closed_answers_503_promptly() {
+    if meshware_e2e::suite::native_module() {
+        return; // no failure policies: `native_panics_fail_the_request_never_the_process`
+    }
     for callback in ["request_headers", "response_headers", "tick"] {
         case("trace_context", "FAIL_CLOSED", callback);
     }
@@ -198,6 +248,9 @@ fn fail_closed_answers_503_promptly() {
 
 #[test]
 fn fail_open_bypasses_the_filter() {
+    if meshware_e2e::suite::native_module() {
+        return;
+    }
     for callback in ["request_headers", "response_headers", "tick"] {
         case("trace_context", "FAIL_OPEN", callback);
     }
@@ -206,6 +259,9 @@ fn fail_open_bypasses_the_filter() {
 
 #[test]
 fn fail_reload_restarts_the_vm() {
+    if meshware_e2e::suite::native_module() {
+        return;
+    }
     for callback in ["request_headers", "response_headers", "tick"] {
         case("trace_context", "FAIL_RELOAD", callback);
     }

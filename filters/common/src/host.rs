@@ -969,6 +969,8 @@ pub fn plugin_configuration() -> Vec<u8> {
 /// Follows Envoy's wasm log level, so debug lines are not even formatted on
 /// the request path unless an operator asked for them.
 pub fn follow_log_level() {
+    // The native build's logger follows Envoy's level from the start.
+    #[cfg(not(feature = "native"))]
     if let Ok(level) = hostcalls::get_log_level() {
         proxy_wasm::set_log_level(level);
     }

@@ -5,12 +5,16 @@
 //! `meshware_hostcalls.<function>`: host calls per request per configuration,
 //! the profile the per-call costs of the probe module are multiplied by.
 
-#[cfg(not(feature = "count-hostcalls"))]
+/// The native build: the same calls on Envoy's dynamic-module ABI.
+#[cfg(feature = "native")]
+pub use crate::native::hostcalls::*;
+#[cfg(not(any(feature = "count-hostcalls", feature = "native")))]
 pub use proxy_wasm::hostcalls::*;
-#[cfg(not(feature = "count-hostcalls"))]
+#[cfg(not(any(feature = "count-hostcalls", feature = "native")))]
 pub use raw::{get_map_serialized, get_map_value_checked, send_local_reply};
 
 /// Host calls the SDK only offers in a costlier shape.
+#[cfg(not(feature = "native"))]
 mod raw {
     use proxy_wasm::types::{MapType, Status};
 

@@ -1,6 +1,6 @@
 //! Shared by every meshware filter: the tenant profile model and its
 //! validation, tenant resolution, the decision type filters return, metric
-//! naming, and (in the proxy-wasm build only) the host adapter.
+//! naming, and (in the proxy-wasm and native builds only) the host adapter.
 
 pub mod base64;
 pub mod bucket;
@@ -38,14 +38,17 @@ pub mod alloc_count;
 ))]
 #[global_allocator]
 static HEAP: small_alloc::SmallAlloc = small_alloc::SmallAlloc::new();
-#[cfg(all(target_os = "wasi", feature = "suite"))]
+#[cfg(all(any(target_os = "wasi", feature = "native"), feature = "suite"))]
 pub mod chain;
-#[cfg(target_os = "wasi")]
+#[cfg(any(target_os = "wasi", feature = "native"))]
 pub mod host;
-#[cfg(target_os = "wasi")]
+#[cfg(any(target_os = "wasi", feature = "native"))]
 pub mod hostcall;
-#[cfg(target_os = "wasi")]
+#[cfg(any(target_os = "wasi", feature = "native"))]
 pub mod live_host;
+/// The dynamic-module adapter: Envoy's native ABI under the same host calls.
+#[cfg(all(feature = "native", not(target_os = "wasi")))]
+pub mod native;
 
 pub use decision::{
     Callout, CalloutResponse, Decision, GrpcCall, HeaderEdits, HeaderOp, LocalReply, Outcomes,

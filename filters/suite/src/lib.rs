@@ -11,7 +11,7 @@ macro_rules! concerns {
         /// separate modules too: `meshware_cli::FILTERS` checks it).
         pub const ORDER: &[&str] = &[$(<$filter as HttpFilter>::NAME),*];
 
-        #[cfg(target_os = "wasi")]
+        #[cfg(any(target_os = "wasi", feature = "native"))]
         const CONCERNS: &[meshware_common::chain::Concern] =
             &[$(meshware_common::chain::concern::<$filter>()),*];
     };
@@ -30,6 +30,11 @@ concerns!(
     circuit_breaker::CircuitBreaker,
     fault::Fault,
 );
+
+#[cfg(all(feature = "native", not(target_os = "wasi")))]
+meshware_common::export_native!(|context_id| {
+    Box::new(meshware_common::chain::SuiteRoot::new(context_id, CONCERNS))
+});
 
 #[cfg(target_os = "wasi")]
 proxy_wasm::main! {{

@@ -1,0 +1,806 @@
+//! The dynamic module's event hooks: Envoy's filter config and filter
+//! lifecycle mapped onto proxy-wasm's root and HTTP contexts, so `host` and
+//! `chain` run as they do in a wasm VM.
+//!
+//! - `config_new` (main thread) compiles the profile once with a root of
+//!   its own: a bad profile is refused there, with the errors in Envoy's
+//!   log, and the metrics are defined (Envoy accepts definitions only then).
+//! - Each worker thread gets its own root per configuration on its first
+//!   stream, as each worker has its own wasm VM: roots and streams are
+//!   single-threaded, state shared across workers lives in `store`.
+//! - A worker's root ticks when a hook runs after its period is due, and a
+//!   paused stream is woken every `WAKE_MS` by a timer thread through
+//!   Envoy's scheduler, so parked requests resume without traffic.
+//! - Every hook catches panics: a panicking concern fails its request
+//!   (503), the worker's root is rebuilt on the next stream, the process
+//!   lives on.
+
+use super::abi::{self, EnvoyPtr};
+use super::hostcalls::{self, Answer, Carrier, Owner, Pending, Scope, StreamHost};
+use proxy_wasm::traits::{HttpContext, RootContext};
+use proxy_wasm::types::Action;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
+use std::ffi::c_void;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Makes the root context of the module (the suite's, or one filter's).
+pub type RootFactory = fn(u32) -> Box<dyn RootContext>;
+
+static FACTORY: OnceLock<RootFactory> = OnceLock::new();
+
+/// How often a paused stream is woken to let its worker's root tick (the
+/// proxy-wasm build's park resolution is its filters' tick, 20 ms).
+const WAKE_MS: u64 = 20;
+
+/// A pointer Envoy owns, shared by the threads Envoy calls us on.
+#[derive(Clone, Copy)]
+pub struct EnvoyRef(pub EnvoyPtr);
+// SAFETY: Envoy's filter config outlives every filter made from it and its
+// callbacks used here (metrics) are thread-safe.
+unsafe impl Send for EnvoyRef {}
+// SAFETY: as above.
+unsafe impl Sync for EnvoyRef {}
+
+/// A metric the main thread defined for a configuration.
+pub struct MetricDef {
+    pub name: String,
+    pub kind: u32,
+    /// Envoy's id; `None` when Envoy refused the definition.
+    pub id: Option<usize>,
+}
+
+/// One filter configuration (Envoy's `DynamicModuleFilter`): the profile
+/// and the metrics defined for it.
+pub struct Config {
+    /// Distinguishes configurations whose memory is reused.
+    generation: u64,
+    pub envoy: EnvoyRef,
+    profile: Vec<u8>,
+    pub metrics: Vec<MetricDef>,
+    metric_index: HashMap<(u32, String), u32>,
+}
+
+impl Config {
+    pub fn metric_index(&self, kind: u32, name: &str) -> Option<u32> {
+        self.metric_index.get(&(kind, name.to_string())).copied()
+    }
+}
+
+/// Configurations alive now, by generation.
+fn live_generations() -> &'static Mutex<HashSet<u64>> {
+    static LIVE: OnceLock<Mutex<HashSet<u64>>> = OnceLock::new();
+    LIVE.get_or_init(|| Mutex::new(HashSet::new()))
+}
+
+/// A worker's root for one configuration.
+struct WorkerRoot {
+    root: Box<dyn RootContext>,
+    tick_ms: u64,
+    next_tick: Instant,
+}
+
+thread_local! {
+    static CONFIG: Cell<*const Config> = const { Cell::new(std::ptr::null()) };
+    static ROOTS: RefCell<HashMap<u64, WorkerRoot>> = RefCell::new(HashMap::new());
+    static NEXT_CONTEXT: Cell<u32> = const { Cell::new(1) };
+}
+
+/// The configuration of the hook in progress.
+pub fn current_config() -> Option<&'static Config> {
+    let config = CONFIG.with(|c| c.get());
+    // SAFETY: set only while a hook of a live configuration runs (Envoy
+    // destroys a configuration after its last filter).
+    unsafe { config.as_ref() }
+}
+
+struct ConfigScope(*const Config);
+
+impl ConfigScope {
+    fn enter(config: *const Config) -> ConfigScope {
+        ConfigScope(CONFIG.with(|c| c.replace(config)))
+    }
+}
+
+impl Drop for ConfigScope {
+    fn drop(&mut self) {
+        CONFIG.with(|c| c.set(self.0));
+    }
+}
+
+fn next_context_id() -> u32 {
+    NEXT_CONTEXT.with(|n| {
+        let id = n.get();
+        n.set(id.wrapping_add(1).max(1));
+        id
+    })
+}
+
+/// `envoy_dynamic_module_on_program_init`, called by `export_native!`:
+/// refuses to load into an Envoy without the callbacks this build uses.
+pub fn program_init(factory: RootFactory) -> *const u8 {
+    let missing = abi::missing_callbacks();
+    if !missing.is_empty() {
+        // Envoy's logger may be what is missing: stderr is what is left.
+        eprintln!(
+            "meshware: this module was built for Envoy {} (dynamic modules ABI {}); \
+             this Envoy lacks {} of its callbacks ({}): refusing to load",
+            abi::ENVOY_VERSION,
+            String::from_utf8_lossy(abi::ABI_VERSION.strip_suffix(b"\0").unwrap_or_default()),
+            missing.len(),
+            missing.join(", ")
+        );
+        return std::ptr::null();
+    }
+    super::logger::install();
+    std::panic::set_hook(Box::new(|info| {
+        super::logger::write(
+            abi::log_level::CRITICAL,
+            &format!("[meshware] panic: {info}"),
+        );
+    }));
+    let _ = FACTORY.set(factory);
+    abi::ABI_VERSION.as_ptr()
+}
+
+fn guarded<R>(what: &str, fallback: R, f: impl FnOnce() -> R) -> R {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(_) => {
+            log::error!(
+                "[meshware] {what} panicked; the request fails, the worker's state is rebuilt"
+            );
+            fallback
+        }
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
+    config_envoy: EnvoyPtr,
+    _name: abi::Buffer,
+    profile: abi::Buffer,
+) -> *const c_void {
+    guarded("configure", std::ptr::null(), || {
+        let Some(factory) = FACTORY.get() else {
+            return std::ptr::null();
+        };
+        // SAFETY: Envoy lends the configuration for the call.
+        let profile = unsafe { profile.as_slice() }.to_vec();
+        hostcalls::set_plugin_configuration(&profile);
+        hostcalls::begin_definitions(config_envoy);
+        let mut root = factory(next_context_id());
+        let ok = root.on_configure(profile.len());
+        let _ = hostcalls::take_tick_ms();
+        let metrics = hostcalls::end_definitions();
+        root.on_done();
+        drop(root);
+        if !ok {
+            return std::ptr::null();
+        }
+        static GENERATION: AtomicU64 = AtomicU64::new(1);
+        let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
+        let metric_index = metrics
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| Some(((m.kind, m.name.clone()), u32::try_from(i).ok()?)))
+            .collect();
+        live_generations()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(generation);
+        let config = Box::new(Config {
+            generation,
+            envoy: EnvoyRef(config_envoy),
+            profile,
+            metrics,
+            metric_index,
+        });
+        Box::into_raw(config) as *const c_void
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config: *mut c_void) {
+    if config.is_null() {
+        return;
+    }
+    // SAFETY: made by `config_new` with `Box::into_raw`; Envoy destroys it once.
+    let config = unsafe { Box::from_raw(config.cast::<Config>()) };
+    live_generations()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&config.generation);
+}
+
+/// This worker's root for `config`, made (and configured) on first use;
+/// roots of configurations gone are dropped then too.
+fn with_root<R>(config: &Config, f: impl FnOnce(&mut WorkerRoot) -> R) -> Option<R> {
+    ROOTS.with(|roots| {
+        let mut roots = roots.try_borrow_mut().ok()?;
+        if !roots.contains_key(&config.generation) {
+            let live = live_generations()
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            roots.retain(|generation, _| live.contains(generation));
+            let factory = FACTORY.get()?;
+            hostcalls::set_plugin_configuration(&config.profile);
+            let mut root = factory(next_context_id());
+            if !root.on_configure(config.profile.len()) {
+                return None;
+            }
+            let tick_ms = hostcalls::take_tick_ms();
+            roots.insert(
+                config.generation,
+                WorkerRoot {
+                    root,
+                    tick_ms,
+                    next_tick: Instant::now() + Duration::from_millis(tick_ms),
+                },
+            );
+        }
+        roots.get_mut(&config.generation).map(f)
+    })
+}
+
+/// Runs the worker root's tick if its period is due; `carrier` (the filter
+/// whose hook runs it) carries the callouts the tick starts.
+fn tick_if_due(config: &Config, carrier: EnvoyPtr) {
+    let now = Instant::now();
+    let due = ROOTS.with(|roots| {
+        roots.try_borrow().ok().and_then(|r| {
+            r.get(&config.generation)
+                .map(|w| w.tick_ms > 0 && now >= w.next_tick)
+        })
+    });
+    if due != Some(true) {
+        return;
+    }
+    let _ = with_root(config, |w| {
+        w.next_tick = now + Duration::from_millis(w.tick_ms);
+        let _scope = Scope::enter(std::ptr::null());
+        let _carrier = Carrier::enter(carrier);
+        w.root.on_tick();
+    });
+}
+
+/// Drops this worker's root for `config` after a panic: the next stream
+/// makes a fresh one (proxy-wasm's VM reload).
+fn drop_root(config: &Config) {
+    ROOTS.with(|roots| {
+        if let Ok(mut roots) = roots.try_borrow_mut() {
+            roots.remove(&config.generation);
+        }
+    });
+}
+
+/// One stream: its HTTP context and its host side.
+struct Filter {
+    config: *const Config,
+    context_id: u32,
+    context: Option<Box<dyn HttpContext>>,
+    host: Box<RefCell<StreamHost>>,
+    /// Envoy's scheduler while the request is paused (`waker`).
+    scheduler: Option<usize>,
+    /// Set after a panic: the stream is left alone.
+    failed: bool,
+    /// The failed request was answered (once: the answer passes the
+    /// response hooks too).
+    answered: bool,
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
+    config: *const c_void,
+    filter_envoy: EnvoyPtr,
+) -> *mut c_void {
+    guarded("new stream", std::ptr::null_mut(), || {
+        let config = config.cast::<Config>();
+        // SAFETY: Envoy passes the pointer `config_new` returned, alive.
+        let Some(config_ref) = (unsafe { config.as_ref() }) else {
+            return std::ptr::null_mut();
+        };
+        let _config_scope = ConfigScope::enter(config);
+        let context_id = next_context_id();
+        let host = Box::new(RefCell::new(StreamHost {
+            envoy: filter_envoy,
+            context_id,
+            properties: Vec::new(),
+        }));
+        let host_ptr: *const RefCell<StreamHost> = &*host;
+        hostcalls::register_context(context_id, host_ptr);
+        let _scope = Scope::enter(host_ptr);
+        let context = with_root(config_ref, |w| w.root.create_http_context(context_id)).flatten();
+        let filter = Box::new(Filter {
+            config,
+            context_id,
+            context,
+            host,
+            scheduler: None,
+            failed: false,
+            answered: false,
+        });
+        Box::into_raw(filter).cast::<c_void>()
+    })
+}
+
+/// Runs one hook of a stream: config and stream in scope, the worker's
+/// tick first, panics caught. `None`: no context, or it panicked.
+fn on_stream<R>(
+    filter: *mut c_void,
+    what: &str,
+    f: impl FnOnce(&mut dyn HttpContext) -> R,
+) -> Option<R> {
+    // SAFETY: Envoy passes the pointer `filter_new` returned until destroy.
+    let filter = unsafe { filter.cast::<Filter>().as_mut() }?;
+    if filter.failed {
+        return None;
+    }
+    // SAFETY: the config outlives its filters.
+    let config = unsafe { filter.config.as_ref() }?;
+    let _config_scope = ConfigScope::enter(filter.config);
+    let host_ptr: *const RefCell<StreamHost> = &*filter.host;
+    let envoy = filter
+        .host
+        .try_borrow()
+        .map(|h| h.envoy)
+        .unwrap_or(std::ptr::null_mut());
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        tick_if_due(config, envoy);
+        let _scope = Scope::enter(host_ptr);
+        let context = filter.context.as_mut()?;
+        Some(f(context.as_mut()))
+    }));
+    match result {
+        Ok(r) => r,
+        Err(_) => {
+            log::error!(
+                "[meshware] {what} panicked: the request fails, the worker's state is rebuilt"
+            );
+            filter.failed = true;
+            drop_root(config);
+            None
+        }
+    }
+}
+
+/// After a panic: the request fails closed (503), as under the wasm
+/// build's FAIL_CLOSED policy; once, then the stream is left alone.
+/// Returns whether it answered now.
+fn fail_request(filter: *mut c_void) -> bool {
+    // SAFETY: as in `on_stream`.
+    let Some(filter) = (unsafe { filter.cast::<Filter>().as_mut() }) else {
+        return false;
+    };
+    if !filter.failed || filter.answered {
+        return false;
+    }
+    filter.answered = true;
+    let host_ptr: *const RefCell<StreamHost> = &*filter.host;
+    let _scope = Scope::enter(host_ptr);
+    let _ = hostcalls::send_local_reply(503, &[], b"meshware: internal error\n", -1);
+    true
+}
+
+/// Wakes paused streams: a timer thread commits an event to each paused
+/// stream's scheduler every `WAKE_MS`; the event runs on the stream's
+/// worker, whose root then ticks (resuming parked requests).
+mod waker {
+    use super::*;
+
+    fn paused() -> &'static Mutex<HashMap<usize, usize>> {
+        static PAUSED: OnceLock<Mutex<HashMap<usize, usize>>> = OnceLock::new();
+        PAUSED.get_or_init(|| {
+            let _ = std::thread::Builder::new()
+                .name("meshware-waker".to_string())
+                .spawn(|| loop {
+                    std::thread::sleep(Duration::from_millis(WAKE_MS));
+                    let paused = paused().lock().unwrap_or_else(|p| p.into_inner());
+                    for scheduler in paused.values() {
+                        // SAFETY: a scheduler stays registered only until
+                        // `resume` deletes it, under this lock.
+                        unsafe {
+                            abi::envoy_dynamic_module_callback_http_filter_scheduler_commit(
+                                *scheduler as *mut c_void,
+                                0,
+                            );
+                        }
+                    }
+                });
+            Mutex::new(HashMap::new())
+        })
+    }
+
+    pub fn pause(filter: &mut Filter) {
+        if filter.scheduler.is_some() {
+            return;
+        }
+        let envoy = filter.host.try_borrow().map(|h| h.envoy).ok();
+        let Some(envoy) = envoy else {
+            return;
+        };
+        // SAFETY: `envoy` is the live filter of the hook in progress.
+        let scheduler =
+            unsafe { abi::envoy_dynamic_module_callback_http_filter_scheduler_new(envoy) };
+        if scheduler.is_null() {
+            return;
+        }
+        let key = filter as *mut Filter as usize;
+        filter.scheduler = Some(scheduler as usize);
+        paused()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, scheduler as usize);
+    }
+
+    pub fn resume(filter: &mut Filter) {
+        let Some(scheduler) = filter.scheduler.take() else {
+            return;
+        };
+        let key = filter as *mut Filter as usize;
+        let mut paused = paused().lock().unwrap_or_else(|p| p.into_inner());
+        paused.remove(&key);
+        // SAFETY: made by `scheduler_new`, deleted once, under the lock the
+        // timer thread commits under.
+        unsafe {
+            abi::envoy_dynamic_module_callback_http_filter_scheduler_delete(
+                scheduler as *mut c_void,
+            )
+        };
+    }
+}
+
+fn note_action(filter: *mut c_void, action: Option<Action>) {
+    // SAFETY: as in `on_stream`.
+    let Some(filter) = (unsafe { filter.cast::<Filter>().as_mut() }) else {
+        return;
+    };
+    match action {
+        Some(Action::Pause) => waker::pause(filter),
+        _ => waker::resume(filter),
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
+    _envoy: EnvoyPtr,
+    filter: *mut c_void,
+    end_of_stream: bool,
+) -> u32 {
+    let action = on_stream(filter, "request headers", |c| {
+        c.on_http_request_headers(0, end_of_stream)
+    });
+    if fail_request(filter) {
+        return abi::status::HEADERS_STOP_ALL;
+    }
+    note_action(filter, action);
+    match action {
+        Some(Action::Pause) => abi::status::HEADERS_STOP_ALL,
+        _ => abi::status::CONTINUE,
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
+    _envoy: EnvoyPtr,
+    filter: *mut c_void,
+    end_of_stream: bool,
+) -> u32 {
+    let action = on_stream(filter, "request body", |c| {
+        c.on_http_request_body(hostcalls::body_size(true), end_of_stream)
+    });
+    if fail_request(filter) {
+        return abi::status::BODY_STOP_AND_BUFFER;
+    }
+    note_action(filter, action);
+    match action {
+        Some(Action::Pause) => abi::status::BODY_STOP_AND_BUFFER,
+        _ => abi::status::CONTINUE,
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
+    _envoy: EnvoyPtr,
+    filter: *mut c_void,
+) -> u32 {
+    let action = on_stream(filter, "request trailers", |c| {
+        c.on_http_request_trailers(0)
+    });
+    if fail_request(filter) {
+        return abi::status::TRAILERS_STOP;
+    }
+    note_action(filter, action);
+    match action {
+        Some(Action::Pause) => abi::status::TRAILERS_STOP,
+        _ => abi::status::CONTINUE,
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
+    _envoy: EnvoyPtr,
+    filter: *mut c_void,
+    end_of_stream: bool,
+) -> u32 {
+    note_action(filter, None);
+    let action = on_stream(filter, "response headers", |c| {
+        c.on_http_response_headers(0, end_of_stream)
+    });
+    if fail_request(filter) {
+        return abi::status::HEADERS_STOP_ALL;
+    }
+    match action {
+        Some(Action::Pause) => abi::status::HEADERS_STOP_ALL,
+        _ => abi::status::CONTINUE,
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
+    _envoy: EnvoyPtr,
+    filter: *mut c_void,
+    end_of_stream: bool,
+) -> u32 {
+    let action = on_stream(filter, "response body", |c| {
+        c.on_http_response_body(hostcalls::body_size(false), end_of_stream)
+    });
+    match action {
+        Some(Action::Pause) => abi::status::BODY_STOP_AND_BUFFER,
+        _ => abi::status::CONTINUE,
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
+    _envoy: EnvoyPtr,
+    filter: *mut c_void,
+) -> u32 {
+    let action = on_stream(filter, "response trailers", |c| {
+        c.on_http_response_trailers(0)
+    });
+    match action {
+        Some(Action::Pause) => abi::status::TRAILERS_STOP,
+        _ => abi::status::CONTINUE,
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
+    _envoy: EnvoyPtr,
+    filter: *mut c_void,
+) {
+    note_action(filter, None);
+    let _ = on_stream(filter, "stream completion", |c| {
+        c.on_log();
+        hostcalls::flush_properties();
+        crate::host::flush_metrics();
+    });
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(filter: *mut c_void) {
+    if filter.is_null() {
+        return;
+    }
+    note_action(filter, None);
+    // Envoy cancels the callouts this filter carried: a root's learn they
+    // failed (its streams' go away with them).
+    // SAFETY: as in `on_stream`.
+    let envoy = unsafe { filter.cast::<Filter>().as_ref() }
+        .and_then(|f| f.host.try_borrow().ok().map(|h| h.envoy));
+    if let Some(envoy) = envoy {
+        for pending in hostcalls::take_all_pending(envoy) {
+            if pending.owner == Owner::Root {
+                deliver(filter, pending, None);
+            }
+        }
+    }
+    let _ = on_stream(filter, "stream end", |c| {
+        c.on_done();
+    });
+    // SAFETY: made by `filter_new` with `Box::into_raw`; Envoy destroys it once.
+    let filter = unsafe { Box::from_raw(filter.cast::<Filter>()) };
+    hostcalls::unregister_context(filter.context_id);
+    let _ = guarded("stream drop", (), move || drop(filter));
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
+    _envoy: EnvoyPtr,
+    filter: *mut c_void,
+    _event_id: u64,
+) {
+    // The wake-up of a paused stream: `on_stream` ticks the worker's root.
+    // SAFETY: as in `on_stream`.
+    let Some(f) = (unsafe { filter.cast::<Filter>().as_ref() }) else {
+        return;
+    };
+    let envoy = f
+        .host
+        .try_borrow()
+        .map(|h| h.envoy)
+        .unwrap_or(std::ptr::null_mut());
+    // SAFETY: the config outlives its filters.
+    if let Some(config) = unsafe { f.config.as_ref() } {
+        let _config_scope = ConfigScope::enter(f.config);
+        if catch_unwind(AssertUnwindSafe(|| tick_if_due(config, envoy))).is_err() {
+            log::error!("[meshware] tick panicked: the worker's state is rebuilt");
+            drop_root(config);
+        }
+    }
+}
+
+/// Hands a callout's answer (`None`: it failed) to whoever dispatched it:
+/// the stream of `filter`, or the worker's root.
+fn deliver(filter: *mut c_void, pending: Pending, answer: Option<Answer>) {
+    let answered = answer.is_some();
+    let answer = answer.unwrap_or_default();
+    let (status, message) = if pending.grpc {
+        hostcalls::grpc_answer(answered, &answer.headers, &answer.body)
+    } else {
+        (0, Vec::new())
+    };
+    let headers = answer.headers.len();
+    let body = if pending.grpc {
+        message.len()
+    } else {
+        answer.body.len()
+    };
+    hostcalls::set_answer(if pending.grpc {
+        Answer {
+            headers: answer.headers,
+            body: message,
+        }
+    } else {
+        answer
+    });
+    let token = pending.token;
+    let call = |context: &mut dyn proxy_wasm::traits::Context| {
+        if pending.grpc {
+            context.on_grpc_call_response(token, status, body);
+        } else {
+            context.on_http_call_response(token, headers, body, 0);
+        }
+    };
+    match pending.owner {
+        Owner::Stream(_) => {
+            let _ = on_stream(filter, "callout answer", |c| call(c));
+            fail_request(filter);
+        }
+        Owner::Root => {
+            // SAFETY: as in `on_stream`.
+            let Some(f) = (unsafe { filter.cast::<Filter>().as_ref() }) else {
+                return;
+            };
+            // SAFETY: the config outlives its filters.
+            let Some(config) = (unsafe { f.config.as_ref() }) else {
+                return;
+            };
+            let envoy = f
+                .host
+                .try_borrow()
+                .map(|h| h.envoy)
+                .unwrap_or(std::ptr::null_mut());
+            let _config_scope = ConfigScope::enter(f.config);
+            let delivered = catch_unwind(AssertUnwindSafe(|| {
+                let _ = with_root(config, |w| {
+                    let _scope = Scope::enter(std::ptr::null());
+                    let _carrier = Carrier::enter(envoy);
+                    call(w.root.as_mut());
+                });
+            }));
+            if delivered.is_err() {
+                log::error!("[meshware] a callout answer panicked: the worker's state is rebuilt");
+                drop_root(config);
+            }
+        }
+    }
+    hostcalls::set_answer(Answer::default());
+}
+
+// Hooks this build does not use yet (callouts and streams of its own,
+// watermarks); Envoy requires every one to exist.
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
+    envoy: EnvoyPtr,
+    filter: *mut c_void,
+    callout_id: u64,
+    result: u32,
+    headers: *const abi::Header,
+    headers_len: usize,
+    body: *const abi::Buffer,
+    body_len: usize,
+) {
+    let Some(pending) = hostcalls::take_pending(envoy, callout_id) else {
+        return;
+    };
+    let answer = (result == abi::CALLOUT_SUCCESS).then(|| {
+        let mut answer = Answer::default();
+        if !headers.is_null() {
+            // SAFETY: Envoy lends `headers_len` headers for the hook.
+            for h in unsafe { std::slice::from_raw_parts(headers, headers_len) } {
+                // SAFETY: as above.
+                let (k, v) = unsafe { (h.key.as_slice(), h.value.as_slice()) };
+                answer.headers.push((k.to_vec(), v.to_vec()));
+            }
+        }
+        if !body.is_null() {
+            // SAFETY: Envoy lends `body_len` chunks for the hook.
+            for chunk in unsafe { std::slice::from_raw_parts(body, body_len) } {
+                // SAFETY: as above.
+                answer.body.extend_from_slice(unsafe { chunk.as_slice() });
+            }
+        }
+        answer
+    });
+    deliver(filter, pending, answer);
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_headers(
+    _envoy: EnvoyPtr,
+    _filter: *mut c_void,
+    _stream_id: u64,
+    _headers: *const c_void,
+    _headers_len: usize,
+    _end_stream: bool,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_data(
+    _envoy: EnvoyPtr,
+    _filter: *mut c_void,
+    _stream_id: u64,
+    _data: *const c_void,
+    _data_len: usize,
+    _end_stream: bool,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_trailers(
+    _envoy: EnvoyPtr,
+    _filter: *mut c_void,
+    _stream_id: u64,
+    _trailers: *const c_void,
+    _trailers_len: usize,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_complete(
+    _envoy: EnvoyPtr,
+    _filter: *mut c_void,
+    _stream_id: u64,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_reset(
+    _envoy: EnvoyPtr,
+    _filter: *mut c_void,
+    _stream_id: u64,
+    _reason: u32,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark(
+    _envoy: EnvoyPtr,
+    _filter: *mut c_void,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark(
+    _envoy: EnvoyPtr,
+    _filter: *mut c_void,
+) {
+}

@@ -1,0 +1,1024 @@
+//! The host calls of `crate::hostcall`, in the proxy-wasm SDK's shapes, on
+//! Envoy's dynamic-module ABI: the whole adapter above them (`host`,
+//! `chain`, `live_host`) runs unchanged in the native build.
+//!
+//! Each call acts on the stream in scope: the hook in progress sets it
+//! (`Scope`), and `set_effective_context` switches to another stream of the
+//! same worker, as in proxy-wasm.
+
+use super::abi::{self, Buffer, EnvoyPtr};
+use super::entry::{current_config, Config, MetricDef};
+use super::store;
+use proxy_wasm::types::{BufferType, Bytes, LogLevel, MapType, MetricType, Status};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+/// One stream's host side: Envoy's filter object and what the adapter
+/// wrote to filter state (written to Envoy once, when the stream completes:
+/// Envoy's byte filter state cannot be overwritten).
+pub struct StreamHost {
+    pub envoy: EnvoyPtr,
+    pub context_id: u32,
+    pub properties: Vec<(String, Vec<u8>)>,
+}
+
+/// Who gets a callout's answer: proxy-wasm's effective context when it
+/// was dispatched.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Owner {
+    Stream(u32),
+    Root,
+}
+
+/// A callout in flight, by the filter that carries it and Envoy's id.
+#[derive(Clone, Copy, Debug)]
+pub struct Pending {
+    pub token: u32,
+    pub owner: Owner,
+    pub grpc: bool,
+}
+
+/// The answer being delivered (`get_map_*` and `get_buffer` read it).
+#[derive(Default)]
+pub struct Answer {
+    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+    pub body: Vec<u8>,
+}
+
+thread_local! {
+    /// The stream the host calls act on (null: none, a root's work).
+    static CURRENT: Cell<*const RefCell<StreamHost>> = const { Cell::new(std::ptr::null()) };
+    /// Streams of this worker by proxy-wasm context id.
+    static CONTEXTS: RefCell<HashMap<u32, *const RefCell<StreamHost>>> = RefCell::new(HashMap::new());
+    /// The plugin configuration a root reads in `on_configure`.
+    static PLUGIN_CONFIGURATION: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// Metrics defined while a configuration is compiled on the main
+    /// thread (Envoy refuses definitions afterwards).
+    static DEFINING: RefCell<Option<(EnvoyPtr, Vec<MetricDef>)>> = const { RefCell::new(None) };
+    /// The tick period the root in scope asked for, in ms.
+    static TICK_MS: Cell<u64> = const { Cell::new(0) };
+    /// The filter whose hook runs a root's work: Envoy's callouts belong
+    /// to a filter, so a root's callouts ride on it.
+    static CARRIER: Cell<EnvoyPtr> = const { Cell::new(std::ptr::null_mut()) };
+    /// Callouts in flight on this worker.
+    static CALLOUTS: RefCell<HashMap<(usize, u64), Pending>> = RefCell::new(HashMap::new());
+    static NEXT_TOKEN: Cell<u32> = const { Cell::new(1) };
+    static ANSWER: RefCell<Answer> = RefCell::new(Answer::default());
+}
+
+/// Makes `envoy` the carrier of a root's callouts until the guard drops.
+pub struct Carrier(EnvoyPtr);
+
+impl Carrier {
+    pub fn enter(envoy: EnvoyPtr) -> Carrier {
+        Carrier(CARRIER.with(|c| c.replace(envoy)))
+    }
+}
+
+impl Drop for Carrier {
+    fn drop(&mut self) {
+        CARRIER.with(|c| c.set(self.0));
+    }
+}
+
+/// The callout `callout_id` carried by `envoy`, no longer in flight.
+pub fn take_pending(envoy: EnvoyPtr, callout_id: u64) -> Option<Pending> {
+    CALLOUTS.with(|c| {
+        c.try_borrow_mut()
+            .ok()?
+            .remove(&(envoy as usize, callout_id))
+    })
+}
+
+/// Every callout carried by `envoy` (Envoy cancels them with the filter).
+pub fn take_all_pending(envoy: EnvoyPtr) -> Vec<Pending> {
+    CALLOUTS.with(|c| {
+        let Ok(mut c) = c.try_borrow_mut() else {
+            return Vec::new();
+        };
+        let keys: Vec<(usize, u64)> = c
+            .keys()
+            .filter(|(e, _)| *e == envoy as usize)
+            .copied()
+            .collect();
+        keys.iter().filter_map(|k| c.remove(k)).collect()
+    })
+}
+
+/// Sets the answer `get_map_*`/`get_buffer` show while it is delivered.
+pub fn set_answer(answer: Answer) {
+    ANSWER.with(|a| {
+        if let Ok(mut a) = a.try_borrow_mut() {
+            *a = answer;
+        }
+    });
+}
+
+/// Makes `stream` the one host calls act on until the guard drops (hooks
+/// nest: a resumed request can be answered inside another's hook).
+pub struct Scope {
+    previous: *const RefCell<StreamHost>,
+}
+
+impl Scope {
+    pub fn enter(stream: *const RefCell<StreamHost>) -> Scope {
+        Scope {
+            previous: CURRENT.with(|c| c.replace(stream)),
+        }
+    }
+}
+
+impl Drop for Scope {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.set(self.previous));
+    }
+}
+
+pub fn register_context(context_id: u32, stream: *const RefCell<StreamHost>) {
+    CONTEXTS.with(|c| {
+        if let Ok(mut c) = c.try_borrow_mut() {
+            c.insert(context_id, stream);
+        }
+    });
+}
+
+pub fn unregister_context(context_id: u32) {
+    CONTEXTS.with(|c| {
+        if let Ok(mut c) = c.try_borrow_mut() {
+            c.remove(&context_id);
+        }
+    });
+}
+
+pub fn set_plugin_configuration(config: &[u8]) {
+    PLUGIN_CONFIGURATION.with(|p| {
+        if let Ok(mut p) = p.try_borrow_mut() {
+            p.clear();
+            p.extend_from_slice(config);
+        }
+    });
+}
+
+/// Starts collecting metric definitions for the configuration `envoy`.
+pub fn begin_definitions(envoy: EnvoyPtr) {
+    DEFINING.with(|d| {
+        if let Ok(mut d) = d.try_borrow_mut() {
+            *d = Some((envoy, Vec::new()));
+        }
+    });
+}
+
+/// The metrics defined since `begin_definitions`.
+pub fn end_definitions() -> Vec<MetricDef> {
+    DEFINING.with(|d| {
+        d.try_borrow_mut()
+            .ok()
+            .and_then(|mut d| d.take())
+            .map(|(_, defs)| defs)
+            .unwrap_or_default()
+    })
+}
+
+pub fn take_tick_ms() -> u64 {
+    TICK_MS.with(|t| t.replace(0))
+}
+
+/// Envoy's filter object of the stream in scope.
+fn envoy() -> Result<EnvoyPtr, Status> {
+    let stream = CURRENT.with(|c| c.get());
+    if stream.is_null() {
+        return Err(Status::BadArgument);
+    }
+    // SAFETY: a scope's stream outlives the scope (`entry` drops a stream
+    // only after its last hook, and unregisters its context first).
+    let stream = unsafe { &*stream };
+    stream
+        .try_borrow()
+        .map(|s| s.envoy)
+        .map_err(|_| Status::InternalFailure)
+}
+
+fn with_stream<R>(f: impl FnOnce(&mut StreamHost) -> R) -> Result<R, Status> {
+    let stream = CURRENT.with(|c| c.get());
+    if stream.is_null() {
+        return Err(Status::BadArgument);
+    }
+    // SAFETY: as in `envoy`.
+    let stream = unsafe { &*stream };
+    let mut stream = stream
+        .try_borrow_mut()
+        .map_err(|_| Status::InternalFailure)?;
+    Ok(f(&mut stream))
+}
+
+fn header_kind(map: MapType) -> Result<u32, Status> {
+    match map {
+        MapType::HttpRequestHeaders => Ok(abi::header_kind::REQUEST),
+        MapType::HttpRequestTrailers => Ok(abi::header_kind::REQUEST_TRAILERS),
+        MapType::HttpResponseHeaders => Ok(abi::header_kind::RESPONSE),
+        MapType::HttpResponseTrailers => Ok(abi::header_kind::RESPONSE_TRAILERS),
+        _ => Err(Status::InternalFailure),
+    }
+}
+
+pub fn log(level: LogLevel, message: &str) -> Result<(), Status> {
+    super::logger::write(level as u32, message);
+    Ok(())
+}
+
+pub fn get_log_level() -> Result<LogLevel, Status> {
+    Ok(super::logger::level())
+}
+
+pub fn get_current_time() -> Result<SystemTime, Status> {
+    Ok(SystemTime::now())
+}
+
+pub fn set_tick_period(period: Duration) -> Result<(), Status> {
+    let ms = u64::try_from(period.as_millis()).unwrap_or(u64::MAX);
+    TICK_MS.with(|t| t.set(ms));
+    Ok(())
+}
+
+/// A body as proxy-wasm shows it: what Envoy buffered, then the chunk
+/// being delivered.
+fn body(buffered: u32, received: u32) -> Result<Vec<u8>, Status> {
+    let envoy = envoy()?;
+    let mut out = Vec::new();
+    for kind in [buffered, received] {
+        // SAFETY: `envoy` is the live filter of the hook in progress.
+        let count =
+            unsafe { abi::envoy_dynamic_module_callback_http_get_body_chunks_size(envoy, kind) };
+        if count == 0 {
+            continue;
+        }
+        let mut chunks = vec![Buffer::EMPTY; count];
+        // SAFETY: `chunks` has room for the `count` buffers Envoy writes.
+        if unsafe {
+            abi::envoy_dynamic_module_callback_http_get_body_chunks(
+                envoy,
+                kind,
+                chunks.as_mut_ptr(),
+            )
+        } {
+            for chunk in &chunks {
+                // SAFETY: Envoy's slices stay valid during the hook.
+                out.extend_from_slice(unsafe { chunk.as_slice() });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The size `on_http_*_body` reports: buffered plus the chunk delivered.
+pub fn body_size(request: bool) -> usize {
+    let Ok(envoy) = envoy() else {
+        return 0;
+    };
+    let (buffered, received) = if request {
+        (
+            abi::body_kind::BUFFERED_REQUEST,
+            abi::body_kind::RECEIVED_REQUEST,
+        )
+    } else {
+        (
+            abi::body_kind::BUFFERED_RESPONSE,
+            abi::body_kind::RECEIVED_RESPONSE,
+        )
+    };
+    // SAFETY: `envoy` is the live filter of the hook in progress.
+    unsafe {
+        abi::envoy_dynamic_module_callback_http_get_body_size(envoy, buffered)
+            + abi::envoy_dynamic_module_callback_http_get_body_size(envoy, received)
+    }
+}
+
+pub fn get_buffer(
+    buffer_type: BufferType,
+    start: usize,
+    max_size: usize,
+) -> Result<Option<Bytes>, Status> {
+    let whole = match buffer_type {
+        BufferType::PluginConfiguration => {
+            PLUGIN_CONFIGURATION.with(|p| p.try_borrow().map(|p| p.clone()).unwrap_or_default())
+        }
+        BufferType::HttpRequestBody => body(
+            abi::body_kind::BUFFERED_REQUEST,
+            abi::body_kind::RECEIVED_REQUEST,
+        )?,
+        BufferType::HttpResponseBody => body(
+            abi::body_kind::BUFFERED_RESPONSE,
+            abi::body_kind::RECEIVED_RESPONSE,
+        )?,
+        BufferType::HttpCallResponseBody | BufferType::GrpcReceiveBuffer => {
+            ANSWER.with(|a| a.try_borrow().map(|a| a.body.clone()).unwrap_or_default())
+        }
+        _ => return Ok(None),
+    };
+    let end = start.saturating_add(max_size).min(whole.len());
+    Ok(whole.get(start.min(end)..end).map(<[u8]>::to_vec))
+}
+
+/// Envoy's headers of one map, as the ABI lends them.
+fn headers(kind: u32) -> Result<Vec<abi::Header>, Status> {
+    let envoy = envoy()?;
+    // SAFETY: `envoy` is the live filter of the hook in progress.
+    let count = unsafe { abi::envoy_dynamic_module_callback_http_get_headers_size(envoy, kind) };
+    if count == 0 {
+        return Err(Status::BadArgument);
+    }
+    let empty = abi::Header {
+        key: Buffer::EMPTY,
+        value: Buffer::EMPTY,
+    };
+    let mut out = vec![empty; count];
+    // SAFETY: `out` has room for the `count` headers Envoy writes.
+    if unsafe { abi::envoy_dynamic_module_callback_http_get_headers(envoy, kind, out.as_mut_ptr()) }
+    {
+        Ok(out)
+    } else {
+        Err(Status::BadArgument)
+    }
+}
+
+/// proxy-wasm's map serialization (`Headers::from_serialized` reads it).
+fn serialize<'a>(pairs: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone) -> Vec<u8> {
+    let len32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
+    let count = pairs.clone().count();
+    let data: usize = pairs.clone().map(|(k, v)| k.len() + v.len() + 2).sum();
+    let mut out = Vec::with_capacity(4 + count * 8 + data);
+    out.extend_from_slice(&len32(count));
+    for (k, v) in pairs.clone() {
+        out.extend_from_slice(&len32(k.len()));
+        out.extend_from_slice(&len32(v.len()));
+    }
+    for (k, v) in pairs {
+        out.extend_from_slice(k);
+        out.push(0);
+        out.extend_from_slice(v);
+        out.push(0);
+    }
+    out
+}
+
+/// The headers of the callout answer being delivered.
+fn answer_headers() -> Vec<(Vec<u8>, Vec<u8>)> {
+    ANSWER.with(|a| {
+        a.try_borrow()
+            .map(|a| a.headers.clone())
+            .unwrap_or_default()
+    })
+}
+
+fn is_answer(map_type: MapType) -> bool {
+    matches!(
+        map_type,
+        MapType::HttpCallResponseHeaders | MapType::GrpcReceiveInitialMetadata
+    )
+}
+
+/// A header map in proxy-wasm's serialization (`Headers::from_serialized`).
+pub fn get_map_serialized(map_type: MapType) -> Result<Vec<u8>, Status> {
+    if is_answer(map_type) {
+        let pairs = answer_headers();
+        return Ok(serialize(
+            pairs.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
+        ));
+    }
+    let pairs = headers(header_kind(map_type)?)?;
+    // SAFETY: Envoy's header views stay valid during the hook.
+    Ok(serialize(pairs.iter().map(|h| unsafe {
+        (h.key.as_slice(), h.value.as_slice())
+    })))
+}
+
+pub fn get_map_bytes(map_type: MapType) -> Result<Vec<(String, Bytes)>, Status> {
+    let lossy = |k: &[u8]| String::from_utf8_lossy(k).into_owned();
+    if is_answer(map_type) {
+        return Ok(answer_headers()
+            .into_iter()
+            .map(|(k, v)| (lossy(&k), v))
+            .collect());
+    }
+    let pairs = headers(header_kind(map_type)?)?;
+    Ok(pairs
+        .iter()
+        .map(|h| {
+            // SAFETY: Envoy's header views stay valid during the hook.
+            let (k, v) = unsafe { (h.key.as_slice(), h.value.as_slice()) };
+            (lossy(k), v.to_vec())
+        })
+        .collect())
+}
+
+/// One header's first value; `Err` when the map cannot be read now.
+pub fn get_map_value_checked(map_type: MapType, key: &str) -> Result<Option<Vec<u8>>, Status> {
+    if is_answer(map_type) {
+        return Ok(answer_headers()
+            .into_iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key.as_bytes()))
+            .map(|(_, v)| v));
+    }
+    let kind = header_kind(map_type)?;
+    let envoy = envoy()?;
+    let mut out = Buffer::EMPTY;
+    let mut count = 0usize;
+    // SAFETY: `envoy` is the live filter; `out` and `count` are writable.
+    let found = unsafe {
+        abi::envoy_dynamic_module_callback_http_get_header(
+            envoy,
+            kind,
+            Buffer::of(key.as_bytes()),
+            &mut out,
+            0,
+            &mut count,
+        )
+    };
+    if found {
+        // SAFETY: Envoy's value view stays valid during the hook.
+        return Ok(Some(unsafe { out.as_slice() }.to_vec()));
+    }
+    // SAFETY: as above.
+    if unsafe { abi::envoy_dynamic_module_callback_http_get_headers_size(envoy, kind) } == 0 {
+        return Err(Status::BadArgument);
+    }
+    Ok(None)
+}
+
+pub fn get_map_value_bytes(map_type: MapType, key: &str) -> Result<Option<Bytes>, Status> {
+    get_map_value_checked(map_type, key)
+}
+
+pub fn set_map_value(map_type: MapType, key: &str, value: Option<&str>) -> Result<(), Status> {
+    let kind = header_kind(map_type)?;
+    let envoy = envoy()?;
+    let value = value.map_or(Buffer::EMPTY, |v| Buffer::of(v.as_bytes()));
+    // SAFETY: `envoy` is the live filter; Envoy copies both buffers.
+    if unsafe {
+        abi::envoy_dynamic_module_callback_http_set_header(
+            envoy,
+            kind,
+            Buffer::of(key.as_bytes()),
+            value,
+        )
+    } {
+        Ok(())
+    } else {
+        Err(Status::BadArgument)
+    }
+}
+
+pub fn remove_map_value(map_type: MapType, key: &str) -> Result<(), Status> {
+    set_map_value(map_type, key, None)
+}
+
+pub fn add_map_value(map_type: MapType, key: &str, value: &str) -> Result<(), Status> {
+    let kind = header_kind(map_type)?;
+    let envoy = envoy()?;
+    // SAFETY: `envoy` is the live filter; Envoy copies both buffers.
+    if unsafe {
+        abi::envoy_dynamic_module_callback_http_add_header(
+            envoy,
+            kind,
+            Buffer::of(key.as_bytes()),
+            Buffer::of(value.as_bytes()),
+        )
+    } {
+        Ok(())
+    } else {
+        Err(Status::BadArgument)
+    }
+}
+
+fn attribute_int(id: u32) -> Result<Option<Bytes>, Status> {
+    let envoy = envoy()?;
+    let mut value = 0u64;
+    // SAFETY: `envoy` is the live filter; `value` is writable.
+    let ok = unsafe {
+        abi::envoy_dynamic_module_callback_http_filter_get_attribute_int(envoy, id, &mut value)
+    };
+    // proxy-wasm serializes integers as 8 bytes little-endian.
+    Ok(ok.then(|| value.to_le_bytes().to_vec()))
+}
+
+fn attribute_string(id: u32) -> Result<Option<Bytes>, Status> {
+    let envoy = envoy()?;
+    let mut out = Buffer::EMPTY;
+    // SAFETY: `envoy` is the live filter; `out` is writable.
+    let ok = unsafe {
+        abi::envoy_dynamic_module_callback_http_filter_get_attribute_string(envoy, id, &mut out)
+    };
+    // SAFETY: Envoy's view stays valid during the hook.
+    Ok(ok.then(|| unsafe { out.as_slice() }.to_vec()))
+}
+
+/// The attributes the adapter and the cores read, by proxy-wasm path.
+pub fn get_property(path: Vec<&str>) -> Result<Option<Bytes>, Status> {
+    match path.as_slice() {
+        ["source", "address"] => attribute_string(abi::attribute::SOURCE_ADDRESS),
+        ["response", "code"] => attribute_int(abi::attribute::RESPONSE_CODE),
+        ["response", "flags"] => attribute_int(abi::attribute::RESPONSE_FLAGS),
+        ["response", "grpc_status"] => attribute_int(abi::attribute::RESPONSE_GRPC_STATUS),
+        ["xds", "cluster_name"] => {
+            let envoy = envoy()?;
+            let mut out = Buffer::EMPTY;
+            // SAFETY: `envoy` is the live filter; `out` is writable.
+            let ok = unsafe {
+                abi::envoy_dynamic_module_callback_http_get_cluster_name(envoy, &mut out)
+            };
+            // SAFETY: Envoy's view stays valid during the hook.
+            Ok(ok.then(|| unsafe { out.as_slice() }.to_vec()))
+        }
+        [key] => {
+            // What this module wrote earlier in the stream (the suite's
+            // first-filter mark); Envoy's copy appears at completion.
+            let key = *key;
+            with_stream(|s| {
+                s.properties
+                    .iter()
+                    .rev()
+                    .find(|(k, _)| k == key)
+                    .map(|(_, v)| v.clone())
+            })
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Filter state `wasm.<key>`, as Envoy's wasm filter names it (the access
+/// log reads it there); kept until the stream completes (`flush_properties`).
+pub fn set_property(path: Vec<&str>, value: Option<&[u8]>) -> Result<(), Status> {
+    let [key] = path.as_slice() else {
+        return Err(Status::InternalFailure);
+    };
+    let value = value.unwrap_or_default().to_vec();
+    with_stream(|s| match s.properties.iter_mut().find(|(k, _)| k == key) {
+        Some(entry) => entry.1 = value,
+        None => s.properties.push(((*key).to_string(), value)),
+    })
+}
+
+/// Writes the stream's properties to Envoy's filter state, once each.
+pub fn flush_properties() {
+    let Ok(properties) = with_stream(|s| std::mem::take(&mut s.properties)) else {
+        return;
+    };
+    let Ok(envoy) = envoy() else {
+        return;
+    };
+    for (key, value) in properties {
+        let key = format!("wasm.{key}");
+        // SAFETY: `envoy` is the live filter; Envoy copies both buffers.
+        unsafe {
+            abi::envoy_dynamic_module_callback_http_set_filter_state_bytes(
+                envoy,
+                Buffer::of(key.as_bytes()),
+                Buffer::of(&value),
+            );
+        }
+    }
+}
+
+pub fn get_shared_data(key: &str) -> Result<(Option<Bytes>, Option<u32>), Status> {
+    Ok(store::get(key))
+}
+
+pub fn set_shared_data(key: &str, value: Option<&[u8]>, cas: Option<u32>) -> Result<(), Status> {
+    store::set(key, value.unwrap_or_default(), cas)
+}
+
+pub fn resume_http_request() -> Result<(), Status> {
+    let envoy = envoy()?;
+    // SAFETY: `envoy` is a live filter of this worker.
+    unsafe { abi::envoy_dynamic_module_callback_http_filter_continue_decoding(envoy) };
+    Ok(())
+}
+
+/// `grpc-message`: printable ASCII but `%` as is, other bytes
+/// percent-encoded (gRPC over HTTP/2).
+fn grpc_message(body: &[u8]) -> String {
+    let mut out = String::with_capacity(body.len());
+    for &b in body {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A local reply. `grpc_status >= 0` answers a gRPC call with that status
+/// in a trailers-only response (headers `grpc-status`, `grpc-message`),
+/// what Envoy's wasm filter sends for it; the ABI's `send_response` would
+/// let Envoy derive the status from the HTTP code.
+pub fn send_local_reply(
+    status: u32,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    grpc_status: i32,
+) -> Result<(), Status> {
+    let envoy = envoy()?;
+    let header = |k: &[u8], v: &[u8]| abi::Header {
+        key: Buffer::of(k),
+        value: Buffer::of(v),
+    };
+    if grpc_status >= 0 {
+        let code = grpc_status.to_string();
+        let message = grpc_message(body);
+        let mut all = vec![
+            header(b":status", b"200"),
+            header(b"content-type", b"application/grpc"),
+            header(b"grpc-status", code.as_bytes()),
+        ];
+        if !message.is_empty() {
+            all.push(header(b"grpc-message", message.as_bytes()));
+        }
+        all.extend(
+            headers
+                .iter()
+                .map(|(k, v)| header(k.as_bytes(), v.as_bytes())),
+        );
+        // SAFETY: `envoy` is the live filter; Envoy copies every buffer.
+        unsafe {
+            abi::envoy_dynamic_module_callback_http_send_response_headers(
+                envoy,
+                all.as_ptr(),
+                all.len(),
+                true,
+            )
+        };
+        return Ok(());
+    }
+    let all: Vec<abi::Header> = headers
+        .iter()
+        .map(|(k, v)| header(k.as_bytes(), v.as_bytes()))
+        .collect();
+    // SAFETY: `envoy` is the live filter; Envoy copies every buffer.
+    unsafe {
+        abi::envoy_dynamic_module_callback_http_send_response(
+            envoy,
+            status,
+            all.as_ptr(),
+            all.len(),
+            Buffer::of(body),
+            Buffer::of(b"meshware"),
+        )
+    };
+    Ok(())
+}
+
+pub fn send_http_response(
+    status_code: u32,
+    headers: Vec<(&str, &str)>,
+    body: Option<&[u8]>,
+) -> Result<(), Status> {
+    send_local_reply(status_code, &headers, body.unwrap_or_default(), -1)
+}
+
+/// Starts a callout on Envoy's async client, carried by the stream in
+/// scope (whose hooks get the answer) or, for a root's work, by the
+/// carrier: the answer goes to the effective context, as in proxy-wasm.
+fn callout(
+    cluster: &str,
+    headers: &[(&[u8], &[u8])],
+    body: &[u8],
+    timeout: Duration,
+    grpc: bool,
+) -> Result<u32, Status> {
+    let current = with_stream(|s| (s.envoy, s.context_id)).ok();
+    let (envoy, owner) = match current {
+        Some((envoy, context_id)) => (envoy, Owner::Stream(context_id)),
+        None => (CARRIER.with(|c| c.get()), Owner::Root),
+    };
+    if envoy.is_null() {
+        return Err(Status::BadArgument);
+    }
+    let all: Vec<abi::Header> = headers
+        .iter()
+        .map(|(k, v)| abi::Header {
+            key: Buffer::of(k),
+            value: Buffer::of(v),
+        })
+        .collect();
+    let mut id = 0u64;
+    let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+    // SAFETY: `envoy` is a live filter of this worker; Envoy copies every
+    // buffer before returning.
+    let result = unsafe {
+        abi::envoy_dynamic_module_callback_http_filter_http_callout(
+            envoy,
+            &mut id,
+            Buffer::of(cluster.as_bytes()),
+            all.as_ptr(),
+            all.len(),
+            Buffer::of(body),
+            timeout_ms,
+        )
+    };
+    if result != abi::CALLOUT_SUCCESS {
+        return Err(Status::BadArgument);
+    }
+    let token = NEXT_TOKEN.with(|n| {
+        let t = n.get();
+        n.set(t.wrapping_add(1).max(1));
+        t
+    });
+    CALLOUTS.with(|c| {
+        if let Ok(mut c) = c.try_borrow_mut() {
+            c.insert((envoy as usize, id), Pending { token, owner, grpc });
+        }
+    });
+    Ok(token)
+}
+
+pub fn dispatch_http_call(
+    upstream: &str,
+    headers: Vec<(&str, &str)>,
+    body: Option<&[u8]>,
+    _trailers: Vec<(&str, &str)>,
+    timeout: Duration,
+) -> Result<u32, Status> {
+    let headers: Vec<(&[u8], &[u8])> = headers
+        .iter()
+        .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+        .collect();
+    callout(upstream, &headers, body.unwrap_or_default(), timeout, false)
+}
+
+/// A unary gRPC call as an HTTP/2 callout: Envoy's async client speaks
+/// HTTP/2 to a gRPC cluster; the message goes in one length-prefixed frame.
+pub fn dispatch_grpc_call(
+    upstream_name: &str,
+    service_name: &str,
+    method_name: &str,
+    initial_metadata: Vec<(&str, &[u8])>,
+    message: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<u32, Status> {
+    let path = format!("/{service_name}/{method_name}");
+    let deadline = format!("{}m", timeout.as_millis().clamp(1, 99_999_999));
+    let mut headers: Vec<(&[u8], &[u8])> = vec![
+        (b":method", b"POST"),
+        (b":path", path.as_bytes()),
+        (b":authority", upstream_name.as_bytes()),
+        (b"content-type", b"application/grpc"),
+        (b"te", b"trailers"),
+        (b"grpc-timeout", deadline.as_bytes()),
+    ];
+    headers.extend(initial_metadata.iter().map(|(k, v)| (k.as_bytes(), *v)));
+    let message = message.unwrap_or_default();
+    let mut frame = Vec::with_capacity(5 + message.len());
+    frame.push(0);
+    frame.extend_from_slice(
+        &u32::try_from(message.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
+    frame.extend_from_slice(message);
+    callout(upstream_name, &headers, &frame, timeout, true)
+}
+
+/// A gRPC answer from an HTTP/2 one: the status (`grpc-status` of a
+/// trailers-only answer; UNAVAILABLE without an answer or on a non-200
+/// status) and the message of its first frame. The ABI hands over no
+/// trailers: a complete message frame with HTTP 200 counts as OK.
+pub fn grpc_answer(answered: bool, headers: &[(Vec<u8>, Vec<u8>)], body: &[u8]) -> (u32, Vec<u8>) {
+    const UNAVAILABLE: u32 = 14;
+    if !answered {
+        return (UNAVAILABLE, Vec::new());
+    }
+    let header = |name: &[u8]| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    };
+    if let Some(status) = header(b"grpc-status") {
+        let code = std::str::from_utf8(status)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .unwrap_or(2);
+        if code != 0 {
+            return (code, Vec::new());
+        }
+    }
+    if header(b":status") != Some(b"200") {
+        return (UNAVAILABLE, Vec::new());
+    }
+    let Some(len) = body
+        .get(1..5)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map(u32::from_be_bytes)
+    else {
+        return (UNAVAILABLE, Vec::new());
+    };
+    match body.get(5..5 + len as usize) {
+        Some(message) => (0, message.to_vec()),
+        None => (UNAVAILABLE, Vec::new()),
+    }
+}
+
+pub fn set_effective_context(context_id: u32) -> Result<(), Status> {
+    let stream = CONTEXTS.with(|c| {
+        c.try_borrow()
+            .ok()
+            .and_then(|c| c.get(&context_id).copied())
+    });
+    match stream {
+        Some(stream) => {
+            CURRENT.with(|c| c.set(stream));
+            Ok(())
+        }
+        None => Err(Status::BadArgument),
+    }
+}
+
+pub fn call_foreign_function(
+    function_name: &str,
+    _arguments: Option<&[u8]>,
+) -> Result<Option<Bytes>, Status> {
+    match function_name {
+        "clear_route_cache" => {
+            let envoy = envoy()?;
+            // SAFETY: `envoy` is the live filter of the hook in progress.
+            unsafe { abi::envoy_dynamic_module_callback_http_clear_route_cache(envoy) };
+            Ok(None)
+        }
+        _ => Err(Status::NotFound),
+    }
+}
+
+pub fn define_metric(metric_type: MetricType, name: &str) -> Result<u32, Status> {
+    // On the main thread, while Envoy accepts definitions: define.
+    let defined = DEFINING.with(|d| {
+        let mut d = d.try_borrow_mut().ok()?;
+        let (config, defs) = d.as_mut()?;
+        let index = defs.len();
+        let mut id = 0usize;
+        let name_buffer = Buffer::of(name.as_bytes());
+        // SAFETY: `config` is the filter config being created; Envoy copies the name.
+        let result = unsafe {
+            match metric_type {
+                MetricType::Counter => {
+                    abi::envoy_dynamic_module_callback_http_filter_config_define_counter(
+                        *config,
+                        name_buffer,
+                        std::ptr::null(),
+                        0,
+                        &mut id,
+                    )
+                }
+                MetricType::Gauge => {
+                    abi::envoy_dynamic_module_callback_http_filter_config_define_gauge(
+                        *config,
+                        name_buffer,
+                        std::ptr::null(),
+                        0,
+                        &mut id,
+                    )
+                }
+                _ => abi::envoy_dynamic_module_callback_http_filter_config_define_histogram(
+                    *config,
+                    name_buffer,
+                    std::ptr::null(),
+                    0,
+                    &mut id,
+                ),
+            }
+        };
+        defs.push(MetricDef {
+            name: name.to_string(),
+            kind: metric_type as u32,
+            id: (result == abi::METRICS_SUCCESS).then_some(id),
+        });
+        Some(index)
+    });
+    if let Some(index) = defined {
+        return u32::try_from(index).map_err(|_| Status::InternalFailure);
+    }
+    // On a worker: the definition the main thread made for this name.
+    let config = current_config().ok_or(Status::BadArgument)?;
+    config
+        .metric_index(metric_type as u32, name)
+        .ok_or(Status::NotFound)
+}
+
+fn metric(metric_id: u32) -> Result<(&'static Config, MetricType, usize), Status> {
+    let config = current_config().ok_or(Status::BadArgument)?;
+    let def = config
+        .metrics
+        .get(metric_id as usize)
+        .ok_or(Status::NotFound)?;
+    let id = def.id.ok_or(Status::NotFound)?;
+    let kind = match def.kind {
+        0 => MetricType::Counter,
+        1 => MetricType::Gauge,
+        _ => MetricType::Histogram,
+    };
+    Ok((config, kind, id))
+}
+
+pub fn increment_metric(metric_id: u32, offset: i64) -> Result<(), Status> {
+    let (config, kind, id) = metric(metric_id)?;
+    let magnitude = offset.unsigned_abs();
+    let envoy = config.envoy.0;
+    // SAFETY: the config outlives its streams and roots; Envoy's stats are
+    // atomic, so any worker may update them.
+    unsafe {
+        match (kind, offset < 0) {
+            (MetricType::Counter, false) => {
+                abi::envoy_dynamic_module_callback_http_filter_config_increment_counter(
+                    envoy,
+                    id,
+                    std::ptr::null(),
+                    0,
+                    magnitude,
+                );
+            }
+            (MetricType::Gauge, false) => {
+                abi::envoy_dynamic_module_callback_http_filter_config_increment_gauge(
+                    envoy,
+                    id,
+                    std::ptr::null(),
+                    0,
+                    magnitude,
+                );
+            }
+            (MetricType::Gauge, true) => {
+                abi::envoy_dynamic_module_callback_http_filter_config_decrement_gauge(
+                    envoy,
+                    id,
+                    std::ptr::null(),
+                    0,
+                    magnitude,
+                );
+            }
+            _ => return Err(Status::BadArgument),
+        }
+    }
+    Ok(())
+}
+
+pub fn record_metric(metric_id: u32, value: u64) -> Result<(), Status> {
+    let (config, kind, id) = metric(metric_id)?;
+    let envoy = config.envoy.0;
+    // SAFETY: as in `increment_metric`.
+    unsafe {
+        match kind {
+            MetricType::Gauge => {
+                abi::envoy_dynamic_module_callback_http_filter_config_set_gauge(
+                    envoy,
+                    id,
+                    std::ptr::null(),
+                    0,
+                    value,
+                );
+            }
+            MetricType::Histogram => {
+                abi::envoy_dynamic_module_callback_http_filter_config_record_histogram_value(
+                    envoy,
+                    id,
+                    std::ptr::null(),
+                    0,
+                    value,
+                );
+            }
+            _ => return Err(Status::BadArgument),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_answers_read_status_and_first_frame() {
+        let ok = vec![(b":status".to_vec(), b"200".to_vec())];
+        assert_eq!(
+            grpc_answer(true, &ok, &[0, 0, 0, 0, 2, 8, 1]),
+            (0, vec![8, 1])
+        );
+        // Truncated frame, no answer, a trailers-only error, an HTTP error.
+        assert_eq!(grpc_answer(true, &ok, &[0, 0, 0, 0, 9, 8]).0, 14);
+        assert_eq!(grpc_answer(false, &[], &[]).0, 14);
+        let refused = vec![
+            (b":status".to_vec(), b"200".to_vec()),
+            (b"grpc-status".to_vec(), b"8".to_vec()),
+        ];
+        assert_eq!(grpc_answer(true, &refused, &[]).0, 8);
+        assert_eq!(
+            grpc_answer(true, &[(b":status".to_vec(), b"503".to_vec())], &[]).0,
+            14
+        );
+    }
+
+    #[test]
+    fn grpc_messages_are_percent_encoded_like_envoy() {
+        assert_eq!(grpc_message(b"rate limited"), "rate limited");
+        assert_eq!(grpc_message(b"100% \xc3\xa9\n"), "100%25 %C3%A9%0A");
+    }
+}
