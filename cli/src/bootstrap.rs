@@ -362,6 +362,7 @@ pub fn native_filter(dir: &std::path::Path, profile: &str) -> Value {
             "@type": DYNAMIC_MODULE_TYPE,
             "dynamic_module_config": {
                 "module": {"local": {"filename": dir.join(NATIVE_MODULE)}},
+                "metrics_namespace": "meshware",
                 // Never unloaded: its worker state and timer thread live
                 // as long as the process.
                 "do_not_close": true

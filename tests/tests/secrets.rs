@@ -98,7 +98,12 @@ fn secrets_from_the_environment_work_and_never_show() {
     assert!(dump.contains(HMAC_VAR), "the dump names the variable only");
     let stats = http::get(admin, "/stats", &[]).unwrap().text();
     let log = envoy.log();
-    assert!(log.contains("[debug][wasm]"), "the log is at debug level");
+    let module_logger = if meshware_e2e::suite::native_module() {
+        "[debug][dynamic_modules]"
+    } else {
+        "[debug][wasm]"
+    };
+    assert!(log.contains(module_logger), "the log is at debug level");
     for (what, text) in [("log", &log), ("config_dump", &dump), ("stats", &stats)] {
         assert!(!text.contains(&key), "the HMAC key is in the {what}");
         assert!(

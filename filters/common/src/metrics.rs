@@ -76,27 +76,27 @@ pub fn stats_tags() -> Vec<(&'static str, &'static str)> {
     vec![
         (
             "filter",
-            r"^(?:wasmcustom\.|dynamicmodulescustom\.)?meshware\.\w+(\.filter\.([^.]+))(?:\.tenant\.|$)",
+            r"^(?:wasmcustom\.)?meshware\.\w+(\.filter\.([^.]+))(?:\.tenant\.|$)",
         ),
         (
             "tenant",
-            r"^(?:wasmcustom\.|dynamicmodulescustom\.)?meshware\.\w+(?:\.filter\.[^.]+)?(\.tenant\.([^.]+))(?:\.(?:limit|outcome|method)\.|$)",
+            r"^(?:wasmcustom\.)?meshware\.\w+(?:\.filter\.[^.]+)?(\.tenant\.([^.]+))(?:\.(?:limit|outcome|method)\.|$)",
         ),
         (
             "method",
-            r"^(?:wasmcustom\.|dynamicmodulescustom\.)?meshware\.requests(?:\.tenant\.[^.]+)?(\.method\.([^.]+))\.status_class\.",
+            r"^(?:wasmcustom\.)?meshware\.requests(?:\.tenant\.[^.]+)?(\.method\.([^.]+))\.status_class\.",
         ),
         (
             "status_class",
-            r"^(?:wasmcustom\.|dynamicmodulescustom\.)?meshware\.requests(?:\.tenant\.[^.]+)?(?:\.method\.[^.]+)?(\.status_class\.([^.]+))$",
+            r"^(?:wasmcustom\.)?meshware\.requests(?:\.tenant\.[^.]+)?(?:\.method\.[^.]+)?(\.status_class\.([^.]+))$",
         ),
         (
             "limit",
-            r"^(?:wasmcustom\.|dynamicmodulescustom\.)?meshware\.\w+(?:\.filter\.[^.]+)?(?:\.tenant\.[^.]+)?(\.limit\.([^.]+))\.outcome\.",
+            r"^(?:wasmcustom\.)?meshware\.\w+(?:\.filter\.[^.]+)?(?:\.tenant\.[^.]+)?(\.limit\.([^.]+))\.outcome\.",
         ),
         (
             "outcome",
-            r"^(?:wasmcustom\.|dynamicmodulescustom\.)?meshware\.\w+(?:\.filter\.[^.]+)?(?:\.tenant\.[^.]+)?(?:\.limit\.[^.]+)?(\.outcome\.([^.]+))$",
+            r"^(?:wasmcustom\.)?meshware\.\w+(?:\.filter\.[^.]+)?(?:\.tenant\.[^.]+)?(?:\.limit\.[^.]+)?(\.outcome\.([^.]+))$",
         ),
     ]
 }

@@ -78,6 +78,8 @@ struct Config {
     /// Wasm filters (dist/<name>.wasm, or dist/bench/noop.wasm).
     filters: Vec<&'static str>,
     native: bool,
+    /// The suite as Envoy's dynamic module (dist/libmeshware.so).
+    dynamic_module: bool,
     module_bytes: u64,
     /// jwt-auth verifies every request (`cache_entries: 0`).
     no_token_cache: bool,
@@ -116,6 +118,7 @@ fn bootstrap(config: &Config, profile: &str, native: &NativeChain, port: u16, ad
     };
     let mut params = BootstrapParams::suite(port, admin, 1, dist, profile.to_string());
     params.filters = config.filters.iter().map(|s| s.to_string()).collect();
+    params.native = config.dynamic_module;
     params.direct_response = true;
     params.access_log_path = "/dev/null".into();
     let mut v = render(&params);
@@ -794,6 +797,7 @@ impl Config {
             module_bytes: module_size(&filters),
             filters,
             native: false,
+            dynamic_module: false,
             no_token_cache: false,
             log_every_request: false,
             configuration: None,
@@ -899,6 +903,15 @@ fn configs() -> Vec<Config> {
     let all: Vec<&'static str> = meshware_cli::FILTERS.iter().map(|f| f.name).collect();
     out.push(Config::wasm("all filters (separate modules)", all));
     out.push(Config::wasm("suite module (all concerns)", vec!["suite"]));
+    out.push(Config {
+        dynamic_module: true,
+        module_bytes: std::fs::metadata(
+            meshware_e2e::dist().join(meshware_cli::bootstrap::NATIVE_MODULE),
+        )
+        .map(|m| m.len())
+        .unwrap_or(0),
+        ..Config::wasm("native module (all concerns)", vec!["suite"])
+    });
     out.push(Config {
         log_every_request: true,
         ..Config::wasm("access_log (every request logged)", vec!["access_log"])

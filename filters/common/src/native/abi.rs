@@ -88,9 +88,11 @@ pub mod attribute {
 /// and trailers (`..._trailers_status`).
 pub mod status {
     pub const CONTINUE: u32 = 0;
-    /// Headers: `StopAllIterationAndWatermark`, what proxy-wasm's `Pause`
-    /// means in Envoy's wasm filter (no body callbacks until resumed).
-    pub const HEADERS_STOP_ALL: u32 = 4;
+    /// Headers: `StopIteration`, what proxy-wasm's `Pause` means in
+    /// Envoy's wasm filter with `allow_on_headers_stop_iteration` (the
+    /// bootstrap's setting): body callbacks still arrive, so a request
+    /// held for its body gets it.
+    pub const HEADERS_STOP: u32 = 1;
     /// Bodies: `StopIterationAndBuffer`.
     pub const BODY_STOP_AND_BUFFER: u32 = 1;
     /// Trailers: `StopIteration`.

@@ -475,11 +475,11 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
         c.on_http_request_headers(0, end_of_stream)
     });
     if fail_request(filter) {
-        return abi::status::HEADERS_STOP_ALL;
+        return abi::status::HEADERS_STOP;
     }
     note_action(filter, action);
     match action {
-        Some(Action::Pause) => abi::status::HEADERS_STOP_ALL,
+        Some(Action::Pause) => abi::status::HEADERS_STOP,
         _ => abi::status::CONTINUE,
     }
 }
@@ -532,10 +532,10 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
         c.on_http_response_headers(0, end_of_stream)
     });
     if fail_request(filter) {
-        return abi::status::HEADERS_STOP_ALL;
+        return abi::status::HEADERS_STOP;
     }
     match action {
-        Some(Action::Pause) => abi::status::HEADERS_STOP_ALL,
+        Some(Action::Pause) => abi::status::HEADERS_STOP,
         _ => abi::status::CONTINUE,
     }
 }
@@ -588,16 +588,20 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(filter: *mut c_voi
         return;
     }
     note_action(filter, None);
-    // Envoy cancels the callouts this filter carried: a root's learn they
-    // failed (its streams' go away with them).
+    // Envoy cancels the callouts this filter carried: a root's move to
+    // another stream, or fail when there is none (a stream's own go away
+    // with it).
     // SAFETY: as in `on_stream`.
     let envoy = unsafe { filter.cast::<Filter>().as_ref() }
         .and_then(|f| f.host.try_borrow().ok().map(|h| h.envoy));
     if let Some(envoy) = envoy {
-        for pending in hostcalls::take_all_pending(envoy) {
-            if pending.owner == Owner::Root {
-                deliver(filter, pending, None);
-            }
+        // This stream's context goes first: it carries nothing more.
+        // SAFETY: as in `on_stream`.
+        if let Some(f) = unsafe { filter.cast::<Filter>().as_ref() } {
+            hostcalls::unregister_context(f.context_id);
+        }
+        for pending in hostcalls::move_root_callouts(envoy) {
+            deliver(filter, pending, None);
         }
     }
     let _ = on_stream(filter, "stream end", |c| {

@@ -32,11 +32,22 @@ pub enum Owner {
 }
 
 /// A callout in flight, by the filter that carries it and Envoy's id.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Pending {
     pub token: u32,
     pub owner: Owner,
     pub grpc: bool,
+    /// A root's callout keeps its request: when the stream carrying it
+    /// ends, it moves to another stream of the worker (`move_root_callouts`).
+    pub request: Option<std::rc::Rc<Request>>,
+}
+
+#[derive(Debug)]
+pub struct Request {
+    cluster: String,
+    headers: Vec<(Vec<u8>, Vec<u8>)>,
+    body: Vec<u8>,
+    timeout: Duration,
 }
 
 /// The answer being delivered (`get_map_*` and `get_buffer` read it).
@@ -635,11 +646,19 @@ pub fn send_local_reply(
         if !message.is_empty() {
             all.push(header(b"grpc-message", message.as_bytes()));
         }
-        all.extend(
-            headers
-                .iter()
-                .map(|(k, v)| header(k.as_bytes(), v.as_bytes())),
-        );
+        // The adapter passes `grpc-status` and `grpc-message` itself too
+        // (`host::send_reply`): a later value replaces an earlier one, as
+        // Envoy's wasm host sets them, so each appears once.
+        for (k, v) in headers {
+            let same = |h: &abi::Header| {
+                // SAFETY: the names point into `headers` and the literals above.
+                unsafe { h.key.as_slice() }.eq_ignore_ascii_case(k.as_bytes())
+            };
+            match all.iter_mut().find(|h| same(h)) {
+                Some(h) => h.value = Buffer::of(v.as_bytes()),
+                None => all.push(header(k.as_bytes(), v.as_bytes())),
+            }
+        }
         // SAFETY: `envoy` is the live filter; Envoy copies every buffer.
         unsafe {
             abi::envoy_dynamic_module_callback_http_send_response_headers(
@@ -677,6 +696,43 @@ pub fn send_http_response(
     send_local_reply(status_code, &headers, body.unwrap_or_default(), -1)
 }
 
+/// Starts `request` on Envoy's async client, carried by filter `envoy`:
+/// Envoy's id for it.
+fn start(envoy: EnvoyPtr, request: &Request) -> Option<u64> {
+    let all: Vec<abi::Header> = request
+        .headers
+        .iter()
+        .map(|(k, v)| abi::Header {
+            key: Buffer::of(k),
+            value: Buffer::of(v),
+        })
+        .collect();
+    let mut id = 0u64;
+    let timeout_ms = u64::try_from(request.timeout.as_millis()).unwrap_or(u64::MAX);
+    // SAFETY: `envoy` is a live filter of this worker; Envoy copies every
+    // buffer before returning.
+    let result = unsafe {
+        abi::envoy_dynamic_module_callback_http_filter_http_callout(
+            envoy,
+            &mut id,
+            Buffer::of(request.cluster.as_bytes()),
+            all.as_ptr(),
+            all.len(),
+            Buffer::of(&request.body),
+            timeout_ms,
+        )
+    };
+    (result == abi::CALLOUT_SUCCESS).then_some(id)
+}
+
+fn track(envoy: EnvoyPtr, id: u64, pending: Pending) {
+    CALLOUTS.with(|c| {
+        if let Ok(mut c) = c.try_borrow_mut() {
+            c.insert((envoy as usize, id), pending);
+        }
+    });
+}
+
 /// Starts a callout on Envoy's async client, carried by the stream in
 /// scope (whose hooks get the answer) or, for a root's work, by the
 /// carrier: the answer goes to the effective context, as in proxy-wasm.
@@ -695,42 +751,71 @@ fn callout(
     if envoy.is_null() {
         return Err(Status::BadArgument);
     }
-    let all: Vec<abi::Header> = headers
-        .iter()
-        .map(|(k, v)| abi::Header {
-            key: Buffer::of(k),
-            value: Buffer::of(v),
-        })
-        .collect();
-    let mut id = 0u64;
-    let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-    // SAFETY: `envoy` is a live filter of this worker; Envoy copies every
-    // buffer before returning.
-    let result = unsafe {
-        abi::envoy_dynamic_module_callback_http_filter_http_callout(
-            envoy,
-            &mut id,
-            Buffer::of(cluster.as_bytes()),
-            all.as_ptr(),
-            all.len(),
-            Buffer::of(body),
-            timeout_ms,
-        )
+    let request = Request {
+        cluster: cluster.to_string(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect(),
+        body: body.to_vec(),
+        timeout,
     };
-    if result != abi::CALLOUT_SUCCESS {
-        return Err(Status::BadArgument);
-    }
+    let id = start(envoy, &request).ok_or(Status::BadArgument)?;
     let token = NEXT_TOKEN.with(|n| {
         let t = n.get();
         n.set(t.wrapping_add(1).max(1));
         t
     });
-    CALLOUTS.with(|c| {
-        if let Ok(mut c) = c.try_borrow_mut() {
-            c.insert((envoy as usize, id), Pending { token, owner, grpc });
-        }
-    });
+    let request = (owner == Owner::Root).then(|| std::rc::Rc::new(request));
+    track(
+        envoy,
+        id,
+        Pending {
+            token,
+            owner,
+            grpc,
+            request,
+        },
+    );
     Ok(token)
+}
+
+/// The stream of `from` ends and Envoy cancels the callouts it carries:
+/// a root's move to another stream of this worker (started again there:
+/// the key set a held request waits for must still arrive). Returns those
+/// that found no other stream (they failed).
+pub fn move_root_callouts(from: EnvoyPtr) -> Vec<Pending> {
+    let carried = take_all_pending(from);
+    let others: Vec<EnvoyPtr> = CONTEXTS.with(|c| {
+        c.try_borrow()
+            .map(|c| {
+                c.values()
+                    // SAFETY: registered streams are alive (unregistered
+                    // before they are dropped).
+                    .filter_map(|s| unsafe { &**s }.try_borrow().ok().map(|s| s.envoy))
+                    .filter(|e| *e != from)
+                    .collect()
+            })
+            .unwrap_or_default()
+    });
+    let mut failed = Vec::new();
+    for pending in carried {
+        let Some(request) = pending
+            .request
+            .clone()
+            .filter(|_| pending.owner == Owner::Root)
+        else {
+            continue; // a stream's own callout ends with it
+        };
+        let moved = others
+            .iter()
+            .find_map(|envoy| start(*envoy, &request).map(|id| (*envoy, id)));
+        match moved {
+            Some((envoy, id)) => track(envoy, id, pending),
+            None => failed.push(pending),
+        }
+    }
+    failed
 }
 
 pub fn dispatch_http_call(
@@ -850,6 +935,13 @@ pub fn call_foreign_function(
     }
 }
 
+/// Metric names lose their `meshware.` prefix: the bootstrap names the
+/// module's stats scope `meshware` (`metrics_namespace`), so Envoy's stat
+/// names are the wasm build's.
+fn scoped(name: &str) -> &str {
+    name.strip_prefix("meshware.").unwrap_or(name)
+}
+
 pub fn define_metric(metric_type: MetricType, name: &str) -> Result<u32, Status> {
     // On the main thread, while Envoy accepts definitions: define.
     let defined = DEFINING.with(|d| {
@@ -857,7 +949,7 @@ pub fn define_metric(metric_type: MetricType, name: &str) -> Result<u32, Status>
         let (config, defs) = d.as_mut()?;
         let index = defs.len();
         let mut id = 0usize;
-        let name_buffer = Buffer::of(name.as_bytes());
+        let name_buffer = Buffer::of(scoped(name).as_bytes());
         // SAFETY: `config` is the filter config being created; Envoy copies the name.
         let result = unsafe {
             match metric_type {
@@ -1014,6 +1106,12 @@ mod tests {
             grpc_answer(true, &[(b":status".to_vec(), b"503".to_vec())], &[]).0,
             14
         );
+    }
+
+    #[test]
+    fn metric_names_lose_the_scope_prefix() {
+        assert_eq!(scoped("meshware.decisions.filter.x"), "decisions.filter.x");
+        assert_eq!(scoped("other.name"), "other.name");
     }
 
     #[test]
