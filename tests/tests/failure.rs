@@ -210,7 +210,10 @@ fn native_case(filter: &str, callback: &str) {
         if r.status == 200 {
             std::thread::sleep(Duration::from_millis(400));
             let (next, _) = s.get(&[]);
-            assert_eq!(next.status, 503, "{what}: the request the tick ran in fails");
+            assert_eq!(
+                next.status, 503,
+                "{what}: the request the tick ran in fails"
+            );
         }
     } else {
         assert_eq!(r.status, 503, "{what}: the request fails closed");

@@ -84,6 +84,8 @@ struct WorkerRoot {
 }
 
 thread_local! {
+    /// This worker's streams by context id (held replies name theirs).
+    static FILTERS: RefCell<HashMap<u32, *mut Filter>> = RefCell::new(HashMap::new());
     static CONFIG: Cell<*const Config> = const { Cell::new(std::ptr::null()) };
     static ROOTS: RefCell<HashMap<u64, WorkerRoot>> = RefCell::new(HashMap::new());
     static NEXT_CONTEXT: Cell<u32> = const { Cell::new(1) };
@@ -291,6 +293,9 @@ struct Filter {
     /// The failed request was answered (once: the answer passes the
     /// response hooks too).
     answered: bool,
+    /// The adapter answered this stream itself (`send_replies`): its
+    /// response phase already ran on that answer.
+    replied: bool,
 }
 
 #[no_mangle]
@@ -310,6 +315,8 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
             envoy: filter_envoy,
             context_id,
             properties: Vec::new(),
+            reply: None,
+            replying: false,
         }));
         let host_ptr: *const RefCell<StreamHost> = &*host;
         hostcalls::register_context(context_id, host_ptr);
@@ -323,8 +330,15 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
             scheduler: None,
             failed: false,
             answered: false,
+            replied: false,
         });
-        Box::into_raw(filter).cast::<c_void>()
+        let filter = Box::into_raw(filter);
+        FILTERS.with(|f| {
+            if let Ok(mut f) = f.try_borrow_mut() {
+                f.insert(context_id, filter);
+            }
+        });
+        filter.cast::<c_void>()
     })
 }
 
@@ -382,7 +396,9 @@ fn fail_request(filter: *mut c_void) -> bool {
     filter.answered = true;
     let host_ptr: *const RefCell<StreamHost> = &*filter.host;
     let _scope = Scope::enter(host_ptr);
+    // Straight out: no response phase for a stream that panicked.
     let _ = hostcalls::send_local_reply(503, &[], b"meshware: internal error\n", -1);
+    hostcalls::send_reply();
     true
 }
 
@@ -454,6 +470,51 @@ mod waker {
     }
 }
 
+/// Sends the local replies the adapter held (`hostcalls::Reply`), each
+/// after its stream's response phase ran on it, as Envoy runs a wasm
+/// filter's: what that phase adds (CORS, security and trace headers)
+/// reaches the reply. Runs at the end of every hook.
+fn send_replies() {
+    for context_id in hostcalls::take_held_replies() {
+        let filter = FILTERS.with(|f| {
+            f.try_borrow()
+                .ok()
+                .and_then(|f| f.get(&context_id).copied())
+        });
+        let Some(filter) = filter else {
+            continue;
+        };
+        let filter = filter.cast::<c_void>();
+        let _ = on_stream(filter, "local reply", |c| {
+            if hostcalls::begin_reply() {
+                c.on_http_response_headers(0, true);
+            }
+        });
+        // SAFETY: registered filters are alive (removed before dropped).
+        let Some(f) = (unsafe { filter.cast::<Filter>().as_mut() }) else {
+            continue;
+        };
+        f.replied = true;
+        let host_ptr: *const RefCell<StreamHost> = &*f.host;
+        let _scope = Scope::enter(host_ptr);
+        if f.failed {
+            // Its response phase panicked: the 503 instead.
+            if let Ok(mut h) = f.host.try_borrow_mut() {
+                h.reply = None;
+            }
+            drop(_scope);
+            fail_request(filter);
+        } else {
+            hostcalls::send_reply();
+        }
+    }
+}
+
+fn replied(filter: *mut c_void) -> bool {
+    // SAFETY: as in `on_stream`.
+    unsafe { filter.cast::<Filter>().as_ref() }.is_some_and(|f| f.replied)
+}
+
 fn note_action(filter: *mut c_void, action: Option<Action>) {
     // SAFETY: as in `on_stream`.
     let Some(filter) = (unsafe { filter.cast::<Filter>().as_mut() }) else {
@@ -474,6 +535,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     let action = on_stream(filter, "request headers", |c| {
         c.on_http_request_headers(0, end_of_stream)
     });
+    send_replies();
     if fail_request(filter) {
         return abi::status::HEADERS_STOP;
     }
@@ -493,6 +555,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
     let action = on_stream(filter, "request body", |c| {
         c.on_http_request_body(hostcalls::body_size(true), end_of_stream)
     });
+    send_replies();
     if fail_request(filter) {
         return abi::status::BODY_STOP_AND_BUFFER;
     }
@@ -528,9 +591,13 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
     end_of_stream: bool,
 ) -> u32 {
     note_action(filter, None);
+    if replied(filter) {
+        return abi::status::CONTINUE;
+    }
     let action = on_stream(filter, "response headers", |c| {
         c.on_http_response_headers(0, end_of_stream)
     });
+    send_replies();
     if fail_request(filter) {
         return abi::status::HEADERS_STOP;
     }
@@ -546,6 +613,9 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
     filter: *mut c_void,
     end_of_stream: bool,
 ) -> u32 {
+    if replied(filter) {
+        return abi::status::CONTINUE;
+    }
     let action = on_stream(filter, "response body", |c| {
         c.on_http_response_body(hostcalls::body_size(false), end_of_stream)
     });
@@ -610,6 +680,11 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(filter: *mut c_voi
     // SAFETY: made by `filter_new` with `Box::into_raw`; Envoy destroys it once.
     let filter = unsafe { Box::from_raw(filter.cast::<Filter>()) };
     hostcalls::unregister_context(filter.context_id);
+    FILTERS.with(|f| {
+        if let Ok(mut f) = f.try_borrow_mut() {
+            f.remove(&filter.context_id);
+        }
+    });
     let _ = guarded("stream drop", (), move || drop(filter));
 }
 
@@ -637,6 +712,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
             drop_root(config);
         }
     }
+    send_replies();
 }
 
 /// Hands a callout's answer (`None`: it failed) to whoever dispatched it:
@@ -705,6 +781,7 @@ fn deliver(filter: *mut c_void, pending: Pending, answer: Option<Answer>) {
         }
     }
     hostcalls::set_answer(Answer::default());
+    send_replies();
 }
 
 // Hooks this build does not use yet (callouts and streams of its own,

@@ -21,6 +21,26 @@ pub struct StreamHost {
     pub envoy: EnvoyPtr,
     pub context_id: u32,
     pub properties: Vec<(String, Vec<u8>)>,
+    /// A local reply the adapter sent, held until this stream's response
+    /// phase has seen it (`Reply`).
+    pub reply: Option<Reply>,
+    /// While the response phase runs on `reply`: its headers stand for
+    /// the response headers.
+    pub replying: bool,
+}
+
+/// A local reply on its way: Envoy does not run a dynamic module's own
+/// response hooks on the replies it sends (unlike a wasm filter's), so the
+/// adapter runs them itself (`entry::send_replies`) and sends the reply
+/// with their edits: CORS, security headers and trace headers reach local
+/// replies as in the wasm build.
+pub struct Reply {
+    pub status: u32,
+    /// Name and value, `:status` first.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// A gRPC trailers-only answer (sent as response headers).
+    pub grpc: bool,
 }
 
 /// Who gets a callout's answer: proxy-wasm's effective context when it
@@ -76,6 +96,8 @@ thread_local! {
     static CALLOUTS: RefCell<HashMap<(usize, u64), Pending>> = RefCell::new(HashMap::new());
     static NEXT_TOKEN: Cell<u32> = const { Cell::new(1) };
     static ANSWER: RefCell<Answer> = RefCell::new(Answer::default());
+    /// Streams whose local reply waits for their response phase.
+    static HELD_REPLIES: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Makes `envoy` the carrier of a root's callouts until the guard drops.
@@ -389,8 +411,42 @@ fn is_answer(map_type: MapType) -> bool {
     )
 }
 
+/// The reply's headers when the response phase runs on a held reply.
+fn reply_headers(map_type: MapType) -> Option<Vec<(String, String)>> {
+    if map_type != MapType::HttpResponseHeaders {
+        return None;
+    }
+    with_stream(|s| {
+        s.replying
+            .then(|| s.reply.as_ref().map(|r| r.headers.clone()))
+            .flatten()
+    })
+    .ok()
+    .flatten()
+}
+
+/// Edits the held reply's headers (`None`: no reply is being replied).
+fn edit_reply(map_type: MapType, edit: impl FnOnce(&mut Vec<(String, String)>)) -> Option<()> {
+    if map_type != MapType::HttpResponseHeaders {
+        return None;
+    }
+    with_stream(|s| {
+        if !s.replying {
+            return None;
+        }
+        s.reply.as_mut().map(|r| edit(&mut r.headers))
+    })
+    .ok()
+    .flatten()
+}
+
 /// A header map in proxy-wasm's serialization (`Headers::from_serialized`).
 pub fn get_map_serialized(map_type: MapType) -> Result<Vec<u8>, Status> {
+    if let Some(pairs) = reply_headers(map_type) {
+        return Ok(serialize(
+            pairs.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())),
+        ));
+    }
     if is_answer(map_type) {
         let pairs = answer_headers();
         return Ok(serialize(
@@ -405,6 +461,12 @@ pub fn get_map_serialized(map_type: MapType) -> Result<Vec<u8>, Status> {
 }
 
 pub fn get_map_bytes(map_type: MapType) -> Result<Vec<(String, Bytes)>, Status> {
+    if let Some(pairs) = reply_headers(map_type) {
+        return Ok(pairs
+            .into_iter()
+            .map(|(k, v)| (k, v.into_bytes()))
+            .collect());
+    }
     let lossy = |k: &[u8]| String::from_utf8_lossy(k).into_owned();
     if is_answer(map_type) {
         return Ok(answer_headers()
@@ -425,6 +487,12 @@ pub fn get_map_bytes(map_type: MapType) -> Result<Vec<(String, Bytes)>, Status> 
 
 /// One header's first value; `Err` when the map cannot be read now.
 pub fn get_map_value_checked(map_type: MapType, key: &str) -> Result<Option<Vec<u8>>, Status> {
+    if let Some(pairs) = reply_headers(map_type) {
+        return Ok(pairs
+            .into_iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.into_bytes()));
+    }
     if is_answer(map_type) {
         return Ok(answer_headers()
             .into_iter()
@@ -462,6 +530,15 @@ pub fn get_map_value_bytes(map_type: MapType, key: &str) -> Result<Option<Bytes>
 }
 
 pub fn set_map_value(map_type: MapType, key: &str, value: Option<&str>) -> Result<(), Status> {
+    let edited = edit_reply(map_type, |headers| {
+        headers.retain(|(k, _)| !k.eq_ignore_ascii_case(key));
+        if let Some(v) = value {
+            headers.push((key.to_ascii_lowercase(), v.to_string()));
+        }
+    });
+    if edited.is_some() {
+        return Ok(());
+    }
     let kind = header_kind(map_type)?;
     let envoy = envoy()?;
     let value = value.map_or(Buffer::EMPTY, |v| Buffer::of(v.as_bytes()));
@@ -485,6 +562,12 @@ pub fn remove_map_value(map_type: MapType, key: &str) -> Result<(), Status> {
 }
 
 pub fn add_map_value(map_type: MapType, key: &str, value: &str) -> Result<(), Status> {
+    let edited = edit_reply(map_type, |headers| {
+        headers.push((key.to_ascii_lowercase(), value.to_string()));
+    });
+    if edited.is_some() {
+        return Ok(());
+    }
     let kind = header_kind(map_type)?;
     let envoy = envoy()?;
     // SAFETY: `envoy` is the live filter; Envoy copies both buffers.
@@ -528,7 +611,19 @@ fn attribute_string(id: u32) -> Result<Option<Bytes>, Status> {
 pub fn get_property(path: Vec<&str>) -> Result<Option<Bytes>, Status> {
     match path.as_slice() {
         ["source", "address"] => attribute_string(abi::attribute::SOURCE_ADDRESS),
-        ["response", "code"] => attribute_int(abi::attribute::RESPONSE_CODE),
+        ["response", "code"] => {
+            let replying = with_stream(|s| {
+                s.replying
+                    .then(|| s.reply.as_ref().map(|r| u64::from(r.status)))
+                    .flatten()
+            })
+            .ok()
+            .flatten();
+            match replying {
+                Some(code) => Ok(Some(code.to_le_bytes().to_vec())),
+                None => attribute_int(abi::attribute::RESPONSE_CODE),
+            }
+        }
         ["response", "flags"] => attribute_int(abi::attribute::RESPONSE_FLAGS),
         ["response", "grpc_status"] => attribute_int(abi::attribute::RESPONSE_GRPC_STATUS),
         ["xds", "cluster_name"] => {
@@ -620,45 +715,86 @@ fn grpc_message(body: &[u8]) -> String {
     out
 }
 
-/// A local reply. `grpc_status >= 0` answers a gRPC call with that status
-/// in a trailers-only response (headers `grpc-status`, `grpc-message`),
-/// what Envoy's wasm filter sends for it; the ABI's `send_response` would
-/// let Envoy derive the status from the HTTP code.
+/// A local reply, held for the stream's response phase (`Reply`; sent by
+/// `send_reply`). `grpc_status >= 0` answers a gRPC call with that status
+/// in a trailers-only response (headers `grpc-status`, `grpc-message`), as
+/// Envoy's wasm host does.
 pub fn send_local_reply(
     status: u32,
     headers: &[(&str, &str)],
     body: &[u8],
     grpc_status: i32,
 ) -> Result<(), Status> {
-    let envoy = envoy()?;
-    let header = |k: &[u8], v: &[u8]| abi::Header {
-        key: Buffer::of(k),
-        value: Buffer::of(v),
+    let grpc = grpc_status >= 0;
+    let mut all: Vec<(String, String)> = Vec::with_capacity(headers.len() + 4);
+    let mut set = |k: &str, v: &str| {
+        // A later value replaces an earlier one (the adapter passes
+        // `grpc-status` and `grpc-message` itself too): each appears once.
+        match all
+            .iter_mut()
+            .find(|(name, _)| name.eq_ignore_ascii_case(k))
+        {
+            Some(h) => h.1 = v.to_string(),
+            None => all.push((k.to_ascii_lowercase(), v.to_string())),
+        }
     };
-    if grpc_status >= 0 {
-        let code = grpc_status.to_string();
+    if grpc {
+        set(":status", "200");
+        set("content-type", "application/grpc");
+        set("grpc-status", &grpc_status.to_string());
         let message = grpc_message(body);
-        let mut all = vec![
-            header(b":status", b"200"),
-            header(b"content-type", b"application/grpc"),
-            header(b"grpc-status", code.as_bytes()),
-        ];
         if !message.is_empty() {
-            all.push(header(b"grpc-message", message.as_bytes()));
+            set("grpc-message", &message);
         }
-        // The adapter passes `grpc-status` and `grpc-message` itself too
-        // (`host::send_reply`): a later value replaces an earlier one, as
-        // Envoy's wasm host sets them, so each appears once.
-        for (k, v) in headers {
-            let same = |h: &abi::Header| {
-                // SAFETY: the names point into `headers` and the literals above.
-                unsafe { h.key.as_slice() }.eq_ignore_ascii_case(k.as_bytes())
-            };
-            match all.iter_mut().find(|h| same(h)) {
-                Some(h) => h.value = Buffer::of(v.as_bytes()),
-                None => all.push(header(k.as_bytes(), v.as_bytes())),
-            }
+    } else {
+        set(":status", &status.to_string());
+    }
+    for (k, v) in headers {
+        set(k, v);
+    }
+    let reply = Reply {
+        status: if grpc { 200 } else { status },
+        headers: all,
+        body: if grpc { Vec::new() } else { body.to_vec() },
+        grpc,
+    };
+    with_stream(|s| s.reply = Some(reply))?;
+    let context_id = with_stream(|s| s.context_id)?;
+    HELD_REPLIES.with(|h| {
+        if let Ok(mut h) = h.try_borrow_mut() {
+            h.push(context_id);
         }
+    });
+    Ok(())
+}
+
+/// The streams of this worker with a held reply, oldest first.
+pub fn take_held_replies() -> Vec<u32> {
+    HELD_REPLIES.with(|h| {
+        h.try_borrow_mut()
+            .map(|mut h| std::mem::take(&mut *h))
+            .unwrap_or_default()
+    })
+}
+
+/// Sends the held reply of the stream in scope, as its response phase
+/// left it.
+pub fn send_reply() {
+    let Ok(Some(reply)) = with_stream(|s| {
+        s.replying = false;
+        s.reply.take()
+    }) else {
+        return;
+    };
+    let Ok(envoy) = envoy() else {
+        return;
+    };
+    let header = |k: &str, v: &str| abi::Header {
+        key: Buffer::of(k.as_bytes()),
+        value: Buffer::of(v.as_bytes()),
+    };
+    if reply.grpc {
+        let all: Vec<abi::Header> = reply.headers.iter().map(|(k, v)| header(k, v)).collect();
         // SAFETY: `envoy` is the live filter; Envoy copies every buffer.
         unsafe {
             abi::envoy_dynamic_module_callback_http_send_response_headers(
@@ -668,24 +804,35 @@ pub fn send_local_reply(
                 true,
             )
         };
-        return Ok(());
+        return;
     }
-    let all: Vec<abi::Header> = headers
+    let all: Vec<abi::Header> = reply
+        .headers
         .iter()
-        .map(|(k, v)| header(k.as_bytes(), v.as_bytes()))
+        .filter(|(k, _)| k != ":status")
+        .map(|(k, v)| header(k, v))
         .collect();
     // SAFETY: `envoy` is the live filter; Envoy copies every buffer.
     unsafe {
         abi::envoy_dynamic_module_callback_http_send_response(
             envoy,
-            status,
+            reply.status,
             all.as_ptr(),
             all.len(),
-            Buffer::of(body),
+            Buffer::of(&reply.body),
             Buffer::of(b"meshware"),
         )
     };
-    Ok(())
+}
+
+/// Starts the response phase on the held reply of the stream in scope:
+/// whether there is one.
+pub fn begin_reply() -> bool {
+    with_stream(|s| {
+        s.replying = s.reply.is_some();
+        s.replying
+    })
+    .unwrap_or(false)
 }
 
 pub fn send_http_response(
