@@ -39,7 +39,7 @@ WASM_OUT       := target/$(WASM_TARGET)/$(WASM_PROFILE)
 SUITE_PROFILE  := wasm-suite
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup setup-run test-routers istio-crds build build-test-panic build-counting run run-etcd soak bench bench-tools bench-hostcalls bench-instructions bench-time profile-vm dashboard-picture fuzz test test-compat fmt-check clippy unit wasm-test e2e e2e-suite check-config istio oci istio-check clean
+.PHONY: help setup setup-run test-routers istio-crds build build-native build-test-panic build-counting run run-etcd soak bench bench-tools bench-hostcalls bench-instructions bench-time profile-vm dashboard-picture fuzz test test-compat fmt-check clippy unit wasm-test e2e e2e-suite e2e-native check-config istio oci istio-check clean
 
 help:
 	@echo "make setup | build | run | test | test-compat | bench | bench-hostcalls | bench-instructions | bench-time | profile-vm | soak | fuzz | check-config PROFILE=file.json | istio | oci | clean"
@@ -239,7 +239,7 @@ bench: build bench-tools $(ETCD_BIN)
 	@$(VENV)/bin/python -c 'import matplotlib' 2>/dev/null || $(VENV)/bin/pip install --quiet matplotlib
 	$(VENV)/bin/python tests/bench_chart.py
 
-test: setup test-routers fmt-check clippy unit wasm-test istio-check build build-test-panic e2e e2e-suite
+test: setup test-routers fmt-check clippy unit wasm-test istio-check build build-native build-test-panic e2e e2e-suite e2e-native
 
 ## test-routers: the real routers the differential path test puts behind
 ## Envoy (tests/routers): nginx (Debian), Flask (PyPI), Express (npm, from
@@ -265,9 +265,11 @@ clippy:
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy --target $(WASM_TARGET) -p meshware-common $(addprefix -p ,$(FILTER_CRATES)) -- -D warnings
 	cargo clippy --target $(WASM_TARGET) -p suite -p noop -p probe -- -D warnings
+	cargo clippy -p suite -p meshware-common --features suite/native --all-targets -- -D warnings
 
 unit:
 	cargo test --workspace --exclude meshware-e2e
+	cargo test -p meshware-common --features native --lib native
 
 # The common crate's logic tests again, compiled to wasm and run under Node.
 wasm-test:

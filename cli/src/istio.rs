@@ -3,7 +3,7 @@
 //! order) or for the single suite module, and the canary VirtualService +
 //! DestinationRule.
 
-use crate::bootstrap::{wasm_filter_with_code, SUITE};
+use crate::bootstrap::{native_filter, wasm_filter_with_code, SUITE};
 use crate::{Failure, Phase, FILTERS};
 use meshware_common::filter::compile;
 use meshware_common::ConfigErrors;
@@ -79,6 +79,14 @@ pub fn suite_envoy_filters(profile: &str, p: &IstioParams) -> Vec<Value> {
     envoy_filters_of(&suite_module(), profile, p)
 }
 
+/// The EnvoyFilter inserting the native suite (`libmeshware.so`, Envoy's
+/// dynamic modules) from `POD_WASM_DIR`: for an istio-proxy built on Envoy
+/// 1.40.0 only (docs/DEPLOY.md). Instead of the wasm manifests.
+pub fn native_envoy_filters(profile: &str, p: &IstioParams) -> Vec<Value> {
+    let value = native_filter(std::path::Path::new(POD_WASM_DIR), profile);
+    vec![envoy_filter("native", 0, value, p)]
+}
+
 fn envoy_filters_of(modules: &[Module], profile: &str, p: &IstioParams) -> Vec<Value> {
     modules
         .iter()
@@ -86,34 +94,40 @@ fn envoy_filters_of(modules: &[Module], profile: &str, p: &IstioParams) -> Vec<V
         .map(|(i, f)| {
             let code = json!({"local": {"filename": format!("{POD_WASM_DIR}/{}.wasm", f.name)}});
             let value = wasm_filter_with_code(f.name, code, profile, &[]);
-            let patches: Vec<Value> = ["SIDECAR_INBOUND", "GATEWAY"]
-                .iter()
-                .map(|context| {
-                    json!({
-                        "applyTo": "HTTP_FILTER",
-                        "match": {
-                            "context": context,
-                            "listener": {"filterChain": {"filter": {
-                                "name": "envoy.filters.network.http_connection_manager",
-                                "subFilter": {"name": "envoy.filters.http.router"}
-                            }}}
-                        },
-                        "patch": {"operation": "INSERT_BEFORE", "value": value}
-                    })
-                })
-                .collect();
-            json!({
-                "apiVersion": "networking.istio.io/v1alpha3",
-                "kind": "EnvoyFilter",
-                "metadata": metadata(f.name, p),
-                "spec": {
-                    "workloadSelector": {"labels": p.selector},
-                    "priority": i,
-                    "configPatches": patches
-                }
-            })
+            envoy_filter(f.name, i, value, p)
         })
         .collect()
+}
+
+/// One EnvoyFilter: `value` inserted before the router on sidecar inbound
+/// listeners and on gateways, at `priority`.
+fn envoy_filter(name: &str, priority: usize, value: Value, p: &IstioParams) -> Value {
+    let patches: Vec<Value> = ["SIDECAR_INBOUND", "GATEWAY"]
+        .iter()
+        .map(|context| {
+            json!({
+                "applyTo": "HTTP_FILTER",
+                "match": {
+                    "context": context,
+                    "listener": {"filterChain": {"filter": {
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "subFilter": {"name": "envoy.filters.http.router"}
+                    }}}
+                },
+                "patch": {"operation": "INSERT_BEFORE", "value": value}
+            })
+        })
+        .collect();
+    json!({
+        "apiVersion": "networking.istio.io/v1alpha3",
+        "kind": "EnvoyFilter",
+        "metadata": metadata(name, p),
+        "spec": {
+            "workloadSelector": {"labels": p.selector},
+            "priority": priority,
+            "configPatches": patches
+        }
+    })
 }
 
 fn wasm_fields(f: &Module, index: usize, profile: &Value, p: &IstioParams) -> Value {
@@ -297,6 +311,11 @@ pub fn render_all(
     files.insert(
         "suite/trafficextension.yaml",
         doc(traffic_extensions_of(&suite, &profile, p)),
+    );
+    // The native suite (Envoy's dynamic modules): an EnvoyFilter only.
+    files.insert(
+        "native/envoyfilter.yaml",
+        doc(native_envoy_filters(&compact, p)),
     );
     files.insert(
         "grafana-dashboard.json",

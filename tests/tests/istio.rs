@@ -3,7 +3,9 @@
 //! each OCI layout holds exactly the module the manifests pin by sha256.
 
 use meshware_cli::bootstrap::SUITE;
-use meshware_cli::istio::{envoy_filters, render_all, suite_envoy_filters, IstioParams};
+use meshware_cli::istio::{
+    envoy_filters, native_envoy_filters, render_all, suite_envoy_filters, IstioParams,
+};
 use meshware_cli::oci::{sha256_hex, write_layout, LAYER_MEDIA_TYPE, VARIANT_ANNOTATION};
 use meshware_cli::{
     EXAMPLE_IMAGE, EXAMPLE_NAMESPACE, EXAMPLE_SELECTOR, EXAMPLE_SERVICE, EXAMPLE_TAG, FILTERS,
@@ -69,7 +71,7 @@ fn without_digests(text: &str) -> String {
 #[test]
 fn checked_in_manifests_are_the_generators_output() {
     let files = render_all(&profile(), &example_params(), EXAMPLE_SERVICE).unwrap();
-    assert_eq!(files.len(), 8);
+    assert_eq!(files.len(), 9);
     for (name, generated) in files {
         let path = meshware_e2e::root().join("istio").join(name);
         let committed = std::fs::read_to_string(&path).unwrap_or_default();
@@ -108,6 +110,22 @@ fn the_suite_envoyfilter_patch_passes_envoy_validate() {
     validate_patches(&filters);
 }
 
+#[test]
+fn the_native_envoyfilter_patch_passes_envoy_validate() {
+    let compact = serde_json::from_str::<Value>(&profile())
+        .unwrap()
+        .to_string();
+    let filters = native_envoy_filters(&compact, &example_params());
+    assert_eq!(filters.len(), 1);
+    let config = &filters[0]["spec"]["configPatches"][0]["patch"]["value"]["typed_config"];
+    assert_eq!(
+        config["dynamic_module_config"]["module"]["local"]["filename"],
+        "/var/lib/meshware/libmeshware.so"
+    );
+    assert_eq!(config["filter_config"]["value"], json!(compact));
+    validate_patches(&filters);
+}
+
 /// The patches' filter configs, pointed at the local build, in one
 /// bootstrap that `envoy --mode validate` must accept.
 fn validate_patches(filters: &[Value]) {
@@ -119,7 +137,12 @@ fn validate_patches(filters: &[Value]) {
         assert_eq!(patches[0]["patch"]["operation"], "INSERT_BEFORE");
         let mut value = patches[0]["patch"]["value"].clone();
         // The pod path of the module, swapped for the local build.
-        let code = &mut value["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"];
+        let native = value["typed_config"]["dynamic_module_config"].is_object();
+        let code = if native {
+            &mut value["typed_config"]["dynamic_module_config"]["module"]["local"]["filename"]
+        } else {
+            &mut value["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"]
+        };
         let file = code
             .as_str()
             .unwrap()

@@ -685,7 +685,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(filter: *mut c_voi
             f.remove(&filter.context_id);
         }
     });
-    let _ = guarded("stream drop", (), move || drop(filter));
+    guarded("stream drop", (), move || drop(filter));
 }
 
 #[no_mangle]
@@ -787,8 +787,11 @@ fn deliver(filter: *mut c_void, pending: Pending, answer: Option<Answer>) {
 // Hooks this build does not use yet (callouts and streams of its own,
 // watermarks); Envoy requires every one to exist.
 
+/// # Safety
+/// Envoy passes `headers_len` headers and `body_len` chunks it owns for
+/// the duration of the call.
 #[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
     envoy: EnvoyPtr,
     filter: *mut c_void,
     callout_id: u64,
