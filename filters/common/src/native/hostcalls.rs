@@ -869,6 +869,12 @@ fn start(envoy: EnvoyPtr, request: &Request) -> Option<u64> {
             timeout_ms,
         )
     };
+    if result != abi::CALLOUT_SUCCESS {
+        log::debug!(
+            "[meshware] callout to cluster {} refused by Envoy (init result {result})",
+            request.cluster
+        );
+    }
     (result == abi::CALLOUT_SUCCESS).then_some(id)
 }
 
@@ -979,6 +985,26 @@ pub fn dispatch_http_call(
     callout(upstream, &headers, body.unwrap_or_default(), timeout, false)
 }
 
+/// The cluster a gRPC call goes to: proxy-wasm's target is a cluster name
+/// or a serialized `envoy.config.core.v3.GrpcService` (the rate-limit
+/// filter passes one): `envoy_grpc` (field 1) { `cluster_name` (field 1) }.
+fn grpc_cluster(upstream: &str) -> &str {
+    // One length-delimited field 1 holding `len` bytes: `[0x0a, len, ...]`
+    // (names of at most 127 bytes: one varint byte).
+    fn field1(bytes: &[u8]) -> Option<&[u8]> {
+        match bytes {
+            [0x0a, len, rest @ ..] if usize::from(*len) <= rest.len() && *len < 0x80 => {
+                rest.get(..usize::from(*len))
+            }
+            _ => None,
+        }
+    }
+    field1(upstream.as_bytes())
+        .and_then(field1)
+        .and_then(|name| std::str::from_utf8(name).ok())
+        .unwrap_or(upstream)
+}
+
 /// A unary gRPC call as an HTTP/2 callout: Envoy's async client speaks
 /// HTTP/2 to a gRPC cluster; the message goes in one length-prefixed frame.
 pub fn dispatch_grpc_call(
@@ -989,6 +1015,7 @@ pub fn dispatch_grpc_call(
     message: Option<&[u8]>,
     timeout: Duration,
 ) -> Result<u32, Status> {
+    let upstream_name = grpc_cluster(upstream_name);
     let path = format!("/{service_name}/{method_name}");
     let deadline = format!("{}m", timeout.as_millis().clamp(1, 99_999_999));
     let mut headers: Vec<(&[u8], &[u8])> = vec![
@@ -1233,6 +1260,15 @@ pub fn record_metric(metric_id: u32, value: u64) -> Result<(), Status> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_targets_are_cluster_names_or_grpc_services() {
+        assert_eq!(grpc_cluster("rls"), "rls");
+        // GrpcService { envoy_grpc { cluster_name: "rls" } }
+        assert_eq!(grpc_cluster("\n\u{5}\n\u{3}rls"), "rls");
+        // Truncated: taken as a name.
+        assert_eq!(grpc_cluster("\n\u{9}\n\u{3}rls"), "\n\u{9}\n\u{3}rls");
+    }
 
     #[test]
     fn grpc_answers_read_status_and_first_frame() {
