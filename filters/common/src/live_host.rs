@@ -209,6 +209,13 @@ impl LiveHost {
     pub fn tick(&mut self) {
         let now = EnvoyEnv.now_ms();
         self.record_staleness(now);
+        // The native build polls from the main thread's root only: a
+        // worker's callouts ride on its streams, which may end before the
+        // answer; the workers adopt what it publishes.
+        #[cfg(feature = "native")]
+        if !crate::native::entry::on_main_thread() {
+            return;
+        }
         if let Some((_, since)) = self.in_flight {
             // Envoy answers every call by its timeout; this is a backstop.
             if now < since.saturating_add(self.settings.timeout_ms.saturating_mul(2)) {

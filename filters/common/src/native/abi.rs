@@ -218,6 +218,7 @@ extern "C" {
         labels_len: usize,
         id: *mut usize,
     ) -> u32;
+    /// With labels: a counter per label-value combination ("vec").
     pub fn envoy_dynamic_module_callback_http_filter_config_increment_counter(
         config: EnvoyPtr,
         id: usize,
@@ -269,6 +270,25 @@ extern "C" {
         body: Buffer,
         timeout_ms: u64,
     ) -> u32;
+    pub fn envoy_dynamic_module_callback_http_filter_config_http_callout(
+        config: EnvoyPtr,
+        callout_id: *mut u64,
+        cluster: Buffer,
+        headers: *const Header,
+        headers_len: usize,
+        body: Buffer,
+        timeout_ms: u64,
+    ) -> u32;
+    pub fn envoy_dynamic_module_callback_http_filter_config_scheduler_new(
+        config: EnvoyPtr,
+    ) -> *mut c_void;
+    pub fn envoy_dynamic_module_callback_http_filter_config_scheduler_commit(
+        scheduler: *mut c_void,
+        event_id: u64,
+    );
+    pub fn envoy_dynamic_module_callback_http_filter_config_scheduler_delete(
+        scheduler: *mut c_void,
+    );
     pub fn envoy_dynamic_module_callback_log(level: u32, message: Buffer);
     pub fn envoy_dynamic_module_callback_log_enabled(level: u32) -> bool;
 }
@@ -304,6 +324,10 @@ pub const REQUIRED: &[&str] = &[
     "envoy_dynamic_module_callback_http_filter_scheduler_commit",
     "envoy_dynamic_module_callback_http_filter_scheduler_delete",
     "envoy_dynamic_module_callback_http_filter_http_callout",
+    "envoy_dynamic_module_callback_http_filter_config_http_callout",
+    "envoy_dynamic_module_callback_http_filter_config_scheduler_new",
+    "envoy_dynamic_module_callback_http_filter_config_scheduler_commit",
+    "envoy_dynamic_module_callback_http_filter_config_scheduler_delete",
     "envoy_dynamic_module_callback_log",
     "envoy_dynamic_module_callback_log_enabled",
     // Present only from the ABI this was written for (v0.2.0): an older

@@ -57,11 +57,14 @@ pub struct MetricDef {
 /// and the metrics defined for it.
 pub struct Config {
     /// Distinguishes configurations whose memory is reused.
-    generation: u64,
+    pub generation: u64,
     pub envoy: EnvoyRef,
     profile: Vec<u8>,
     pub metrics: Vec<MetricDef>,
     metric_index: HashMap<(u32, String), u32>,
+    /// Labelled metrics ("vecs") for names first defined after configure
+    /// time (`hostcalls::define_metric`).
+    pub families: Vec<hostcalls::Family>,
 }
 
 impl Config {
@@ -145,7 +148,16 @@ pub fn program_init(factory: RootFactory) -> *const u8 {
         );
     }));
     let _ = FACTORY.set(factory);
+    let _ = MAIN_THREAD.set(std::thread::current().id());
     abi::ABI_VERSION.as_ptr()
+}
+
+/// Envoy's main thread: the one that loads the module.
+static MAIN_THREAD: OnceLock<std::thread::ThreadId> = OnceLock::new();
+
+/// Whether the caller runs on Envoy's main thread (not a worker).
+pub fn on_main_thread() -> bool {
+    MAIN_THREAD.get() == Some(&std::thread::current().id())
 }
 
 fn guarded<R>(what: &str, fallback: R, f: impl FnOnce() -> R) -> R {
@@ -175,12 +187,15 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
         hostcalls::set_plugin_configuration(&profile);
         hostcalls::begin_definitions(config_envoy);
         let mut root = factory(next_context_id());
-        let ok = root.on_configure(profile.len());
-        let _ = hostcalls::take_tick_ms();
+        let ok = {
+            let _main = hostcalls::MainConfig::enter(config_envoy);
+            root.on_configure(profile.len())
+        };
+        let tick_ms = hostcalls::take_tick_ms();
         let metrics = hostcalls::end_definitions();
-        root.on_done();
-        drop(root);
+        let families = hostcalls::define_families(config_envoy, &metrics);
         if !ok {
+            root.on_done();
             return std::ptr::null();
         }
         static GENERATION: AtomicU64 = AtomicU64::new(1);
@@ -200,9 +215,185 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
             profile,
             metrics,
             metric_index,
+            families,
         });
+        // The main thread keeps this root, as Envoy keeps a wasm plugin's
+        // main-thread VM: its ticks do the background work (key set
+        // fetches, live configuration polls) with or without traffic.
+        main_root::keep(generation, config_envoy, root, tick_ms);
         Box::into_raw(config) as *const c_void
     })
+}
+
+/// The main thread's root per configuration, ticked by Envoy's config
+/// scheduler (`timer`), its callouts carried by the configuration.
+mod main_root {
+    use super::*;
+
+    thread_local! {
+        static ROOTS: RefCell<HashMap<u64, Box<dyn RootContext>>> = RefCell::new(HashMap::new());
+    }
+
+    pub fn keep(generation: u64, config: EnvoyPtr, root: Box<dyn RootContext>, tick_ms: u64) {
+        ROOTS.with(|r| {
+            if let Ok(mut r) = r.try_borrow_mut() {
+                r.insert(generation, root);
+            }
+        });
+        if tick_ms == 0 {
+            return;
+        }
+        // SAFETY: `config` is the configuration being created (main thread).
+        let scheduler =
+            unsafe { abi::envoy_dynamic_module_callback_http_filter_config_scheduler_new(config) };
+        if !scheduler.is_null() {
+            timer::add(
+                key(generation),
+                scheduler,
+                true,
+                Duration::from_millis(tick_ms),
+            );
+        }
+    }
+
+    /// Timer keys of configurations, apart from the streams' (addresses).
+    fn key(generation: u64) -> usize {
+        usize::MAX - generation as usize
+    }
+
+    /// Runs `f` on the configuration's main-thread root with its scopes;
+    /// a panic drops the root (its background work stops, the workers
+    /// serve on).
+    pub fn with(config: &Config, what: &str, f: impl FnOnce(&mut dyn RootContext)) {
+        let _config_scope = ConfigScope::enter(config);
+        let _scope = Scope::enter(std::ptr::null());
+        let _carrier = Carrier::enter(std::ptr::null_mut());
+        let _main = hostcalls::MainConfig::enter(config.envoy.0);
+        let ran = ROOTS.with(|r| {
+            let Ok(mut r) = r.try_borrow_mut() else {
+                return true;
+            };
+            let Some(root) = r.get_mut(&config.generation) else {
+                return true;
+            };
+            catch_unwind(AssertUnwindSafe(|| f(root.as_mut()))).is_ok()
+        });
+        if !ran {
+            log::error!("[meshware] the main thread's {what} panicked: its background work stops");
+            drop_root(config.generation);
+        }
+    }
+
+    pub fn drop_root(generation: u64) {
+        timer::remove(key(generation));
+        let root = ROOTS.with(|r| {
+            r.try_borrow_mut()
+                .ok()
+                .and_then(|mut r| r.remove(&generation))
+        });
+        if let Some(mut root) = root {
+            let _ = catch_unwind(AssertUnwindSafe(|| root.on_done()));
+        }
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
+    _config_envoy: EnvoyPtr,
+    config: *const c_void,
+    _event_id: u64,
+) {
+    // SAFETY: Envoy passes the pointer `config_new` returned, alive.
+    let Some(config) = (unsafe { config.cast::<Config>().as_ref() }) else {
+        return;
+    };
+    main_root::with(config, "tick", |root| root.on_tick());
+}
+
+/// # Safety
+/// Envoy passes `headers_len` headers and `body_len` chunks it owns for
+/// the duration of the call.
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout_done(
+    config_envoy: EnvoyPtr,
+    config: *const c_void,
+    callout_id: u64,
+    result: u32,
+    headers: *const abi::Header,
+    headers_len: usize,
+    body: *const abi::Buffer,
+    body_len: usize,
+) {
+    // SAFETY: Envoy passes the pointer `config_new` returned, alive.
+    let Some(config) = (unsafe { config.cast::<Config>().as_ref() }) else {
+        return;
+    };
+    let Some(pending) = hostcalls::take_pending(config_envoy, callout_id) else {
+        return;
+    };
+    // SAFETY: the caller's contract.
+    let answer = (result == abi::CALLOUT_SUCCESS)
+        .then(|| unsafe { answer_of(headers, headers_len, body, body_len) });
+    let (token, grpc) = (pending.token, pending.grpc);
+    let (status, size) = prepare_answer(grpc, answer);
+    main_root::with(config, "callout answer", |root| {
+        if grpc {
+            root.on_grpc_call_response(token, status, size.1);
+        } else {
+            root.on_http_call_response(token, size.0, size.1, 0);
+        }
+    });
+    hostcalls::set_answer(Answer::default());
+}
+
+/// An answer's headers and body, copied out of Envoy's.
+///
+/// # Safety
+/// `headers` and `body` point to `headers_len` and `body_len` items Envoy
+/// owns for the call (or are null).
+unsafe fn answer_of(
+    headers: *const abi::Header,
+    headers_len: usize,
+    body: *const abi::Buffer,
+    body_len: usize,
+) -> Answer {
+    let mut answer = Answer::default();
+    if !headers.is_null() {
+        // SAFETY: the caller's contract.
+        for h in unsafe { std::slice::from_raw_parts(headers, headers_len) } {
+            // SAFETY: as above.
+            let (k, v) = unsafe { (h.key.as_slice(), h.value.as_slice()) };
+            answer.headers.push((k.to_vec(), v.to_vec()));
+        }
+    }
+    if !body.is_null() {
+        // SAFETY: the caller's contract.
+        for chunk in unsafe { std::slice::from_raw_parts(body, body_len) } {
+            // SAFETY: as above.
+            answer.body.extend_from_slice(unsafe { chunk.as_slice() });
+        }
+    }
+    answer
+}
+
+/// Sets the answer host calls read while it is delivered; returns the gRPC
+/// status and (headers, body size) the context is told.
+fn prepare_answer(grpc: bool, answer: Option<Answer>) -> (u32, (usize, usize)) {
+    let answered = answer.is_some();
+    let answer = answer.unwrap_or_default();
+    if grpc {
+        let (status, message) = hostcalls::grpc_answer(answered, &answer.headers, &answer.body);
+        let sizes = (answer.headers.len(), message.len());
+        hostcalls::set_answer(Answer {
+            headers: answer.headers,
+            body: message,
+        });
+        (status, sizes)
+    } else {
+        let sizes = (answer.headers.len(), answer.body.len());
+        hostcalls::set_answer(answer);
+        (0, sizes)
+    }
 }
 
 #[no_mangle]
@@ -212,6 +403,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config: *mu
     }
     // SAFETY: made by `config_new` with `Box::into_raw`; Envoy destroys it once.
     let config = unsafe { Box::from_raw(config.cast::<Config>()) };
+    main_root::drop_root(config.generation);
     live_generations()
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -402,34 +594,84 @@ fn fail_request(filter: *mut c_void) -> bool {
     true
 }
 
-/// Wakes paused streams: a timer thread commits an event to each paused
-/// stream's scheduler every `WAKE_MS`; the event runs on the stream's
-/// worker, whose root then ticks (resuming parked requests).
-mod waker {
+/// Wakes paused streams and ticks the main thread's roots: a timer thread
+/// commits an event to each registered scheduler when its period is due
+/// (Envoy runs the event on the scheduler's thread). A paused stream's
+/// event lets its worker's root tick, resuming parked requests.
+mod timer {
     use super::*;
 
-    fn paused() -> &'static Mutex<HashMap<usize, usize>> {
-        static PAUSED: OnceLock<Mutex<HashMap<usize, usize>>> = OnceLock::new();
-        PAUSED.get_or_init(|| {
+    struct Entry {
+        scheduler: usize,
+        /// A filter configuration's scheduler (main thread), not a stream's.
+        config: bool,
+        period: Duration,
+        due: Instant,
+    }
+
+    fn entries() -> &'static Mutex<HashMap<usize, Entry>> {
+        static ENTRIES: OnceLock<Mutex<HashMap<usize, Entry>>> = OnceLock::new();
+        ENTRIES.get_or_init(|| {
             let _ = std::thread::Builder::new()
-                .name("meshware-waker".to_string())
+                .name("meshware-timer".to_string())
                 .spawn(|| loop {
                     std::thread::sleep(Duration::from_millis(WAKE_MS));
-                    let paused = paused().lock().unwrap_or_else(|p| p.into_inner());
-                    for scheduler in paused.values() {
+                    let now = Instant::now();
+                    let mut entries = entries().lock().unwrap_or_else(|p| p.into_inner());
+                    for e in entries.values_mut().filter(|e| now >= e.due) {
+                        e.due = now + e.period;
+                        let scheduler = e.scheduler as *mut c_void;
                         // SAFETY: a scheduler stays registered only until
-                        // `resume` deletes it, under this lock.
+                        // `remove` deletes it, under this lock; commits are
+                        // thread-safe.
                         unsafe {
-                            abi::envoy_dynamic_module_callback_http_filter_scheduler_commit(
-                                *scheduler as *mut c_void,
-                                0,
-                            );
+                            if e.config {
+                                abi::envoy_dynamic_module_callback_http_filter_config_scheduler_commit(scheduler, 0);
+                            } else {
+                                abi::envoy_dynamic_module_callback_http_filter_scheduler_commit(scheduler, 0);
+                            }
                         }
                     }
                 });
             Mutex::new(HashMap::new())
         })
     }
+
+    pub fn add(key: usize, scheduler: *mut c_void, config: bool, period: Duration) {
+        entries().lock().unwrap_or_else(|p| p.into_inner()).insert(
+            key,
+            Entry {
+                scheduler: scheduler as usize,
+                config,
+                period,
+                due: Instant::now() + period,
+            },
+        );
+    }
+
+    /// Unregisters `key` and deletes its scheduler, under the lock the
+    /// timer thread commits under.
+    pub fn remove(key: usize) {
+        let mut entries = entries().lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = entries.remove(&key) {
+            let scheduler = e.scheduler as *mut c_void;
+            // SAFETY: made by `scheduler_new`, deleted once.
+            unsafe {
+                if e.config {
+                    abi::envoy_dynamic_module_callback_http_filter_config_scheduler_delete(
+                        scheduler,
+                    );
+                } else {
+                    abi::envoy_dynamic_module_callback_http_filter_scheduler_delete(scheduler);
+                }
+            }
+        }
+    }
+}
+
+/// Paused streams are woken every `WAKE_MS` (`timer`).
+mod waker {
+    use super::*;
 
     pub fn pause(filter: &mut Filter) {
         if filter.scheduler.is_some() {
@@ -447,26 +689,13 @@ mod waker {
         }
         let key = filter as *mut Filter as usize;
         filter.scheduler = Some(scheduler as usize);
-        paused()
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, scheduler as usize);
+        timer::add(key, scheduler, false, Duration::from_millis(WAKE_MS));
     }
 
     pub fn resume(filter: &mut Filter) {
-        let Some(scheduler) = filter.scheduler.take() else {
-            return;
-        };
-        let key = filter as *mut Filter as usize;
-        let mut paused = paused().lock().unwrap_or_else(|p| p.into_inner());
-        paused.remove(&key);
-        // SAFETY: made by `scheduler_new`, deleted once, under the lock the
-        // timer thread commits under.
-        unsafe {
-            abi::envoy_dynamic_module_callback_http_filter_scheduler_delete(
-                scheduler as *mut c_void,
-            )
-        };
+        if filter.scheduler.take().is_some() {
+            timer::remove(filter as *mut Filter as usize);
+        }
     }
 }
 
@@ -718,27 +947,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
 /// Hands a callout's answer (`None`: it failed) to whoever dispatched it:
 /// the stream of `filter`, or the worker's root.
 fn deliver(filter: *mut c_void, pending: Pending, answer: Option<Answer>) {
-    let answered = answer.is_some();
-    let answer = answer.unwrap_or_default();
-    let (status, message) = if pending.grpc {
-        hostcalls::grpc_answer(answered, &answer.headers, &answer.body)
-    } else {
-        (0, Vec::new())
-    };
-    let headers = answer.headers.len();
-    let body = if pending.grpc {
-        message.len()
-    } else {
-        answer.body.len()
-    };
-    hostcalls::set_answer(if pending.grpc {
-        Answer {
-            headers: answer.headers,
-            body: message,
-        }
-    } else {
-        answer
-    });
+    let (status, (headers, body)) = prepare_answer(pending.grpc, answer);
     let token = pending.token;
     let call = |context: &mut dyn proxy_wasm::traits::Context| {
         if pending.grpc {
@@ -804,25 +1013,9 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
     let Some(pending) = hostcalls::take_pending(envoy, callout_id) else {
         return;
     };
-    let answer = (result == abi::CALLOUT_SUCCESS).then(|| {
-        let mut answer = Answer::default();
-        if !headers.is_null() {
-            // SAFETY: Envoy lends `headers_len` headers for the hook.
-            for h in unsafe { std::slice::from_raw_parts(headers, headers_len) } {
-                // SAFETY: as above.
-                let (k, v) = unsafe { (h.key.as_slice(), h.value.as_slice()) };
-                answer.headers.push((k.to_vec(), v.to_vec()));
-            }
-        }
-        if !body.is_null() {
-            // SAFETY: Envoy lends `body_len` chunks for the hook.
-            for chunk in unsafe { std::slice::from_raw_parts(body, body_len) } {
-                // SAFETY: as above.
-                answer.body.extend_from_slice(unsafe { chunk.as_slice() });
-            }
-        }
-        answer
-    });
+    // SAFETY: the caller's contract.
+    let answer = (result == abi::CALLOUT_SUCCESS)
+        .then(|| unsafe { answer_of(headers, headers_len, body, body_len) });
     deliver(filter, pending, answer);
 }
 

@@ -98,6 +98,25 @@ thread_local! {
     static ANSWER: RefCell<Answer> = RefCell::new(Answer::default());
     /// Streams whose local reply waits for their response phase.
     static HELD_REPLIES: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+    /// On the main thread, while a configuration's own root runs: the
+    /// configuration that carries its callouts.
+    static MAIN_CONFIG: Cell<EnvoyPtr> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+/// Makes `config` the carrier of the main-thread root's callouts until
+/// the guard drops.
+pub struct MainConfig(EnvoyPtr);
+
+impl MainConfig {
+    pub fn enter(config: EnvoyPtr) -> MainConfig {
+        MainConfig(MAIN_CONFIG.with(|c| c.replace(config)))
+    }
+}
+
+impl Drop for MainConfig {
+    fn drop(&mut self) {
+        MAIN_CONFIG.with(|c| c.set(self.0));
+    }
 }
 
 /// Makes `envoy` the carrier of a root's callouts until the guard drops.
@@ -843,9 +862,21 @@ pub fn send_http_response(
     send_local_reply(status_code, &headers, body.unwrap_or_default(), -1)
 }
 
+/// What carries a callout: a filter (its answer comes to that filter's
+/// hook, on its worker) or, on the main thread, a filter configuration.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Via {
+    Filter(EnvoyPtr),
+    Config(EnvoyPtr),
+}
+
 /// Starts `request` on Envoy's async client, carried by filter `envoy`:
 /// Envoy's id for it.
 fn start(envoy: EnvoyPtr, request: &Request) -> Option<u64> {
+    start_via(Via::Filter(envoy), request)
+}
+
+fn start_via(via: Via, request: &Request) -> Option<u64> {
     let all: Vec<abi::Header> = request
         .headers
         .iter()
@@ -859,15 +890,28 @@ fn start(envoy: EnvoyPtr, request: &Request) -> Option<u64> {
     // SAFETY: `envoy` is a live filter of this worker; Envoy copies every
     // buffer before returning.
     let result = unsafe {
-        abi::envoy_dynamic_module_callback_http_filter_http_callout(
-            envoy,
-            &mut id,
-            Buffer::of(request.cluster.as_bytes()),
-            all.as_ptr(),
-            all.len(),
-            Buffer::of(&request.body),
-            timeout_ms,
-        )
+        match via {
+            Via::Filter(envoy) => abi::envoy_dynamic_module_callback_http_filter_http_callout(
+                envoy,
+                &mut id,
+                Buffer::of(request.cluster.as_bytes()),
+                all.as_ptr(),
+                all.len(),
+                Buffer::of(&request.body),
+                timeout_ms,
+            ),
+            Via::Config(config) => {
+                abi::envoy_dynamic_module_callback_http_filter_config_http_callout(
+                    config,
+                    &mut id,
+                    Buffer::of(request.cluster.as_bytes()),
+                    all.as_ptr(),
+                    all.len(),
+                    Buffer::of(&request.body),
+                    timeout_ms,
+                )
+            }
+        }
     };
     if result != abi::CALLOUT_SUCCESS {
         log::debug!(
@@ -897,13 +941,18 @@ fn callout(
     grpc: bool,
 ) -> Result<u32, Status> {
     let current = with_stream(|s| (s.envoy, s.context_id)).ok();
-    let (envoy, owner) = match current {
-        Some((envoy, context_id)) => (envoy, Owner::Stream(context_id)),
-        None => (CARRIER.with(|c| c.get()), Owner::Root),
+    let (via, owner) = match current {
+        Some((envoy, context_id)) => (Via::Filter(envoy), Owner::Stream(context_id)),
+        None => {
+            let carrier = CARRIER.with(|c| c.get());
+            let main = MAIN_CONFIG.with(|c| c.get());
+            match (carrier.is_null(), main.is_null()) {
+                (false, _) => (Via::Filter(carrier), Owner::Root),
+                (true, false) => (Via::Config(main), Owner::Root),
+                (true, true) => return Err(Status::BadArgument),
+            }
+        }
     };
-    if envoy.is_null() {
-        return Err(Status::BadArgument);
-    }
     let request = Request {
         cluster: cluster.to_string(),
         headers: headers
@@ -913,7 +962,10 @@ fn callout(
         body: body.to_vec(),
         timeout,
     };
-    let id = start(envoy, &request).ok_or(Status::BadArgument)?;
+    let id = start_via(via, &request).ok_or(Status::BadArgument)?;
+    let envoy = match via {
+        Via::Filter(e) | Via::Config(e) => e,
+    };
     let token = NEXT_TOKEN.with(|n| {
         let t = n.get();
         n.set(t.wrapping_add(1).max(1));
@@ -1109,6 +1161,149 @@ pub fn call_foreign_function(
     }
 }
 
+/// A labelled metric Envoy defines at configure time for names that
+/// appear later (a tenant added by live configuration, a store key's
+/// update counter): Envoy freezes a dynamic module's metric definitions
+/// after configure time, where a wasm VM defines metrics at any time.
+/// `meshware.<family>.<label>.<value>...` maps onto family `<family>`
+/// with those labels, which Envoy names the same way.
+pub struct Family {
+    kind: u32,
+    name: String,
+    labels: Vec<String>,
+    id: usize,
+}
+
+/// The label names of our metric names (`crate::metrics::stats_tags`).
+const LABELS: [&str; 6] = [
+    "filter",
+    "tenant",
+    "limit",
+    "outcome",
+    "method",
+    "status_class",
+];
+
+/// `meshware.<family>(.<label>.<value>)+` split into the family and its
+/// label/value pairs.
+fn family_of(name: &str) -> Option<(&str, Vec<(&str, &str)>)> {
+    let rest = name.strip_prefix("meshware.")?;
+    let mut parts = rest.split('.');
+    let family = parts.next()?;
+    let parts: Vec<&str> = parts.collect();
+    if parts.is_empty() || parts.len() % 2 != 0 {
+        return None;
+    }
+    let pairs: Vec<(&str, &str)> = parts
+        .chunks(2)
+        .filter_map(|c| Some((*c.first()?, *c.get(1)?)))
+        .collect();
+    pairs
+        .iter()
+        .all(|(label, _)| LABELS.contains(label))
+        .then_some((family, pairs))
+}
+
+/// Defines, for configuration `config`, a family for every shape of the
+/// names defined at configure time, and for the live configuration's
+/// update counters.
+pub fn define_families(config: EnvoyPtr, defined: &[MetricDef]) -> Vec<Family> {
+    let mut shapes: Vec<(u32, String, Vec<String>)> = Vec::new();
+    let updates = "meshware.config_updates.filter.x.tenant.x.outcome.x";
+    let names = defined
+        .iter()
+        .map(|d| (d.kind, d.name.as_str()))
+        .chain(std::iter::once((MetricType::Counter as u32, updates)));
+    for (kind, name) in names {
+        let Some((family, pairs)) = family_of(name) else {
+            continue;
+        };
+        let labels: Vec<String> = pairs.iter().map(|(l, _)| (*l).to_string()).collect();
+        if !shapes
+            .iter()
+            .any(|(k, f, l)| *k == kind && f == family && *l == labels)
+        {
+            shapes.push((kind, family.to_string(), labels));
+        }
+    }
+    shapes
+        .into_iter()
+        .filter_map(|(kind, name, labels)| {
+            let label_buffers: Vec<Buffer> =
+                labels.iter().map(|l| Buffer::of(l.as_bytes())).collect();
+            let mut id = 0usize;
+            let name_buffer = Buffer::of(name.as_bytes());
+            // SAFETY: `config` is the filter config being created; Envoy
+            // copies the name and the label names.
+            let result = unsafe {
+                match kind {
+                    0 => abi::envoy_dynamic_module_callback_http_filter_config_define_counter(
+                        config,
+                        name_buffer,
+                        label_buffers.as_ptr(),
+                        label_buffers.len(),
+                        &mut id,
+                    ),
+                    1 => abi::envoy_dynamic_module_callback_http_filter_config_define_gauge(
+                        config,
+                        name_buffer,
+                        label_buffers.as_ptr(),
+                        label_buffers.len(),
+                        &mut id,
+                    ),
+                    _ => abi::envoy_dynamic_module_callback_http_filter_config_define_histogram(
+                        config,
+                        name_buffer,
+                        label_buffers.as_ptr(),
+                        label_buffers.len(),
+                        &mut id,
+                    ),
+                }
+            };
+            (result == abi::METRICS_SUCCESS).then_some(Family {
+                kind,
+                name,
+                labels,
+                id,
+            })
+        })
+        .collect()
+}
+
+/// Metric ids from here on name a family's labelled metric
+/// (`LABELLED`, per worker).
+const LABELLED_BASE: u32 = 1 << 24;
+
+thread_local! {
+    /// Labelled metrics defined after configure time: the configuration's
+    /// generation, the family's index in it and the label values.
+    static LABELLED: RefCell<Vec<(u64, usize, Vec<String>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A metric defined after configure time, as a family's labelled metric.
+fn define_labelled(config: &Config, kind: u32, name: &str) -> Option<u32> {
+    let (family, pairs) = family_of(name)?;
+    let index = config.families.iter().position(|f| {
+        f.kind == kind
+            && f.name == family
+            && f.labels.len() == pairs.len()
+            && f.labels.iter().zip(&pairs).all(|(l, (p, _))| l == p)
+    })?;
+    let values: Vec<String> = pairs.iter().map(|(_, v)| (*v).to_string()).collect();
+    LABELLED.with(|l| {
+        let mut l = l.try_borrow_mut().ok()?;
+        let generation = config.generation;
+        if let Some(i) = l
+            .iter()
+            .position(|(g, f, v)| *g == generation && *f == index && *v == values)
+        {
+            return u32::try_from(i).ok().map(|i| LABELLED_BASE + i);
+        }
+        l.push((generation, index, values));
+        u32::try_from(l.len() - 1).ok().map(|i| LABELLED_BASE + i)
+    })
+}
+
 /// Metric names lose their `meshware.` prefix: the bootstrap names the
 /// module's stats scope `meshware` (`metrics_namespace`), so Envoy's stat
 /// names are the wasm build's.
@@ -1164,30 +1359,49 @@ pub fn define_metric(metric_type: MetricType, name: &str) -> Result<u32, Status>
     if let Some(index) = defined {
         return u32::try_from(index).map_err(|_| Status::InternalFailure);
     }
-    // On a worker: the definition the main thread made for this name.
+    // Later (a worker, or a name first seen now): the definition made at
+    // configure time, or a family's labelled metric.
     let config = current_config().ok_or(Status::BadArgument)?;
     config
         .metric_index(metric_type as u32, name)
+        .or_else(|| define_labelled(config, metric_type as u32, name))
         .ok_or(Status::NotFound)
 }
 
-fn metric(metric_id: u32) -> Result<(&'static Config, MetricType, usize), Status> {
+/// Envoy's id, kind and label values of metric `metric_id`.
+fn metric(metric_id: u32) -> Result<(&'static Config, MetricType, usize, Vec<String>), Status> {
     let config = current_config().ok_or(Status::BadArgument)?;
+    let kind_of = |k: u32| match k {
+        0 => MetricType::Counter,
+        1 => MetricType::Gauge,
+        _ => MetricType::Histogram,
+    };
+    if metric_id >= LABELLED_BASE {
+        let (generation, family, values) = LABELLED
+            .with(|l| {
+                l.try_borrow()
+                    .ok()?
+                    .get((metric_id - LABELLED_BASE) as usize)
+                    .cloned()
+            })
+            .ok_or(Status::NotFound)?;
+        if generation != config.generation {
+            return Err(Status::NotFound);
+        }
+        let family = config.families.get(family).ok_or(Status::NotFound)?;
+        return Ok((config, kind_of(family.kind), family.id, values));
+    }
     let def = config
         .metrics
         .get(metric_id as usize)
         .ok_or(Status::NotFound)?;
     let id = def.id.ok_or(Status::NotFound)?;
-    let kind = match def.kind {
-        0 => MetricType::Counter,
-        1 => MetricType::Gauge,
-        _ => MetricType::Histogram,
-    };
-    Ok((config, kind, id))
+    Ok((config, kind_of(def.kind), id, Vec::new()))
 }
 
 pub fn increment_metric(metric_id: u32, offset: i64) -> Result<(), Status> {
-    let (config, kind, id) = metric(metric_id)?;
+    let (config, kind, id, values) = metric(metric_id)?;
+    let labels: Vec<Buffer> = values.iter().map(|v| Buffer::of(v.as_bytes())).collect();
     let magnitude = offset.unsigned_abs();
     let envoy = config.envoy.0;
     // SAFETY: the config outlives its streams and roots; Envoy's stats are
@@ -1198,8 +1412,8 @@ pub fn increment_metric(metric_id: u32, offset: i64) -> Result<(), Status> {
                 abi::envoy_dynamic_module_callback_http_filter_config_increment_counter(
                     envoy,
                     id,
-                    std::ptr::null(),
-                    0,
+                    labels.as_ptr(),
+                    labels.len(),
                     magnitude,
                 );
             }
@@ -1207,8 +1421,8 @@ pub fn increment_metric(metric_id: u32, offset: i64) -> Result<(), Status> {
                 abi::envoy_dynamic_module_callback_http_filter_config_increment_gauge(
                     envoy,
                     id,
-                    std::ptr::null(),
-                    0,
+                    labels.as_ptr(),
+                    labels.len(),
                     magnitude,
                 );
             }
@@ -1216,8 +1430,8 @@ pub fn increment_metric(metric_id: u32, offset: i64) -> Result<(), Status> {
                 abi::envoy_dynamic_module_callback_http_filter_config_decrement_gauge(
                     envoy,
                     id,
-                    std::ptr::null(),
-                    0,
+                    labels.as_ptr(),
+                    labels.len(),
                     magnitude,
                 );
             }
@@ -1228,7 +1442,8 @@ pub fn increment_metric(metric_id: u32, offset: i64) -> Result<(), Status> {
 }
 
 pub fn record_metric(metric_id: u32, value: u64) -> Result<(), Status> {
-    let (config, kind, id) = metric(metric_id)?;
+    let (config, kind, id, values) = metric(metric_id)?;
+    let labels: Vec<Buffer> = values.iter().map(|v| Buffer::of(v.as_bytes())).collect();
     let envoy = config.envoy.0;
     // SAFETY: as in `increment_metric`.
     unsafe {
@@ -1237,8 +1452,8 @@ pub fn record_metric(metric_id: u32, value: u64) -> Result<(), Status> {
                 abi::envoy_dynamic_module_callback_http_filter_config_set_gauge(
                     envoy,
                     id,
-                    std::ptr::null(),
-                    0,
+                    labels.as_ptr(),
+                    labels.len(),
                     value,
                 );
             }
@@ -1246,8 +1461,8 @@ pub fn record_metric(metric_id: u32, value: u64) -> Result<(), Status> {
                 abi::envoy_dynamic_module_callback_http_filter_config_record_histogram_value(
                     envoy,
                     id,
-                    std::ptr::null(),
-                    0,
+                    labels.as_ptr(),
+                    labels.len(),
                     value,
                 );
             }
@@ -1260,6 +1475,29 @@ pub fn record_metric(metric_id: u32, value: u64) -> Result<(), Status> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metric_names_split_into_family_and_labels() {
+        assert_eq!(
+            family_of("meshware.config_updates.filter.suite.tenant.acme.outcome.rejected"),
+            Some((
+                "config_updates",
+                vec![
+                    ("filter", "suite"),
+                    ("tenant", "acme"),
+                    ("outcome", "rejected")
+                ]
+            ))
+        );
+        assert_eq!(
+            family_of("meshware.decisions.filter.cors"),
+            Some(("decisions", vec![("filter", "cors")]))
+        );
+        // Not ours, an odd tail, an unknown label: no family.
+        assert_eq!(family_of("other.x.filter.y"), None);
+        assert_eq!(family_of("meshware.decisions.filter"), None);
+        assert_eq!(family_of("meshware.decisions.color.red"), None);
+    }
 
     #[test]
     fn grpc_targets_are_cluster_names_or_grpc_services() {
