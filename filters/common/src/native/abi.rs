@@ -1,8 +1,8 @@
 //! Envoy's dynamic-module ABI as this build uses it, declared by hand from
 //! the ABI's C header (`source/extensions/dynamic_modules/abi/abi.h`) of
 //! Envoy 1.40.0, whose ABI version string is `v0.2.0`. Only the callbacks
-//! the adapter calls are declared; `REQUIRED` lists them so that loading
-//! into an Envoy without them fails with a message instead of a crash.
+//! the adapter calls are declared (`callbacks!`); they are resolved at load
+//! time, so an Envoy without them is refused with a message, not a crash.
 //!
 //! Enums are C `int`s (`u32` here); Envoy's and the module's buffers are a
 //! pointer and a length (two registers on x86-64, as the header's structs).
@@ -116,8 +116,62 @@ pub const CALLOUT_SUCCESS: u32 = 0;
 /// `envoy_dynamic_module_type_metrics_result_Success`.
 pub const METRICS_SUCCESS: u32 = 0;
 
-extern "C" {
-    pub fn envoy_dynamic_module_callback_http_get_header(
+/// Declares Envoy's callbacks this build calls: each resolved once, at
+/// load time, from the process's symbols (`resolve`), and called through
+/// a function of the same name. A shared library linked against them
+/// directly would not even load into an Envoy that lacks one (the loader
+/// refuses it with a bare "undefined symbol"); resolved here, the module
+/// loads, finds what is missing and refuses with a message.
+macro_rules! callbacks {
+    ($($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)?;)*) => {
+        #[allow(non_snake_case)]
+        struct Table {
+            $($name: unsafe extern "C" fn($($ty),*) $(-> $ret)?,)*
+        }
+
+        static TABLE: std::sync::OnceLock<Table> = std::sync::OnceLock::new();
+
+        $(
+            $(#[$doc])*
+            /// # Safety
+            /// As Envoy's ABI requires of this callback (valid pointers).
+            #[inline]
+            pub unsafe fn $name($($arg: $ty),*) $(-> $ret)? {
+                match TABLE.get() {
+                    // SAFETY: the caller upholds the callback's contract.
+                    Some(t) => unsafe { (t.$name)($($arg),*) },
+                    // Never reached: Envoy uses the module only after
+                    // `resolve` found every callback. A zeroed answer
+                    // (false, 0, null) is what a failed call returns.
+                    // SAFETY: bools, integers and raw pointers are valid zeroed.
+                    None => unsafe { std::mem::zeroed() },
+                }
+            }
+        )*
+
+        /// Resolves every callback; the names of those the process lacks.
+        pub fn resolve() -> Vec<&'static str> {
+            let mut missing = Vec::new();
+            $(
+                let $name = lookup(stringify!($name));
+                if $name.is_null() {
+                    missing.push(stringify!($name));
+                }
+            )*
+            if missing.is_empty() {
+                let _ = TABLE.set(Table {
+                    // SAFETY: a symbol of Envoy's with this ABI's signature
+                    // (the ABI version this build was written for).
+                    $($name: unsafe { std::mem::transmute::<*mut c_void, unsafe extern "C" fn($($ty),*) $(-> $ret)?>($name) },)*
+                });
+            }
+            missing
+        }
+    };
+}
+
+callbacks! {
+    fn envoy_dynamic_module_callback_http_get_header(
         filter: EnvoyPtr,
         kind: u32,
         key: Buffer,
@@ -125,29 +179,29 @@ extern "C" {
         index: usize,
         count: *mut usize,
     ) -> bool;
-    pub fn envoy_dynamic_module_callback_http_get_headers_size(
+    fn envoy_dynamic_module_callback_http_get_headers_size(
         filter: EnvoyPtr,
         kind: u32,
     ) -> usize;
-    pub fn envoy_dynamic_module_callback_http_get_headers(
+    fn envoy_dynamic_module_callback_http_get_headers(
         filter: EnvoyPtr,
         kind: u32,
         out: *mut Header,
     ) -> bool;
     /// A null value removes the header.
-    pub fn envoy_dynamic_module_callback_http_set_header(
+    fn envoy_dynamic_module_callback_http_set_header(
         filter: EnvoyPtr,
         kind: u32,
         key: Buffer,
         value: Buffer,
     ) -> bool;
-    pub fn envoy_dynamic_module_callback_http_add_header(
+    fn envoy_dynamic_module_callback_http_add_header(
         filter: EnvoyPtr,
         kind: u32,
         key: Buffer,
         value: Buffer,
     ) -> bool;
-    pub fn envoy_dynamic_module_callback_http_send_response(
+    fn envoy_dynamic_module_callback_http_send_response(
         filter: EnvoyPtr,
         status: u32,
         headers: *const Header,
@@ -155,63 +209,63 @@ extern "C" {
         body: Buffer,
         details: Buffer,
     );
-    pub fn envoy_dynamic_module_callback_http_send_response_headers(
+    fn envoy_dynamic_module_callback_http_send_response_headers(
         filter: EnvoyPtr,
         headers: *const Header,
         headers_len: usize,
         end_stream: bool,
     );
-    pub fn envoy_dynamic_module_callback_http_get_body_chunks_size(
+    fn envoy_dynamic_module_callback_http_get_body_chunks_size(
         filter: EnvoyPtr,
         kind: u32,
     ) -> usize;
-    pub fn envoy_dynamic_module_callback_http_get_body_chunks(
+    fn envoy_dynamic_module_callback_http_get_body_chunks(
         filter: EnvoyPtr,
         kind: u32,
         out: *mut Buffer,
     ) -> bool;
-    pub fn envoy_dynamic_module_callback_http_get_body_size(filter: EnvoyPtr, kind: u32) -> usize;
-    pub fn envoy_dynamic_module_callback_http_filter_continue_decoding(filter: EnvoyPtr);
-    pub fn envoy_dynamic_module_callback_http_filter_get_attribute_string(
+    fn envoy_dynamic_module_callback_http_get_body_size(filter: EnvoyPtr, kind: u32) -> usize;
+    fn envoy_dynamic_module_callback_http_filter_continue_decoding(filter: EnvoyPtr);
+    fn envoy_dynamic_module_callback_http_filter_get_attribute_string(
         filter: EnvoyPtr,
         id: u32,
         out: *mut Buffer,
     ) -> bool;
-    pub fn envoy_dynamic_module_callback_http_filter_get_attribute_int(
+    fn envoy_dynamic_module_callback_http_filter_get_attribute_int(
         filter: EnvoyPtr,
         id: u32,
         out: *mut u64,
     ) -> bool;
-    pub fn envoy_dynamic_module_callback_http_set_filter_state_bytes(
+    fn envoy_dynamic_module_callback_http_set_filter_state_bytes(
         filter: EnvoyPtr,
         key: Buffer,
         value: Buffer,
     ) -> bool;
-    pub fn envoy_dynamic_module_callback_http_get_filter_state_bytes(
+    fn envoy_dynamic_module_callback_http_get_filter_state_bytes(
         filter: EnvoyPtr,
         key: Buffer,
         out: *mut Buffer,
     ) -> bool;
-    pub fn envoy_dynamic_module_callback_http_clear_route_cache(filter: EnvoyPtr);
-    pub fn envoy_dynamic_module_callback_http_get_cluster_name(
+    fn envoy_dynamic_module_callback_http_clear_route_cache(filter: EnvoyPtr);
+    fn envoy_dynamic_module_callback_http_get_cluster_name(
         filter: EnvoyPtr,
         out: *mut Buffer,
     ) -> bool;
-    pub fn envoy_dynamic_module_callback_http_filter_config_define_counter(
+    fn envoy_dynamic_module_callback_http_filter_config_define_counter(
         config: EnvoyPtr,
         name: Buffer,
         labels: *const Buffer,
         labels_len: usize,
         id: *mut usize,
     ) -> u32;
-    pub fn envoy_dynamic_module_callback_http_filter_config_define_gauge(
+    fn envoy_dynamic_module_callback_http_filter_config_define_gauge(
         config: EnvoyPtr,
         name: Buffer,
         labels: *const Buffer,
         labels_len: usize,
         id: *mut usize,
     ) -> u32;
-    pub fn envoy_dynamic_module_callback_http_filter_config_define_histogram(
+    fn envoy_dynamic_module_callback_http_filter_config_define_histogram(
         config: EnvoyPtr,
         name: Buffer,
         labels: *const Buffer,
@@ -219,49 +273,49 @@ extern "C" {
         id: *mut usize,
     ) -> u32;
     /// With labels: a counter per label-value combination ("vec").
-    pub fn envoy_dynamic_module_callback_http_filter_config_increment_counter(
+    fn envoy_dynamic_module_callback_http_filter_config_increment_counter(
         config: EnvoyPtr,
         id: usize,
         labels: *const Buffer,
         labels_len: usize,
         value: u64,
     ) -> u32;
-    pub fn envoy_dynamic_module_callback_http_filter_config_increment_gauge(
+    fn envoy_dynamic_module_callback_http_filter_config_increment_gauge(
         config: EnvoyPtr,
         id: usize,
         labels: *const Buffer,
         labels_len: usize,
         value: u64,
     ) -> u32;
-    pub fn envoy_dynamic_module_callback_http_filter_config_decrement_gauge(
+    fn envoy_dynamic_module_callback_http_filter_config_decrement_gauge(
         config: EnvoyPtr,
         id: usize,
         labels: *const Buffer,
         labels_len: usize,
         value: u64,
     ) -> u32;
-    pub fn envoy_dynamic_module_callback_http_filter_config_set_gauge(
+    fn envoy_dynamic_module_callback_http_filter_config_set_gauge(
         config: EnvoyPtr,
         id: usize,
         labels: *const Buffer,
         labels_len: usize,
         value: u64,
     ) -> u32;
-    pub fn envoy_dynamic_module_callback_http_filter_config_record_histogram_value(
+    fn envoy_dynamic_module_callback_http_filter_config_record_histogram_value(
         config: EnvoyPtr,
         id: usize,
         labels: *const Buffer,
         labels_len: usize,
         value: u64,
     ) -> u32;
-    pub fn envoy_dynamic_module_callback_http_filter_scheduler_new(filter: EnvoyPtr)
+    fn envoy_dynamic_module_callback_http_filter_scheduler_new(filter: EnvoyPtr)
         -> *mut c_void;
-    pub fn envoy_dynamic_module_callback_http_filter_scheduler_commit(
+    fn envoy_dynamic_module_callback_http_filter_scheduler_commit(
         scheduler: *mut c_void,
         event_id: u64,
     );
-    pub fn envoy_dynamic_module_callback_http_filter_scheduler_delete(scheduler: *mut c_void);
-    pub fn envoy_dynamic_module_callback_http_filter_http_callout(
+    fn envoy_dynamic_module_callback_http_filter_scheduler_delete(scheduler: *mut c_void);
+    fn envoy_dynamic_module_callback_http_filter_http_callout(
         filter: EnvoyPtr,
         callout_id: *mut u64,
         cluster: Buffer,
@@ -270,7 +324,7 @@ extern "C" {
         body: Buffer,
         timeout_ms: u64,
     ) -> u32;
-    pub fn envoy_dynamic_module_callback_http_filter_config_http_callout(
+    fn envoy_dynamic_module_callback_http_filter_config_http_callout(
         config: EnvoyPtr,
         callout_id: *mut u64,
         cluster: Buffer,
@@ -279,79 +333,42 @@ extern "C" {
         body: Buffer,
         timeout_ms: u64,
     ) -> u32;
-    pub fn envoy_dynamic_module_callback_http_filter_config_scheduler_new(
+    fn envoy_dynamic_module_callback_http_filter_config_scheduler_new(
         config: EnvoyPtr,
     ) -> *mut c_void;
-    pub fn envoy_dynamic_module_callback_http_filter_config_scheduler_commit(
+    fn envoy_dynamic_module_callback_http_filter_config_scheduler_commit(
         scheduler: *mut c_void,
         event_id: u64,
     );
-    pub fn envoy_dynamic_module_callback_http_filter_config_scheduler_delete(
+    fn envoy_dynamic_module_callback_http_filter_config_scheduler_delete(
         scheduler: *mut c_void,
     );
-    pub fn envoy_dynamic_module_callback_log(level: u32, message: Buffer);
-    pub fn envoy_dynamic_module_callback_log_enabled(level: u32) -> bool;
+    fn envoy_dynamic_module_callback_log(level: u32, message: Buffer);
+    fn envoy_dynamic_module_callback_log_enabled(level: u32) -> bool;
 }
-
-/// Every callback above: checked in the process at load time.
-pub const REQUIRED: &[&str] = &[
-    "envoy_dynamic_module_callback_http_get_header",
-    "envoy_dynamic_module_callback_http_get_headers_size",
-    "envoy_dynamic_module_callback_http_get_headers",
-    "envoy_dynamic_module_callback_http_set_header",
-    "envoy_dynamic_module_callback_http_add_header",
-    "envoy_dynamic_module_callback_http_send_response",
-    "envoy_dynamic_module_callback_http_send_response_headers",
-    "envoy_dynamic_module_callback_http_get_body_chunks_size",
-    "envoy_dynamic_module_callback_http_get_body_chunks",
-    "envoy_dynamic_module_callback_http_get_body_size",
-    "envoy_dynamic_module_callback_http_filter_continue_decoding",
-    "envoy_dynamic_module_callback_http_filter_get_attribute_string",
-    "envoy_dynamic_module_callback_http_filter_get_attribute_int",
-    "envoy_dynamic_module_callback_http_set_filter_state_bytes",
-    "envoy_dynamic_module_callback_http_get_filter_state_bytes",
-    "envoy_dynamic_module_callback_http_clear_route_cache",
-    "envoy_dynamic_module_callback_http_get_cluster_name",
-    "envoy_dynamic_module_callback_http_filter_config_define_counter",
-    "envoy_dynamic_module_callback_http_filter_config_define_gauge",
-    "envoy_dynamic_module_callback_http_filter_config_define_histogram",
-    "envoy_dynamic_module_callback_http_filter_config_increment_counter",
-    "envoy_dynamic_module_callback_http_filter_config_increment_gauge",
-    "envoy_dynamic_module_callback_http_filter_config_decrement_gauge",
-    "envoy_dynamic_module_callback_http_filter_config_set_gauge",
-    "envoy_dynamic_module_callback_http_filter_config_record_histogram_value",
-    "envoy_dynamic_module_callback_http_filter_scheduler_new",
-    "envoy_dynamic_module_callback_http_filter_scheduler_commit",
-    "envoy_dynamic_module_callback_http_filter_scheduler_delete",
-    "envoy_dynamic_module_callback_http_filter_http_callout",
-    "envoy_dynamic_module_callback_http_filter_config_http_callout",
-    "envoy_dynamic_module_callback_http_filter_config_scheduler_new",
-    "envoy_dynamic_module_callback_http_filter_config_scheduler_commit",
-    "envoy_dynamic_module_callback_http_filter_config_scheduler_delete",
-    "envoy_dynamic_module_callback_log",
-    "envoy_dynamic_module_callback_log_enabled",
-    // Present only from the ABI this was written for (v0.2.0): an older
-    // Envoy, whose callbacks differ in shape, lacks it.
-    "envoy_dynamic_module_callback_http_filter_config_increment_counter",
-];
 
 extern "C" {
     fn dlsym(handle: *mut c_void, symbol: *const std::ffi::c_char) -> *mut c_void;
 }
 
-/// The callbacks of `REQUIRED` the process does not have.
-pub fn missing_callbacks() -> Vec<&'static str> {
-    // RTLD_DEFAULT: search the process's global symbols (Envoy's binary).
-    let default: *mut c_void = std::ptr::null_mut();
-    REQUIRED
-        .iter()
-        .copied()
-        .filter(|name| {
-            let Ok(symbol) = std::ffi::CString::new(*name) else {
-                return true;
-            };
-            // SAFETY: a valid NUL-terminated name; dlsym only reads it.
-            unsafe { dlsym(default, symbol.as_ptr()) }.is_null()
-        })
-        .collect()
+/// A symbol of the process (RTLD_DEFAULT: Envoy's binary), or null.
+fn lookup(name: &str) -> *mut c_void {
+    let Ok(symbol) = std::ffi::CString::new(name) else {
+        return std::ptr::null_mut();
+    };
+    // SAFETY: a valid NUL-terminated name; dlsym only reads it.
+    unsafe { dlsym(std::ptr::null_mut(), symbol.as_ptr()) }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_process_without_envoy_lacks_every_callback() {
+        let missing = super::resolve();
+        assert!(missing.contains(&"envoy_dynamic_module_callback_http_get_header"));
+        assert!(missing.contains(&"envoy_dynamic_module_callback_log"));
+        // Nothing resolved: a call answers zeroed instead of jumping anywhere.
+        // SAFETY: the table is empty, so no Envoy function is called.
+        assert!(!unsafe { super::envoy_dynamic_module_callback_log_enabled(0) });
+    }
 }

@@ -127,7 +127,7 @@ fn next_context_id() -> u32 {
 /// `envoy_dynamic_module_on_program_init`, called by `export_native!`:
 /// refuses to load into an Envoy without the callbacks this build uses.
 pub fn program_init(factory: RootFactory) -> *const u8 {
-    let missing = abi::missing_callbacks();
+    let missing = abi::resolve();
     if !missing.is_empty() {
         // Envoy's logger may be what is missing: stderr is what is left.
         eprintln!(

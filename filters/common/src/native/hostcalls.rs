@@ -1191,7 +1191,7 @@ fn family_of(name: &str) -> Option<(&str, Vec<(&str, &str)>)> {
     let mut parts = rest.split('.');
     let family = parts.next()?;
     let parts: Vec<&str> = parts.collect();
-    if parts.is_empty() || parts.len() % 2 != 0 {
+    if parts.is_empty() || !parts.len().is_multiple_of(2) {
         return None;
     }
     let pairs: Vec<(&str, &str)> = parts
@@ -1207,7 +1207,7 @@ fn family_of(name: &str) -> Option<(&str, Vec<(&str, &str)>)> {
 /// Defines, for configuration `config`, a family for every shape of the
 /// names defined at configure time, and for the live configuration's
 /// update counters.
-pub fn define_families(config: EnvoyPtr, defined: &[MetricDef]) -> Vec<Family> {
+pub(super) fn define_families(config: EnvoyPtr, defined: &[MetricDef]) -> Vec<Family> {
     let mut shapes: Vec<(u32, String, Vec<String>)> = Vec::new();
     let updates = "meshware.config_updates.filter.x.tenant.x.outcome.x";
     let names = defined

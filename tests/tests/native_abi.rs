@@ -1,0 +1,86 @@
+//! The native module (`dist/libmeshware.so`) loads only into the Envoy whose
+//! dynamic-module ABI it was built for (1.40.0): into that one its
+//! configuration validates; into any other (`make test-compat` runs this
+//! file against Envoy 1.36.2) it refuses to load, and says why, instead of
+//! calling callbacks that do not exist or differ.
+
+use meshware_e2e::suite::bootstrap;
+use serde_json::json;
+use std::process::Command;
+
+const BUILT_FOR: &str = "1.40.0";
+
+fn envoy_version() -> String {
+    let out = Command::new(meshware_e2e::envoy::binary())
+        .arg("--version")
+        .output()
+        .expect("envoy --version");
+    // `<path> version: <commit>/<version>/Clean/RELEASE/BoringSSL`
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let after = text.split("version: ").nth(1).unwrap_or_default();
+    after.split('/').nth(1).unwrap_or_default().to_string()
+}
+
+#[test]
+fn the_native_module_loads_only_into_the_envoy_it_was_built_for() {
+    let module = meshware_e2e::dist().join(meshware_cli::bootstrap::NATIVE_MODULE);
+    if !module.exists() {
+        // Built by `make build-native` (part of `make test`), before this runs.
+        panic!("{} is missing: run `make build-native`", module.display());
+    }
+    let profile = meshware_e2e::example_profile();
+    let (mut config, _, _) = bootstrap(&profile, &[], 1);
+    // Found by name in the search path: the form every Envoy with dynamic
+    // modules reads (`module.local` is newer than 1.36).
+    let filter = json!({
+        "name": "meshware.suite",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+            "dynamic_module_config": {"name": "meshware", "do_not_close": true},
+            "filter_name": "suite",
+            "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": profile}
+        }
+    });
+    let hcm = &mut config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+        ["typed_config"];
+    let router = hcm["http_filters"][0].clone();
+    hcm["http_filters"] = json!([filter, router]);
+    let dir = tempdir();
+    let path = dir.join("bootstrap.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    let out = Command::new(meshware_e2e::envoy::binary())
+        .args(["--mode", "validate", "--use-dynamic-base-id", "-c"])
+        .arg(&path)
+        .env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", meshware_e2e::dist())
+        .envs(meshware_e2e::demo_env())
+        .output()
+        .expect("envoy runs");
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let version = envoy_version();
+    if version == BUILT_FOR {
+        assert!(out.status.success(), "Envoy {version} refused it:\n{log}");
+        assert!(
+            log.contains("Dynamic module ABI version v0.2.0 matched"),
+            "{log}"
+        );
+    } else {
+        assert!(!out.status.success(), "Envoy {version} took it:\n{log}");
+        assert!(
+            log.contains(
+                "meshware: this module was built for Envoy 1.40.0 (dynamic modules ABI v0.2.0)"
+            ),
+            "Envoy {version}: no reason given:\n{log}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn tempdir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("meshware-native-abi-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
