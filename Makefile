@@ -112,7 +112,10 @@ build: setup-run
 ## (dist/libmeshware.so, x86_64 Linux), from the same cores.
 build-native:
 	cargo build --profile native -p suite --features native
-	@mkdir -p $(DIST) && cp target/native/libsuite.so $(DIST)/libmeshware.so
+	@# Replaced by rename, never rewritten in place: a process that has the
+	@# library mapped (a running Envoy) would crash.
+	@mkdir -p $(DIST) && cp target/native/libsuite.so $(DIST)/libmeshware.so.tmp && \
+	  mv -f $(DIST)/libmeshware.so.tmp $(DIST)/libmeshware.so
 	@ls -l $(DIST)/libmeshware.so | awk '{printf "%-32s %8d bytes\n", $$9, $$5}'
 
 ## build-test-panic: test-only modules that panic on request
@@ -128,7 +131,8 @@ build-test-panic: setup
 	@$(WASM_OPT) $(WASM_OPT_FLAGS) target/test-panic/$(WASM_TARGET)/$(SUITE_PROFILE)/suite.wasm \
 	  -o $(DIST)/test-panic/suite.wasm
 	CARGO_TARGET_DIR=target/test-panic cargo build --profile native -p suite --features native,test-panic
-	@cp target/test-panic/native/libsuite.so $(DIST)/test-panic/libmeshware.so
+	@cp target/test-panic/native/libsuite.so $(DIST)/test-panic/libmeshware.so.tmp && \
+	  mv -f $(DIST)/test-panic/libmeshware.so.tmp $(DIST)/test-panic/libmeshware.so
 
 run: build
 	cargo run --quiet -p meshware-e2e --bin demo

@@ -142,8 +142,13 @@ fn a_profile_change_under_load_loses_no_request_and_mixes_no_tenants() {
         .iter_mut()
         .find(|f| f["name"] == "meshware.security_headers" || f["name"] == "meshware.suite")
         .unwrap();
-    holder["typed_config"]["config"]["configuration"]["value"] =
+    let broken_profile =
         json!(profile("gen-c").replace("content_security_policy", "content_security_polcy"));
+    if meshware_e2e::suite::native_module() {
+        holder["typed_config"]["filter_config"]["value"] = broken_profile;
+    } else {
+        holder["typed_config"]["config"]["configuration"]["value"] = broken_profile;
+    }
     push(&dir, &broken);
     let rejected = Instant::now();
     while stat(&envoy, "listener_manager.lds.update_rejected") < 1 {
