@@ -130,8 +130,10 @@ build-test-panic: setup
 	  target/test-panic/$(WASM_TARGET)/$(WASM_PROFILE)/$$n.wasm -o $(DIST)/test-panic/$$n.wasm; done
 	@$(WASM_OPT) $(WASM_OPT_FLAGS) target/test-panic/$(WASM_TARGET)/$(SUITE_PROFILE)/suite.wasm \
 	  -o $(DIST)/test-panic/suite.wasm
-	CARGO_TARGET_DIR=target/test-panic cargo build --profile native -p suite --features native,test-panic
-	@cp target/test-panic/native/libsuite.so $(DIST)/test-panic/libmeshware.so.tmp && \
+	@# The native one in the default target folder: only our crates differ
+	@# from `build-native`'s (dist/libmeshware.so is copied out already).
+	cargo build --profile native -p suite --features native,test-panic
+	@cp target/native/libsuite.so $(DIST)/test-panic/libmeshware.so.tmp && \
 	  mv -f $(DIST)/test-panic/libmeshware.so.tmp $(DIST)/test-panic/libmeshware.so
 
 run: build
