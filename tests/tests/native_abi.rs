@@ -84,3 +84,50 @@ fn tempdir() -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// The one naming difference (ARCHITECTURE.md, "The native build"): the
+/// same stat names as the wasm suite's in `/stats`, and in Prometheus
+/// Envoy's `envoy_` prefix (no custom namespace for dynamic modules), read
+/// here straight from the admin endpoint, not through the harness.
+#[test]
+fn native_metrics_keep_the_stat_names_and_gain_envoys_prefix_in_prometheus() {
+    if envoy_version() != BUILT_FOR {
+        return; // the module does not load there (the test above)
+    }
+    let echo = meshware_e2e::echo::Echo::start(0).unwrap();
+    let port = meshware_e2e::envoy::free_port();
+    let admin = meshware_e2e::envoy::free_port();
+    let profile = meshware_e2e::example_profile();
+    let mut params = meshware_cli::bootstrap::BootstrapParams::suite(
+        port,
+        admin,
+        echo.port,
+        meshware_e2e::dist(),
+        profile,
+    );
+    params.filters = vec![meshware_cli::bootstrap::SUITE.to_string()];
+    params.native = true;
+    params.access_log_path = "/dev/null".into();
+    let config = meshware_cli::bootstrap::render(&params);
+    let envoy = meshware_e2e::envoy::Envoy::start_with(&config, admin, 1, "info").unwrap();
+    let r = meshware_e2e::http::get(port, "/", &[("host", "shop.acme.example")]).unwrap();
+    assert_eq!(r.status, 200);
+    let counted = || {
+        let stats = meshware_e2e::http::get(admin, "/stats", &[])
+            .unwrap()
+            .text();
+        stats
+            .lines()
+            .any(|l| l == "meshware.decisions.filter.canary.tenant.acme.outcome.default: 1")
+    };
+    assert!(meshware_e2e::eventually(5, counted), "{}", envoy.log());
+    let prom = meshware_e2e::http::get(admin, "/stats/prometheus", &[])
+        .unwrap()
+        .text();
+    assert!(
+        prom.contains(
+            "envoy_meshware_decisions{filter=\"canary\",tenant=\"acme\",outcome=\"default\"} 1"
+        ),
+        "{prom}"
+    );
+}
