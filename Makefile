@@ -225,7 +225,7 @@ profile-vm: setup
 ## bench-instructions: instructions Envoy executes per request, per
 ## configuration, under valgrind's callgrind (exact where CPU time is noisy;
 ## about 25 minutes for every configuration, BENCH_ONLY=a,b for fewer).
-bench-instructions: build
+bench-instructions: build build-native
 	@command -v callgrind_control >/dev/null || { apt-get install -y -qq valgrind || \
 	  { apt-get update -qq && apt-get install -y -qq valgrind; }; }
 	BENCH_INSTRUCTIONS=1 BENCH_WRITE_DOCS=1 cargo run --quiet --release -p meshware-e2e --bin bench
@@ -233,12 +233,12 @@ bench-instructions: build
 ## bench-time: where Envoy's CPU time per request goes (the VM's code, Envoy
 ## called from it, the rest of Envoy, the kernel), sampled by perf's software
 ## clock in interleaved rounds (about 7 minutes; BENCH_ONLY=a,b for fewer).
-bench-time: build
+bench-time: build build-native
 	@command -v $${PERF_BIN:-perf} >/dev/null || { apt-get install -y -qq linux-perf || \
 	  { apt-get update -qq && apt-get install -y -qq linux-perf; }; }
 	BENCH_TIME=1 BENCH_WRITE_DOCS=1 cargo run --quiet --release -p meshware-e2e --bin bench
 
-bench: build bench-tools $(ETCD_BIN)
+bench: build build-native bench-tools $(ETCD_BIN)
 	BENCH_WRITE_DOCS=1 cargo run --quiet --release -p meshware-e2e --bin bench
 	BENCH_WRITE_DOCS=1 cargo run --quiet --release -p meshware-e2e --bin bench_live
 	BENCH_WRITE_DOCS=1 cargo run --quiet --release -p meshware-e2e --bin bench_global
