@@ -16,7 +16,7 @@
 //!   lives on.
 
 use super::abi::{self, EnvoyPtr};
-use super::hostcalls::{self, Answer, Carrier, Owner, Pending, Scope, StreamHost};
+use super::hostcalls::{self, Answer, Owner, Pending, Scope, StreamHost};
 use proxy_wasm::traits::{HttpContext, RootContext};
 use proxy_wasm::types::Action;
 use std::cell::{Cell, RefCell};
@@ -188,7 +188,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
         hostcalls::begin_definitions(config_envoy);
         let mut root = factory(next_context_id());
         let ok = {
-            let _main = hostcalls::MainConfig::enter(config_envoy);
+            let _main = hostcalls::main_config(config_envoy);
             root.on_configure(profile.len())
         };
         let tick_ms = hostcalls::take_tick_ms();
@@ -267,8 +267,8 @@ mod main_root {
     pub fn with(config: &Config, what: &str, f: impl FnOnce(&mut dyn RootContext)) {
         let _config_scope = ConfigScope::enter(config);
         let _scope = Scope::enter(std::ptr::null());
-        let _carrier = Carrier::enter(std::ptr::null_mut());
-        let _main = hostcalls::MainConfig::enter(config.envoy.0);
+        let _carrier = hostcalls::carrier(std::ptr::null_mut());
+        let _main = hostcalls::main_config(config.envoy.0);
         let ran = ROOTS.with(|r| {
             let Ok(mut r) = r.try_borrow_mut() else {
                 return true;
@@ -457,7 +457,7 @@ fn tick_if_due(config: &Config, carrier: EnvoyPtr) {
     let _ = with_root(config, |w| {
         w.next_tick = now + Duration::from_millis(w.tick_ms);
         let _scope = Scope::enter(std::ptr::null());
-        let _carrier = Carrier::enter(carrier);
+        let _carrier = hostcalls::carrier(carrier);
         w.root.on_tick();
     });
 }
@@ -979,7 +979,7 @@ fn deliver(filter: *mut c_void, pending: Pending, answer: Option<Answer>) {
             let delivered = catch_unwind(AssertUnwindSafe(|| {
                 let _ = with_root(config, |w| {
                     let _scope = Scope::enter(std::ptr::null());
-                    let _carrier = Carrier::enter(envoy);
+                    let _carrier = hostcalls::carrier(envoy);
                     call(w.root.as_mut());
                 });
             }));

@@ -103,35 +103,35 @@ thread_local! {
     static MAIN_CONFIG: Cell<EnvoyPtr> = const { Cell::new(std::ptr::null_mut()) };
 }
 
-/// Makes `config` the carrier of the main-thread root's callouts until
-/// the guard drops.
-pub struct MainConfig(EnvoyPtr);
+/// A per-thread pointer set until the guard drops (hooks nest).
+pub struct Setting {
+    key: &'static std::thread::LocalKey<Cell<EnvoyPtr>>,
+    previous: EnvoyPtr,
+}
 
-impl MainConfig {
-    pub fn enter(config: EnvoyPtr) -> MainConfig {
-        MainConfig(MAIN_CONFIG.with(|c| c.replace(config)))
+impl Setting {
+    fn new(key: &'static std::thread::LocalKey<Cell<EnvoyPtr>>, value: EnvoyPtr) -> Setting {
+        Setting {
+            key,
+            previous: key.with(|c| c.replace(value)),
+        }
     }
 }
 
-impl Drop for MainConfig {
+impl Drop for Setting {
     fn drop(&mut self) {
-        MAIN_CONFIG.with(|c| c.set(self.0));
+        self.key.with(|c| c.set(self.previous));
     }
 }
 
-/// Makes `envoy` the carrier of a root's callouts until the guard drops.
-pub struct Carrier(EnvoyPtr);
-
-impl Carrier {
-    pub fn enter(envoy: EnvoyPtr) -> Carrier {
-        Carrier(CARRIER.with(|c| c.replace(envoy)))
-    }
+/// Makes `config` the carrier of the main-thread root's callouts.
+pub fn main_config(config: EnvoyPtr) -> Setting {
+    Setting::new(&MAIN_CONFIG, config)
 }
 
-impl Drop for Carrier {
-    fn drop(&mut self) {
-        CARRIER.with(|c| c.set(self.0));
-    }
+/// Makes filter `envoy` the carrier of a worker root's callouts.
+pub fn carrier(envoy: EnvoyPtr) -> Setting {
+    Setting::new(&CARRIER, envoy)
 }
 
 /// The callout `callout_id` carried by `envoy`, no longer in flight.
