@@ -43,7 +43,12 @@ fn the_native_module_loads_only_into_the_envoy_it_was_built_for() {
     });
     let hcm = &mut config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
         ["typed_config"];
-    let router = hcm["http_filters"][0].clone();
+    // The router: last whatever the harness put first (every module mode).
+    let router = hcm["http_filters"]
+        .as_array()
+        .and_then(|f| f.last())
+        .cloned()
+        .unwrap();
     hcm["http_filters"] = json!([filter, router]);
     let dir = tempdir();
     let path = dir.join("bootstrap.json");
