@@ -344,6 +344,20 @@ pub fn expect_rejected_env(
 }
 
 /// `envoy --mode validate`: (passed, output).
+/// The Envoy release the tests run (`1.40.0`), from `envoy --version`:
+/// `<path> version: <commit>/<version>/Clean/RELEASE/BoringSSL`.
+pub fn version() -> String {
+    let out = Command::new(binary()).arg("--version").output();
+    let text = out
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default();
+    let after = text.split("version: ").nth(1).unwrap_or_default();
+    after.split('/').nth(1).unwrap_or_default().to_string()
+}
+
+/// The Envoy release the native module is built for (its ABI).
+pub const NATIVE_ENVOY: &str = "1.40.0";
+
 pub fn validate(bootstrap: &serde_json::Value) -> (bool, String) {
     let dir = ScratchDir::new();
     let config = dir.join("bootstrap.json");

@@ -8,18 +8,7 @@ use meshware_e2e::suite::bootstrap;
 use serde_json::json;
 use std::process::Command;
 
-const BUILT_FOR: &str = "1.40.0";
-
-fn envoy_version() -> String {
-    let out = Command::new(meshware_e2e::envoy::binary())
-        .arg("--version")
-        .output()
-        .expect("envoy --version");
-    // `<path> version: <commit>/<version>/Clean/RELEASE/BoringSSL`
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let after = text.split("version: ").nth(1).unwrap_or_default();
-    after.split('/').nth(1).unwrap_or_default().to_string()
-}
+use meshware_e2e::envoy::{version as envoy_version, NATIVE_ENVOY as BUILT_FOR};
 
 #[test]
 fn the_native_module_loads_only_into_the_envoy_it_was_built_for() {
