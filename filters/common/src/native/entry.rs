@@ -512,6 +512,11 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
         }));
         let host_ptr: *const RefCell<StreamHost> = &*host;
         hostcalls::register_context(context_id, host_ptr);
+        // The worker's tick first: a stream holds the settings its root has
+        // when it is made, so what a due tick adopts (live configuration)
+        // must already be there.
+        let _ = with_root(config_ref, |_| ());
+        tick_if_due(config_ref, filter_envoy);
         let _scope = Scope::enter(host_ptr);
         let context = with_root(config_ref, |w| w.root.create_http_context(context_id)).flatten();
         let filter = Box::new(Filter {
