@@ -516,7 +516,14 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
         // when it is made, so what a due tick adopts (live configuration)
         // must already be there.
         let _ = with_root(config_ref, |_| ());
-        tick_if_due(config_ref, filter_envoy);
+        // A panic there fails this stream's request, as in any hook.
+        let ticked = catch_unwind(AssertUnwindSafe(|| tick_if_due(config_ref, filter_envoy)));
+        if ticked.is_err() {
+            log::error!(
+                "[meshware] tick panicked: the request fails, the worker's state is rebuilt"
+            );
+            drop_root(config_ref);
+        }
         let _scope = Scope::enter(host_ptr);
         let context = with_root(config_ref, |w| w.root.create_http_context(context_id)).flatten();
         let filter = Box::new(Filter {
@@ -525,7 +532,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
             context,
             host,
             scheduler: None,
-            failed: false,
+            failed: ticked.is_err(),
             answered: false,
             replied: false,
         });
