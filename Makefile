@@ -27,6 +27,12 @@ ETCD_BIN ?= /usr/bin/etcd
 # The global rate-limit tests start a real Redis behind the rate limit service.
 REDIS_BIN ?= /usr/bin/redis-server
 export ETCD_BIN
+# The rate limit service of the global-limit tests (limitador's Redis storage)
+# compiles only with RocksDB: Debian's, linked instead of built
+# (.cargo/config.toml), and libclang for librocksdb-sys's bindings.
+ROCKSDB_LIB := /usr/lib/x86_64-linux-gnu/librocksdb.so
+LIBCLANG    := /usr/lib/llvm-14/lib/libclang.so
+export REDIS_BIN
 # Binaryen's optimizer (Debian package) shrinks every module rustc emits by
 # about 18%; the features are exactly those rustc enables for wasm32-wasip1.
 WASM_OPT ?= /usr/bin/wasm-opt
@@ -51,7 +57,7 @@ setup-run: $(VENV)/.envoy-$(ENVOY_VERSION) $(WASM_OPT)
 
 ## setup: everything make test needs besides: the test runner for the
 ## wasm-bindgen tests, Chromium, clippy/rustfmt, the Python test libraries.
-setup: setup-run $(VENV)/.test-deps-2 $(TOOLS)/.wasm-bindgen-$(WASM_BINDGEN_VERSION) $(CHROMIUM_BIN) $(ETCD_BIN) $(REDIS_BIN)
+setup: setup-run $(VENV)/.test-deps-2 $(TOOLS)/.wasm-bindgen-$(WASM_BINDGEN_VERSION) $(CHROMIUM_BIN) $(ETCD_BIN) $(REDIS_BIN) $(ROCKSDB_LIB) $(LIBCLANG)
 	@rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy rustfmt
 
@@ -73,6 +79,11 @@ $(REDIS_BIN):
 	@command -v apt-get >/dev/null || { echo "install Debian's redis-server package (REDIS_BIN=$@)"; exit 1; }
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server
+
+$(ROCKSDB_LIB) $(LIBCLANG):
+	@command -v apt-get >/dev/null || { echo "install Debian's librocksdb-dev and libclang-dev (the e2e crate's rate limit service)"; exit 1; }
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq librocksdb-dev libclang-dev
 
 $(WASM_OPT):
 	@command -v apt-get >/dev/null || { echo "install binaryen's wasm-opt (WASM_OPT=$@)"; exit 1; }
@@ -137,19 +148,19 @@ build-test-panic: setup
 	  mv -f $(DIST)/test-panic/libmeshware.so.tmp $(DIST)/test-panic/libmeshware.so
 
 run: build
-	cargo run --quiet -p meshware-e2e --bin demo
+	cargo run --quiet -p meshware-e2e --no-default-features --bin demo
 
 ## run-etcd: the demo with its profile in a local etcd (Debian's
 ## etcd-server, installed when missing) on 127.0.0.1:2379, which the
 ## filters poll; `meshware push` changes a tenant while traffic flows.
 run-etcd: build $(ETCD_BIN)
-	ETCD=1 cargo run --quiet -p meshware-e2e --bin demo
+	ETCD=1 cargo run --quiet -p meshware-e2e --no-default-features --bin demo
 
 ## dashboard-picture: runs the demo under mixed traffic for 90 s, scrapes its
 ## Prometheus stats and draws the dashboard panels into docs/dashboard.png.
 dashboard-picture: build
 	@$(VENV)/bin/python -c 'import matplotlib' 2>/dev/null || $(VENV)/bin/pip install --quiet matplotlib
-	@cargo build --quiet -p meshware-e2e --bin demo
+	@cargo build --quiet -p meshware-e2e --no-default-features --bin demo
 	@target/debug/demo > target/dashboard-demo.log 2>&1 & echo $$! > target/dashboard-demo.pid; \
 	  for i in $$(seq 1 100); do curl -sf http://127.0.0.1:9901/ready >/dev/null && break; sleep 0.2; done; \
 	  $(VENV)/bin/python tests/dashboard_picture.py; rc=$$?; \
@@ -238,7 +249,7 @@ bench-time: build build-native
 	  { apt-get update -qq && apt-get install -y -qq linux-perf; }; }
 	BENCH_TIME=1 BENCH_WRITE_DOCS=1 cargo run --quiet --release -p meshware-e2e --bin bench
 
-bench: build build-native bench-tools $(ETCD_BIN)
+bench: build build-native bench-tools $(ETCD_BIN) $(REDIS_BIN) $(ROCKSDB_LIB) $(LIBCLANG)
 	BENCH_WRITE_DOCS=1 cargo run --quiet --release -p meshware-e2e --bin bench
 	BENCH_WRITE_DOCS=1 cargo run --quiet --release -p meshware-e2e --bin bench_live
 	BENCH_WRITE_DOCS=1 cargo run --quiet --release -p meshware-e2e --bin bench_global

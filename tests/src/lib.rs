@@ -9,6 +9,8 @@ pub mod etcd;
 pub mod grpc;
 pub mod http;
 pub mod page;
+pub mod redis;
+#[cfg(feature = "rls")]
 pub mod rls;
 pub mod routers;
 pub mod suite;

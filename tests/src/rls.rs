@@ -9,13 +9,18 @@
 //! (`descriptors[0].tenant == 'acme'`), the request's `domain` is the
 //! limits' namespace, `hits_addend` (0: 1) the amount.
 //!
-//! Storage: limitador's in-memory counters. Its Redis storage does not build
-//! without its RocksDB disk storage (limitador 0.11–0.14: `storage/keys.rs`
-//! uses the `bin` module only compiled with `disk_storage`), and RocksDB's
-//! C++ build takes longer here than the whole test run may.
+//! Storage: limitador's Redis storage (`AsyncRedisStorage`, the one
+//! Limitador runs with `redis`), against a real Redis the service starts
+//! (`crate::redis`), or one shared by several services: two proxies, each
+//! with its own service, counting in one Redis, as Limitador replicas do.
+//! limitador compiles its Redis storage only together with its RocksDB disk
+//! storage; the e2e crate links Debian's RocksDB for that
+//! (`.cargo/config.toml`), and no test uses the disk storage.
 
+use crate::redis::Redis;
 use limitador::limit::{Context, Expression, Limit, Predicate};
-use limitador::RateLimiter;
+use limitador::storage::redis::AsyncRedisStorage;
+use limitador::AsyncRateLimiter;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
@@ -134,7 +139,7 @@ pub enum Mode {
 }
 
 struct State {
-    limiter: RateLimiter,
+    limiter: AsyncRateLimiter,
     mode: Mutex<Mode>,
     calls: Mutex<u64>,
 }
@@ -143,7 +148,12 @@ pub const OK: i32 = 1;
 pub const OVER_LIMIT: i32 = 2;
 
 impl State {
-    fn decide(&self, request: &proto::RateLimitRequest) -> proto::RateLimitResponse {
+    /// The service's answer; a storage failure (Redis gone) is `UNAVAILABLE`,
+    /// as Limitador answers it.
+    async fn decide(
+        &self,
+        request: &proto::RateLimitRequest,
+    ) -> Result<proto::RateLimitResponse, tonic::Status> {
         let namespace = request.domain.as_str().into();
         let hits = u64::from(request.hits_addend.max(1));
         let mut response = proto::RateLimitResponse {
@@ -161,6 +171,7 @@ impl State {
             let status = match self
                 .limiter
                 .check_rate_limited_and_update(&namespace, &ctx, hits)
+                .await
             {
                 Ok(result) => {
                     let code = if result.limited { OVER_LIMIT } else { OK };
@@ -193,7 +204,7 @@ impl State {
                         }),
                     }
                 }
-                Err(_) => proto::DescriptorStatus::default(),
+                Err(e) => return Err(tonic::Status::unavailable(format!("storage: {e}"))),
             };
             response.statuses.push(status);
         }
@@ -208,7 +219,7 @@ impl State {
                 value: "1".into(),
             });
         }
-        response
+        Ok(response)
     }
 }
 
@@ -236,7 +247,10 @@ impl tonic::server::UnaryService<proto::RateLimitRequest> for Decide {
             if let Mode::Slow(delay) = mode {
                 tokio::time::sleep(delay).await;
             }
-            Ok(tonic::Response::new(state.decide(request.get_ref())))
+            state
+                .decide(request.get_ref())
+                .await
+                .map(tonic::Response::new)
         })
     }
 }
@@ -301,34 +315,42 @@ pub struct Rls {
     state: Arc<State>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The Redis this service started for itself (none when shared).
+    own_redis: Option<Redis>,
 }
 
 impl Rls {
+    /// A service counting in a Redis of its own.
     pub fn start(limits: &[LimitSpec]) -> Rls {
-        let limiter = RateLimiter::new(100_000);
-        for l in limits {
-            let conditions: Vec<Predicate> = l
-                .conditions
-                .iter()
-                .map(|c| Predicate::parse(c).expect("condition"))
-                .collect();
-            let variables: Vec<Expression> = l
-                .variables
-                .iter()
-                .map(|v| Expression::parse(v).expect("variable"))
-                .collect();
-            let mut limit = Limit::new(l.domain, l.max, l.seconds, conditions, variables);
-            limit.set_name(l.name.to_string());
-            limiter.add_limit(limit);
-        }
-        let state = Arc::new(State {
-            limiter,
-            mode: Mutex::new(Mode::Normal),
-            calls: Mutex::new(0),
-        });
+        let redis = Redis::start();
+        let mut rls = Rls::start_on(&redis, limits);
+        rls.own_redis = Some(redis);
+        rls
+    }
+
+    /// A service counting in `redis`, which other services may share.
+    pub fn start_on(redis: &Redis, limits: &[LimitSpec]) -> Rls {
+        let parsed: Vec<Limit> = limits
+            .iter()
+            .map(|l| {
+                let conditions: Vec<Predicate> = l
+                    .conditions
+                    .iter()
+                    .map(|c| Predicate::parse(c).expect("condition"))
+                    .collect();
+                let variables: Vec<Expression> = l
+                    .variables
+                    .iter()
+                    .map(|v| Expression::parse(v).expect("variable"))
+                    .collect();
+                let mut limit = Limit::new(l.domain, l.max, l.seconds, conditions, variables);
+                limit.set_name(l.name.to_string());
+                limit
+            })
+            .collect();
+        let url = redis.url();
         let port = crate::envoy::free_port();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let service = RlsService(state.clone());
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -337,19 +359,42 @@ impl Rls {
                 .build()
                 .expect("tokio runtime");
             runtime.block_on(async move {
+                // The storage connects (and loads its scripts) in the runtime.
+                let storage = match AsyncRedisStorage::new(&url).await {
+                    Ok(storage) => storage,
+                    Err(e) => {
+                        let _ =
+                            ready_tx.send(Err(format!("limitador's Redis storage at {url}: {e}")));
+                        return;
+                    }
+                };
+                let limiter = AsyncRateLimiter::new_with_storage(Box::new(storage));
+                for limit in parsed {
+                    limiter.add_limit(limit);
+                }
+                let state = Arc::new(State {
+                    limiter,
+                    mode: Mutex::new(Mode::Normal),
+                    calls: Mutex::new(0),
+                });
+                let service = RlsService(state.clone());
                 let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
                 let server = tonic::transport::Server::builder()
                     .add_service(service)
                     .serve_with_shutdown(addr, async {
                         let _ = stopped.await;
                     });
-                let _ = ready_tx.send(());
+                let _ = ready_tx.send(Ok(state));
                 if let Err(e) = server.await {
                     eprintln!("rate limit service: {e}");
                 }
             });
         });
-        let _ = ready_rx.recv_timeout(Duration::from_secs(5));
+        let state = match ready_rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(state)) => state,
+            Ok(Err(e)) => panic!("{e}\n{}", redis.log()),
+            Err(e) => panic!("rate limit service not started: {e}"),
+        };
         // Listening once a connection is accepted.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
@@ -362,6 +407,14 @@ impl Rls {
             state,
             stop: Some(stop),
             thread: Some(thread),
+            own_redis: None,
+        }
+    }
+
+    /// Kills the Redis this service started (its storage gone).
+    pub fn stop_redis(&mut self) {
+        if let Some(redis) = self.own_redis.as_mut() {
+            redis.stop();
         }
     }
 

@@ -5,6 +5,7 @@
 //! independent, the service's failures follow each tenant's failure mode,
 //! and Envoy's own ratelimit filter counts on the same limits.
 
+use meshware_e2e::redis::Redis;
 use meshware_e2e::rls::{limit, Mode, Rls};
 use meshware_e2e::suite::Suite;
 use serde_json::{json, Value};
@@ -67,7 +68,7 @@ fn outcome(s: &Suite, tenant: &str, outcome: &str) -> f64 {
 fn two_proxies_share_one_global_limit_per_tenant_and_per_key() {
     // 150 per minute for acme (one window spans the test), 5 per key,
     // 1000 for beta: acme's exhaustion must not touch beta.
-    let rls = Rls::start(&[
+    let limits = [
         limit(
             "acme-tenant",
             150,
@@ -83,9 +84,16 @@ fn two_proxies_share_one_global_limit_per_tenant_and_per_key() {
             None,
         ),
         limit("per-key", 5, 60, &[("kind", "per-key")], Some("api_key")),
-    ]);
+    ];
+    // Each proxy has its own service (as Limitador replicas), both counting
+    // in one Redis.
+    let redis = Redis::start();
+    let (rls_a, rls_b) = (
+        Rls::start_on(&redis, &limits),
+        Rls::start_on(&redis, &limits),
+    );
     let p = profile(global("allow", 2000), global("allow", 2000));
-    let (a, b) = (proxy(&p, rls.port), proxy(&p, rls.port));
+    let (a, b) = (proxy(&p, rls_a.port), proxy(&p, rls_b.port));
     // Three times the quota over 10 s, alternating between the proxies.
     let start = Instant::now();
     let total = 450;
@@ -121,7 +129,9 @@ fn two_proxies_share_one_global_limit_per_tenant_and_per_key() {
         "admitted {admitted} of {total}, global quota 150\n{}",
         a.envoy.log()
     );
-    // Both proxies counted, against one service.
+    // Both proxies counted, each through its own service, in one Redis.
+    assert!(rls_a.calls() >= 200 && rls_b.calls() >= 200);
+    assert!(redis.keys() >= 1, "the counters live in Redis");
     for s in [&a, &b] {
         assert!(
             outcome(s, "acme", "global_limited") > 100.0,
@@ -160,7 +170,7 @@ fn two_proxies_share_one_global_limit_per_tenant_and_per_key() {
 /// hangs, and the counters say which failure it was.
 #[test]
 fn service_failures_follow_each_tenants_failure_mode() {
-    let rls = Rls::start(&[limit("acme-tenant", 1000, 60, &[("kind", "tenant")], None)]);
+    let mut rls = Rls::start(&[limit("acme-tenant", 1000, 60, &[("kind", "tenant")], None)]);
     let p = profile(global("allow", 150), global("deny", 150));
     let s = proxy(&p, rls.port);
     assert_eq!(s.get("/", &[ACME]).status, 200);
@@ -196,22 +206,31 @@ fn service_failures_follow_each_tenants_failure_mode() {
     assert_eq!(timed(ACME).0, 200);
     assert_eq!(timed(BETA).0, 503);
     assert!(counted("acme", "global_error", 1.0), "{}", show());
-    // Down.
+    // The service's Redis gone: it answers UNAVAILABLE, as Limitador does.
     rls.set_mode(Mode::Normal);
+    rls.stop_redis();
+    for (host, want) in [(ACME, 200), (BETA, 503)] {
+        let (status, took) = timed(host);
+        assert_eq!(status, want, "the service's storage down, {host:?}");
+        assert!(took < Duration::from_secs(2), "waited {took:?}");
+    }
+    assert!(counted("acme", "global_error", 2.0), "{}", show());
+    assert!(counted("beta", "global_denied", 3.0), "{}", show());
+    // The service down.
     drop(rls);
     for (host, want) in [(ACME, 200), (BETA, 503)] {
         let (status, took) = timed(host);
         assert_eq!(status, want, "service down, {host:?}");
         assert!(took < Duration::from_secs(2), "waited {took:?}");
     }
-    assert!(counted("acme", "global_error", 2.0), "{}", show());
+    assert!(counted("acme", "global_error", 3.0), "{}", show());
     // The latency histogram has every call (Envoy merges histograms on
     // its stats flush, every 5 s).
     let calls = || {
         s.metric("meshware_global_rate_limit_ms_count{filter=\"rate_limit\",tenant=\"acme\"}")
             .unwrap_or(0.0)
     };
-    assert!(meshware_e2e::eventually(8, || calls() >= 4.0), "{}", show());
+    assert!(meshware_e2e::eventually(8, || calls() >= 5.0), "{}", show());
 }
 
 /// A request over a local limit never costs a call.
