@@ -233,6 +233,24 @@ impl Envoy {
         Some((user * 10_000, system * 10_000))
     }
 
+    /// CPU microseconds so far, all threads, from the scheduler's own
+    /// runtime (`/proc/<pid>/task/*/schedstat`, nanoseconds). Exact where
+    /// `cpu_us` is sampled at each 10 ms tick: a process that wakes briefly
+    /// and periodically (a poll at rest) can be charged whole ticks or none.
+    pub fn cpu_exact_us(&self) -> Option<u64> {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid())).ok()?;
+        let mut ns = 0u64;
+        for task in tasks.flatten() {
+            let text = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+            ns += text
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        Some(ns / 1000)
+    }
+
     /// Resident set size in KiB.
     pub fn rss_kib(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;

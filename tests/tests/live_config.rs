@@ -691,3 +691,91 @@ fn a_pushed_quota_limits_grpc_calls() {
     let beta = call(s.port, "Unary", "hi", &["--authority", "b.example"]);
     assert_eq!(beta["code"], "OK", "{beta}");
 }
+
+/// With `watch_cluster`, the poller watches the prefix through etcd's gRPC
+/// Watch: a change applies at once (here well inside one poll period), the
+/// store is not polled at rest (only every `resync_ms`), and when the watch
+/// breaks (etcd restarted) polling takes over and the watch comes back.
+/// The native build has no gRPC streams: it polls, and says so.
+#[test]
+fn a_watched_store_applies_changes_at_once_and_is_not_polled_at_rest() {
+    let mut etcd = Etcd::start();
+    etcd.put_profile(PREFIX, &store_profile(3000, 4000));
+    let mut profile = store_profile(50, 50);
+    profile["config_source"] = json!({"cluster": "etcd", "watch_cluster": "etcd-grpc",
+        "prefix": PREFIX, "poll_ms": 6000, "resync_ms": 600000, "timeout_ms": 1000});
+    let port = etcd.port;
+    let s = Suite::start_edited(&profile.to_string(), &["rate_limit"], move |config| {
+        meshware_e2e::suite::add_cluster(
+            config,
+            meshware_cli::bootstrap::static_cluster("etcd", port),
+        );
+        meshware_e2e::suite::add_cluster(
+            config,
+            meshware_cli::bootstrap::grpc_cluster("etcd-grpc", port),
+        );
+    });
+    wait_quota(
+        &s,
+        ACME,
+        3000,
+        "the store's profile replaces the bootstrap's",
+    );
+    let polls = || {
+        s.metric("envoy_cluster_upstream_rq_total{envoy_cluster_name=\"etcd\"}")
+            .unwrap_or(0.0)
+    };
+    // Until ten fresh connections in a row (both workers) see the quota.
+    let push_and_time = |etcd: &Etcd, quota: u64| {
+        let pushed = Instant::now();
+        etcd.put(&format!("{PREFIX}tenants/acme"), &tenant(quota).to_string());
+        let mut in_a_row = 0;
+        while in_a_row < 10 && pushed.elapsed() < Duration::from_secs(20) {
+            if quota_of(&s, ACME) == Some(quota) {
+                in_a_row += 1;
+            } else {
+                in_a_row = 0;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        assert_eq!(in_a_row, 10, "quota {quota} not applied\n{}", s.envoy.log());
+        pushed.elapsed()
+    };
+    if meshware_e2e::suite::native_module() {
+        // Polling every poll_ms instead, and said once.
+        let took = push_and_time(&etcd, 7000);
+        assert!(took < Duration::from_secs(15), "{took:?}");
+        assert!(s.envoy.log().contains("config store watch on etcd-grpc"));
+        return;
+    }
+    let opened = "config store watch on etcd-grpc: open";
+    assert!(
+        meshware_e2e::eventually(10, || s.envoy.log().contains(opened)),
+        "{}",
+        s.envoy.log()
+    );
+    // At rest: no poll for 3 s (poll_ms is 6 s, but the watch is open).
+    let before = polls();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(polls(), before, "polled at rest with the watch open");
+    // A change applies well inside one poll period, on the watch's word.
+    let took = push_and_time(&etcd, 7000);
+    eprintln!("applied {took:?} after the push, watched");
+    assert!(took < Duration::from_secs(3), "{took:?}\n{}", s.envoy.log());
+    assert_eq!(quota_of(&s, BETA), Some(4000), "others untouched");
+    // The watch breaks: etcd restarts (same data). Polling takes over and
+    // the watch is opened again.
+    etcd.restart(false);
+    assert!(
+        meshware_e2e::eventually(20, || s.envoy.log().contains("the stream closed")),
+        "{}",
+        s.envoy.log()
+    );
+    assert!(
+        meshware_e2e::eventually(20, || s.envoy.log().matches(opened).count() >= 2),
+        "the watch was not opened again\n{}",
+        s.envoy.log()
+    );
+    let took = push_and_time(&etcd, 8000);
+    assert!(took < Duration::from_secs(3), "{took:?}\n{}", s.envoy.log());
+}

@@ -511,6 +511,15 @@ impl Context for SuiteRoot {
             stage.call_response(token_id, num_headers, body_size);
         }
     }
+
+    /// A message of the live configuration's etcd watch.
+    fn on_grpc_stream_message(&mut self, token_id: u32, message_size: usize) {
+        crate::live_host::watch_message(self.live.as_mut(), token_id, message_size);
+    }
+
+    fn on_grpc_stream_close(&mut self, token_id: u32, status_code: u32) {
+        crate::live_host::watch_closed(self.live.as_mut(), token_id, status_code);
+    }
 }
 
 impl RootContext for SuiteRoot {

@@ -209,6 +209,22 @@ pub fn format_timeout(ms: u64) -> String {
     format!("{}H", ms.div_ceil(3_600_000).min(LIMIT - 1))
 }
 
+/// The serialized `envoy.config.core.v3.GrpcService` naming `cluster`
+/// (`envoy_grpc.cluster_name`), the target of a gRPC callout. Names of at
+/// most 100 bytes: every length is one varint byte, so the message is ASCII
+/// text.
+pub fn envoy_grpc_service(cluster: &str) -> String {
+    let mut inner = String::with_capacity(cluster.len() + 2);
+    inner.push('\n'); // field 1 (cluster_name), length-delimited
+    inner.push(char::from(cluster.len().min(127) as u8));
+    inner.push_str(cluster);
+    let mut outer = String::with_capacity(inner.len() + 2);
+    outer.push('\n'); // field 1 (envoy_grpc), length-delimited
+    outer.push(char::from(inner.len().min(127) as u8));
+    outer.push_str(&inner);
+    outer
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod net;
 pub mod path;
 pub mod profile;
+pub mod protowire;
 pub mod request;
 pub mod rng;
 pub mod secret;

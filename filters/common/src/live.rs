@@ -94,6 +94,12 @@ pub struct SourceSettings {
     pub prefix: String,
     pub poll_ms: u64,
     pub timeout_ms: u64,
+    /// An HTTP/2 cluster of the same etcd: the poller watches the prefix
+    /// through etcd's gRPC Watch and polls as soon as anything changes.
+    pub watch_cluster: Option<String>,
+    /// While the watch is open, the store is polled only this often (a
+    /// safety net); `poll_ms` again when it is not.
+    pub resync_ms: u64,
     /// A document (one key's value) larger than this is rejected.
     pub max_document_bytes: usize,
     /// The status endpoint: a path the filters answer themselves (JSON)...
@@ -151,12 +157,16 @@ impl SourceSettings {
             .map(|v| format!("{{\"env\":{}}}", quoted(v)))
             .collect();
         format!(
-            "{{\"cluster\":{},\"authority\":{},\"prefix\":{},\"poll_ms\":{},\"timeout_ms\":{},\"max_document_bytes\":{},\"status_path\":{},\"status_allow_cidrs\":[{}],\"status_token_header\":{},\"status_admin_tokens\":[{}]}}",
+            "{{\"cluster\":{},\"authority\":{},\"prefix\":{},\"poll_ms\":{},\"timeout_ms\":{},{}\"resync_ms\":{},\"max_document_bytes\":{},\"status_path\":{},\"status_allow_cidrs\":[{}],\"status_token_header\":{},\"status_admin_tokens\":[{}]}}",
             quoted(&self.cluster),
             quoted(&self.authority),
             quoted(&self.prefix),
             self.poll_ms,
             self.timeout_ms,
+            self.watch_cluster
+                .as_deref()
+                .map_or_else(String::new, |c| format!("\"watch_cluster\":{},", quoted(c))),
+            self.resync_ms,
             self.max_document_bytes,
             quoted(&self.status_path),
             cidrs.join(","),
@@ -198,6 +208,14 @@ pub fn parse_settings(root: &Value, errors: &mut ConfigErrors) -> Option<SourceS
     });
     let poll_ms = r.u64_in("poll_ms", 1000, 100, 60_000);
     let timeout_ms = r.u64_in("timeout_ms", 2000, 100, 30_000);
+    let watch_cluster = r.opt_string("watch_cluster", |c| {
+        if !c.is_empty() && c.len() <= 100 && c.bytes().all(|b| b.is_ascii_graphic()) {
+            Ok(())
+        } else {
+            Err("must name an HTTP/2 Envoy cluster (1 to 100 printable characters)".into())
+        }
+    });
+    let resync_ms = r.u64_in("resync_ms", 30_000, 1000, 3_600_000);
     let max_document_bytes = r.u64_in("max_document_bytes", 65_536, 1024, 1 << 20) as usize;
     let status_path = r
         .opt_string("status_path", crate::section::check_path_prefix)
@@ -239,6 +257,8 @@ pub fn parse_settings(root: &Value, errors: &mut ConfigErrors) -> Option<SourceS
         prefix,
         poll_ms,
         timeout_ms,
+        watch_cluster,
+        resync_ms,
         max_document_bytes,
         status_path,
         status_allow_cidrs,
@@ -491,6 +511,93 @@ pub fn prefix_range_end(prefix: &[u8]) -> Vec<u8> {
         }
     }
     vec![0] // every key
+}
+
+/// etcd's gRPC Watch (`etcdserverpb.Watch/Watch`, a bidirectional stream),
+/// the few fields the poller sends and reads. A watch only says *that*
+/// something under the prefix changed: what changed is read by the same
+/// poll as always, so a watch event is judged exactly as a polled change.
+pub mod watch {
+    use crate::protowire::{put_bytes, put_message, put_varint, Fields, Value};
+
+    pub const SERVICE: &str = "etcdserverpb.Watch";
+    pub const METHOD: &str = "Watch";
+
+    /// `WatchRequest { create_request (1): WatchCreateRequest { key (1),
+    /// range_end (2), start_revision (3) } }`: every key under `prefix`,
+    /// from `start_revision` on (0: from now), so nothing between the last
+    /// poll and the watch's start is missed.
+    pub fn create_request(prefix: &str, start_revision: u64) -> Vec<u8> {
+        let mut create = Vec::new();
+        put_bytes(&mut create, 1, prefix.as_bytes());
+        put_bytes(&mut create, 2, &super::prefix_range_end(prefix.as_bytes()));
+        if start_revision > 0 {
+            put_varint(&mut create, 3 << 3, start_revision);
+        }
+        let mut request = Vec::new();
+        put_message(&mut request, 1, &create);
+        request
+    }
+
+    /// What one `WatchResponse` says.
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct Response {
+        /// `header.revision`: the store's revision when it was sent.
+        pub revision: u64,
+        pub created: bool,
+        pub canceled: bool,
+        /// Set when the start revision was compacted away (then canceled).
+        pub compact_revision: u64,
+        /// How many events it carries (`events`, field 11).
+        pub events: usize,
+    }
+
+    /// Reads a `WatchResponse`; `None` when malformed.
+    pub fn decode(bytes: &[u8]) -> Option<Response> {
+        let mut r = Response::default();
+        for field in Fields::new(bytes) {
+            match field? {
+                (1, Value::Bytes(header)) => {
+                    for f in Fields::new(header) {
+                        if let (3, Value::Varint(v)) = f? {
+                            r.revision = v;
+                        }
+                    }
+                }
+                (3, Value::Varint(v)) => r.created = v != 0,
+                (4, Value::Varint(v)) => r.canceled = v != 0,
+                (5, Value::Varint(v)) => r.compact_revision = v,
+                (11, Value::Bytes(_)) => r.events = r.events.saturating_add(1),
+                _ => {}
+            }
+        }
+        Some(r)
+    }
+
+    /// What the poller does on a message of its watch.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Step {
+        /// The watch is open: the safety-net period applies.
+        Opened,
+        /// Something changed past what the proxy runs on: poll now.
+        Poll,
+        /// Nothing to do (a progress notice, an event already applied).
+        Nothing,
+        /// etcd ended the watch (compacted start, canceled): poll and
+        /// watch again later.
+        Closed,
+    }
+
+    /// Decides on one message, given the revision the proxy runs on.
+    pub fn step(message: Option<&Response>, running: u64) -> Step {
+        match message {
+            None => Step::Closed,
+            Some(m) if m.canceled || m.compact_revision > 0 => Step::Closed,
+            Some(m) if m.events > 0 && m.revision > running => Step::Poll,
+            Some(m) if m.created => Step::Opened,
+            Some(_) => Step::Nothing,
+        }
+    }
 }
 
 fn number(v: Option<&Value>) -> Option<u64> {
@@ -1025,6 +1132,94 @@ mod tests {
         let mut errors = ConfigErrors::default();
         assert_eq!(parse_settings(&json!({}), &mut errors), None);
         assert!(errors.is_empty());
+    }
+
+    #[test]
+    fn watch_create_request_is_etcds_wire_format() {
+        // WatchRequest{create_request(1){key(1) "/mw/", range_end(2) "/mw0",
+        // start_revision(3) 300}}: field keys 0x0a, 0x0a, 0x12, 0x18; 300 is
+        // the varint ac 02.
+        let bytes = watch::create_request("/mw/", 300);
+        assert_eq!(
+            bytes,
+            b"\x0a\x0f\x0a\x04/mw/\x12\x04/mw0\x18\xac\x02".to_vec()
+        );
+        // From now: no start_revision.
+        assert_eq!(
+            watch::create_request("/mw/", 0),
+            b"\x0a\x0c\x0a\x04/mw/\x12\x04/mw0".to_vec()
+        );
+    }
+
+    #[test]
+    fn watch_responses_decide_the_poll() {
+        // header(1){cluster_id(1) 7, revision(3) 42}, created(3) true
+        let created = b"\x0a\x04\x08\x07\x18\x2a\x18\x01";
+        let r = watch::decode(created).unwrap();
+        assert_eq!((r.revision, r.created, r.events), (42, true, 0));
+        assert_eq!(watch::step(Some(&r), 40), watch::Step::Opened);
+        // header{revision 43}, watch_id(2) 0, events(11) x2 (opaque to us)
+        let events = b"\x0a\x02\x18\x2b\x10\x00\x5a\x02\x08\x01\x5a\x00";
+        let r = watch::decode(events).unwrap();
+        assert_eq!((r.revision, r.events), (43, 2));
+        assert_eq!(watch::step(Some(&r), 42), watch::Step::Poll);
+        assert_eq!(
+            watch::step(Some(&r), 43),
+            watch::Step::Nothing,
+            "applied already"
+        );
+        // canceled(4) with compact_revision(5) 10 and a cancel_reason(6)
+        let canceled = b"\x20\x01\x28\x0a\x32\x03old";
+        let r = watch::decode(canceled).unwrap();
+        assert!(r.canceled && r.compact_revision == 10);
+        assert_eq!(watch::step(Some(&r), 0), watch::Step::Closed);
+        // Malformed: a length past the end.
+        assert_eq!(watch::decode(b"\x0a\x09\x18"), None);
+        assert_eq!(watch::step(None, 0), watch::Step::Closed);
+    }
+
+    #[test]
+    fn watch_settings_are_checked() {
+        let mut errors = ConfigErrors::default();
+        let s = parse_settings(
+            &json!({"config_source": {"cluster": "etcd", "prefix": "/mw/",
+                "watch_cluster": "etcd-grpc", "resync_ms": 60000}}),
+            &mut errors,
+        )
+        .unwrap();
+        assert!(errors.is_empty(), "{errors}");
+        assert_eq!(
+            (s.watch_cluster.as_deref(), s.resync_ms),
+            (Some("etcd-grpc"), 60_000)
+        );
+        // Carried into assembled profiles unchanged.
+        let again: Value = serde_json::from_str(&s.to_json()).unwrap();
+        assert_eq!(again["watch_cluster"], "etcd-grpc");
+        assert_eq!(again["resync_ms"], 60000);
+        let mut errors = ConfigErrors::default();
+        parse_settings(
+            &json!({"config_source": {"cluster": "etcd", "prefix": "/mw/",
+                "watch_cluster": "", "resync_ms": 5}}),
+            &mut errors,
+        );
+        let text = errors.to_string();
+        assert!(
+            text.contains("config_source.watch_cluster: must name an HTTP/2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("config_source.resync_ms: must be >= 1000"),
+            "{text}"
+        );
+        // Without a watch: polling only, and no watch_cluster written.
+        let mut errors = ConfigErrors::default();
+        let s = parse_settings(
+            &json!({"config_source": {"cluster": "etcd", "prefix": "/mw/"}}),
+            &mut errors,
+        )
+        .unwrap();
+        assert_eq!((s.watch_cluster.as_deref(), s.resync_ms), (None, 30_000));
+        assert!(!s.to_json().contains("watch_cluster"));
     }
 
     #[test]

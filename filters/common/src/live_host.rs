@@ -9,7 +9,7 @@
 use crate::errors::ConfigErrors;
 use crate::host::EnvoyEnv;
 use crate::hostcall as hostcalls;
-use crate::live::{ConfigSource, Etcd, Snapshot, SourceSettings, Step};
+use crate::live::{watch, ConfigSource, Etcd, Snapshot, SourceSettings, Step};
 use crate::store::{HostEnv, SharedStore};
 use serde_json::Value;
 
@@ -29,11 +29,36 @@ pub struct LiveHost {
     /// The poll call in flight: token and when it started.
     in_flight: Option<(u32, u64)>,
     next_poll_ms: u64,
+    /// Whether this worker held the polling lease when it last asked, and
+    /// when it asks again (every `poll_ms`, polling or not).
+    holds_lease: bool,
+    next_lease_ms: u64,
+    watch: Watch,
     /// Consecutive failed polls (one warning per streak).
     failures: u32,
     regressed: bool,
     started_ms: u64,
     metrics: LiveMetrics,
+}
+
+/// The poller's etcd watch (`watch_cluster`): a gRPC stream that says when
+/// something under the prefix changed.
+struct Watch {
+    /// The serialized `GrpcService` of `watch_cluster` (none: no watch).
+    service: Option<String>,
+    token: Option<u32>,
+    /// etcd confirmed it (`created`): polls fall back to `resync_ms`.
+    open: bool,
+    /// When to try again after it failed or closed.
+    retry_ms: u64,
+    /// Consecutive failures (one warning per streak).
+    failures: u32,
+}
+
+/// How long a failed or closed watch waits before it is opened again: as
+/// long as a poll, at least a second.
+fn watch_retry_ms(poll_ms: u64) -> u64 {
+    poll_ms.max(1000)
 }
 
 /// The live configuration's metrics (`meshware_config_*`, labelled by
@@ -117,6 +142,10 @@ impl LiveHost {
     pub fn new(module: &'static str, settings: &SourceSettings, owner: u64) -> LiveHost {
         let settings = settings.clone();
         let now = EnvoyEnv.now_ms();
+        let watch_service = settings
+            .watch_cluster
+            .as_deref()
+            .map(crate::grpc::envoy_grpc_service);
         LiveHost {
             module,
             source: Etcd::new(&settings.prefix),
@@ -126,6 +155,15 @@ impl LiveHost {
             owner,
             in_flight: None,
             next_poll_ms: 0,
+            holds_lease: false,
+            next_lease_ms: 0,
+            watch: Watch {
+                service: watch_service,
+                token: None,
+                open: false,
+                retry_ms: 0,
+                failures: 0,
+            },
             failures: 0,
             regressed: false,
             started_ms: now,
@@ -205,7 +243,9 @@ impl LiveHost {
         EnvoyEnv.set(&k, mine.as_bytes(), cas).is_ok()
     }
 
-    /// On tick: starts a poll when one is due and this worker holds the lease.
+    /// On tick: renews (or takes) the polling lease every `poll_ms`; the
+    /// holder keeps its watch open and polls when a poll is due: every
+    /// `poll_ms`, or every `resync_ms` while the watch is open.
     pub fn tick(&mut self) {
         let now = EnvoyEnv.now_ms();
         self.record_staleness(now);
@@ -216,6 +256,17 @@ impl LiveHost {
         if !crate::native::entry::on_main_thread() {
             return;
         }
+        if now >= self.next_lease_ms {
+            self.next_lease_ms = now.saturating_add(self.settings.poll_ms);
+            self.holds_lease = self.lease(now);
+            if !self.holds_lease {
+                self.close_watch();
+            }
+        }
+        if !self.holds_lease {
+            return;
+        }
+        self.open_watch(now);
         if let Some((_, since)) = self.in_flight {
             // Envoy answers every call by its timeout; this is a backstop.
             if now < since.saturating_add(self.settings.timeout_ms.saturating_mul(2)) {
@@ -226,11 +277,133 @@ impl LiveHost {
         if now < self.next_poll_ms {
             return;
         }
-        // Whether or not this worker gets the lease, it asks again next period.
-        self.next_poll_ms = now.saturating_add(self.settings.poll_ms);
-        if self.lease(now) {
-            self.send(now);
+        self.next_poll_ms = now.saturating_add(self.poll_period());
+        self.send(now);
+    }
+
+    fn poll_period(&self) -> u64 {
+        if self.watch.open {
+            self.settings.resync_ms.max(self.settings.poll_ms)
+        } else {
+            self.settings.poll_ms
         }
+    }
+
+    /// Opens the watch when one is configured, none is open and its retry
+    /// time has come: from the revision after the one this worker runs on,
+    /// so a change between the last poll and the watch is not missed.
+    fn open_watch(&mut self, now: u64) {
+        let Some(service) = self.watch.service.as_deref() else {
+            return;
+        };
+        if self.watch.token.is_some() || now < self.watch.retry_ms {
+            return;
+        }
+        self.watch.retry_ms = now.saturating_add(watch_retry_ms(self.settings.poll_ms));
+        let start = match self.snapshot.revision {
+            0 => 0,
+            r => r.saturating_add(1),
+        };
+        let request = watch::create_request(&self.settings.prefix, start);
+        let opened =
+            hostcalls::open_grpc_stream(service, watch::SERVICE, watch::METHOD, Vec::new())
+                .and_then(|token| {
+                    match hostcalls::send_grpc_stream_message(token, Some(&request), false) {
+                        Ok(()) => Ok(token),
+                        Err(status) => {
+                            let _ = hostcalls::cancel_grpc_stream(token);
+                            Err(status)
+                        }
+                    }
+                });
+        match opened {
+            Ok(token) => self.watch.token = Some(token),
+            Err(status) => self.watch_failed(&format!("it could not start ({status:?})")),
+        }
+    }
+
+    fn watch_failed(&mut self, why: &str) {
+        self.watch.failures = self.watch.failures.saturating_add(1);
+        if self.watch.failures == 1 {
+            log::warn!(
+                "[{}] config store watch on {}: {why}; polling every {} ms, watching again every {} ms",
+                self.module,
+                self.settings.watch_cluster.as_deref().unwrap_or(""),
+                self.settings.poll_ms,
+                watch_retry_ms(self.settings.poll_ms)
+            );
+        }
+    }
+
+    fn close_watch(&mut self) {
+        if let Some(token) = self.watch.token.take() {
+            let _ = hostcalls::cancel_grpc_stream(token);
+        }
+        self.watch.open = false;
+    }
+
+    /// Whether `token` is this source's watch stream.
+    pub fn owns_watch(&self, token: u32) -> bool {
+        self.watch.token == Some(token)
+    }
+
+    /// A message of the watch (`None`: unreadable).
+    pub fn watch_message(&mut self, message: Option<&[u8]>) {
+        let now = EnvoyEnv.now_ms();
+        let decoded = message.and_then(watch::decode);
+        match watch::step(decoded.as_ref(), self.snapshot.revision) {
+            watch::Step::Opened => {
+                if self.watch.failures > 0 || !self.watch.open {
+                    log::info!(
+                        "[{}] config store watch on {}: open; polling every {} ms as a safety net",
+                        self.module,
+                        self.settings.watch_cluster.as_deref().unwrap_or(""),
+                        self.settings.resync_ms.max(self.settings.poll_ms)
+                    );
+                }
+                self.watch.failures = 0;
+                self.watch.open = true;
+                self.next_poll_ms = self
+                    .next_poll_ms
+                    .min(now.saturating_add(self.settings.resync_ms));
+            }
+            watch::Step::Poll => {
+                self.watch.open = true;
+                if self.in_flight.is_none() {
+                    self.next_poll_ms = now.saturating_add(self.poll_period());
+                    self.send(now);
+                } else {
+                    // After the poll in flight: the next tick polls again.
+                    self.next_poll_ms = 0;
+                }
+            }
+            watch::Step::Nothing => {}
+            watch::Step::Closed => {
+                let why = match decoded {
+                    None => "an unreadable message".to_string(),
+                    Some(m) if m.compact_revision > 0 => format!(
+                        "etcd compacted its history past revision {}",
+                        m.compact_revision
+                    ),
+                    Some(_) => "etcd canceled it".to_string(),
+                };
+                self.close_watch();
+                self.watch_failed(&why);
+                self.next_poll_ms = 0;
+            }
+        }
+    }
+
+    /// The watch stream ended (the store or the cluster went away): poll
+    /// every `poll_ms` until it is open again.
+    pub fn watch_closed(&mut self, grpc_status: u32) {
+        self.watch.token = None;
+        self.watch.open = false;
+        self.next_poll_ms = 0;
+        self.watch_failed(&format!(
+            "the stream closed ({})",
+            crate::grpc::name_of(u8::try_from(grpc_status).unwrap_or(2))
+        ));
     }
 
     fn send(&mut self, now: u64) {
@@ -406,6 +579,28 @@ impl LiveHost {
     /// The snapshot this worker runs on.
     pub fn snapshot(&self) -> &Snapshot {
         &self.snapshot
+    }
+}
+
+/// A root's gRPC stream message, for its live source's watch if it is
+/// that stream (the roots of the modules and of the suite call this).
+pub fn watch_message(live: Option<&mut LiveHost>, token_id: u32, message_size: usize) {
+    if let Some(live) = live.filter(|l| l.owns_watch(token_id)) {
+        let message = hostcalls::get_buffer(
+            proxy_wasm::types::BufferType::GrpcReceiveBuffer,
+            0,
+            message_size,
+        )
+        .ok()
+        .flatten();
+        live.watch_message(message.as_deref());
+    }
+}
+
+/// A root's gRPC stream closed: the watch's, if it is that stream.
+pub fn watch_closed(live: Option<&mut LiveHost>, token_id: u32, status_code: u32) {
+    if let Some(live) = live.filter(|l| l.owns_watch(token_id)) {
+        live.watch_closed(status_code);
     }
 }
 

@@ -91,20 +91,6 @@ pub struct GlobalSettings {
     pub descriptors: Vec<GlobalDescriptor>,
 }
 
-/// The serialized `GrpcService` naming `cluster` (names of at most 100
-/// bytes: every length is one varint byte, so the message is ASCII text).
-fn grpc_service(cluster: &str) -> String {
-    let mut inner = String::with_capacity(cluster.len() + 2);
-    inner.push('\n'); // field 1 (cluster_name), length-delimited
-    inner.push(char::from(cluster.len() as u8));
-    inner.push_str(cluster);
-    let mut outer = String::with_capacity(inner.len() + 2);
-    outer.push('\n'); // field 1 (envoy_grpc), length-delimited
-    outer.push(char::from(inner.len() as u8));
-    outer.push_str(&inner);
-    outer
-}
-
 fn check_cluster(c: &str) -> Result<(), String> {
     if !c.is_empty() && c.len() <= 100 && c.bytes().all(|b| b.is_ascii_graphic()) {
         Ok(())
@@ -310,7 +296,7 @@ pub fn parse(r: &mut SectionReader<'_>) -> Option<GlobalSettings> {
         return None;
     }
     Some(GlobalSettings {
-        grpc_service: grpc_service(&cluster),
+        grpc_service: meshware_common::grpc::envoy_grpc_service(&cluster),
         cluster,
         domain,
         timeout_ms,
@@ -562,9 +548,12 @@ mod tests {
     #[test]
     fn the_grpc_service_names_the_cluster() {
         // GrpcService { envoy_grpc (1) { cluster_name (1): "rls" } }
-        assert_eq!(grpc_service("rls").as_bytes(), b"\x0a\x05\x0a\x03rls");
+        assert_eq!(
+            meshware_common::grpc::envoy_grpc_service("rls").as_bytes(),
+            b"\x0a\x05\x0a\x03rls"
+        );
         let long = "c".repeat(100);
-        let s = grpc_service(&long);
+        let s = meshware_common::grpc::envoy_grpc_service(&long);
         assert_eq!(s.as_bytes().get(..3), Some(&[0x0a, 102, 0x0a][..]));
         assert_eq!(s.len(), 104);
     }

@@ -4,8 +4,9 @@
 //! and reads, without a protobuf runtime in the module. Unknown fields of an
 //! answer are skipped, as protobuf requires; a malformed answer is `None`.
 //!
-//! Groundwork for global limits (issue 33): the codec and its vectors; the
-//! `global` settings and the callout come next.
+//! The wire format's primitives are `meshware_common::protowire`'s.
+
+use meshware_common::protowire::{put_bytes, put_message, put_varint, Fields, Value};
 
 /// One descriptor: its entries, in order (`key`, `value`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,102 +162,6 @@ fn decode_header(bytes: &[u8]) -> Option<(String, String)> {
         }
     }
     Some((key, value))
-}
-
-fn put_varint(out: &mut Vec<u8>, key: u64, value: u64) {
-    push_varint(out, key);
-    push_varint(out, value);
-}
-
-fn push_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-/// A string or bytes field; proto3 leaves empty ones out (an embedded
-/// message is written with `put_message`, empty or not).
-fn put_bytes(out: &mut Vec<u8>, field: u64, bytes: &[u8]) {
-    if bytes.is_empty() {
-        return;
-    }
-    put_message(out, field, bytes);
-}
-
-fn put_message(out: &mut Vec<u8>, field: u64, bytes: &[u8]) {
-    push_varint(out, (field << 3) | 2);
-    push_varint(out, bytes.len() as u64);
-    out.extend_from_slice(bytes);
-}
-
-enum Value<'a> {
-    Varint(u64),
-    Bytes(&'a [u8]),
-    Fixed,
-}
-
-/// The fields of one message: `(number, value)`, `None` once malformed.
-struct Fields<'a> {
-    rest: &'a [u8],
-    failed: bool,
-}
-
-impl<'a> Fields<'a> {
-    fn new(bytes: &'a [u8]) -> Self {
-        Fields {
-            rest: bytes,
-            failed: false,
-        }
-    }
-
-    fn varint(&mut self) -> Option<u64> {
-        let mut v = 0u64;
-        for (i, byte) in self.rest.iter().enumerate().take(10) {
-            v |= u64::from(byte & 0x7f) << (7 * i);
-            if byte & 0x80 == 0 {
-                self.rest = self.rest.get(i + 1..)?;
-                return Some(v);
-            }
-        }
-        None
-    }
-
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let taken = self.rest.get(..n)?;
-        self.rest = self.rest.get(n..)?;
-        Some(taken)
-    }
-
-    fn field(&mut self) -> Option<(u64, Value<'a>)> {
-        let key = self.varint()?;
-        let number = key >> 3;
-        let value = match key & 7 {
-            0 => Value::Varint(self.varint()?),
-            1 => self.take(8).map(|_| Value::Fixed)?,
-            2 => {
-                let len = usize::try_from(self.varint()?).ok()?;
-                Value::Bytes(self.take(len)?)
-            }
-            5 => self.take(4).map(|_| Value::Fixed)?,
-            _ => return None, // groups (3, 4) are not in these messages
-        };
-        (number > 0).then_some((number, value))
-    }
-}
-
-impl<'a> Iterator for Fields<'a> {
-    type Item = Option<(u64, Value<'a>)>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.failed || self.rest.is_empty() {
-            return None;
-        }
-        let field = self.field();
-        self.failed = field.is_none();
-        Some(field)
-    }
 }
 
 #[cfg(test)]

@@ -168,9 +168,9 @@ fn run() -> Result<String, String> {
     std::thread::sleep(Duration::from_secs(2));
     for _ in 0..3 {
         for (envoy, out) in [(&live, &mut live_cpu), (&inline, &mut inline_cpu)] {
-            let before = envoy.cpu_us().ok_or("no cpu reading")?;
+            let before = envoy.cpu_exact_us().ok_or("no cpu reading")?;
             std::thread::sleep(window);
-            let after = envoy.cpu_us().ok_or("no cpu reading")?;
+            let after = envoy.cpu_exact_us().ok_or("no cpu reading")?;
             out.push(after.saturating_sub(before) as f64 / window.as_micros() as f64 * 100.0);
         }
     }
@@ -191,7 +191,7 @@ fn run() -> Result<String, String> {
         etcd_stat("upstream_cx_rx_bytes_total"),
         etcd_stat("upstream_cx_total"),
     );
-    let cpu0 = live.cpu_split_us();
+    let (cpu0, exact0) = (live.cpu_split_us(), live.cpu_exact_us());
     std::thread::sleep(window);
     let (rq1, rx1, cx1) = (
         etcd_stat("upstream_rq_total"),
@@ -199,10 +199,15 @@ fn run() -> Result<String, String> {
         etcd_stat("upstream_cx_total"),
     );
     eprintln!(
-        "at rest: {:.1} store calls/s, {:.0} bytes per answer, {} new connections, cpu {:?} -> {:?}",
+        "at rest: {:.1} store calls/s, {:.0} bytes per answer, {} new connections, \
+         cpu (ticks) {:?} -> {:?}, cpu (scheduler) {:?} -> {:?} us",
         (rq1 - rq0) / window.as_secs_f64(),
         (rx1 - rx0) / (rq1 - rq0).max(1.0),
-        cx1 - cx0, cpu0, live.cpu_split_us()
+        cx1 - cx0,
+        cpu0,
+        live.cpu_split_us(),
+        exact0,
+        live.cpu_exact_us()
     );
     let (live_idle, inline_idle) = (percentile(live_cpu, 0.5), percentile(inline_cpu, 0.5));
     let table = format!(

@@ -652,6 +652,15 @@ impl<F: HttpFilter> Context for Root<F> {
         }
         wake_parked::<F>(&compiled, &self.worker, slot, tag, self.context_id);
     }
+
+    /// A message of the live configuration's etcd watch.
+    fn on_grpc_stream_message(&mut self, token_id: u32, message_size: usize) {
+        crate::live_host::watch_message(self.live.as_mut(), token_id, message_size);
+    }
+
+    fn on_grpc_stream_close(&mut self, token_id: u32, status_code: u32) {
+        crate::live_host::watch_closed(self.live.as_mut(), token_id, status_code);
+    }
 }
 
 impl<F: HttpFilter> Root<F> {

@@ -1091,6 +1091,29 @@ pub fn dispatch_grpc_call(
     callout(upstream_name, &headers, &frame, timeout, true)
 }
 
+/// gRPC streams (the live configuration's etcd watch) are not offered on
+/// the native ABI: the caller polls instead.
+pub fn open_grpc_stream(
+    _upstream_name: &str,
+    _service_name: &str,
+    _method_name: &str,
+    _initial_metadata: Vec<(&str, &[u8])>,
+) -> Result<u32, Status> {
+    Err(Status::InternalFailure)
+}
+
+pub fn send_grpc_stream_message(
+    _token_id: u32,
+    _message: Option<&[u8]>,
+    _end_stream: bool,
+) -> Result<(), Status> {
+    Err(Status::NotFound)
+}
+
+pub fn cancel_grpc_stream(_token_id: u32) -> Result<(), Status> {
+    Err(Status::NotFound)
+}
+
 /// A gRPC answer from an HTTP/2 one: the status (`grpc-status` of a
 /// trailers-only answer; UNAVAILABLE without an answer or on a non-200
 /// status) and the message of its first frame. The ABI hands over no
