@@ -754,10 +754,21 @@ fn a_watched_store_applies_changes_at_once_and_is_not_polled_at_rest() {
         "{}",
         s.envoy.log()
     );
+    assert!(
+        meshware_e2e::eventually(5, || status(&s)["source"]["watch"] == "open"),
+        "{}",
+        status(&s)
+    );
     // At rest: no poll for 3 s (poll_ms is 6 s, but the watch is open).
     let before = polls();
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(polls(), before, "polled at rest with the watch open");
+    // Not stale meanwhile: an open watch keeps the proxy current.
+    let st = status(&s);
+    assert!(
+        st["staleness_ms"].as_u64().is_some_and(|v| v < 1000),
+        "{st}"
+    );
     // A change applies well inside one poll period, on the watch's word.
     let took = push_and_time(&etcd, 7000);
     eprintln!("applied {took:?} after the push, watched");
@@ -770,6 +781,11 @@ fn a_watched_store_applies_changes_at_once_and_is_not_polled_at_rest() {
         meshware_e2e::eventually(20, || s.envoy.log().contains("the stream closed")),
         "{}",
         s.envoy.log()
+    );
+    assert!(
+        meshware_e2e::eventually(20, || status(&s)["source"]["watch"] == "open"),
+        "{}",
+        status(&s)
     );
     assert!(
         meshware_e2e::eventually(20, || s.envoy.log().matches(opened).count() >= 2),

@@ -212,9 +212,7 @@ impl LiveHost {
             return;
         }
         self.metrics.next_staleness_ms = now.saturating_add(1000);
-        let last_ok = status(self.module)
-            .and_then(|s| s.get("last_ok_ms").and_then(Value::as_u64))
-            .unwrap_or(self.started_ms);
+        let last_ok = fresh_as_of(self.module, now).unwrap_or(self.started_ms);
         if let Some(id) = self.metrics.staleness_ms {
             let _ = hostcalls::record_metric(id, now.saturating_sub(last_ok));
         }
@@ -363,6 +361,7 @@ impl LiveHost {
                 }
                 self.watch.failures = 0;
                 self.watch.open = true;
+                self.republish_watch_state();
                 self.next_poll_ms = self
                     .next_poll_ms
                     .min(now.saturating_add(self.settings.resync_ms));
@@ -388,6 +387,7 @@ impl LiveHost {
                     Some(_) => "etcd canceled it".to_string(),
                 };
                 self.close_watch();
+                self.republish_watch_state();
                 self.watch_failed(&why);
                 self.next_poll_ms = 0;
             }
@@ -399,6 +399,7 @@ impl LiveHost {
     pub fn watch_closed(&mut self, grpc_status: u32) {
         self.watch.token = None;
         self.watch.open = false;
+        self.republish_watch_state();
         self.next_poll_ms = 0;
         self.watch_failed(&format!(
             "the stream closed ({})",
@@ -566,8 +567,13 @@ impl LiveHost {
         let problem = problem
             .as_deref()
             .map_or_else(|| "null".to_string(), quoted);
+        let watch = match (&self.watch.service, self.watch.open) {
+            (None, _) => "null",
+            (Some(_), true) => "\"open\"",
+            (Some(_), false) => "\"closed\"",
+        };
         let value = format!(
-            "{{\"cluster\":{},\"prefix\":{},\"revision\":{},\"last_ok_ms\":{last_ok_ms},\"last_poll_ms\":{now},\"problem\":{problem},\"started_ms\":{}}}",
+            "{{\"cluster\":{},\"prefix\":{},\"revision\":{},\"last_ok_ms\":{last_ok_ms},\"last_poll_ms\":{now},\"problem\":{problem},\"watch\":{watch},\"started_ms\":{}}}",
             quoted(&self.settings.cluster),
             quoted(&self.settings.prefix),
             self.snapshot.revision,
@@ -576,10 +582,42 @@ impl LiveHost {
         put(&key(self.module, "status"), value.as_bytes());
     }
 
+    /// Rewrites the published status with the watch's new state (the last
+    /// poll's fields unchanged).
+    fn republish_watch_state(&self) {
+        let Some(published) = status(self.module) else {
+            return;
+        };
+        let last_ok = published
+            .get("last_ok_ms")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        let last_poll = published
+            .get("last_poll_ms")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        let problem = published
+            .get("problem")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        self.write_status(last_ok, problem, last_poll);
+    }
+
     /// The snapshot this worker runs on.
     pub fn snapshot(&self) -> &Snapshot {
         &self.snapshot
     }
+}
+
+/// Until when the proxy is known to have had the store's latest: the last
+/// good poll, or now while the watch is open (etcd would have said
+/// otherwise). Staleness is measured from it.
+fn fresh_as_of(module: &str, now: u64) -> Option<u64> {
+    let status = status(module)?;
+    if status.get("watch").and_then(Value::as_str) == Some("open") {
+        return Some(now);
+    }
+    status.get("last_ok_ms").and_then(Value::as_u64)
 }
 
 /// A root's gRPC stream message, for its live source's watch if it is
@@ -647,9 +685,7 @@ impl StatusEndpoint {
             .map(|(v, _)| String::from_utf8_lossy(&v).into_owned())
             .filter(|v| v.starts_with('{'))
             .unwrap_or_else(|| "null".into());
-        let last_ok = status(self.module)
-            .and_then(|s| s.get("last_ok_ms").and_then(Value::as_u64))
-            .unwrap_or(0);
+        let last_ok = fresh_as_of(self.module, now).unwrap_or(0);
         // Milliseconds, an integer: no float formatting in the modules.
         let staleness = if last_ok == 0 {
             "null".to_string()

@@ -70,8 +70,11 @@ fn main() -> ExitCode {
             }
         }
         let mut live = parsed;
+        // Watched (etcd's gRPC Watch on an HTTP/2 cluster): a push applies at
+        // once, and the store is polled at rest only to resync.
         live["config_source"] = serde_json::json!({
-            "cluster": "etcd", "prefix": ETCD_PREFIX, "poll_ms": 250, "timeout_ms": 1000
+            "cluster": "etcd", "watch_cluster": "etcd-grpc", "prefix": ETCD_PREFIX,
+            "poll_ms": 250, "timeout_ms": 1000
         });
         served = live.to_string();
         etcd = Some(store);
@@ -86,6 +89,10 @@ fn main() -> ExitCode {
             .and_then(serde_json::Value::as_array_mut),
     ) {
         clusters.push(meshware_cli::bootstrap::static_cluster("etcd", ETCD_PORT));
+        clusters.push(meshware_cli::bootstrap::grpc_cluster(
+            "etcd-grpc",
+            ETCD_PORT,
+        ));
     }
     let path = meshware_e2e::dist().join("demo-bootstrap.json");
     let text = serde_json::to_string_pretty(&config).unwrap_or_default();
