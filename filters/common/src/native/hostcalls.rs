@@ -887,31 +887,31 @@ fn start_via(via: Via, request: &Request) -> Option<u64> {
         .collect();
     let mut id = 0u64;
     let timeout_ms = u64::try_from(request.timeout.as_millis()).unwrap_or(u64::MAX);
-    // SAFETY: `envoy` is a live filter of this worker; Envoy copies every
-    // buffer before returning.
+    // The same call, on a filter or on its configuration (the main thread).
+    type Callout =
+        unsafe fn(EnvoyPtr, *mut u64, Buffer, *const abi::Header, usize, Buffer, u64) -> u32;
+    let (carrier, callout): (EnvoyPtr, Callout) = match via {
+        Via::Filter(envoy) => (
+            envoy,
+            abi::envoy_dynamic_module_callback_http_filter_http_callout,
+        ),
+        Via::Config(config) => (
+            config,
+            abi::envoy_dynamic_module_callback_http_filter_config_http_callout,
+        ),
+    };
+    // SAFETY: `carrier` is a live filter of this worker or a live
+    // configuration; Envoy copies every buffer before returning.
     let result = unsafe {
-        match via {
-            Via::Filter(envoy) => abi::envoy_dynamic_module_callback_http_filter_http_callout(
-                envoy,
-                &mut id,
-                Buffer::of(request.cluster.as_bytes()),
-                all.as_ptr(),
-                all.len(),
-                Buffer::of(&request.body),
-                timeout_ms,
-            ),
-            Via::Config(config) => {
-                abi::envoy_dynamic_module_callback_http_filter_config_http_callout(
-                    config,
-                    &mut id,
-                    Buffer::of(request.cluster.as_bytes()),
-                    all.as_ptr(),
-                    all.len(),
-                    Buffer::of(&request.body),
-                    timeout_ms,
-                )
-            }
-        }
+        callout(
+            carrier,
+            &mut id,
+            Buffer::of(request.cluster.as_bytes()),
+            all.as_ptr(),
+            all.len(),
+            Buffer::of(&request.body),
+            timeout_ms,
+        )
     };
     if result != abi::CALLOUT_SUCCESS {
         log::debug!(
