@@ -741,8 +741,15 @@ fn a_watched_store_applies_changes_at_once_and_is_not_polled_at_rest() {
         assert_eq!(in_a_row, 10, "quota {quota} not applied\n{}", s.envoy.log());
         pushed.elapsed()
     };
+    let watch_open = || {
+        s.metric(&format!(
+            "meshware_config_watch_open{{filter=\"{}\"}}",
+            module()
+        ))
+    };
     if meshware_e2e::suite::native_module() {
         // Polling every poll_ms instead, and said once.
+        assert!(meshware_e2e::eventually(5, || watch_open() == Some(0.0)));
         let took = push_and_time(&etcd, 7000);
         assert!(took < Duration::from_secs(15), "{took:?}");
         assert!(s.envoy.log().contains("config store watch on etcd-grpc"));
@@ -758,6 +765,11 @@ fn a_watched_store_applies_changes_at_once_and_is_not_polled_at_rest() {
         meshware_e2e::eventually(5, || status(&s)["source"]["watch"] == "open"),
         "{}",
         status(&s)
+    );
+    assert!(
+        meshware_e2e::eventually(5, || watch_open() == Some(1.0)),
+        "{}",
+        s.envoy.prometheus()
     );
     // At rest: no poll for 3 s (poll_ms is 6 s, but the watch is open).
     let before = polls();

@@ -66,6 +66,8 @@ fn watch_retry_ms(poll_ms: u64) -> u64 {
 struct LiveMetrics {
     revision: Option<u32>,
     staleness_ms: Option<u32>,
+    /// 1 while the watch is open (0 without one, or while it is down).
+    watch_open: Option<u32>,
     next_staleness_ms: u64,
     /// Counter ids by (document label, accepted?), defined when first
     /// counted: at most two per tenant.
@@ -84,6 +86,7 @@ impl LiveMetrics {
         LiveMetrics {
             revision: gauge("config_revision"),
             staleness_ms: gauge("config_staleness_ms"),
+            watch_open: gauge("config_watch_open"),
             next_staleness_ms: 0,
             updates: Vec::new(),
         }
@@ -212,9 +215,17 @@ impl LiveHost {
             return;
         }
         self.metrics.next_staleness_ms = now.saturating_add(1000);
-        let last_ok = fresh_as_of(self.module, now).unwrap_or(self.started_ms);
+        let published = status(self.module);
+        let last_ok = published
+            .as_ref()
+            .and_then(|s| fresh_as_of(s, now))
+            .unwrap_or(self.started_ms);
         if let Some(id) = self.metrics.staleness_ms {
             let _ = hostcalls::record_metric(id, now.saturating_sub(last_ok));
+        }
+        if let Some(id) = self.metrics.watch_open {
+            let open = published.as_ref().is_some_and(watch_is_open);
+            let _ = hostcalls::record_metric(id, u64::from(open));
         }
     }
 
@@ -612,12 +623,16 @@ impl LiveHost {
 /// Until when the proxy is known to have had the store's latest: the last
 /// good poll, or now while the watch is open (etcd would have said
 /// otherwise). Staleness is measured from it.
-fn fresh_as_of(module: &str, now: u64) -> Option<u64> {
-    let status = status(module)?;
-    if status.get("watch").and_then(Value::as_str) == Some("open") {
+fn fresh_as_of(status: &Value, now: u64) -> Option<u64> {
+    if watch_is_open(status) {
         return Some(now);
     }
     status.get("last_ok_ms").and_then(Value::as_u64)
+}
+
+/// Whether a published status says the watch is open.
+fn watch_is_open(status: &Value) -> bool {
+    status.get("watch").and_then(Value::as_str) == Some("open")
 }
 
 /// A root's gRPC stream message, for its live source's watch if it is
@@ -685,7 +700,9 @@ impl StatusEndpoint {
             .map(|(v, _)| String::from_utf8_lossy(&v).into_owned())
             .filter(|v| v.starts_with('{'))
             .unwrap_or_else(|| "null".into());
-        let last_ok = fresh_as_of(self.module, now).unwrap_or(0);
+        let last_ok = status(self.module)
+            .and_then(|s| fresh_as_of(&s, now))
+            .unwrap_or(0);
         // Milliseconds, an integer: no float formatting in the modules.
         let staleness = if last_ok == 0 {
             "null".to_string()
