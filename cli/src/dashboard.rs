@@ -14,6 +14,7 @@ pub const METRICS: &[&str] = &[
     "meshware_config_revision",
     "meshware_config_staleness_ms",
     "meshware_config_updates",
+    "meshware_config_watch_open",
 ];
 
 const RATE: &str = "$__rate_interval";
@@ -157,7 +158,7 @@ pub fn grafana() -> Value {
         )],
         0,
         y + 1,
-        8,
+        6,
     ));
     panels.push(panel(
         42,
@@ -167,9 +168,9 @@ pub fn grafana() -> Value {
             "max by (pod, filter) (meshware_config_staleness_ms)".to_string(),
             "{{pod}} {{filter}}",
         )],
-        8,
+        6,
         y + 1,
-        8,
+        6,
     ));
     panels.push(panel(
         43,
@@ -179,9 +180,21 @@ pub fn grafana() -> Value {
             format!("sum by (tenant, outcome) (rate(meshware_config_updates[{RATE}]))"),
             "{{tenant}} {{outcome}}",
         )],
-        16,
+        12,
         y + 1,
-        8,
+        6,
+    ));
+    panels.push(panel(
+        44,
+        "Watching the store (1 open, 0 polling)",
+        "none",
+        vec![(
+            "min by (pod, filter) (meshware_config_watch_open)".to_string(),
+            "{{pod}} {{filter}}",
+        )],
+        18,
+        y + 1,
+        6,
     ));
     json!({
         "title": "meshware: per-tenant middleware",
