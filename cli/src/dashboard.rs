@@ -4,8 +4,8 @@
 
 use serde_json::{json, Value};
 
-/// Every Prometheus metric the dashboard queries (an e2e test checks that
-/// real Envoy exports each of them).
+/// Every Prometheus metric the dashboard queries (real Envoy exports each:
+/// `tests/tests/live_config.rs`, `every_metric_the_dashboard_queries_is_exported`).
 pub const METRICS: &[&str] = &[
     "meshware_requests",
     "meshware_request_duration_ms_bucket",

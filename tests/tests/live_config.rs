@@ -807,3 +807,40 @@ fn a_watched_store_applies_changes_at_once_and_is_not_polled_at_rest() {
     let took = push_and_time(&etcd, 8000);
     assert!(took < Duration::from_secs(3), "{took:?}\n{}", s.envoy.log());
 }
+
+/// Every metric the Grafana dashboard queries (`meshware_cli::dashboard::
+/// METRICS`) is one real Envoy exports, with live configuration on.
+#[test]
+fn every_metric_the_dashboard_queries_is_exported() {
+    let etcd = Etcd::start();
+    let mut stored = store_profile(3000, 4000);
+    stored["defaults"] = json!({"access_log": {"sample_rate": 1.0}});
+    etcd.put_profile(PREFIX, &stored);
+    let mut profile = stored.clone();
+    profile["config_source"] =
+        json!({"cluster": "etcd", "prefix": PREFIX, "poll_ms": 250, "timeout_ms": 1000});
+    let port = etcd.port;
+    let s = Suite::start_edited(
+        &profile.to_string(),
+        &["access_log", "rate_limit"],
+        move |config| {
+            meshware_e2e::suite::add_cluster(
+                config,
+                meshware_cli::bootstrap::static_cluster("etcd", port),
+            );
+        },
+    );
+    for _ in 0..3 {
+        assert_eq!(s.get("/", &[ACME]).status, 200);
+    }
+    let text = s.envoy.prometheus();
+    let missing: Vec<&&str> = meshware_cli::dashboard::METRICS
+        .iter()
+        .filter(|m| {
+            !text
+                .lines()
+                .any(|l| l.starts_with(&format!("{m}{{")) || l.starts_with(&format!("{m} ")))
+        })
+        .collect();
+    assert!(missing.is_empty(), "not exported: {missing:?}\n{text}");
+}
