@@ -55,13 +55,31 @@ fn status(s: &Suite) -> Value {
 }
 
 fn start(etcd: &Etcd) -> Suite {
+    start_on(&bootstrap_profile(), &["rate_limit"], etcd, false)
+}
+
+/// Envoy with `profile` for `filters`, etcd's JSON gateway as the cluster
+/// `etcd` and, with `grpc`, its gRPC side as the HTTP/2 cluster `etcd-grpc`
+/// (the watch's).
+fn start_on(profile: &str, filters: &[&str], etcd: &Etcd, grpc: bool) -> Suite {
     let port = etcd.port;
-    Suite::start_edited(&bootstrap_profile(), &["rate_limit"], move |config| {
+    Suite::start_edited(profile, filters, move |config| {
         meshware_e2e::suite::add_cluster(
             config,
             meshware_cli::bootstrap::static_cluster("etcd", port),
         );
+        if grpc {
+            meshware_e2e::suite::add_cluster(
+                config,
+                meshware_cli::bootstrap::grpc_cluster("etcd-grpc", port),
+            );
+        }
     })
+}
+
+/// Whether the status says the watch is open within `secs`.
+fn watch_opens(s: &Suite, secs: u64) -> bool {
+    meshware_e2e::eventually(secs, || status(s)["source"]["watch"] == "open")
 }
 
 /// The quota a response was judged under (`RateLimit-Policy: "tenant";q=N;w=60`).
@@ -704,17 +722,7 @@ fn a_watched_store_applies_changes_at_once_and_is_not_polled_at_rest() {
     let mut profile = store_profile(50, 50);
     profile["config_source"] = json!({"cluster": "etcd", "watch_cluster": "etcd-grpc",
         "prefix": PREFIX, "poll_ms": 6000, "resync_ms": 600000, "timeout_ms": 1000});
-    let port = etcd.port;
-    let s = Suite::start_edited(&profile.to_string(), &["rate_limit"], move |config| {
-        meshware_e2e::suite::add_cluster(
-            config,
-            meshware_cli::bootstrap::static_cluster("etcd", port),
-        );
-        meshware_e2e::suite::add_cluster(
-            config,
-            meshware_cli::bootstrap::grpc_cluster("etcd-grpc", port),
-        );
-    });
+    let s = start_on(&profile.to_string(), &["rate_limit"], &etcd, true);
     wait_quota(
         &s,
         ACME,
@@ -761,11 +769,7 @@ fn a_watched_store_applies_changes_at_once_and_is_not_polled_at_rest() {
         "{}",
         s.envoy.log()
     );
-    assert!(
-        meshware_e2e::eventually(5, || status(&s)["source"]["watch"] == "open"),
-        "{}",
-        status(&s)
-    );
+    assert!(watch_opens(&s, 5), "{}", status(&s));
     assert!(
         meshware_e2e::eventually(5, || watch_open() == Some(1.0)),
         "{}",
@@ -794,11 +798,7 @@ fn a_watched_store_applies_changes_at_once_and_is_not_polled_at_rest() {
         "{}",
         s.envoy.log()
     );
-    assert!(
-        meshware_e2e::eventually(20, || status(&s)["source"]["watch"] == "open"),
-        "{}",
-        status(&s)
-    );
+    assert!(watch_opens(&s, 20), "{}", status(&s));
     assert!(
         meshware_e2e::eventually(20, || s.envoy.log().matches(opened).count() >= 2),
         "the watch was not opened again\n{}",
@@ -819,16 +819,11 @@ fn every_metric_the_dashboard_queries_is_exported() {
     let mut profile = stored.clone();
     profile["config_source"] =
         json!({"cluster": "etcd", "prefix": PREFIX, "poll_ms": 250, "timeout_ms": 1000});
-    let port = etcd.port;
-    let s = Suite::start_edited(
+    let s = start_on(
         &profile.to_string(),
         &["access_log", "rate_limit"],
-        move |config| {
-            meshware_e2e::suite::add_cluster(
-                config,
-                meshware_cli::bootstrap::static_cluster("etcd", port),
-            );
-        },
+        &etcd,
+        false,
     );
     for _ in 0..3 {
         assert_eq!(s.get("/", &[ACME]).status, 200);
