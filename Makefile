@@ -283,6 +283,8 @@ clippy:
 	cargo clippy --target $(WASM_TARGET) -p meshware-common $(addprefix -p ,$(FILTER_CRATES)) -- -D warnings
 	cargo clippy --target $(WASM_TARGET) -p suite -p noop -p probe -- -D warnings
 	cargo clippy -p suite -p meshware-common --features suite/native --all-targets -- -D warnings
+	# The benchmark's counting build (make bench-hostcalls) compiles too.
+	cargo clippy --target $(WASM_TARGET) -p suite --features meshware-common/count-hostcalls -- -D warnings
 
 unit:
 	cargo test --workspace --exclude meshware-e2e

@@ -337,6 +337,9 @@ mod timing {
         ) -> Option<bool> {
             self.inner.call_response(token, num_headers, body_size)
         }
+        fn grpc_response(&mut self, token: u32, status_code: u32, size: usize) -> Option<bool> {
+            self.inner.grpc_response(token, status_code, size)
+        }
         fn waiting_for_body(&self) -> bool {
             self.inner.waiting_for_body()
         }

@@ -13,6 +13,10 @@ pub use proxy_wasm::hostcalls::*;
 #[cfg(not(any(feature = "count-hostcalls", feature = "native")))]
 pub use raw::{get_map_serialized, get_map_value_checked, send_local_reply};
 
+/// proxy-wasm replaces a response body and adds trailers at its end.
+#[cfg(not(feature = "native"))]
+pub const REPLACES_RESPONSES: bool = true;
+
 /// Host calls the SDK only offers in a costlier shape.
 #[cfg(not(feature = "native"))]
 mod raw {
@@ -183,6 +187,7 @@ mod counting {
         get_map_serialized(map_type: MapType) -> Result<Vec<u8>, Status>;
         get_map_value_checked(map_type: MapType, key: &str) -> Result<Option<Vec<u8>>, Status>;
         get_map_value_bytes(map_type: MapType, key: &str) -> Result<Option<Bytes>, Status>;
+        set_buffer(buffer_type: BufferType, start: usize, size: usize, value: &[u8]) -> Result<(), Status>;
         remove_map_value(map_type: MapType, key: &str) -> Result<(), Status>;
         set_map_value(map_type: MapType, key: &str, value: Option<&str>) -> Result<(), Status>;
         add_map_value(map_type: MapType, key: &str, value: &str) -> Result<(), Status>;
@@ -195,6 +200,9 @@ mod counting {
         send_local_reply(status: u32, headers: &[(&str, &str)], body: &[u8], grpc_status: i32) -> Result<(), Status>;
         dispatch_http_call(upstream: &str, headers: Vec<(&str, &str)>, body: Option<&[u8]>, trailers: Vec<(&str, &str)>, timeout: Duration) -> Result<u32, Status>;
         dispatch_grpc_call(upstream_name: &str, service_name: &str, method_name: &str, initial_metadata: Vec<(&str, &[u8])>, message: Option<&[u8]>, timeout: Duration) -> Result<u32, Status>;
+        open_grpc_stream(cluster_name: &str, service_name: &str, method_name: &str, initial_metadata: Vec<(&str, &[u8])>) -> Result<u32, Status>;
+        send_grpc_stream_message(token: u32, message: Option<&[u8]>, end_stream: bool) -> Result<(), Status>;
+        cancel_grpc_stream(token: u32) -> Result<(), Status>;
         set_effective_context(context_id: u32) -> Result<(), Status>;
         call_foreign_function(function_name: &str, arguments: Option<&[u8]>) -> Result<Option<Bytes>, Status>;
         define_metric(metric_type: MetricType, name: &str) -> Result<u32, Status>;
