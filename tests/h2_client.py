@@ -3,7 +3,7 @@
 one request with optional body and request trailers. Prints a JSON object
 {"status": int, "headers": [[k, v]...], "body": str, "trailers": [[k, v]...]}.
 
-usage: h2_client.py PORT METHOD PATH HOST [--header k:v]... [--body TEXT]
+usage: h2_client.py PORT METHOD PATH HOST [--header k:v]... [--body TEXT | --grpc-message TEXT]
                     [--trailer k:v]... [--timeout SECONDS] [--reset-after SECONDS]
   --reset-after: cancel the stream (RST_STREAM CANCEL) that long after sending
   the request, as a gRPC client cancelling or a browser navigating away.
@@ -27,6 +27,7 @@ def main():
     p.add_argument("host")
     p.add_argument("--header", action="append", default=[])
     p.add_argument("--body", default=None)
+    p.add_argument("--grpc-message", default=None, help="the body: one gRPC message framing TEXT")
     p.add_argument("--trailer", action="append", default=[])
     p.add_argument("--timeout", type=float, default=10.0)
     p.add_argument("--reset-after", type=float, default=None)
@@ -39,6 +40,9 @@ def main():
     headers += [tuple(h.split(":", 1)) for h in a.header]
     trailers = [tuple(t.split(":", 1)) for t in a.trailer]
     body = a.body.encode() if a.body is not None else None
+    if a.grpc_message is not None:
+        message = a.grpc_message.encode()
+        body = b"\0" + len(message).to_bytes(4, "big") + message
     conn.send_headers(1, headers, end_stream=body is None and not trailers)
     if body is not None:
         conn.send_data(1, body, end_stream=not trailers)

@@ -2,6 +2,7 @@
 //! read directly) so the embedded profile never needs YAML escaping.
 
 use meshware_common::metrics::stats_tags;
+use meshware_common::request::{REPLAY_CARRIER, REPLAY_HEADER, REPLAY_ROUTED};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 
@@ -630,6 +631,95 @@ pub fn write_ecds_files(p: &BootstrapParams) -> Result<(), String> {
     Ok(())
 }
 
+/// The replay listener's name, also its cluster's.
+pub const REPLAY_LISTENER: &str = "meshware_replay";
+
+/// Whether the chain runs idempotency for a profile that has its section:
+/// then a duplicate gRPC call may be replayed in full (`grpc_replay`).
+fn replays_grpc(p: &BootstrapParams) -> bool {
+    p.filters.iter().any(|f| f == "idempotency" || f == SUITE) && has_idempotency(&p.profile)
+}
+
+/// Whether the profile has an idempotency section (defaults or a tenant's).
+pub fn has_idempotency(profile: &str) -> bool {
+    meshware_common::profile::sections_present(profile.as_bytes())
+        .is_some_and(|s| s.contains("idempotency"))
+}
+
+/// The replay listener (docs/CONFIG.md, idempotency `grpc_replay`): an
+/// internal listener of this Envoy, no port, answering every request
+/// `200` with the replay marker and a body the idempotency filter replaces
+/// with the stored response. No upstream is ever involved.
+pub fn replay_listener() -> Value {
+    json!({
+        "name": REPLAY_LISTENER,
+        "internal_listener": {},
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": REPLAY_LISTENER,
+                "route_config": {"name": REPLAY_LISTENER, "virtual_hosts": [{
+                    "name": "all", "domains": ["*"],
+                    "routes": [{"match": {"prefix": "/"},
+                        "direct_response": {"status": 200, "body": {"inline_string": "replay"}},
+                        "response_headers_to_add": [{"header": {"key": REPLAY_HEADER, "value": REPLAY_CARRIER}}]}]
+                }]},
+                "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]
+            }
+        }]}]
+    })
+}
+
+/// The cluster reaching the replay listener.
+pub fn replay_cluster() -> Value {
+    json!({
+        "name": REPLAY_LISTENER,
+        "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": REPLAY_LISTENER, "endpoints": [{"lb_endpoints": [{
+            "endpoint": {"address": {"envoy_internal_address": {"server_listener_name": REPLAY_LISTENER}}}
+        }]}]}
+    })
+}
+
+/// The route, first of the service's: a request the idempotency filter
+/// marked (the header is owned: stripped from every client) goes to the
+/// replay listener, never to an upstream.
+pub fn replay_route() -> Value {
+    json!({"name": "idempotency-replay",
+        "match": {"prefix": "/", "headers": [{"name": REPLAY_HEADER,
+                                               "string_match": {"exact": REPLAY_ROUTED}}]},
+        "route": {"cluster": REPLAY_LISTENER}})
+}
+
+/// Envoy's internal listeners (Istio's proxies have it on already).
+pub fn internal_listener_extension() -> Value {
+    json!({"name": "envoy.bootstrap.internal_listener", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.bootstrap.internal_listener.v3.InternalListener"
+    }})
+}
+
+fn add_replay_listener(bootstrap: &mut serde_json::Map<String, Value>) {
+    bootstrap.insert(
+        "bootstrap_extensions".into(),
+        json!([internal_listener_extension()]),
+    );
+    if let Some(resources) = bootstrap
+        .get_mut("static_resources")
+        .and_then(Value::as_object_mut)
+    {
+        for (key, item) in [
+            ("listeners", replay_listener()),
+            ("clusters", replay_cluster()),
+        ] {
+            if let Some(list) = resources.get_mut(key).and_then(Value::as_array_mut) {
+                list.push(item);
+            }
+        }
+    }
+}
+
 pub fn render(p: &BootstrapParams) -> Value {
     let mut http_filters: Vec<Value> = p
         .filters
@@ -669,6 +759,11 @@ pub fn render(p: &BootstrapParams) -> Value {
             json!({"name": name, "match": {"prefix": "/", "headers": headers},
             "route": {"cluster": r.cluster}}),
         );
+    }
+    let replays = replays_grpc(p);
+    if replays {
+        // First: a replayed duplicate must never reach an upstream.
+        routes.push(replay_route());
     }
     let default_cluster = p
         .upstreams
@@ -749,6 +844,9 @@ pub fn render(p: &BootstrapParams) -> Value {
             "clusters": p.upstreams.iter().map(cluster).collect::<Vec<_>>()
         }
     });
+    if let (true, Some(b)) = (replays, bootstrap.as_object_mut()) {
+        add_replay_listener(b);
+    }
     if let (true, Some(b)) = (p.ecds_dir.is_some(), bootstrap.as_object_mut()) {
         // xDS subscriptions (the ECDS files) need the node's identity.
         b.insert(

@@ -3,7 +3,10 @@
 //! order) or for the single suite module, and the canary VirtualService +
 //! DestinationRule.
 
-use crate::bootstrap::{native_filter, wasm_filter_with_code, SUITE};
+use crate::bootstrap::{
+    has_idempotency, native_filter, replay_cluster, replay_listener, replay_route,
+    wasm_filter_with_code, SUITE,
+};
 use crate::{Failure, Phase, FILTERS};
 use meshware_common::filter::compile;
 use meshware_common::ConfigErrors;
@@ -125,6 +128,39 @@ fn envoy_filter(name: &str, priority: usize, value: Value, p: &IstioParams) -> V
         "spec": {
             "workloadSelector": {"labels": p.selector},
             "priority": priority,
+            "configPatches": patches
+        }
+    })
+}
+
+/// The idempotency filter's replay route for Istio (`grpc_replay: full`):
+/// the replay listener and its cluster added, the route first in every
+/// route configuration of the selected workloads. Istio's proxies already
+/// run Envoy's internal listeners. Deployed with any of the module sets.
+pub fn grpc_replay_envoy_filter(p: &IstioParams) -> Value {
+    let mut patches = Vec::new();
+    // Istio builds a sidecar's clusters in its outbound pass, its listeners
+    // and inbound routes in the inbound one; a gateway's in its own.
+    for (listeners, clusters) in [
+        ("SIDECAR_INBOUND", "SIDECAR_OUTBOUND"),
+        ("GATEWAY", "GATEWAY"),
+    ] {
+        patches.push(
+            json!({"applyTo": "LISTENER", "match": {"context": listeners},
+            "patch": {"operation": "ADD", "value": replay_listener()}}),
+        );
+        patches.push(json!({"applyTo": "CLUSTER", "match": {"context": clusters},
+            "patch": {"operation": "ADD", "value": replay_cluster()}}));
+        patches.push(json!({"applyTo": "HTTP_ROUTE",
+            "match": {"context": listeners, "routeConfiguration": {"vhost": {}}},
+            "patch": {"operation": "INSERT_FIRST", "value": replay_route()}}));
+    }
+    json!({
+        "apiVersion": "networking.istio.io/v1alpha3",
+        "kind": "EnvoyFilter",
+        "metadata": metadata("grpc_replay", p),
+        "spec": {
+            "workloadSelector": {"labels": p.selector},
             "configPatches": patches
         }
     })
@@ -317,6 +353,9 @@ pub fn render_all(
         "native/envoyfilter.yaml",
         doc(native_envoy_filters(&compact, p)),
     );
+    if has_idempotency(profile_text) {
+        files.insert("grpc-replay.yaml", doc(vec![grpc_replay_envoy_filter(p)]));
+    }
     files.insert(
         "grafana-dashboard.json",
         format!("{:#}\n", crate::dashboard::grafana()),

@@ -10,11 +10,13 @@ needed on either side):
 
 Every call's trailing metadata tells what the server saw: `x-seen-headers`
 (the request metadata names, comma-separated) and `x-time-remaining-ms`
-(the deadline the server got, -1 without one).
+(the deadline the server got, -1 without one) and `x-call` (the call's
+number since the server started: a call that ran twice shows).
 
 usage: server.py PORT
 """
 
+import itertools
 import sys
 import time
 from concurrent import futures
@@ -24,12 +26,19 @@ import grpc
 SERVICE = "meshware.test.Echo"
 
 
+CALLS = itertools.count(1)
+
+
 def seen(context):
     names = sorted({k for k, _ in context.invocation_metadata()})
     remaining = context.time_remaining()
     ms = -1 if remaining is None else int(remaining * 1000)
     context.set_trailing_metadata(
-        (("x-seen-headers", ",".join(names)), ("x-time-remaining-ms", str(ms)))
+        (
+            ("x-seen-headers", ",".join(names)),
+            ("x-time-remaining-ms", str(ms)),
+            ("x-call", str(next(CALLS))),
+        )
     )
 
 

@@ -42,7 +42,8 @@ fn profile() -> String {
                          "rules": [{"prefix": format!("{SVC}/Private"), "requirement": "required"}]},
             "endpoint_guard": {"extra_protected_paths": [format!("{SVC}/Hidden")],
                                "max_body_bytes": 256},
-            "idempotency": {"routes": [{"prefix": format!("{SVC}/"), "methods": ["POST"]}]},
+            "idempotency": {"routes": [{"prefix": format!("{SVC}/"), "methods": ["POST"]}],
+                            "grpc_replay": "full"},
             "circuit_breaker": {"key": "route", "min_requests": 4, "failure_ratio": 0.5,
                                 "open_for_ms": 60000,
                                 "routes": [{"prefix": format!("{SVC}/Fail")}]}
@@ -50,7 +51,8 @@ fn profile() -> String {
         "tenants": {
             "g": {"rate_limit": {"limits": [{"name": "once", "key": {"header": "x-limit-key"},
                                              "rate": 1, "per": "hour", "burst": 1}]}},
-            "retry": {"rate_limit": {"grpc_status": "UNAVAILABLE",
+            "retry": {"idempotency": {"grpc_replay": "trailers_only"},
+                      "rate_limit": {"grpc_status": "UNAVAILABLE",
                                      "limits": [{"name": "once", "key": {"header": "x-limit-key"},
                                                  "rate": 1, "per": "hour", "burst": 1}]},
                       "circuit_breaker": {"routes": [{"prefix": format!("{SVC}/Slow"), "timeout_ms": 1500}]}}
@@ -365,17 +367,72 @@ fn a_duplicate_grpc_call_never_runs_twice_and_streams_are_never_held() {
         trailer(&first, "x-seen-headers")
     );
 
-    // A success with a message: the duplicate is told it already ran.
+    // A success with a message (`grpc_replay: full`): the duplicate gets
+    // the stored message and trailers through the replay route, and the
+    // server's call counter shows it never ran again. The native build
+    // cannot replace a response: its duplicate is told it already ran.
     let k2 = key("k2");
-    assert_eq!(
-        code(&call(s.port, "Unary", "pay", &["--metadata", &k2])),
-        "OK"
-    );
+    let paid = call(s.port, "Unary", "pay", &["--metadata", &k2]);
+    assert_eq!(code(&paid), "OK", "{paid}");
     let dup = call(s.port, "Unary", "pay", &["--metadata", &k2]);
-    assert_eq!(code(&dup), "ALREADY_EXISTS", "{dup}");
+    if meshware_e2e::suite::native_module() {
+        assert_eq!(code(&dup), "ALREADY_EXISTS", "{dup}");
+    } else {
+        assert_eq!(code(&dup), "OK", "{dup}");
+        assert_eq!(dup["responses"], json!(["pay"]), "{dup}");
+        assert_eq!(dup["trailing_metadata"], paid["trailing_metadata"], "{dup}");
+        assert_eq!(dup["initial_metadata"]["idempotency-replayed"], "true");
+    }
+    let call_number = |v: &Value| trailer(v, "x-call").parse::<u64>().unwrap_or(0);
+    let next = call(s.port, "Unary", "next", &[]);
+    assert_eq!(call_number(&next), call_number(&paid) + 1, "{paid} {next}");
+    if !meshware_e2e::suite::native_module() {
+        // Byte for byte: the message frames and the trailers, as HTTP/2 carries them.
+        let raw = || {
+            meshware_e2e::http::h2(
+                s.port,
+                "POST",
+                &format!("{SVC}/Unary"),
+                "127.0.0.1",
+                &[
+                    "--header",
+                    "content-type:application/grpc",
+                    "--header",
+                    "te:trailers",
+                    "--header",
+                    "idempotency-key:\"raw\"",
+                    "--grpc-message",
+                    "bytes",
+                ],
+            )
+        };
+        let (first, replayed) = (raw(), raw());
+        assert_eq!(first["body"], "\0\0\0\0\u{5}bytes", "{first}");
+        assert_eq!(replayed["body"], first["body"], "{replayed}");
+        assert_eq!(replayed["trailers"], first["trailers"], "{replayed}");
+        let names = |r: &Value| -> Vec<String> {
+            let mut n: Vec<String> = r["headers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p[0].as_str().map(str::to_string))
+                // Envoy's timing of the upstream: a replay has none.
+                .filter(|n| n != "idempotency-replayed" && n != "x-envoy-upstream-service-time")
+                .collect();
+            n.sort();
+            n
+        };
+        assert_eq!(names(&replayed), names(&first), "{first} {replayed}");
+    }
     // Same key, another payload.
     let other = call(s.port, "Unary", "refund", &["--metadata", &k2]);
     assert_eq!(code(&other), "FAILED_PRECONDITION", "{other}");
+    // `trailers_only` (the default): the duplicate is told it already ran.
+    let k2b = key("k2b");
+    let retry_tenant = ["--metadata", &k2b, RETRY_TENANT[0], RETRY_TENANT[1]];
+    assert_eq!(code(&call(s.port, "Unary", "pay", &retry_tenant)), "OK");
+    let dup = call(s.port, "Unary", "pay", &retry_tenant);
+    assert_eq!(code(&dup), "ALREADY_EXISTS", "{dup}");
 
     // The upstream's own failure frees the key: the retry runs.
     let k3 = key("k3");

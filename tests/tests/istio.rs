@@ -4,7 +4,8 @@
 
 use meshware_cli::bootstrap::SUITE;
 use meshware_cli::istio::{
-    envoy_filters, native_envoy_filters, render_all, suite_envoy_filters, IstioParams,
+    envoy_filters, grpc_replay_envoy_filter, native_envoy_filters, render_all, suite_envoy_filters,
+    IstioParams,
 };
 use meshware_cli::oci::{sha256_hex, write_layout, LAYER_MEDIA_TYPE, VARIANT_ANNOTATION};
 use meshware_cli::{
@@ -71,7 +72,7 @@ fn without_digests(text: &str) -> String {
 #[test]
 fn checked_in_manifests_are_the_generators_output() {
     let files = render_all(&profile(), &example_params(), EXAMPLE_SERVICE).unwrap();
-    assert_eq!(files.len(), 9);
+    assert_eq!(files.len(), 10);
     for (name, generated) in files {
         let path = meshware_e2e::root().join("istio").join(name);
         let committed = std::fs::read_to_string(&path).unwrap_or_default();
@@ -128,6 +129,49 @@ fn the_native_envoyfilter_patch_passes_envoy_validate() {
     );
     assert_eq!(config["filter_config"]["value"], json!(compact));
     validate_patches(&filters);
+}
+
+/// The replay route's EnvoyFilter adds to Istio's proxies what the bootstrap
+/// of the e2e tests (which replay through it: `grpc` tests) has, and that
+/// bootstrap passes `envoy --mode validate`.
+#[test]
+fn the_grpc_replay_envoyfilter_adds_what_the_tested_bootstrap_has() {
+    let filter = grpc_replay_envoy_filter(&example_params());
+    let patches = filter["spec"]["configPatches"].as_array().unwrap();
+    assert_eq!(
+        patches.len(),
+        6,
+        "listener, cluster, route; sidecar and gateway"
+    );
+    let (config, _, _) = bootstrap(&profile(), &["idempotency"], 1);
+    let resources = &config["static_resources"];
+    let named = |list: &Value, name: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|item| item["name"] == name)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let routes = &resources["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        ["route_config"]["virtual_hosts"][0]["routes"];
+    for patch in patches {
+        let value = &patch["patch"]["value"];
+        let (expected, operation) = match patch["applyTo"].as_str().unwrap() {
+            "LISTENER" => (named(&resources["listeners"], "meshware_replay"), "ADD"),
+            "CLUSTER" => (named(&resources["clusters"], "meshware_replay"), "ADD"),
+            "HTTP_ROUTE" => (routes[0].clone(), "INSERT_FIRST"),
+            other => panic!("unexpected patch {other}"),
+        };
+        assert_eq!(value, &expected, "{patch}");
+        assert_eq!(patch["patch"]["operation"], operation);
+    }
+    assert_eq!(
+        config["bootstrap_extensions"][0]["name"],
+        "envoy.bootstrap.internal_listener"
+    );
+    let (ok, log) = validate(&config);
+    assert!(ok, "envoy --mode validate:\n{log}");
 }
 
 /// The patches' filter configs, pointed at the local build, in one

@@ -131,6 +131,14 @@ pub struct Decision<'a> {
     pub metrics: crate::metrics::MetricUpdates,
 }
 
+/// What a response's body becomes (`HttpFilter::response_replacement`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ResponseReplacement {
+    pub body: Vec<u8>,
+    /// Added after the body (gRPC's status and trailing metadata).
+    pub trailers: Vec<(String, String)>,
+}
+
 /// Which requests get an access-log line from the logger we ship (the
 /// bootstrap's filter, and the Istio Telemetry example of DEPLOY.md): every
 /// response with a status from `LOGGED_FROM_STATUS` on, every stream without

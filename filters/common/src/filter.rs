@@ -160,6 +160,17 @@ pub trait HttpFilter: 'static {
         true
     }
 
+    /// A response to be replaced as it passes (a replay): each body chunk
+    /// becomes the returned body (empty but for the last), and the last
+    /// chunk adds the returned trailers. `on_response_body` is not called
+    /// for it. Only where `HostEnv::replaces_responses`.
+    fn response_replacement(
+        _stream: &mut Self::Stream,
+        _end_of_stream: bool,
+    ) -> Option<crate::decision::ResponseReplacement> {
+        None
+    }
+
     /// One response body chunk as it passes (never buffered); called once
     /// with an empty chunk and `end_of_stream` for a response without body.
     fn on_response_body(

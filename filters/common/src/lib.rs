@@ -53,7 +53,7 @@ pub mod native;
 
 pub use decision::{
     Callout, CalloutResponse, Decision, GrpcCall, HeaderEdits, HeaderOp, LocalReply, Outcomes,
-    Park, TenantWrite,
+    Park, ResponseReplacement, TenantWrite,
 };
 pub use errors::{ConfigError, ConfigErrors};
 pub use filter::{HttpFilter, RequestCtx, Tenant};

@@ -32,6 +32,15 @@ pub const DEFAULT_ADMIN_TOKEN_HEADER: &str = "x-admin-token";
 /// The fault filter's drill header: a secret, owned by meshware for every
 /// tenant (stripped before the upstream, fault section or not).
 pub const FAULT_DRILL_HEADER: &str = "x-fault-drill";
+/// idempotency's replay route (docs/CONFIG.md, `grpc_replay`): a duplicate
+/// gRPC call carrying it is routed to the replay listener, which answers
+/// with `REPLAY_CARRIER` in the same header; owned, so no client sets it.
+pub const REPLAY_HEADER: &str = "x-meshware-replay";
+pub const REPLAY_ROUTED: &str = "1";
+pub const REPLAY_CARRIER: &str = "carrier";
+/// The content type a replayed gRPC call goes to the replay route with:
+/// were the route missing, no gRPC server would run it as a call.
+pub const REPLAY_CONTENT_TYPE: &str = "application/x-meshware-replay";
 /// canary's default routing header (Envoy routes on it).
 pub const DEFAULT_ROUTING_HEADER: &str = "x-route-version";
 
@@ -236,6 +245,9 @@ pub fn owned_headers(
             .unwrap_or_else(|| DEFAULT_ADMIN_TOKEN_HEADER.to_string()),
     );
     add(FAULT_DRILL_HEADER);
+    if has_section(&layers, "idempotency") {
+        add(REPLAY_HEADER);
+    }
     if has_section(&layers, "jwt_auth") {
         add(&text(field(&layers, "jwt_auth", "user_header"))
             .unwrap_or_else(|| DEFAULT_USER_HEADER.to_string()));

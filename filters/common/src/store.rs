@@ -34,6 +34,12 @@ pub trait HostEnv: SharedStore {
     /// An Envoy attribute (`["xds", "cluster_name"]`, `["response", "code"]`),
     /// raw as the host serializes it (integers: 8 bytes little-endian).
     fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
+    /// Whether a filter can replace a response's body and add trailers
+    /// (`HttpFilter::response_replacement`): proxy-wasm can, the native
+    /// build's ABI cannot.
+    fn replaces_responses(&self) -> bool {
+        true
+    }
 }
 
 /// Overwrites `key` whatever it holds: a CAS on the version just read, so

@@ -19,6 +19,18 @@ pub enum OverLimit {
     Skip,
 }
 
+/// What a duplicate of a gRPC call that returned messages gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrpcReplay {
+    /// ALREADY_EXISTS: a filter's own answer to gRPC is trailers-only, so
+    /// it cannot carry the messages.
+    TrailersOnly,
+    /// The stored response, byte for byte: the duplicate goes to the
+    /// replay route (a listener of the same Envoy answering without any
+    /// upstream), whose answer this filter replaces with the stored one.
+    Full,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct IdempotencySettings {
     pub enabled: bool,
@@ -36,6 +48,7 @@ pub struct IdempotencySettings {
     pub over_limit: OverLimit,
     pub max_response_bytes: usize,
     pub store_5xx: bool,
+    pub grpc_replay: GrpcReplay,
     /// Stored-entry slots per tenant: with `max_response_bytes`, the byte budget.
     pub max_entries: u64,
     pub user_header: String,
@@ -97,8 +110,13 @@ pub fn parse(r: &mut SectionReader<'_>) -> IdempotencySettings {
         Some("skip") => OverLimit::Skip,
         _ => OverLimit::Reject,
     };
+    let grpc_replay = match r.one_of("grpc_replay", &["trailers_only", "full"]) {
+        Some("full") => GrpcReplay::Full,
+        _ => GrpcReplay::TrailersOnly,
+    };
     IdempotencySettings {
         enabled,
+        grpc_replay,
         header,
         routes,
         max_key_length: r.u64_in("max_key_length", 255, 1, 1024) as usize,
@@ -142,5 +160,10 @@ pub(crate) mod tests {
         assert!(e.contains("t.over_limit: \"drop\""), "{e}");
         assert!(e.contains("t.routes[0].prefix"), "{e}");
         assert!(e.contains("t.routes[0].methods[0]"), "{e}");
+        assert_eq!(s.grpc_replay, GrpcReplay::TrailersOnly);
+        let (s, _) = parse_json(json!({"grpc_replay": "full"}));
+        assert_eq!(s.grpc_replay, GrpcReplay::Full);
+        let (_, e) = parse_json(json!({"grpc_replay": "all"}));
+        assert!(e.contains("t.grpc_replay: \"all\""), "{e}");
     }
 }

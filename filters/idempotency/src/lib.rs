@@ -13,7 +13,8 @@ pub mod store;
 mod replay_tests;
 
 use meshware_common::{
-    Decision, HeaderEdits, Headers, HostEnv, HttpFilter, Outcomes, RequestCtx, SectionReader,
+    Decision, HeaderEdits, Headers, HostEnv, HttpFilter, Outcomes, RequestCtx, ResponseReplacement,
+    SectionReader,
 };
 
 pub struct Idempotency;
@@ -78,11 +79,17 @@ impl HttpFilter for Idempotency {
         headers: &Headers,
         stream: &mut Self::Stream,
     ) -> HeaderEdits<'s> {
-        replay::on_response(stream, headers);
-        HeaderEdits::default()
+        replay::on_response(stream, headers)
     }
 
-    /// Only a claimed request's response is stored.
+    fn response_replacement(
+        stream: &mut Self::Stream,
+        end_of_stream: bool,
+    ) -> Option<ResponseReplacement> {
+        replay::response_replacement(stream, end_of_stream)
+    }
+
+    /// Only a claimed request's response is stored, only a replay's replaced.
     fn wants_response(stream: &Self::Stream) -> bool {
         stream.stores_response()
     }

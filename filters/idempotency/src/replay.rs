@@ -3,11 +3,15 @@
 //! duplicate while it runs gets 409, a duplicate with another payload 422, and
 //! a duplicate after completion the stored response, without the upstream.
 
-use crate::config::{IdempotencySettings, OverLimit};
+use crate::config::{GrpcReplay, IdempotencySettings, OverLimit};
 use crate::store::{find_or_claim, finish, slot_keys, Claim, Entry, Stored};
 use meshware_common::bucket::fnv1a_64;
 use meshware_common::path::RequestPath;
-use meshware_common::{Decision, Headers, HostEnv, LocalReply, Outcomes, SourceAddress};
+use meshware_common::request::{REPLAY_CARRIER, REPLAY_CONTENT_TYPE, REPLAY_HEADER, REPLAY_ROUTED};
+use meshware_common::{
+    Decision, HeaderEdits, Headers, HostEnv, LocalReply, Outcomes, ResponseReplacement,
+    SourceAddress,
+};
 use std::borrow::Cow;
 
 pub const OUTCOMES: &[&str] = &[
@@ -62,12 +66,26 @@ pub struct Flight {
     /// A gRPC call: its response ends with trailers, which are stored too.
     grpc: bool,
     trailers: Vec<(String, String)>,
+    /// A duplicate gRPC call replayed in full (`GrpcReplay::Full`).
+    replay: Option<Replaying>,
+}
+
+#[derive(Debug)]
+enum Replaying {
+    /// Sent to the replay route; its answer is still to come.
+    Routed(Stored),
+    /// The replay route answered: its body and trailers become these.
+    Body(Stored),
+    /// Something else answered (no replay route deployed): the duplicate
+    /// learns it already ran, as without `full`.
+    Refused,
 }
 
 impl Flight {
-    /// Whether this request's response is to be stored (its mark is ours).
+    /// Whether this request's response is to be stored (its mark is ours)
+    /// or replaced (a replay): either reads the response.
     pub fn stores_response(&self) -> bool {
-        self.claimed.is_some()
+        self.claimed.is_some() || self.replay.is_some()
     }
 }
 
@@ -285,7 +303,7 @@ pub fn on_body<'s>(
         Claim::Found(Entry {
             response: Some(stored),
             ..
-        }) if flight.grpc => replay_grpc(stored),
+        }) if flight.grpc => replay_grpc(s, stored, flight, env),
         Claim::Found(Entry {
             response: Some(stored),
             ..
@@ -315,7 +333,29 @@ pub fn on_body<'s>(
 /// message), so a call that ended without a message (every failure) is
 /// replayed exactly; one that returned messages cannot be, and the
 /// duplicate learns so as ALREADY_EXISTS instead of running again.
-fn replay_grpc<'s>(stored: Stored) -> Decision<'s> {
+///
+/// With `grpc_replay: full` such a call is replayed too: the duplicate goes
+/// on to the replay route (with a content type no gRPC server accepts,
+/// should the route be missing), and its answer is replaced by the stored
+/// one in `replay_headers` and `response_replacement`.
+fn replay_grpc<'s>(
+    s: &IdempotencySettings,
+    stored: Stored,
+    flight: &mut Flight,
+    env: &dyn HostEnv,
+) -> Decision<'s> {
+    if !stored.body.is_empty() && s.grpc_replay == GrpcReplay::Full && env.replaces_responses() {
+        let mut request = HeaderEdits::default();
+        request.set("content-type", REPLAY_CONTENT_TYPE);
+        request.set(REPLAY_HEADER, REPLAY_ROUTED);
+        request.clear_route_cache = true;
+        flight.replay = Some(Replaying::Routed(stored));
+        return Decision {
+            request,
+            outcomes: Outcomes::one(REPLAYED),
+            ..Decision::default()
+        };
+    }
     if !stored.body.is_empty() {
         return Decision {
             reply: Some(LocalReply {
@@ -360,9 +400,12 @@ pub fn on_stream(flight: &mut Flight) -> Outcomes {
     }
 }
 
-pub fn on_response(flight: &mut Flight, headers: &Headers) {
+pub fn on_response(flight: &mut Flight, headers: &Headers) -> HeaderEdits<'static> {
+    if let Some(Replaying::Routed(stored)) = flight.replay.take() {
+        return replay_headers(flight, stored, headers);
+    }
     if flight.claimed.is_none() {
-        return;
+        return HeaderEdits::default();
     }
     flight.status = headers
         .get(":status")
@@ -373,6 +416,61 @@ pub fn on_response(flight: &mut Flight, headers: &Headers) {
         .filter(|(k, _)| !k.starts_with(':') && !NOT_STORED.contains(k))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
+    HeaderEdits::default()
+}
+
+/// The replay route's answer headers become the stored response's (with
+/// `idempotency-replayed: true`); any other answer becomes ALREADY_EXISTS,
+/// trailers-only. Its `date` stays: never stored, always current.
+fn replay_headers(flight: &mut Flight, stored: Stored, headers: &Headers) -> HeaderEdits<'static> {
+    let mut edits = HeaderEdits::default();
+    for (name, _) in headers.iter() {
+        if !name.starts_with(':') && name != "date" {
+            edits.remove(name.to_string());
+        }
+    }
+    if headers.get(REPLAY_HEADER) != Some(REPLAY_CARRIER) {
+        log::warn!("idempotency: no replay route answered a replay (grpc_replay: full needs one)");
+        edits.set("content-type", "application/grpc");
+        edits.set(
+            "grpc-status",
+            meshware_common::grpc::ALREADY_EXISTS.to_string(),
+        );
+        edits.set("idempotency-replayed", "false");
+        flight.replay = Some(Replaying::Refused);
+        return edits;
+    }
+    edits.set(":status", stored.status.to_string());
+    for (index, (name, value)) in stored.headers.iter().enumerate() {
+        let seen = stored
+            .headers
+            .get(..index)
+            .is_some_and(|before| before.iter().any(|(n, _)| n == name));
+        if seen {
+            edits.append(name.clone(), value.clone());
+        } else {
+            edits.set(name.clone(), value.clone());
+        }
+    }
+    edits.set("idempotency-replayed", "true");
+    flight.replay = Some(Replaying::Body(stored));
+    edits
+}
+
+/// A replay's body: nothing until the replay route's answer ends, then
+/// the stored body and trailers.
+pub fn response_replacement(flight: &mut Flight, end: bool) -> Option<ResponseReplacement> {
+    match flight.replay.take() {
+        None => None,
+        Some(Replaying::Body(stored)) if end => Some(ResponseReplacement {
+            body: stored.body,
+            trailers: stored.trailers,
+        }),
+        Some(other) => {
+            flight.replay = Some(other);
+            Some(ResponseReplacement::default())
+        }
+    }
 }
 
 pub fn on_response_body(

@@ -395,3 +395,168 @@ fn an_unavailable_upstream_releases_the_key_and_a_stream_is_never_held() {
         meshware_common::Outcomes::default()
     );
 }
+
+fn full_replay_settings() -> &'static IdempotencySettings {
+    let (s, e) = parse_json(json!({
+        "routes": [{"prefix": "/orders", "methods": ["POST"]}],
+        "max_request_bytes": 16, "max_response_bytes": 64, "grpc_replay": "full"
+    }));
+    assert_eq!(e, "");
+    Box::leak(Box::new(s))
+}
+
+/// The replay route's answer, as the bootstrap's replay listener sends it.
+fn carrier_headers(marker: &str) -> Headers {
+    Headers::new(vec![
+        (":status".into(), "200".into()),
+        ("content-type".into(), "text/plain".into()),
+        ("content-length".into(), "6".into()),
+        ("date".into(), "now".into()),
+        ("x-meshware-replay".into(), marker.into()),
+    ])
+}
+
+#[test]
+fn with_full_replay_a_grpc_answer_with_messages_is_replayed_byte_for_byte() {
+    let s = full_replay_settings();
+    let st = env();
+    let mut f = Flight::default();
+    send_grpc(s, &st, "\"k5\"", b"m", &mut f);
+    let message = b"\0\0\0\0\x02ok";
+    assert!(respond_grpc(s, &st, &mut f, message, "0").contains(STORED));
+
+    let mut dup = Flight::default();
+    let d = send_grpc(s, &st, "\"k5\"", b"m", &mut dup);
+    assert!(d.reply.is_none(), "not answered by the filter: {d:?}");
+    assert!(d.outcomes.contains(REPLAYED));
+    // To the replay route, in a form no gRPC server would run.
+    assert_eq!(d.request.value_of("x-meshware-replay"), Some("1"));
+    assert_eq!(
+        d.request.value_of("content-type"),
+        Some("application/x-meshware-replay")
+    );
+    assert!(d.request.clear_route_cache);
+    assert!(dup.stores_response(), "the replay reads the response");
+
+    // The route's answer: its headers go (but date), the stored ones come.
+    let mut seen = Headers::new(
+        carrier_headers("carrier")
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    );
+    for op in &on_response(&mut dup, &carrier_headers("carrier")).ops {
+        seen.apply(op);
+    }
+    assert_eq!(seen.get(":status"), Some("200"));
+    assert_eq!(seen.get("content-type"), Some("application/grpc"));
+    assert_eq!(seen.get("idempotency-replayed"), Some("true"));
+    assert_eq!(seen.get("date"), Some("now"));
+    assert_eq!(seen.get("content-length"), None);
+    assert_eq!(seen.get("x-meshware-replay"), None);
+
+    // Nothing of the route's body; then the stored body and trailers.
+    assert_eq!(
+        response_replacement(&mut dup, false),
+        Some(meshware_common::ResponseReplacement::default())
+    );
+    let last = response_replacement(&mut dup, true).expect("replaced");
+    assert_eq!(last.body, message);
+    assert_eq!(
+        last.trailers,
+        [
+            ("grpc-status".to_string(), "0".to_string()),
+            ("grpc-message".to_string(), "bad%20thing".to_string()),
+            ("x-trailer".to_string(), "kept".to_string()),
+        ]
+    );
+    assert_eq!(response_replacement(&mut dup, true), None, "once");
+}
+
+#[test]
+fn a_full_replay_nobody_carries_becomes_already_exists() {
+    let s = full_replay_settings();
+    let st = env();
+    let mut f = Flight::default();
+    send_grpc(s, &st, "\"k6\"", b"m", &mut f);
+    respond_grpc(s, &st, &mut f, b"\0\0\0\0\x02ok", "0");
+    let mut dup = Flight::default();
+    send_grpc(s, &st, "\"k6\"", b"m", &mut dup);
+    // An upstream answered instead of the replay route (415, say).
+    let edits = on_response(&mut dup, &carrier_headers("someone-else"));
+    assert_eq!(edits.value_of("grpc-status"), Some("6"));
+    assert_eq!(edits.value_of("content-type"), Some("application/grpc"));
+    assert_eq!(
+        response_replacement(&mut dup, true),
+        Some(meshware_common::ResponseReplacement::default()),
+        "its body is dropped"
+    );
+}
+
+/// A host whose responses cannot be replaced (the native build).
+struct NoReplacing(MemoryStore);
+
+impl meshware_common::SharedStore for NoReplacing {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.0.get(key)
+    }
+    fn set(
+        &self,
+        key: &str,
+        value: &[u8],
+        cas: Option<u32>,
+    ) -> Result<(), meshware_common::store::SetError> {
+        self.0.set(key, value, cas)
+    }
+}
+
+impl meshware_common::HostEnv for NoReplacing {
+    fn now_ms(&self) -> u64 {
+        self.0.now_ms()
+    }
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        self.0.property(path)
+    }
+    fn replaces_responses(&self) -> bool {
+        false
+    }
+}
+
+#[test]
+fn where_responses_cannot_be_replaced_a_full_replay_is_already_exists() {
+    let s = full_replay_settings();
+    let st = NoReplacing(env());
+    let mut f = Flight::default();
+    let claim = |f: &mut Flight| {
+        let pairs = vec![
+            (":method".to_string(), "POST".to_string()),
+            (":path".to_string(), "/orders".to_string()),
+            ("content-type".to_string(), "application/grpc".to_string()),
+            ("x-user-id".to_string(), "u".to_string()),
+            ("idempotency-key".to_string(), "\"k7\"".to_string()),
+        ];
+        let read = RequestPath::read_all("/orders").unwrap();
+        on_request(
+            s,
+            "t",
+            &Headers::new(pairs),
+            &read,
+            &mut SourceAddress::known(None),
+            f,
+        );
+        on_body(s, f, Some(b"m"), &st)
+    };
+    claim(&mut f);
+    on_response(
+        &mut f,
+        &Headers::new(vec![(":status".into(), "200".into())]),
+    );
+    on_response_body(s, &mut f, b"\0\0\0\0\x02ok", false, &st);
+    let t = Headers::new(vec![("grpc-status".into(), "0".into())]);
+    assert!(on_response_trailers(s, &mut f, &t, &st).contains(STORED));
+    let d = claim(&mut Flight::default());
+    assert_eq!(
+        d.reply.and_then(|r| r.grpc_status),
+        Some(meshware_common::grpc::ALREADY_EXISTS)
+    );
+}

@@ -37,6 +37,10 @@ impl SharedStore for EnvoyEnv {
 }
 
 impl HostEnv for EnvoyEnv {
+    fn replaces_responses(&self) -> bool {
+        hostcalls::REPLACES_RESPONSES
+    }
+
     // In the suite, once per phase for all concerns (`shared_headers`).
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
         shared_headers::property(path, || {

@@ -6,7 +6,8 @@
 //! avoided: headers are read as bytes and hostcall errors degrade to "continue".
 
 use crate::decision::{
-    Callout, CalloutResponse, Decision, HeaderEdits, HeaderOp, Outcomes, TenantWrite,
+    Callout, CalloutResponse, Decision, HeaderEdits, HeaderOp, Outcomes, ResponseReplacement,
+    TenantWrite,
 };
 use crate::filter::{compile, log_line, HttpFilter, RequestCtx, Tenant};
 use crate::headers::Headers;

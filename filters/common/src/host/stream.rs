@@ -128,6 +128,24 @@ pub(super) fn apply(map: MapType, edits: &HeaderEdits<'_>) {
     }
 }
 
+/// This body chunk becomes the replacement's body (the last chunk) or
+/// nothing; the last one also adds its trailers (Envoy adds them to a
+/// response only during its last body chunk).
+fn replace_response(body_size: usize, end_of_stream: bool, with: &ResponseReplacement) {
+    let body: &[u8] = if end_of_stream { &with.body } else { &[] };
+    if hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, body).is_err() {
+        log::warn!("response body replacement failed");
+    }
+    if !end_of_stream {
+        return;
+    }
+    for (name, value) in &with.trailers {
+        if hostcalls::add_map_value(MapType::HttpResponseTrailers, name, value).is_err() {
+            log::warn!("response trailer not added: {name}");
+        }
+    }
+}
+
 /// Answers a request refused before any filter's work: 400 with a problem
 /// details body naming the reason (never the path), counted per tenant.
 pub(super) fn refuse<F: HttpFilter>(
@@ -942,6 +960,10 @@ impl<F: HttpFilter> Stage for Stream<F> {
         let Some(settings) = compiled.profile.settings(slot) else {
             return Action::Continue;
         };
+        if let Some(replacement) = F::response_replacement(&mut self.state, end_of_stream) {
+            replace_response(body_size, end_of_stream, &replacement);
+            return Action::Continue;
+        }
         let chunk = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size)
             .ok()
             .flatten()

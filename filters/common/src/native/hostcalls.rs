@@ -576,6 +576,19 @@ pub fn set_map_value(map_type: MapType, key: &str, value: Option<&str>) -> Resul
     }
 }
 
+/// The ABI here lends bodies to read only: no replay needs it
+/// (`HostEnv::replaces_responses`).
+pub const REPLACES_RESPONSES: bool = false;
+
+pub fn set_buffer(
+    _kind: BufferType,
+    _start: usize,
+    _size: usize,
+    _value: &[u8],
+) -> Result<(), Status> {
+    Err(Status::InternalFailure)
+}
+
 pub fn remove_map_value(map_type: MapType, key: &str) -> Result<(), Status> {
     set_map_value(map_type, key, None)
 }
