@@ -424,6 +424,16 @@ fn a_duplicate_grpc_call_never_runs_twice_and_streams_are_never_held() {
         };
         assert_eq!(names(&replayed), names(&first), "{first} {replayed}");
     }
+    // The replay route's header from a client is stripped: the call runs.
+    let spoofed = call(
+        s.port,
+        "Unary",
+        "mine",
+        &["--metadata", "x-meshware-replay=1"],
+    );
+    assert_eq!(spoofed["responses"], json!(["mine"]), "{spoofed}");
+    assert!(call_number(&spoofed) > call_number(&next), "{spoofed}");
+    assert!(!trailer(&spoofed, "x-seen-headers").contains("x-meshware-replay"));
     // Same key, another payload.
     let other = call(s.port, "Unary", "refund", &["--metadata", &k2]);
     assert_eq!(code(&other), "FAILED_PRECONDITION", "{other}");
@@ -462,6 +472,44 @@ fn a_duplicate_grpc_call_never_runs_twice_and_streams_are_never_held() {
     let k5 = key("k5");
     let stream = call(s.port, "ServerStream", "3", &["--metadata", &k5]);
     assert_eq!(code(&stream), "OK", "{stream}");
+}
+
+/// A client's replay header is stripped and the route chosen again without
+/// it, even when an Envoy filter before ours (CORS) chose it already, and
+/// with idempotency alone (no other filter of ours re-routes): the call
+/// reaches the server and runs.
+#[test]
+fn a_client_cannot_send_its_call_to_the_replay_route() {
+    let server = GrpcServer::start();
+    // Envoy's CORS filter first: it picks the route before ours strip.
+    let s = Suite::start_grpc_edited(
+        &profile(),
+        &["idempotency"],
+        server.port,
+        Protocol::Downstream,
+        |config| {
+            let filters = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"]
+                [0]["typed_config"]["http_filters"]
+                .as_array_mut()
+                .unwrap();
+            filters.insert(
+                0,
+                json!({"name": "envoy.filters.http.cors", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"}}),
+            );
+        },
+    );
+    let before = call(s.port, "Unary", "one", &[]);
+    let spoofed = call(
+        s.port,
+        "Unary",
+        "two",
+        &["--metadata", "x-meshware-replay=1"],
+    );
+    assert_eq!(code(&spoofed), "OK", "{spoofed}");
+    assert_eq!(spoofed["responses"], json!(["two"]), "{spoofed}");
+    let number = |v: &Value| trailer(v, "x-call").parse::<u64>().unwrap_or(0);
+    assert_eq!(number(&spoofed), number(&before) + 1, "{before} {spoofed}");
 }
 
 #[test]

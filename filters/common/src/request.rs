@@ -34,7 +34,8 @@ pub const DEFAULT_ADMIN_TOKEN_HEADER: &str = "x-admin-token";
 pub const FAULT_DRILL_HEADER: &str = "x-fault-drill";
 /// idempotency's replay route (docs/CONFIG.md, `grpc_replay`): a duplicate
 /// gRPC call carrying it is routed to the replay listener, which answers
-/// with `REPLAY_CARRIER` in the same header; owned, so no client sets it.
+/// with `REPLAY_CARRIER` in the same header; owned for every tenant, so no
+/// client sets it.
 pub const REPLAY_HEADER: &str = "x-meshware-replay";
 pub const REPLAY_ROUTED: &str = "1";
 pub const REPLAY_CARRIER: &str = "carrier";
@@ -245,9 +246,9 @@ pub fn owned_headers(
             .unwrap_or_else(|| DEFAULT_ADMIN_TOKEN_HEADER.to_string()),
     );
     add(FAULT_DRILL_HEADER);
-    if has_section(&layers, "idempotency") {
-        add(REPLAY_HEADER);
-    }
+    // Routed on by the bootstrap whenever the chain has idempotency: owned
+    // for every tenant, whichever sections it has.
+    add(REPLAY_HEADER);
     if has_section(&layers, "jwt_auth") {
         add(&text(field(&layers, "jwt_auth", "user_header"))
             .unwrap_or_else(|| DEFAULT_USER_HEADER.to_string()));
@@ -520,6 +521,7 @@ mod tests {
             "x-envoy-max-retries",
             "x-http-method-override",
             "x-fault-drill",
+            "x-meshware-replay",
         ] {
             assert!(owned.iter().any(|o| o == h), "{h} in {owned:?}");
         }
@@ -534,7 +536,11 @@ mod tests {
         let owned = owned_headers(None, None, Some(&trusted), &check);
         assert_eq!(
             owned,
-            vec!["x-admin-token".to_string(), "x-fault-drill".to_string()]
+            vec![
+                "x-admin-token".to_string(),
+                "x-fault-drill".to_string(),
+                "x-meshware-replay".to_string()
+            ]
         );
     }
 

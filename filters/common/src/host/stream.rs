@@ -121,10 +121,15 @@ pub(super) fn apply(map: MapType, edits: &HeaderEdits<'_>) {
         }
     }
     if edits.clear_route_cache {
-        shared_headers::forget_properties();
-        if hostcalls::call_foreign_function("clear_route_cache", None).is_err() {
-            log::warn!("clear_route_cache is not available on this host");
-        }
+        clear_route_cache();
+    }
+}
+
+/// Envoy chooses the request's route again (on the headers as they are now).
+fn clear_route_cache() {
+    shared_headers::forget_properties();
+    if hostcalls::call_foreign_function("clear_route_cache", None).is_err() {
+        log::warn!("clear_route_cache is not available on this host");
     }
 }
 
@@ -251,15 +256,22 @@ pub(super) fn strip_or_receive(
     let mark = crate::request::handoff(&credentials);
     let _ = hostcalls::set_property(vec![FIRST_FILTER_KEY], Some(mark.as_bytes()));
     let mut removed = Vec::new();
+    let mut stripped = false;
     for name in &policy.owned_headers {
         if headers.contains(name) {
             let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
+            stripped = true;
             // This filter, and the suite's later concerns, still read the
             // credentials.
             if !policy.credential_headers.contains(name) {
                 removed.push(name.clone());
             }
         }
+    }
+    if stripped {
+        // Envoy may have routed on a header the client sent (the replay
+        // route, canary's versions): never on one it may not set.
+        clear_route_cache();
     }
     let owned = if removed.is_empty() {
         OwnedHeaders::Unchanged
