@@ -125,6 +125,17 @@ pub(super) fn apply(map: MapType, edits: &HeaderEdits<'_>) {
     }
 }
 
+/// Whether the client's protocol carries gRPC streams: over HTTP/1.x a gRPC
+/// call is gRPC-Web (Envoy's `grpc_web` filter translated it), which has no
+/// client streaming, and its body ends in a frame of its own, after the
+/// message: the call is waited for to its end, never taken for a stream.
+fn client_can_stream() -> bool {
+    let protocol = hostcalls::get_property(vec!["request", "protocol"])
+        .ok()
+        .flatten();
+    !matches!(protocol.as_deref(), Some(b"HTTP/1.1" | b"HTTP/1.0"))
+}
+
 /// Envoy chooses the request's route again (on the headers as they are now).
 fn clear_route_cache() {
     shared_headers::forget_properties();
@@ -839,7 +850,7 @@ impl<F: HttpFilter> Stage for Stream<F> {
         if let Some(limit) = decision.wait_for_body {
             if !end_of_stream {
                 self.waiting_for_body = Some(limit);
-                self.waiting_grpc = decision.grpc_body;
+                self.waiting_grpc = decision.grpc_body && client_can_stream();
                 return Action::Pause;
             }
             // No body: decide now.

@@ -78,6 +78,7 @@ pub mod body_kind {
 
 /// `envoy_dynamic_module_type_attribute_id` (the values this build reads).
 pub mod attribute {
+    pub const REQUEST_PROTOCOL: u32 = 10;
     pub const RESPONSE_CODE: u32 = 15;
     pub const RESPONSE_FLAGS: u32 = 17;
     pub const RESPONSE_GRPC_STATUS: u32 = 18;

@@ -643,6 +643,7 @@ fn attribute_string(id: u32) -> Result<Option<Bytes>, Status> {
 pub fn get_property(path: Vec<&str>) -> Result<Option<Bytes>, Status> {
     match path.as_slice() {
         ["source", "address"] => attribute_string(abi::attribute::SOURCE_ADDRESS),
+        ["request", "protocol"] => attribute_string(abi::attribute::REQUEST_PROTOCOL),
         ["response", "code"] => {
             let replying = with_stream(|s| {
                 s.replying
