@@ -42,8 +42,7 @@ fn profile() -> String {
                          "rules": [{"prefix": format!("{SVC}/Private"), "requirement": "required"}]},
             "endpoint_guard": {"extra_protected_paths": [format!("{SVC}/Hidden")],
                                "max_body_bytes": 256},
-            "idempotency": {"routes": [{"prefix": format!("{SVC}/"), "methods": ["POST"]}],
-                            "grpc_replay": "full"},
+            "idempotency": {"routes": [{"prefix": format!("{SVC}/"), "methods": ["POST"]}]},
             "circuit_breaker": {"key": "route", "min_requests": 4, "failure_ratio": 0.5,
                                 "open_for_ms": 60000,
                                 "routes": [{"prefix": format!("{SVC}/Fail")}]}
@@ -386,7 +385,7 @@ fn a_duplicate_grpc_call_never_runs_twice_and_streams_are_never_held() {
         trailer(&first, "x-seen-headers")
     );
 
-    // A success with a message (`grpc_replay: full`): the duplicate gets
+    // A success with a message (`grpc_replay: full`, the default): the duplicate gets
     // the stored message and trailers through the replay route, and the
     // server's call counter shows it never ran again. The native build
     // cannot replace a response: its duplicate is told it already ran.
@@ -529,6 +528,41 @@ fn a_client_cannot_send_its_call_to_the_replay_route() {
     assert_eq!(spoofed["responses"], json!(["two"]), "{spoofed}");
     let number = |v: &Value| trailer(v, "x-call").parse::<u64>().unwrap_or(0);
     assert_eq!(number(&spoofed), number(&before) + 1, "{before} {spoofed}");
+}
+
+/// An Envoy without the replay route (a configuration written by hand, an
+/// Istio mesh without `grpc-replay.yaml`): the marked duplicate reaches the
+/// server as an OPTIONS request, which grpcio refuses (it runs a POST of any
+/// content type), so the call never runs again, and the client is told it
+/// already ran.
+#[test]
+fn without_the_replay_route_a_duplicate_is_told_it_already_ran() {
+    let server = GrpcServer::start();
+    let s = Suite::start_grpc_edited(
+        &profile(),
+        &["idempotency"],
+        server.port,
+        Protocol::Downstream,
+        |config| {
+            let listeners = config["static_resources"]["listeners"]
+                .as_array_mut()
+                .unwrap();
+            let routes = listeners[0]["filter_chains"][0]["filters"][0]["typed_config"]
+                ["route_config"]["virtual_hosts"][0]["routes"]
+                .as_array_mut()
+                .unwrap();
+            assert_eq!(routes[0]["name"], "idempotency-replay");
+            routes.remove(0);
+        },
+    );
+    let key = ["--metadata", "idempotency-key=\"gone\""];
+    let first = call(s.port, "Unary", "pay", &key);
+    assert_eq!(code(&first), "OK", "{first}");
+    let dup = call(s.port, "Unary", "pay", &key);
+    assert_eq!(code(&dup), "ALREADY_EXISTS", "{dup}");
+    let next = call(s.port, "Unary", "next", &[]);
+    let number = |v: &Value| trailer(v, "x-call").parse::<u64>().unwrap_or(0);
+    assert_eq!(number(&next), number(&first) + 1, "{first} {next}");
 }
 
 #[test]

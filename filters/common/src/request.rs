@@ -39,8 +39,9 @@ pub const FAULT_DRILL_HEADER: &str = "x-fault-drill";
 pub const REPLAY_HEADER: &str = "x-meshware-replay";
 pub const REPLAY_ROUTED: &str = "1";
 pub const REPLAY_CARRIER: &str = "carrier";
-/// The content type a replayed gRPC call goes to the replay route with:
-/// were the route missing, no gRPC server would run it as a call.
+/// The method and content type a replayed gRPC call goes to the replay
+/// route with: were the route missing, no server would run it as a call.
+pub const REPLAY_METHOD: &str = "OPTIONS";
 pub const REPLAY_CONTENT_TYPE: &str = "application/x-meshware-replay";
 /// canary's default routing header (Envoy routes on it).
 pub const DEFAULT_ROUTING_HEADER: &str = "x-route-version";

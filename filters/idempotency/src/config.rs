@@ -111,8 +111,8 @@ pub fn parse(r: &mut SectionReader<'_>) -> IdempotencySettings {
         _ => OverLimit::Reject,
     };
     let grpc_replay = match r.one_of("grpc_replay", &["trailers_only", "full"]) {
-        Some("full") => GrpcReplay::Full,
-        _ => GrpcReplay::TrailersOnly,
+        Some("trailers_only") => GrpcReplay::TrailersOnly,
+        _ => GrpcReplay::Full,
     };
     IdempotencySettings {
         enabled,
@@ -160,9 +160,9 @@ pub(crate) mod tests {
         assert!(e.contains("t.over_limit: \"drop\""), "{e}");
         assert!(e.contains("t.routes[0].prefix"), "{e}");
         assert!(e.contains("t.routes[0].methods[0]"), "{e}");
-        assert_eq!(s.grpc_replay, GrpcReplay::TrailersOnly);
-        let (s, _) = parse_json(json!({"grpc_replay": "full"}));
         assert_eq!(s.grpc_replay, GrpcReplay::Full);
+        let (s, _) = parse_json(json!({"grpc_replay": "trailers_only"}));
+        assert_eq!(s.grpc_replay, GrpcReplay::TrailersOnly);
         let (_, e) = parse_json(json!({"grpc_replay": "all"}));
         assert!(e.contains("t.grpc_replay: \"all\""), "{e}");
     }

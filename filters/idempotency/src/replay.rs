@@ -7,7 +7,9 @@ use crate::config::{GrpcReplay, IdempotencySettings, OverLimit};
 use crate::store::{find_or_claim, finish, slot_keys, Claim, Entry, Stored};
 use meshware_common::bucket::fnv1a_64;
 use meshware_common::path::RequestPath;
-use meshware_common::request::{REPLAY_CARRIER, REPLAY_CONTENT_TYPE, REPLAY_HEADER, REPLAY_ROUTED};
+use meshware_common::request::{
+    REPLAY_CARRIER, REPLAY_CONTENT_TYPE, REPLAY_HEADER, REPLAY_METHOD, REPLAY_ROUTED,
+};
 use meshware_common::{
     Decision, HeaderEdits, Headers, HostEnv, LocalReply, Outcomes, ResponseReplacement,
     SourceAddress,
@@ -335,9 +337,9 @@ pub fn on_body<'s>(
 /// duplicate learns so as ALREADY_EXISTS instead of running again.
 ///
 /// With `grpc_replay: full` such a call is replayed too: the duplicate goes
-/// on to the replay route (with a content type no gRPC server accepts,
-/// should the route be missing), and its answer is replaced by the stored
-/// one in `replay_headers` and `response_replacement`.
+/// on to the replay route (as a request no server runs as a call, should
+/// the route be missing), and its answer is replaced by the stored one in
+/// `replay_headers` and `response_replacement`.
 fn replay_grpc<'s>(
     s: &IdempotencySettings,
     stored: Stored,
@@ -346,6 +348,11 @@ fn replay_grpc<'s>(
 ) -> Decision<'s> {
     if !stored.body.is_empty() && s.grpc_replay == GrpcReplay::Full && env.replaces_responses() {
         let mut request = HeaderEdits::default();
+        // OPTIONS: safe by HTTP's rules, and refused by gRPC servers (which
+        // take only POST): were the replay route missing, no upstream would
+        // run the call again. (A gRPC server may run a POST whatever its
+        // content type: grpcio does.)
+        request.set(":method", REPLAY_METHOD);
         request.set("content-type", REPLAY_CONTENT_TYPE);
         request.set(REPLAY_HEADER, REPLAY_ROUTED);
         request.clear_route_cache = true;

@@ -343,7 +343,12 @@ fn a_grpc_failure_is_stored_from_its_trailers_and_replayed_trailers_only() {
 
 #[test]
 fn a_grpc_answer_with_messages_is_never_run_twice() {
-    let s = settings();
+    let (s, e) = parse_json(json!({
+        "routes": [{"prefix": "/orders", "methods": ["POST"]}],
+        "grpc_replay": "trailers_only"
+    }));
+    assert_eq!(e, "");
+    let s: &'static IdempotencySettings = Box::leak(Box::new(s));
     let st = env();
     let mut f = Flight::default();
     send_grpc(s, &st, "\"k2\"", b"m", &mut f);
@@ -429,8 +434,9 @@ fn with_full_replay_a_grpc_answer_with_messages_is_replayed_byte_for_byte() {
     let d = send_grpc(s, &st, "\"k5\"", b"m", &mut dup);
     assert!(d.reply.is_none(), "not answered by the filter: {d:?}");
     assert!(d.outcomes.contains(REPLAYED));
-    // To the replay route, in a form no gRPC server would run.
+    // To the replay route, in a form no server runs as a call.
     assert_eq!(d.request.value_of("x-meshware-replay"), Some("1"));
+    assert_eq!(d.request.value_of(":method"), Some("OPTIONS"));
     assert_eq!(
         d.request.value_of("content-type"),
         Some("application/x-meshware-replay")
