@@ -530,6 +530,47 @@ fn a_client_cannot_send_its_call_to_the_replay_route() {
     assert_eq!(number(&spoofed), number(&before) + 1, "{before} {spoofed}");
 }
 
+/// A replay needs no upstream: an open circuit (and any filter judging the
+/// upstream call) lets it pass, as it lets an HTTP replay, which the
+/// idempotency filter answers itself.
+#[test]
+fn an_open_circuit_does_not_stop_a_replay() {
+    let server = GrpcServer::start();
+    let profile = json!({
+        "tenancy": {"default": "g"},
+        "tenants": {"g": {}},
+        "defaults": {
+            "idempotency": {"routes": [{"prefix": format!("{SVC}/"), "methods": ["POST"]}]},
+            "circuit_breaker": {"key": "route", "min_requests": 4, "failure_ratio": 0.5,
+                                "open_for_ms": 60000, "routes": [{"prefix": format!("{SVC}/")}]}
+        }
+    })
+    .to_string();
+    let s = Suite::start_grpc(
+        &profile,
+        &["idempotency", "circuit_breaker"],
+        server.port,
+        Protocol::Downstream,
+    );
+    let key = ["--metadata", "idempotency-key=\"open\""];
+    let paid = call(s.port, "Unary", "pay", &key);
+    assert_eq!(code(&paid), "OK", "{paid}");
+    for _ in 0..6 {
+        call(s.port, "Fail", "UNAVAILABLE", &[]);
+    }
+    let fresh = call(s.port, "Unary", "fresh", &[]);
+    assert_eq!(code(&fresh), "UNAVAILABLE", "the circuit is open: {fresh}");
+    let dup = call(s.port, "Unary", "pay", &key);
+    if meshware_e2e::suite::native_module() {
+        // No replay route natively: answered by the idempotency filter.
+        assert_eq!(code(&dup), "ALREADY_EXISTS", "{dup}");
+    } else {
+        assert_eq!(code(&dup), "OK", "{dup}");
+        assert_eq!(dup["responses"], json!(["pay"]), "{dup}");
+        assert_eq!(dup["trailing_metadata"], paid["trailing_metadata"], "{dup}");
+    }
+}
+
 /// An Envoy without the replay route (a configuration written by hand, an
 /// Istio mesh without `grpc-replay.yaml`): the marked duplicate reaches the
 /// server as an OPTIONS request, which grpcio refuses (it runs a POST of any

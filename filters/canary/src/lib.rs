@@ -16,6 +16,7 @@ pub struct Canary;
 impl HttpFilter for Canary {
     const NAME: &'static str = "canary";
     const OUTCOMES: &'static [&'static str] = route::OUTCOMES;
+    const PASSES_REPLAYS: bool = true;
     type Settings = config::CanarySettings;
     type Stream = route::Chosen;
 

@@ -19,6 +19,7 @@ pub struct CircuitBreaker;
 impl HttpFilter for CircuitBreaker {
     const NAME: &'static str = "circuit_breaker";
     const OUTCOMES: &'static [&'static str] = breaker::OUTCOMES;
+    const PASSES_REPLAYS: bool = true;
     const OBSERVES_COMPLETION: bool = true;
     type Settings = config::BreakerSettings;
     type Stream = breaker::Admitted;

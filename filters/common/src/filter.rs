@@ -53,6 +53,11 @@ pub trait HttpFilter: 'static {
     /// Whether the filter uses callouts or parked requests at all (the
     /// adapter's callout code is compiled out of other filters).
     const MAKES_CALLOUTS: bool = false;
+    /// Whether the filter judges the upstream call (routing, circuits,
+    /// faults), so it passes a request idempotency sends to its replay
+    /// route untouched: no upstream answers it. Such a filter must read the
+    /// whole request header map (`REQUEST_HEADERS: None`).
+    const PASSES_REPLAYS: bool = false;
     /// Whether `on_request_body` is called for request body chunks.
     const READS_REQUEST_BODY: bool = false;
     /// Whether `on_response` needs the response headers (reading costs a hostcall).

@@ -20,6 +20,7 @@ pub struct Fault;
 impl HttpFilter for Fault {
     const NAME: &'static str = "fault";
     const OUTCOMES: &'static [&'static str] = fault::OUTCOMES;
+    const PASSES_REPLAYS: bool = true;
     type Settings = config::FaultSettings;
     type Stream = fault::Injected;
     /// Delays end on the tick after their deadline: 20 ms of resolution.

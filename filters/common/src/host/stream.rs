@@ -799,6 +799,15 @@ impl<F: HttpFilter> Stage for Stream<F> {
                 &adjusted
             }
         };
+        // Only idempotency sets it (stripped from clients above): the replay
+        // route answers this request, no upstream.
+        if F::PASSES_REPLAYS
+            && headers.get(crate::request::REPLAY_HEADER) == Some(crate::request::REPLAY_ROUTED)
+        {
+            drop(shared);
+            mirror_removed(&owned_headers);
+            return Action::Continue;
+        }
         let worker = self.worker.clone();
         let settings = profile
             .settings(slot)
