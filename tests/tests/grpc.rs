@@ -281,6 +281,19 @@ fn failed_calls_are_logged_and_counted_as_errors() {
 }
 
 /// A gRPC-Web frame: flag byte, big-endian length, payload.
+/// A gRPC call to `Unary` from a raw HTTP/2 client (`tests/h2_client.py`):
+/// what grpcio never sends, and the frames as they travel.
+fn raw_unary(port: u16, args: &[&str]) -> Value {
+    let mut all = vec![
+        "--header",
+        "content-type:application/grpc",
+        "--header",
+        "te:trailers",
+    ];
+    all.extend_from_slice(args);
+    meshware_e2e::http::h2(port, "POST", &format!("{SVC}/Unary"), "127.0.0.1", &all)
+}
+
 fn frame(flag: u8, payload: &[u8]) -> Vec<u8> {
     let mut f = vec![flag];
     f.extend_from_slice(&u32::try_from(payload.len()).unwrap().to_be_bytes());
@@ -393,30 +406,16 @@ fn a_duplicate_grpc_call_never_runs_twice_and_streams_are_never_held() {
     let paid = call(s.port, "Unary", "pay", &["--metadata", &k2]);
     assert_eq!(code(&paid), "OK", "{paid}");
     let dup = call(s.port, "Unary", "pay", &["--metadata", &k2]);
-    if meshware_e2e::suite::native_module() {
-        assert_eq!(code(&dup), "ALREADY_EXISTS", "{dup}");
-    } else {
-        assert_eq!(code(&dup), "OK", "{dup}");
-        assert_eq!(dup["responses"], json!(["pay"]), "{dup}");
-        assert_eq!(dup["trailing_metadata"], paid["trailing_metadata"], "{dup}");
-        assert_eq!(dup["initial_metadata"]["idempotency-replayed"], "true");
-    }
+    assert_replayed(&dup, &paid);
     let call_number = |v: &Value| trailer(v, "x-call").parse::<u64>().unwrap_or(0);
     let next = call(s.port, "Unary", "next", &[]);
     assert_eq!(call_number(&next), call_number(&paid) + 1, "{paid} {next}");
     if !meshware_e2e::suite::native_module() {
         // Byte for byte: the message frames and the trailers, as HTTP/2 carries them.
         let raw = || {
-            meshware_e2e::http::h2(
+            raw_unary(
                 s.port,
-                "POST",
-                &format!("{SVC}/Unary"),
-                "127.0.0.1",
                 &[
-                    "--header",
-                    "content-type:application/grpc",
-                    "--header",
-                    "te:trailers",
                     "--header",
                     "idempotency-key:\"raw\"",
                     "--grpc-message",
@@ -492,31 +491,42 @@ fn a_duplicate_grpc_call_never_runs_twice_and_streams_are_never_held() {
     assert_eq!(code(&stream), "OK", "{stream}");
 }
 
+/// The gRPC service behind Envoy with the idempotency filter alone, its
+/// bootstrap changed by `edit` first.
+fn start_idempotency_alone(edit: impl Fn(&mut Value)) -> (GrpcServer, Suite) {
+    let server = GrpcServer::start();
+    let suite = Suite::start_grpc_edited(
+        &profile(),
+        &["idempotency"],
+        server.port,
+        Protocol::Downstream,
+        edit,
+    );
+    (server, suite)
+}
+
+/// The ingress listener's HTTP connection manager in a bootstrap.
+fn hcm(config: &mut Value) -> &mut Value {
+    &mut config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+        ["typed_config"]
+}
+
 /// A client's replay header is stripped and the route chosen again without
 /// it, even when an Envoy filter before ours (CORS) chose it already, and
 /// with idempotency alone (no other filter of ours re-routes): the call
 /// reaches the server and runs.
 #[test]
 fn a_client_cannot_send_its_call_to_the_replay_route() {
-    let server = GrpcServer::start();
-    // Envoy's CORS filter first: it picks the route before ours strip.
-    let s = Suite::start_grpc_edited(
-        &profile(),
-        &["idempotency"],
-        server.port,
-        Protocol::Downstream,
-        |config| {
-            let filters = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"]
-                [0]["typed_config"]["http_filters"]
-                .as_array_mut()
-                .unwrap();
-            filters.insert(
-                0,
-                json!({"name": "envoy.filters.http.cors", "typed_config": {
+    // Envoy's CORS filter first: it asks for the route (per-route CORS
+    // policies) before ours strip.
+    let (_server, s) = start_idempotency_alone(|config| {
+        let filters = hcm(config)["http_filters"].as_array_mut().unwrap();
+        filters.insert(
+            0,
+            json!({"name": "envoy.filters.http.cors", "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"}}),
-            );
-        },
-    );
+        );
+    });
     let before = call(s.port, "Unary", "one", &[]);
     let spoofed = call(
         s.port,
@@ -560,15 +570,23 @@ fn an_open_circuit_does_not_stop_a_replay() {
     }
     let fresh = call(s.port, "Unary", "fresh", &[]);
     assert_eq!(code(&fresh), "UNAVAILABLE", "the circuit is open: {fresh}");
-    let dup = call(s.port, "Unary", "pay", &key);
+    assert_replayed(&call(s.port, "Unary", "pay", &key), &paid);
+}
+
+/// `dup` got the answer of `first` (a `pay` call) replayed in full; in the
+/// native build, which cannot replace a response, ALREADY_EXISTS.
+fn assert_replayed(dup: &Value, first: &Value) {
     if meshware_e2e::suite::native_module() {
-        // No replay route natively: answered by the idempotency filter.
-        assert_eq!(code(&dup), "ALREADY_EXISTS", "{dup}");
-    } else {
-        assert_eq!(code(&dup), "OK", "{dup}");
-        assert_eq!(dup["responses"], json!(["pay"]), "{dup}");
-        assert_eq!(dup["trailing_metadata"], paid["trailing_metadata"], "{dup}");
+        assert_eq!(code(dup), "ALREADY_EXISTS", "{dup}");
+        return;
     }
+    assert_eq!(code(dup), "OK", "{dup}");
+    assert_eq!(dup["responses"], json!(["pay"]), "{dup}");
+    assert_eq!(
+        dup["trailing_metadata"], first["trailing_metadata"],
+        "{dup}"
+    );
+    assert_eq!(dup["initial_metadata"]["idempotency-replayed"], "true");
 }
 
 /// An Envoy without the replay route (a configuration written by hand, an
@@ -578,24 +596,13 @@ fn an_open_circuit_does_not_stop_a_replay() {
 /// already ran.
 #[test]
 fn without_the_replay_route_a_duplicate_is_told_it_already_ran() {
-    let server = GrpcServer::start();
-    let s = Suite::start_grpc_edited(
-        &profile(),
-        &["idempotency"],
-        server.port,
-        Protocol::Downstream,
-        |config| {
-            let listeners = config["static_resources"]["listeners"]
-                .as_array_mut()
-                .unwrap();
-            let routes = listeners[0]["filter_chains"][0]["filters"][0]["typed_config"]
-                ["route_config"]["virtual_hosts"][0]["routes"]
-                .as_array_mut()
-                .unwrap();
-            assert_eq!(routes[0]["name"], "idempotency-replay");
-            routes.remove(0);
-        },
-    );
+    let (_server, s) = start_idempotency_alone(|config| {
+        let routes = hcm(config)["route_config"]["virtual_hosts"][0]["routes"]
+            .as_array_mut()
+            .unwrap();
+        assert_eq!(routes[0]["name"], "idempotency-replay");
+        routes.remove(0);
+    });
     let key = ["--metadata", "idempotency-key=\"gone\""];
     let first = call(s.port, "Unary", "pay", &key);
     assert_eq!(code(&first), "OK", "{first}");
@@ -612,22 +619,8 @@ fn a_malformed_grpc_timeout_gets_invalid_argument_at_once() {
     // grpcio never sends a bad deadline: a raw HTTP/2 gRPC request does.
     // Refused on its headers: the body is never read.
     for bad in ["5s", "123456789m", "soon"] {
-        let r = meshware_e2e::http::h2(
-            s.port,
-            "POST",
-            &format!("{SVC}/Unary"),
-            "127.0.0.1",
-            &[
-                "--header",
-                "content-type:application/grpc",
-                "--header",
-                "te:trailers",
-                "--header",
-                &format!("grpc-timeout:{bad}"),
-                "--body",
-                "unread",
-            ],
-        );
+        let timeout = format!("grpc-timeout:{bad}");
+        let r = raw_unary(s.port, &["--header", &timeout, "--body", "unread"]);
         let header = |name: &str| {
             r["headers"]
                 .as_array()

@@ -262,7 +262,7 @@ fn a_required_route_holds_for_every_reading_of_its_path() {
 /// A gRPC call's request phases (content type gRPC, key in metadata).
 fn send_grpc(
     s: &'static IdempotencySettings,
-    st: &MemoryStore,
+    st: &dyn meshware_common::HostEnv,
     key: &str,
     body: &[u8],
     f: &mut Flight,
@@ -296,7 +296,7 @@ fn send_grpc(
 /// A gRPC response: headers, messages, then trailers.
 fn respond_grpc(
     s: &IdempotencySettings,
-    st: &MemoryStore,
+    st: &dyn meshware_common::HostEnv,
     f: &mut Flight,
     body: &[u8],
     status: &str,
@@ -533,33 +533,9 @@ fn where_responses_cannot_be_replaced_a_full_replay_is_already_exists() {
     let s = full_replay_settings();
     let st = NoReplacing(env());
     let mut f = Flight::default();
-    let claim = |f: &mut Flight| {
-        let pairs = vec![
-            (":method".to_string(), "POST".to_string()),
-            (":path".to_string(), "/orders".to_string()),
-            ("content-type".to_string(), "application/grpc".to_string()),
-            ("x-user-id".to_string(), "u".to_string()),
-            ("idempotency-key".to_string(), "\"k7\"".to_string()),
-        ];
-        let read = RequestPath::read_all("/orders").unwrap();
-        on_request(
-            s,
-            "t",
-            &Headers::new(pairs),
-            &read,
-            &mut SourceAddress::known(None),
-            f,
-        );
-        on_body(s, f, Some(b"m"), &st)
-    };
+    let claim = |f: &mut Flight| send_grpc(s, &st, "\"k7\"", b"m", f);
     claim(&mut f);
-    on_response(
-        &mut f,
-        &Headers::new(vec![(":status".into(), "200".into())]),
-    );
-    on_response_body(s, &mut f, b"\0\0\0\0\x02ok", false, &st);
-    let t = Headers::new(vec![("grpc-status".into(), "0".into())]);
-    assert!(on_response_trailers(s, &mut f, &t, &st).contains(STORED));
+    assert!(respond_grpc(s, &st, &mut f, b"\0\0\0\0\x02ok", "0").contains(STORED));
     let d = claim(&mut Flight::default());
     assert_eq!(
         d.reply.and_then(|r| r.grpc_status),
