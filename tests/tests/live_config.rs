@@ -808,6 +808,39 @@ fn a_watched_store_applies_changes_at_once_and_is_not_polled_at_rest() {
     assert!(took < Duration::from_secs(3), "{took:?}\n{}", s.envoy.log());
 }
 
+/// A `watch_cluster` that speaks HTTP/1.1 (the JSON gateway's cluster, not
+/// an HTTP/2 one) cannot carry etcd's gRPC Watch: the watch stays closed,
+/// the proxy says so, and polling every `poll_ms` keeps it current.
+#[test]
+fn a_watch_cluster_without_http2_falls_back_to_polling() {
+    let etcd = Etcd::start();
+    etcd.put_profile(PREFIX, &store_profile(3000, 4000));
+    let mut profile = store_profile(50, 50);
+    profile["config_source"] = json!({"cluster": "etcd", "watch_cluster": "etcd",
+        "prefix": PREFIX, "poll_ms": 500, "timeout_ms": 1000});
+    let s = start_on(&profile.to_string(), &["rate_limit"], &etcd, false);
+    wait_quota(
+        &s,
+        ACME,
+        3000,
+        "the store's profile replaces the bootstrap's",
+    );
+    if !meshware_e2e::suite::native_module() {
+        assert!(
+            meshware_e2e::eventually(10, || s
+                .envoy
+                .log()
+                .contains("config store watch on etcd: etcd did not confirm it")),
+            "{}",
+            s.envoy.log()
+        );
+        assert_eq!(status(&s)["source"]["watch"], "closed", "{}", status(&s));
+    }
+    etcd.put(&format!("{PREFIX}tenants/acme"), &tenant(7000).to_string());
+    wait_quota(&s, ACME, 7000, "polled, the watch closed");
+    assert_ne!(status(&s)["source"]["watch"], "open");
+}
+
 /// Every metric the Grafana dashboard queries (`meshware_cli::dashboard::
 /// METRICS`) is one real Envoy exports, with live configuration on.
 #[test]

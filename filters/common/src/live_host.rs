@@ -51,6 +51,9 @@ struct Watch {
     open: bool,
     /// When to try again after it failed or closed.
     retry_ms: u64,
+    /// When the stream was started: etcd confirms a watch at once, so one
+    /// unconfirmed past `timeout_ms` is dead (an HTTP/1.1 cluster, say).
+    started_ms: u64,
     /// Consecutive failures (one warning per streak).
     failures: u32,
 }
@@ -165,6 +168,7 @@ impl LiveHost {
                 token: None,
                 open: false,
                 retry_ms: 0,
+                started_ms: 0,
                 failures: 0,
             },
             failures: 0,
@@ -305,6 +309,22 @@ impl LiveHost {
         let Some(service) = self.watch.service.as_deref() else {
             return;
         };
+        let unconfirmed = self.watch.token.is_some() && !self.watch.open;
+        if unconfirmed
+            && now
+                >= self
+                    .watch
+                    .started_ms
+                    .saturating_add(self.settings.timeout_ms)
+        {
+            self.close_watch();
+            let why = format!(
+                "etcd did not confirm it within {} ms (is the cluster HTTP/2?)",
+                self.settings.timeout_ms
+            );
+            self.watch_failed(&why);
+            return;
+        }
         if self.watch.token.is_some() || now < self.watch.retry_ms {
             return;
         }
@@ -326,7 +346,10 @@ impl LiveHost {
                     }
                 });
         match opened {
-            Ok(token) => self.watch.token = Some(token),
+            Ok(token) => {
+                self.watch.token = Some(token);
+                self.watch.started_ms = now;
+            }
             Err(status) => self.watch_failed(&format!("it could not start ({status:?})")),
         }
     }
