@@ -123,7 +123,8 @@ fn rejected_per_filter(profile: &str, cases: &[(&str, Vec<&str>)]) {
 fn envoy_rejects_bad_security_headers_and_idempotency_sections_with_their_paths() {
     let profile = r#"{"tenancy": {"default": "a"}, "tenants": {"a": {
         "security_headers": {"referrer_policy": {"value": "no-referrer", "mode": "sometimes"}, "content_security_policy": 5},
-        "idempotency": {"ttl_s": 0, "over_limit": "drop", "routes": [{"prefix": "orders"}]}}}}"#;
+        "idempotency": {"ttl_s": 0, "over_limit": "drop", "routes": [{"prefix": "orders"}],
+                        "grpc_replay": "sometimes"}}}}"#;
     rejected_per_filter(
         profile,
         &[
@@ -140,10 +141,25 @@ fn envoy_rejects_bad_security_headers_and_idempotency_sections_with_their_paths(
                     "tenants.a.idempotency.ttl_s: must be >= 1",
                     "tenants.a.idempotency.over_limit: \"drop\"",
                     "tenants.a.idempotency.routes[0].prefix: \"orders\": a path starts with",
+                    "tenants.a.idempotency.grpc_replay: \"sometimes\": expected \"trailers_only\" or \"full\"",
                 ],
             ),
         ],
     );
+}
+
+/// The live configuration's watch settings are judged by every module
+/// when Envoy configures it, like the rest of `config_source`.
+#[test]
+fn envoy_rejects_bad_watch_settings_with_their_paths() {
+    let profile = r#"{"tenancy": {"default": "a"}, "tenants": {"a": {}},
+        "config_source": {"cluster": "etcd", "prefix": "/mw/", "watch_cluster": "",
+                          "resync_ms": 5}}"#;
+    let lines = vec![
+        "config_source.watch_cluster: must name an HTTP/2",
+        "config_source.resync_ms: must be >= 1000",
+    ];
+    rejected_per_filter(profile, &[("rate_limit", lines.clone()), ("cors", lines)]);
 }
 
 #[test]
