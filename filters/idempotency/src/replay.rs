@@ -438,6 +438,9 @@ fn replay_headers(flight: &mut Flight, stored: Stored, headers: &Headers) -> Hea
     }
     if headers.get(REPLAY_HEADER) != Some(REPLAY_CARRIER) {
         log::warn!("idempotency: no replay route answered a replay (grpc_replay: full needs one)");
+        // Whatever answered (405, 415, a gRPC error): gRPC clients read
+        // `grpc-status` from an HTTP 200.
+        edits.set(":status", "200");
         edits.set("content-type", "application/grpc");
         edits.set(
             "grpc-status",
@@ -472,6 +475,15 @@ pub fn response_replacement(flight: &mut Flight, end: bool) -> Option<ResponseRe
         Some(Replaying::Body(stored)) if end => Some(ResponseReplacement {
             body: stored.body,
             trailers: stored.trailers,
+        }),
+        // The status in the trailers too: headers followed by a body are
+        // not the trailers-only form, whose status a client reads.
+        Some(Replaying::Refused) if end => Some(ResponseReplacement {
+            body: Vec::new(),
+            trailers: vec![(
+                "grpc-status".to_string(),
+                meshware_common::grpc::ALREADY_EXISTS.to_string(),
+            )],
         }),
         Some(other) => {
             flight.replay = Some(other);

@@ -491,11 +491,18 @@ fn a_full_replay_nobody_carries_becomes_already_exists() {
     // An upstream answered instead of the replay route (415, say).
     let edits = on_response(&mut dup, &carrier_headers("someone-else"));
     assert_eq!(edits.value_of("grpc-status"), Some("6"));
+    assert_eq!(edits.value_of(":status"), Some("200"));
     assert_eq!(edits.value_of("content-type"), Some("application/grpc"));
     assert_eq!(
-        response_replacement(&mut dup, true),
+        response_replacement(&mut dup, false),
         Some(meshware_common::ResponseReplacement::default()),
         "its body is dropped"
+    );
+    let last = response_replacement(&mut dup, true).expect("replaced");
+    assert!(last.body.is_empty());
+    assert_eq!(
+        last.trailers,
+        [("grpc-status".to_string(), "6".to_string())]
     );
 }
 
