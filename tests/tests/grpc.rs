@@ -77,6 +77,20 @@ fn code(v: &Value) -> &str {
     v["code"].as_str().unwrap_or("")
 }
 
+/// The call's number the server counted (`x-call`), from grpcio's view of a
+/// call or a raw HTTP/2 response's trailers.
+fn call_number(v: &Value) -> u64 {
+    let raw = v["trailers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p[0] == "x-call")
+        .and_then(|p| p[1].as_str());
+    raw.unwrap_or_else(|| trailer(v, "x-call"))
+        .parse()
+        .unwrap_or(0)
+}
+
 fn trailer<'v>(v: &'v Value, name: &str) -> &'v str {
     v["trailing_metadata"][name].as_str().unwrap_or("")
 }
@@ -284,6 +298,11 @@ fn failed_calls_are_logged_and_counted_as_errors() {
 /// A gRPC call to `Unary` from a raw HTTP/2 client (`tests/h2_client.py`):
 /// what grpcio never sends, and the frames as they travel.
 fn raw_unary(port: u16, args: &[&str]) -> Value {
+    raw_call(port, &format!("{SVC}/Unary"), args)
+}
+
+/// As `raw_unary`, to any spelling of a path.
+fn raw_call(port: u16, path: &str, args: &[&str]) -> Value {
     let mut all = vec![
         "--header",
         "content-type:application/grpc",
@@ -291,7 +310,7 @@ fn raw_unary(port: u16, args: &[&str]) -> Value {
         "te:trailers",
     ];
     all.extend_from_slice(args);
-    meshware_e2e::http::h2(port, "POST", &format!("{SVC}/Unary"), "127.0.0.1", &all)
+    meshware_e2e::http::h2(port, "POST", path, "127.0.0.1", &all)
 }
 
 fn frame(flag: u8, payload: &[u8]) -> Vec<u8> {
@@ -407,7 +426,6 @@ fn a_duplicate_grpc_call_never_runs_twice_and_streams_are_never_held() {
     assert_eq!(code(&paid), "OK", "{paid}");
     let dup = call(s.port, "Unary", "pay", &["--metadata", &k2]);
     assert_replayed(&dup, &paid);
-    let call_number = |v: &Value| trailer(v, "x-call").parse::<u64>().unwrap_or(0);
     let next = call(s.port, "Unary", "next", &[]);
     assert_eq!(call_number(&next), call_number(&paid) + 1, "{paid} {next}");
     if !meshware_e2e::suite::native_module() {
@@ -440,6 +458,45 @@ fn a_duplicate_grpc_call_never_runs_twice_and_streams_are_never_held() {
             n
         };
         assert_eq!(names(&replayed), names(&first), "{first} {replayed}");
+        // Other spellings of the path with the same key, as Envoy and the
+        // server read them: `//` merged (the same call: replayed), `..;`
+        // resolved by Envoy to `/Unary` (no such method), `%2f` refused by
+        // Envoy, another case another call (same key: FAILED_PRECONDITION).
+        // None runs `Unary` again.
+        let keyed = [
+            "--header",
+            "idempotency-key:\"raw\"",
+            "--grpc-message",
+            "bytes",
+        ];
+        let status = |r: &Value| {
+            let all = r["headers"]
+                .as_array()
+                .into_iter()
+                .chain(r["trailers"].as_array());
+            all.flatten()
+                .find(|p| p[0] == "grpc-status")
+                .and_then(|p| p[1].as_str())
+                .unwrap_or("")
+                .to_string()
+        };
+        let merged = raw_call(s.port, &format!("/{SVC}//Unary"), &keyed);
+        assert_eq!(merged["body"], first["body"], "{merged}");
+        assert_eq!(merged["trailers"], first["trailers"], "{merged}");
+        for (path, code) in [
+            (format!("{SVC}/..;/Unary"), "12"),
+            (format!("{SVC}%2fUnary"), "13"),
+            (format!("{}/Unary", SVC.to_lowercase()), "9"),
+        ] {
+            let r = raw_call(s.port, &path, &keyed);
+            assert_eq!(status(&r), code, "{path}: {r}");
+        }
+        let after = call(s.port, "Unary", "after", &[]);
+        assert_eq!(
+            call_number(&after),
+            call_number(&first) + 1,
+            "{first} {after}"
+        );
     }
     // The replay route's header from a client is stripped: the call runs.
     let spoofed = call(
@@ -536,8 +593,11 @@ fn a_client_cannot_send_its_call_to_the_replay_route() {
     );
     assert_eq!(code(&spoofed), "OK", "{spoofed}");
     assert_eq!(spoofed["responses"], json!(["two"]), "{spoofed}");
-    let number = |v: &Value| trailer(v, "x-call").parse::<u64>().unwrap_or(0);
-    assert_eq!(number(&spoofed), number(&before) + 1, "{before} {spoofed}");
+    assert_eq!(
+        call_number(&spoofed),
+        call_number(&before) + 1,
+        "{before} {spoofed}"
+    );
 }
 
 /// A replay needs no upstream: an open circuit (and any filter judging the
@@ -609,8 +669,11 @@ fn without_the_replay_route_a_duplicate_is_told_it_already_ran() {
     let dup = call(s.port, "Unary", "pay", &key);
     assert_eq!(code(&dup), "ALREADY_EXISTS", "{dup}");
     let next = call(s.port, "Unary", "next", &[]);
-    let number = |v: &Value| trailer(v, "x-call").parse::<u64>().unwrap_or(0);
-    assert_eq!(number(&next), number(&first) + 1, "{first} {next}");
+    assert_eq!(
+        call_number(&next),
+        call_number(&first) + 1,
+        "{first} {next}"
+    );
 }
 
 #[test]
