@@ -637,13 +637,13 @@ pub const REPLAY_LISTENER: &str = "meshware_replay";
 /// Whether the chain runs idempotency for a profile that has its section:
 /// then a duplicate gRPC call may be replayed in full (`grpc_replay`).
 fn replays_grpc(p: &BootstrapParams) -> bool {
-    p.filters.iter().any(|f| f == "idempotency" || f == SUITE) && has_idempotency(&p.profile)
+    p.filters.iter().any(|f| f == "idempotency" || f == SUITE)
+        && has_section(&p.profile, "idempotency")
 }
 
-/// Whether the profile has an idempotency section (defaults or a tenant's).
-pub fn has_idempotency(profile: &str) -> bool {
-    meshware_common::profile::sections_present(profile.as_bytes())
-        .is_some_and(|s| s.contains("idempotency"))
+/// Whether the profile has a section `name` (in defaults or a tenant).
+pub fn has_section(profile: &str, name: &str) -> bool {
+    meshware_common::profile::sections_present(profile.as_bytes()).is_some_and(|s| s.contains(name))
 }
 
 /// The replay listener (docs/CONFIG.md, idempotency `grpc_replay`): an
@@ -789,9 +789,7 @@ pub fn render(p: &BootstrapParams) -> Value {
         }));
     }
     // The suite module logs when the profile configures the access-log concern.
-    let suite_logs = p.filters.iter().any(|f| f == SUITE)
-        && meshware_common::profile::sections_present(p.profile.as_bytes())
-            .is_some_and(|s| s.contains("access_log"));
+    let suite_logs = p.filters.iter().any(|f| f == SUITE) && has_section(&p.profile, "access_log");
     let access_logs: Vec<Value> = if suite_logs || p.filters.iter().any(|f| f == "access_log") {
         vec![access_log(&p.access_log_path)]
     } else {

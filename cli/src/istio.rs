@@ -4,7 +4,7 @@
 //! DestinationRule.
 
 use crate::bootstrap::{
-    has_idempotency, native_filter, replay_cluster, replay_listener, replay_route,
+    has_section, native_filter, replay_cluster, replay_listener, replay_route,
     wasm_filter_with_code, SUITE,
 };
 use crate::{Failure, Phase, FILTERS};
@@ -353,7 +353,7 @@ pub fn render_all(
         "native/envoyfilter.yaml",
         doc(native_envoy_filters(&compact, p)),
     );
-    if has_idempotency(profile_text) {
+    if has_section(profile_text, "idempotency") {
         files.insert("grpc-replay.yaml", doc(vec![grpc_replay_envoy_filter(p)]));
     }
     files.insert(
