@@ -426,6 +426,8 @@ pub fn on_response(flight: &mut Flight, headers: &Headers) -> HeaderEdits<'stati
     HeaderEdits::default()
 }
 
+static NO_ROUTE_WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// The replay route's answer headers become the stored response's (with
 /// `idempotency-replayed: true`); any other answer becomes ALREADY_EXISTS,
 /// trailers-only. Its `date` stays: never stored, always current.
@@ -437,7 +439,13 @@ fn replay_headers(flight: &mut Flight, stored: Stored, headers: &Headers) -> Hea
         }
     }
     if headers.get(REPLAY_HEADER) != Some(REPLAY_CARRIER) {
-        log::warn!("idempotency: no replay route answered a replay (grpc_replay: full needs one)");
+        // Once per VM: a deployment without the route would say it per call.
+        if !NO_ROUTE_WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            log::warn!(
+                "idempotency: no replay route answered a replay (grpc_replay: full needs one); \
+                 such duplicates get ALREADY_EXISTS"
+            );
+        }
         // Whatever answered (405, 415, a gRPC error): gRPC clients read
         // `grpc-status` from an HTTP 200.
         edits.set(":status", "200");
