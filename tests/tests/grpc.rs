@@ -460,8 +460,8 @@ fn a_duplicate_grpc_call_never_runs_twice_and_streams_are_never_held() {
         assert_eq!(names(&replayed), names(&first), "{first} {replayed}");
         // Other spellings of the path with the same key, as Envoy and the
         // server read them: `//` merged (the same call: replayed), `..;`
-        // resolved by Envoy to `/Unary` (no such method), `%2f` refused by
-        // Envoy, another case another call (same key: FAILED_PRECONDITION).
+        // (below), `%2f` refused by Envoy, another case another call (same
+        // key: FAILED_PRECONDITION).
         // None runs `Unary` again.
         let keyed = [
             "--header",
@@ -483,13 +483,16 @@ fn a_duplicate_grpc_call_never_runs_twice_and_streams_are_never_held() {
         let merged = raw_call(s.port, &format!("/{SVC}//Unary"), &keyed);
         assert_eq!(merged["body"], first["body"], "{merged}");
         assert_eq!(merged["trailers"], first["trailers"], "{merged}");
-        for (path, code) in [
-            (format!("{SVC}/..;/Unary"), "12"),
-            (format!("{SVC}%2fUnary"), "13"),
-            (format!("{}/Unary", SVC.to_lowercase()), "9"),
+        // `..;`: Envoy 1.40 resolves it to `/Unary` (UNIMPLEMENTED, from
+        // the server); 1.36 passes it on and the request checks refuse it
+        // as ambiguous (INVALID_ARGUMENT).
+        for (path, codes) in [
+            (format!("{SVC}/..;/Unary"), &["12", "3"][..]),
+            (format!("{SVC}%2fUnary"), &["13"][..]),
+            (format!("{}/Unary", SVC.to_lowercase()), &["9"][..]),
         ] {
             let r = raw_call(s.port, &path, &keyed);
-            assert_eq!(status(&r), code, "{path}: {r}");
+            assert!(codes.contains(&status(&r).as_str()), "{path}: {r}");
         }
         let after = call(s.port, "Unary", "after", &[]);
         assert_eq!(
