@@ -41,7 +41,7 @@ WASM_OPT_FLAGS := -Oz --converge --enable-bulk-memory --enable-multivalue --enab
 # Cargo profile of the modules (Cargo.toml: opt-level "z").
 WASM_PROFILE   := wasm
 WASM_OUT       := target/$(WASM_TARGET)/$(WASM_PROFILE)
-# The suite module's profile (Cargo.toml: opt-level 3, for speed).
+# The suite module's profile (Cargo.toml: opt-level "s", within its 1 MB budget).
 SUITE_PROFILE  := wasm-suite
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

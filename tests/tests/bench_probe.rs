@@ -91,3 +91,59 @@ fn a_plan_the_probe_cannot_replay_is_refused() {
         "exit {code:?}:\n{log}"
     );
 }
+
+/// `make bench`'s "host calls only" row and `make profile-vm` run the suite
+/// under the stand-in host in Node (tests/vmprof/host.cjs) with the
+/// benchmark's profile, whose HMAC key comes from the VM's environment: the
+/// host must configure the suite and trace a whole request, and the trace
+/// must be a plan the probe replays through Envoy.
+#[test]
+fn the_suite_traced_by_the_stand_in_host_is_replayed_by_the_probe() {
+    let dir = std::env::temp_dir().join(format!("meshware-trace-{}", std::process::id()));
+    let written = std::process::Command::new(env!("CARGO_BIN_EXE_bench"))
+        .env("BENCH_WRITE_PROFILE", &dir)
+        .output()
+        .expect("run the bench binary");
+    assert!(
+        written.status.success(),
+        "{}",
+        String::from_utf8_lossy(&written.stderr)
+    );
+    let trace_file = dir.join("suite.json");
+    let node = std::env::var("NODE_BIN").unwrap_or_else(|_| "node".into());
+    let traced = std::process::Command::new(node)
+        .arg(meshware_e2e::root().join("tests/vmprof/host.cjs"))
+        .arg(meshware_e2e::dist().join("suite.wasm"))
+        .arg(&dir)
+        .env("VMPROF_TRACE", &trace_file)
+        .output()
+        .expect("run node");
+    let stderr = String::from_utf8_lossy(&traced.stderr).to_string();
+    assert!(traced.status.success(), "{stderr}");
+    let trace: Value = serde_json::from_str(
+        &std::fs::read_to_string(&trace_file).expect("the trace is written"),
+    )
+    .expect("the trace is JSON");
+    let steps = trace.as_array().expect("a list of host calls");
+    for phase in ["request_headers", "response_headers", "log"] {
+        assert!(
+            steps.iter().any(|s| s["on"] == phase),
+            "no host call in {phase}: {trace}"
+        );
+    }
+    assert!(
+        steps
+            .iter()
+            .any(|s| s["call"] == "proxy_replace_header_map_value" && s["key"] == "baggage"),
+        "the suite's concerns ran (trace_context's baggage): {trace}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let echo = Echo::start(0).expect("echo upstream");
+    let (config, port, admin) = bootstrap(&json!({ "replay": trace }), echo.port);
+    let envoy = Envoy::start(&config, admin).unwrap_or_else(|e| panic!("{e}"));
+    let r = meshware_e2e::http::get(port, "/orders", &[]).expect("request through envoy");
+    assert_eq!(r.status, 200, "{}", envoy.log());
+    let seen = echo.last().expect("the upstream got the request");
+    assert_eq!(seen.header("baggage"), Some("tenant=bench"), "{}", envoy.log());
+}

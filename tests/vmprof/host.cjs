@@ -95,7 +95,11 @@ function find(map, name) {
 }
 
 const env = {
-  proxy_log: () => OK,
+  // Warnings and errors reach stderr: a rejected profile says why.
+  proxy_log: (level, p, l) => {
+    if (level >= WARN) console.error(decoder.decode(bytes().subarray(p, p + l)));
+    return OK;
+  },
   proxy_get_log_level: (at) => { view().setUint32(at, WARN, true); return OK; },
   proxy_get_current_time_nanoseconds: (at) => { view().setBigUint64(at, nowNs, true); return OK; },
   proxy_set_tick_period_milliseconds: () => OK,
@@ -204,6 +208,25 @@ for (const { module: from, name } of WebAssembly.Module.imports(wasmModule)) {
   // Anything else (metrics, effective context, WASI's environment): done.
   imports[from][name] = traced(name, env[name] || (() => OK));
 }
+// The VM's environment as Envoy gives it (host_env_keys): the demo's
+// secrets, which the profile names ({"env": "NAME"}).
+const environ = fs.readFileSync(path.join(__dirname, '../../examples/demo.env'), 'utf8')
+  .split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#') && l.includes('='))
+  .map((l) => encoder.encode(l + '\0'));
+imports.wasi_snapshot_preview1.environ_sizes_get = traced('environ_sizes_get', (countAt, sizeAt) => {
+  view().setUint32(countAt, environ.length, true);
+  view().setUint32(sizeAt, environ.reduce((n, e) => n + e.length, 0), true);
+  return OK;
+});
+imports.wasi_snapshot_preview1.environ_get = traced('environ_get', (listAt, bufAt) => {
+  let at = bufAt;
+  environ.forEach((e, i) => {
+    view().setUint32(listAt + 4 * i, at, true);
+    bytes().set(e, at);
+    at += e.length;
+  });
+  return OK;
+});
 imports.wasi_snapshot_preview1.random_get = traced('random_get', (ptr, len) => {
   const b = bytes();
   for (let i = 0; i < len; i++) b[ptr + i] = (Math.random() * 256) | 0;
