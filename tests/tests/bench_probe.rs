@@ -120,10 +120,9 @@ fn the_suite_traced_by_the_stand_in_host_is_replayed_by_the_probe() {
         .expect("run node");
     let stderr = String::from_utf8_lossy(&traced.stderr).to_string();
     assert!(traced.status.success(), "{stderr}");
-    let trace: Value = serde_json::from_str(
-        &std::fs::read_to_string(&trace_file).expect("the trace is written"),
-    )
-    .expect("the trace is JSON");
+    let trace: Value =
+        serde_json::from_str(&std::fs::read_to_string(&trace_file).expect("the trace is written"))
+            .expect("the trace is JSON");
     let steps = trace.as_array().expect("a list of host calls");
     for phase in ["request_headers", "response_headers", "log"] {
         assert!(
@@ -145,5 +144,10 @@ fn the_suite_traced_by_the_stand_in_host_is_replayed_by_the_probe() {
     let r = meshware_e2e::http::get(port, "/orders", &[]).expect("request through envoy");
     assert_eq!(r.status, 200, "{}", envoy.log());
     let seen = echo.last().expect("the upstream got the request");
-    assert_eq!(seen.header("baggage"), Some("tenant=bench"), "{}", envoy.log());
+    assert_eq!(
+        seen.header("baggage"),
+        Some("tenant=bench"),
+        "{}",
+        envoy.log()
+    );
 }

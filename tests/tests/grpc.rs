@@ -634,6 +634,28 @@ fn an_open_circuit_does_not_stop_a_replay() {
     let fresh = call(s.port, "Unary", "fresh", &[]);
     assert_eq!(code(&fresh), "UNAVAILABLE", "the circuit is open: {fresh}");
     assert_replayed(&call(s.port, "Unary", "pay", &key), &paid);
+    // Counted once the replay route's answer arrived (the native build,
+    // which cannot replay it, tells the client it already ran).
+    let (counted, other) = if meshware_e2e::suite::native_module() {
+        ("not_replayable", "replayed")
+    } else {
+        ("replayed", "not_replayable")
+    };
+    assert_counted(&s, "g", counted, 1.0);
+    assert_counted(&s, "g", other, 0.0);
+}
+
+/// The idempotency filter's `outcome` counter for `tenant` reaches `value`.
+fn assert_counted(s: &Suite, tenant: &str, outcome: &str, value: f64) {
+    let sample = format!(
+        "meshware_decisions{{filter=\"idempotency\",tenant=\"{tenant}\",outcome=\"{outcome}\"}}"
+    );
+    let reached = meshware_e2e::eventually(5, || s.metric(&sample) == Some(value));
+    assert!(
+        reached,
+        "{sample} is not {value}:\n{}",
+        s.envoy.prometheus()
+    );
 }
 
 /// `dup` got the answer of `first` (a `pay` call) replayed in full; in the
@@ -671,6 +693,9 @@ fn without_the_replay_route_a_duplicate_is_told_it_already_ran() {
     assert_eq!(code(&first), "OK", "{first}");
     let dup = call(s.port, "Unary", "pay", &key);
     assert_eq!(code(&dup), "ALREADY_EXISTS", "{dup}");
+    // Not counted as replayed: nothing carried the replay.
+    assert_counted(&s, "g", "not_replayable", 1.0);
+    assert_counted(&s, "g", "replayed", 0.0);
     let next = call(s.port, "Unary", "next", &[]);
     assert_eq!(
         call_number(&next),

@@ -263,6 +263,13 @@ pub trait HttpFilter: 'static {
     ) -> HeaderEdits<'s> {
         HeaderEdits::default()
     }
+
+    /// Outcomes known only once `on_response` has seen the answer
+    /// (idempotency: whether the replay route carried a replay), counted
+    /// and written to the access-log record then, in place of the request's.
+    fn response_outcomes(_stream: &mut Self::Stream) -> crate::decision::Outcomes {
+        crate::decision::Outcomes::default()
+    }
 }
 
 /// Compiles a profile for one filter: the code Envoy runs in `on_configure`

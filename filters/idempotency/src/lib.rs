@@ -82,6 +82,10 @@ impl HttpFilter for Idempotency {
         replay::on_response(stream, headers)
     }
 
+    fn response_outcomes(stream: &mut Self::Stream) -> Outcomes {
+        replay::response_outcomes(stream)
+    }
+
     fn response_replacement(
         stream: &mut Self::Stream,
         end_of_stream: bool,

@@ -357,9 +357,10 @@ fn replay_grpc<'s>(
         request.set(REPLAY_HEADER, REPLAY_ROUTED);
         request.clear_route_cache = true;
         flight.replay = Some(Replaying::Routed(stored));
+        // Counted when the answer shows whether the replay route carried
+        // it (`response_outcomes`): replayed, or not_replayable.
         return Decision {
             request,
-            outcomes: Outcomes::one(REPLAYED),
             ..Decision::default()
         };
     }
@@ -473,6 +474,17 @@ fn replay_headers(flight: &mut Flight, stored: Stored, headers: &Headers) -> Hea
     edits.set("idempotency-replayed", "true");
     flight.replay = Some(Replaying::Body(stored));
     edits
+}
+
+/// A routed replay's outcome, once its answer's headers are rewritten:
+/// replayed when the replay route carried it, not_replayable when
+/// something else answered (ALREADY_EXISTS).
+pub fn response_outcomes(flight: &Flight) -> Outcomes {
+    match flight.replay {
+        Some(Replaying::Body(_)) => Outcomes::one(REPLAYED),
+        Some(Replaying::Refused) => Outcomes::one(NOT_REPLAYABLE),
+        _ => Outcomes::default(),
+    }
 }
 
 /// A replay's body: nothing until the replay route's answer ends, then

@@ -5,7 +5,7 @@ use crate::config::IdempotencySettings;
 use crate::replay::*;
 use meshware_common::path::RequestPath;
 use meshware_common::store::MemoryStore;
-use meshware_common::{Decision, Headers, SourceAddress};
+use meshware_common::{Decision, Headers, Outcomes, SourceAddress};
 use serde_json::json;
 
 fn settings() -> &'static IdempotencySettings {
@@ -433,7 +433,12 @@ fn with_full_replay_a_grpc_answer_with_messages_is_replayed_byte_for_byte() {
     let mut dup = Flight::default();
     let d = send_grpc(s, &st, "\"k5\"", b"m", &mut dup);
     assert!(d.reply.is_none(), "not answered by the filter: {d:?}");
-    assert!(d.outcomes.contains(REPLAYED));
+    assert_eq!(
+        d.outcomes,
+        Outcomes::default(),
+        "counted when the answer shows who carried it"
+    );
+    assert_eq!(response_outcomes(&dup), Outcomes::default());
     // To the replay route, in a form no server runs as a call.
     assert_eq!(d.request.value_of("x-meshware-replay"), Some("1"));
     assert_eq!(d.request.value_of(":method"), Some("OPTIONS"));
@@ -460,6 +465,7 @@ fn with_full_replay_a_grpc_answer_with_messages_is_replayed_byte_for_byte() {
     assert_eq!(seen.get("date"), Some("now"));
     assert_eq!(seen.get("content-length"), None);
     assert_eq!(seen.get("x-meshware-replay"), None);
+    assert_eq!(response_outcomes(&dup), Outcomes::one(REPLAYED));
 
     // Nothing of the route's body; then the stored body and trailers.
     assert_eq!(
@@ -493,6 +499,7 @@ fn a_full_replay_nobody_carries_becomes_already_exists() {
     assert_eq!(edits.value_of("grpc-status"), Some("6"));
     assert_eq!(edits.value_of(":status"), Some("200"));
     assert_eq!(edits.value_of("content-type"), Some("application/grpc"));
+    assert_eq!(response_outcomes(&dup), Outcomes::one(NOT_REPLAYABLE));
     assert_eq!(
         response_replacement(&mut dup, false),
         Some(meshware_common::ResponseReplacement::default()),

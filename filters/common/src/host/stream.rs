@@ -978,6 +978,11 @@ impl<F: HttpFilter> Stage for Stream<F> {
         // Released before editing, so the shared read is edited in place.
         drop(shared);
         apply(MapType::HttpResponseHeaders, &edits);
+        let late = F::response_outcomes(&mut self.state);
+        if late != Outcomes::default() {
+            count(&compiled, slot, late);
+            record_for_log::<F>(&compiled, &[], Some((slot, late)));
+        }
         if F::READS_RESPONSE_BODY && end_of_stream {
             let outcomes = F::on_response_body(settings, &mut self.state, &[], true, &EnvoyEnv);
             count(&compiled, slot, outcomes);
