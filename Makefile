@@ -45,7 +45,7 @@ WASM_OUT       := target/$(WASM_TARGET)/$(WASM_PROFILE)
 SUITE_PROFILE  := wasm-suite
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup setup-run test-routers istio-crds build build-native build-test-panic build-counting run run-etcd soak bench bench-tools bench-hostcalls bench-instructions bench-time profile-vm dashboard-picture fuzz test test-compat fmt-check clippy unit wasm-test e2e e2e-suite e2e-native check-config istio oci istio-check clean
+.PHONY: help setup setup-run test-routers istio-crds build module-sizes build-native build-test-panic build-counting run run-etcd soak bench bench-tools bench-hostcalls bench-instructions bench-time profile-vm dashboard-picture fuzz test test-compat fmt-check clippy unit wasm-test e2e e2e-suite e2e-native check-config istio oci istio-check clean
 
 help:
 	@echo "make setup | build | run | test | test-compat | bench | bench-hostcalls | bench-instructions | bench-time | profile-vm | soak | fuzz | check-config PROFILE=file.json | istio | oci | clean"
@@ -131,6 +131,19 @@ build-native:
 
 ## build-test-panic: test-only modules that panic on request
 ## (dist/test-panic/), for the failure-policy tests.
+## module-sizes: the size budgets met so far stay met (docs/PERFORMANCE.md,
+## "Module sizes"): the suite <= 1,000,000 bytes, jwt_auth <= 600,000. The
+## single-filter modules' 200,000 is not met (issue 33): reported, not failed.
+module-sizes:
+	@fail=0; for m in suite:1000000 jwt_auth:600000; do n=$${m%%:*}; max=$${m##*:}; \
+	  size=$$(stat -c %s $(DIST)/$$n.wasm); \
+	  if [ $$size -gt $$max ]; then echo "$$n.wasm: $$size bytes, over its budget of $$max"; fail=1; \
+	  else echo "$$n.wasm: $$size bytes, within $$max"; fi; done; \
+	for c in $(FILTER_CRATES); do n=$$(echo $$c | tr - _); [ $$n = jwt_auth ] && continue; \
+	  size=$$(stat -c %s $(DIST)/$$n.wasm); \
+	  [ $$size -gt 200000 ] && echo "$$n.wasm: $$size bytes, over the 200,000 budget (not met, issue 33)"; done; \
+	exit $$fail
+
 build-test-panic: setup
 	CARGO_TARGET_DIR=target/test-panic cargo build --profile $(WASM_PROFILE) --target $(WASM_TARGET) \
 	  -p trace-context -p jwt-auth --features meshware-common/test-panic
@@ -256,7 +269,7 @@ bench: build build-native bench-tools $(ETCD_BIN) $(REDIS_BIN) $(ROCKSDB_LIB) $(
 	@$(VENV)/bin/python -c 'import matplotlib' 2>/dev/null || $(VENV)/bin/pip install --quiet matplotlib
 	$(VENV)/bin/python tests/bench_chart.py
 
-test: setup test-routers fmt-check clippy unit wasm-test istio-check build build-native build-test-panic e2e e2e-suite e2e-native
+test: setup test-routers fmt-check clippy unit wasm-test istio-check build module-sizes build-native build-test-panic e2e e2e-suite e2e-native
 
 ## test-routers: the real routers the differential path test puts behind
 ## Envoy (tests/routers): nginx (Debian), Flask (PyPI), Express (npm, from
