@@ -129,12 +129,10 @@ build-native:
 	  mv -f $(DIST)/libmeshware.so.tmp $(DIST)/libmeshware.so
 	@ls -l $(DIST)/libmeshware.so | awk '{printf "%-32s %8d bytes\n", $$9, $$5}'
 
-## build-test-panic: test-only modules that panic on request
-## (dist/test-panic/), for the failure-policy tests.
 ## module-sizes: the size budgets met so far stay met (docs/PERFORMANCE.md,
 ## "Module sizes"): the suite <= 1,000,000 bytes, jwt_auth <= 600,000. The
 ## single-filter modules' 200,000 is not met (issue 33): reported, not failed.
-module-sizes:
+module-sizes: build
 	@fail=0; for m in suite:1000000 jwt_auth:600000; do n=$${m%%:*}; max=$${m##*:}; \
 	  size=$$(stat -c %s $(DIST)/$$n.wasm); \
 	  if [ $$size -gt $$max ]; then echo "$$n.wasm: $$size bytes, over its budget of $$max"; fail=1; \
@@ -144,6 +142,8 @@ module-sizes:
 	  [ $$size -gt 200000 ] && echo "$$n.wasm: $$size bytes, over the 200,000 budget (not met, issue 33)"; done; \
 	exit $$fail
 
+## build-test-panic: test-only modules that panic on request
+## (dist/test-panic/), for the failure-policy tests.
 build-test-panic: setup
 	CARGO_TARGET_DIR=target/test-panic cargo build --profile $(WASM_PROFILE) --target $(WASM_TARGET) \
 	  -p trace-context -p jwt-auth --features meshware-common/test-panic

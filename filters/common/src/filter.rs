@@ -267,7 +267,7 @@ pub trait HttpFilter: 'static {
     /// Outcomes known only once `on_response` has seen the answer
     /// (idempotency: whether the replay route carried a replay), counted
     /// and written to the access-log record then, in place of the request's.
-    fn response_outcomes(_stream: &mut Self::Stream) -> crate::decision::Outcomes {
+    fn response_outcomes(_stream: &Self::Stream) -> crate::decision::Outcomes {
         crate::decision::Outcomes::default()
     }
 }

@@ -82,7 +82,7 @@ impl HttpFilter for Idempotency {
         replay::on_response(stream, headers)
     }
 
-    fn response_outcomes(stream: &mut Self::Stream) -> Outcomes {
+    fn response_outcomes(stream: &Self::Stream) -> Outcomes {
         replay::response_outcomes(stream)
     }
 

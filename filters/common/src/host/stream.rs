@@ -978,7 +978,7 @@ impl<F: HttpFilter> Stage for Stream<F> {
         // Released before editing, so the shared read is edited in place.
         drop(shared);
         apply(MapType::HttpResponseHeaders, &edits);
-        let late = F::response_outcomes(&mut self.state);
+        let late = F::response_outcomes(&self.state);
         if late != Outcomes::default() {
             count(&compiled, slot, late);
             record_for_log::<F>(&compiled, &[], Some((slot, late)));
