@@ -185,7 +185,7 @@ dashboard-picture: build
 ## invariants). Seeds: fuzz/corpus/<target> (committed); what the fuzzer
 ## finds goes to target/fuzz-corpus; crashes to fuzz/artifacts/<target>/.
 FUZZ_SECONDS   ?= 60
-FUZZ_TARGETS   := profile jwt trace_headers path_normalize request_values canary_pattern
+FUZZ_TARGETS   := json profile jwt trace_headers path_normalize request_values canary_pattern
 fuzz: $(TOOLS)/.cargo-fuzz
 	@for t in $(FUZZ_TARGETS); do \
 	  echo "== $$t ($(FUZZ_SECONDS) s)"; \

@@ -209,3 +209,65 @@ fn strip_authorization_covers_bypass_and_optional_routes() {
     assert_eq!(r.status, 200);
     assert_eq!(s.echo.last().unwrap().header("authorization"), None);
 }
+
+/// HS256 tokens signed here by Python's `hmac` (independent of the filter)
+/// with the demo's key: one per payload text, written byte for byte.
+fn hs256_tokens(payloads: &[&str]) -> Vec<String> {
+    let key = meshware_e2e::demo_env()
+        .into_iter()
+        .find(|(k, _)| k == "MESHWARE_DEMO_HMAC_KEY")
+        .map(|(_, v)| v)
+        .expect("demo.env holds the HMAC key");
+    let script = r#"
+import base64, hashlib, hmac, sys
+key = base64.urlsafe_b64decode(sys.argv[1] + "=" * (-len(sys.argv[1]) % 4))
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+head = b64(b'{"alg":"HS256","typ":"JWT","kid":"hs-1"}')
+for payload in sys.argv[2:]:
+    body = b64(payload.encode())
+    mac = hmac.new(key, f"{head}.{body}".encode(), hashlib.sha256).digest()
+    print(f"{head}.{body}.{b64(mac)}")
+"#;
+    let out = std::process::Command::new(meshware_e2e::root().join(".venv/bin/python"))
+        .args(["-c", script, &key])
+        .args(payloads)
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// A claim named twice is ambiguous: a reader keeping the last `tenant`
+/// (serde_json, many JSON libraries) sees umbrella, one keeping the first
+/// sees globex. RFC 7519 §4 lets the verifier refuse it: malformed.
+#[test]
+fn a_token_naming_a_claim_twice_is_refused_as_malformed() {
+    let claims =
+        r#""iss":"https://idp.umbrella.example","aud":"api","sub":"alice","exp":4102444800"#;
+    let once = format!(r#"{{{claims},"tenant":"umbrella"}}"#);
+    let twice = format!(r#"{{{claims},"tenant":"globex","tenant":"umbrella"}}"#);
+    let tokens = hs256_tokens(&[&once, &twice]);
+    let s = start();
+    let call = |t: &str| {
+        let bearer = format!("Bearer {t}");
+        s.get("/orders", &[UMBRELLA, ("authorization", bearer.as_str())])
+    };
+    // The same signing, the claim once: accepted (the signature is right).
+    assert_eq!(call(&tokens[0]).status, 200);
+    let r = call(&tokens[1]);
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Bearer error=\"invalid_token\", error_description=\"malformed\"")
+    );
+    assert_eq!(metric(&s, "denied_malformed"), 1.0);
+    assert_eq!(s.echo.count(), 1);
+}

@@ -36,9 +36,15 @@ fn envoy_rejects_a_bad_profile_with_the_cli_messages() {
 }
 
 #[test]
-fn envoy_rejects_invalid_json_and_bad_tenancy() {
+fn envoy_rejects_invalid_json_duplicate_names_and_bad_tenancy() {
     for (profile, message) in [
         ("{not json", "(root): invalid JSON"),
+        // A name twice in one object is ambiguous (which burst?): refused,
+        // where a reader keeping the last one would run with 9.
+        (
+            "{\"tenancy\": {\"default\": \"a\"},\n \"tenants\": {\"a\": {\"rate_limit\": {\"burst\": 1, \"burst\": 9}}}}",
+            "(root): invalid JSON: duplicate name in an object at line 2 column 47",
+        ),
         (
             r#"{"tenancy": {"default": "nobody"}, "tenants": {}}"#,
             "tenancy.default: unknown tenant \"nobody\"",

@@ -48,7 +48,7 @@ impl ConfigErrors {
     /// Sorted and de-duplicated: a bad `defaults` field is seen once per tenant
     /// while compiling but reported once.
     pub fn finish(mut self) -> Self {
-        self.0.sort();
+        crate::order::sort(&mut self.0);
         self.0.dedup();
         self
     }

@@ -363,7 +363,7 @@ impl Snapshot {
     }
 
     pub fn from_json(bytes: &[u8]) -> Option<Snapshot> {
-        let v: Value = serde_json::from_slice(bytes).ok()?;
+        let v: Value = crate::json::parse(bytes).ok()?;
         let mut s = Snapshot {
             revision: v.get("revision")?.as_u64()?,
             ..Snapshot::default()
@@ -618,7 +618,7 @@ fn parse_range(response: Option<&CalloutResponse>) -> Result<RangeAnswer, String
     if r.status != 200 {
         return Err(format!("HTTP {}", r.status));
     }
-    let v: Value = serde_json::from_slice(&r.body).map_err(|_| "a body that is not JSON")?;
+    let v: Value = crate::json::parse(&r.body).map_err(|_| "a body that is not JSON")?;
     let revision = v
         .pointer("/header/revision")
         .and_then(|n| number(Some(n)))
@@ -848,8 +848,8 @@ pub fn judge(
                 value.len()
             ))
         } else {
-            // (from_slice checks UTF-8 too.)
-            match serde_json::from_slice::<Value>(&value).ok() {
+            // (The reader checks UTF-8 too.)
+            match crate::json::parse(&value).ok() {
                 Some(Value::Object(_)) => None,
                 _ => Some(format!(
                     "{}: the document is not a JSON object",

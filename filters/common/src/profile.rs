@@ -299,7 +299,10 @@ fn parse_shared<'a>(root: &'a Value, errors: &mut ConfigErrors) -> Option<Shared
             }
         }
     }
-    wildcard_hosts.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+    // Longest first; ties by name.
+    crate::order::sort_by(&mut wildcard_hosts, |a, b| {
+        a.0.len() > b.0.len() || (a.0.len() == b.0.len() && a.0 < b.0)
+    });
 
     // Matched like every path rule: on the canonical reading, on a segment
     // boundary, ignoring case (`/T/x/` is tenant x's path to a
@@ -406,7 +409,7 @@ fn section_layer<'a>(
 /// tenant); `None` when it is not a JSON object (compiling reports why).
 /// The suite module runs only these concerns.
 pub fn sections_present(json: &[u8]) -> Option<std::collections::BTreeSet<String>> {
-    let root: Value = serde_json::from_slice(json).ok()?;
+    let root: Value = crate::json::parse(json).ok()?;
     let root = root.as_object()?;
     let mut present = std::collections::BTreeSet::new();
     let mut add = |sections: &Value| {
@@ -482,7 +485,7 @@ pub fn compile<S>(
     parse: impl Fn(&mut SectionReader<'_>) -> S,
 ) -> Result<Profile<S>, ConfigErrors> {
     let mut errors = ConfigErrors::default();
-    let root: Value = match serde_json::from_slice(json) {
+    let root: Value = match crate::json::parse(json) {
         Ok(v) => v,
         Err(e) => {
             errors.push("(root)", format!("invalid JSON: {e}"));

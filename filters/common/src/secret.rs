@@ -38,8 +38,8 @@ fn check_env_name(name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "{{\"env\": \"{}\"}}: an environment variable name is letters, digits and _ (not starting with a digit)",
-            name.escape_default()
+            "{{\"env\": {}}}: an environment variable name is letters, digits and _ (not starting with a digit)",
+            crate::jsontext::quoted(name)
         ))
     }
 }
@@ -131,7 +131,7 @@ pub fn env_names(profile: &Value) -> Vec<String> {
     }
     let mut out = Vec::new();
     walk(profile, &mut out);
-    out.sort();
+    crate::order::sort(&mut out);
     out.dedup();
     out
 }

@@ -415,7 +415,7 @@ fn split_shared(value: &[u8]) -> Option<(u64, &[u8])> {
 /// usable key. Keys of unsupported types are skipped: identity providers
 /// publish encryption keys and other curves next to their signing keys.
 fn keys_from_body(body: &[u8]) -> Option<Vec<Jwk>> {
-    let v: Value = serde_json::from_slice(body).ok()?;
+    let v: Value = meshware_common::json::parse(body).ok()?;
     let keys = parse_jwks_lenient(&v)?;
     (!keys.is_empty()).then_some(keys)
 }

@@ -173,7 +173,7 @@ where
 
 fn segment_json(text: &str) -> Result<Map<String, Value>, Reject> {
     let bytes = b64url(text).ok_or(Reject::Malformed)?;
-    match serde_json::from_slice(&bytes) {
+    match meshware_common::json::parse(&bytes) {
         Ok(Value::Object(m)) => Ok(m),
         _ => Err(Reject::Malformed),
     }
