@@ -643,7 +643,8 @@ fn replays_grpc(p: &BootstrapParams) -> bool {
 
 /// Whether the profile has a section `name` (in defaults or a tenant).
 pub fn has_section(profile: &str, name: &str) -> bool {
-    meshware_common::profile::sections_present(profile.as_bytes()).is_some_and(|s| s.contains(name))
+    meshware_common::profile::sections_present(profile.as_bytes())
+        .is_some_and(|s| s.iter().any(|s| s == name))
 }
 
 /// The replay listener (docs/CONFIG.md, idempotency `grpc_replay`): an

@@ -382,7 +382,11 @@ impl SuiteRoot {
         let present = crate::profile::sections_present(config);
         self.concerns
             .iter()
-            .filter(|c| present.as_ref().is_none_or(|p| p.contains(c.name)))
+            .filter(|c| {
+                present
+                    .as_ref()
+                    .is_none_or(|p| p.iter().any(|s| s == c.name))
+            })
             .collect()
     }
 

@@ -689,7 +689,8 @@ impl<F: HttpFilter> Root<F> {
         // only where the profile has its section (in `defaults` or for a
         // tenant). Without one, a module still checks paths and strips
         // owned headers.
-        let active = crate::profile::sections_present(config).is_some_and(|p| p.contains(F::NAME));
+        let active = crate::profile::sections_present(config)
+            .is_some_and(|p| p.iter().any(|s| s == F::NAME));
         if !active {
             log::warn!(
                 "[{}] the profile has no {} section: the filter only checks paths and strips owned headers",
