@@ -13,10 +13,10 @@ use crate::host::{
 use crate::hostcall as hostcalls;
 use crate::sequence::{Flow, Sequence, Step};
 use crate::store::HostEnv;
+use hashbrown::HashMap;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 
 /// One concern the suite can run: its section name and how to make its root.

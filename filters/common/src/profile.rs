@@ -15,8 +15,8 @@ use crate::path::{PathPattern, PathRules, RequestPath};
 use crate::request::RequestPolicy;
 use crate::section::{check_header_name, Layer, SectionReader};
 use crate::tenancy::{Slot, Source, Tenancy, TenantHeader};
+use hashbrown::HashMap;
 use serde_json::{Map, Value};
-use std::collections::HashMap;
 
 /// Section names of the filters in this suite. A section name not listed here
 /// is a typo and an error; a filter reads only its own section.

@@ -10,8 +10,8 @@
 //! be deleted (callers write an empty value and bound their key space by
 //! construction).
 
+use hashbrown::HashMap;
 use std::cell::RefCell;
-use std::collections::HashMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SetError {

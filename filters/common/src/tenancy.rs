@@ -4,8 +4,8 @@
 //! marks it trusted, else the default tenant.
 
 use crate::path::{PathPattern, PathRules, RequestPath};
+use hashbrown::HashMap;
 use std::borrow::Cow;
-use std::collections::HashMap;
 
 /// Index of a tenant in the compiled profile. The last slot is "other":
 /// a trusted header naming no configured tenant; it uses the default

@@ -9,6 +9,8 @@ use meshware_common::section::{check_header_name, check_method, path_rules, read
 use meshware_common::SectionReader;
 use serde_json::Value;
 use std::cell::RefCell;
+// std's HashMap (randomly keyed SipHash), not the common crate's
+// hashbrown/foldhash: the cache is keyed by tokens clients send.
 use std::collections::HashMap;
 use std::rc::Rc;
 

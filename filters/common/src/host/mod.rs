@@ -212,7 +212,7 @@ pub struct Root<F: HttpFilter> {
     compiled: Option<Rc<Compiled<F>>>,
     worker: Rc<Worker>,
     /// Background callouts in flight: token -> (tenant slot, tag).
-    callouts: std::collections::HashMap<u32, (usize, u32)>,
+    callouts: hashbrown::HashMap<u32, (usize, u32)>,
     /// When the filter's own tick is next due (ms): the VM ticks more often,
     /// to flush metrics.
     tick_due_ms: u64,
@@ -231,7 +231,7 @@ impl<F: HttpFilter> Root<F> {
                 parked: RefCell::new(Vec::new()),
                 serves: std::cell::Cell::new(false),
             }),
-            callouts: std::collections::HashMap::new(),
+            callouts: hashbrown::HashMap::new(),
             tick_due_ms: 0,
             live: None,
         }
