@@ -9,9 +9,10 @@ use meshware_common::section::{check_header_name, check_method, path_rules, read
 use meshware_common::SectionReader;
 use serde_json::Value;
 use std::cell::RefCell;
-// std's HashMap (randomly keyed SipHash), not the common crate's
-// hashbrown/foldhash: the cache is keyed by tokens clients send.
-use std::collections::HashMap;
+// Keyed by tokens clients send: std's randomly keyed SipHash, not the
+// foldhash the common crate's maps use (its seed is not random in wasm);
+// the table is hashbrown's, the same code the SDK links.
+type HashMap<K, V> = hashbrown::HashMap<K, V, std::hash::RandomState>;
 use std::rc::Rc;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -325,6 +326,6 @@ pub fn parse(r: &mut SectionReader<'_>) -> JwtSettings {
         claim_to_headers,
         strip_authorization: r.bool("strip_authorization", false),
         cache_entries: r.u64_in("cache_entries", 1000, 0, 100_000) as usize,
-        cache: RefCell::new(HashMap::new()),
+        cache: RefCell::new(HashMap::with_hasher(std::hash::RandomState::new())),
     }
 }
