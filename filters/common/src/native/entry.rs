@@ -17,10 +17,10 @@
 
 use super::abi::{self, EnvoyPtr};
 use super::hostcalls::{self, Answer, Owner, Pending, Scope, StreamHost};
+use hashbrown::{HashMap, HashSet};
 use proxy_wasm::traits::{HttpContext, RootContext};
 use proxy_wasm::types::Action;
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet};
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};

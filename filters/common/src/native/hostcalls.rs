@@ -9,9 +9,9 @@
 use super::abi::{self, Buffer, EnvoyPtr};
 use super::entry::{current_config, Config, MetricDef};
 use super::store;
+use hashbrown::HashMap;
 use proxy_wasm::types::{BufferType, Bytes, LogLevel, MapType, MetricType, Status};
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 /// One stream's host side: Envoy's filter object and what the adapter
