@@ -8,10 +8,6 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn python() -> PathBuf {
-    crate::root().join(".venv/bin/python")
-}
-
 /// The test service on a free port; killed on drop (its log printed when
 /// the test failed).
 pub struct GrpcServer {
@@ -27,7 +23,7 @@ impl GrpcServer {
             std::env::temp_dir().join(format!("meshware-grpc-{}-{port}.log", std::process::id()));
         let out = std::fs::File::create(&log).expect("grpc server log");
         let err = out.try_clone().expect("grpc server log");
-        let child = Command::new(python())
+        let child = Command::new(crate::python())
             .arg(crate::root().join("tests/grpc/server.py"))
             .arg(port.to_string())
             .stdout(Stdio::from(out))
@@ -68,7 +64,7 @@ impl Drop for GrpcServer {
 /// One call with grpcio's client: what the client saw (`code`, `details`,
 /// `initial_metadata`, `trailing_metadata`, `responses`).
 pub fn call(port: u16, method: &str, request: &str, extra: &[&str]) -> Value {
-    let out = Command::new(python())
+    let out = Command::new(crate::python())
         .arg(crate::root().join("tests/grpc/client.py"))
         .arg(format!("127.0.0.1:{port}"))
         .arg(method)

@@ -225,8 +225,7 @@ pub fn send_chunked(
 /// sends pseudo-headers and headers verbatim: `{"status", "headers",
 /// "body", "trailers"}`. `args`: `--header k:v`, `--body`, `--trailer k:v`.
 pub fn h2(port: u16, method: &str, path: &str, host: &str, args: &[&str]) -> serde_json::Value {
-    let python = crate::root().join(".venv/bin/python");
-    let out = std::process::Command::new(python)
+    let out = std::process::Command::new(crate::python())
         .arg(crate::root().join("tests/h2_client.py"))
         .args([&port.to_string(), method, path, host])
         .args(args)

@@ -57,6 +57,12 @@ pub fn all_filters() -> Vec<&'static str> {
     meshware_cli::FILTERS.iter().map(|f| f.name).collect()
 }
 
+/// The project virtualenv's Python (`make setup`): the test libraries
+/// (grpcio, h2, PyJWT, Flask) live there.
+pub fn python() -> PathBuf {
+    root().join(".venv/bin/python")
+}
+
 /// The JWT vectors PyJWT minted (`filters/jwt-auth/testdata/vectors.json`).
 pub fn jwt_vectors() -> serde_json::Value {
     let text = std::fs::read_to_string(root().join("filters/jwt-auth/testdata/vectors.json"))

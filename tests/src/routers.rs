@@ -87,7 +87,7 @@ impl Router {
 
     pub fn flask() -> Router {
         let port = free_port();
-        let mut c = Command::new(crate::root().join(".venv/bin/python"));
+        let mut c = Command::new(crate::python());
         c.arg(crate::root().join("tests/routers/flask_app.py"))
             .arg(port.to_string());
         Router::spawn("flask", c, port, scratch("flask"))

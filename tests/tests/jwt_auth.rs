@@ -228,7 +228,7 @@ for payload in sys.argv[2:]:
     mac = hmac.new(key, f"{head}.{body}".encode(), hashlib.sha256).digest()
     print(f"{head}.{body}.{b64(mac)}")
 "#;
-    let out = std::process::Command::new(meshware_e2e::root().join(".venv/bin/python"))
+    let out = std::process::Command::new(meshware_e2e::python())
         .args(["-c", script, &key])
         .args(payloads)
         .output()

@@ -173,7 +173,7 @@ fn check_h1(s: &Suite, backend: &str, handler: &str, path: &str) -> Option<Strin
 
 /// The same over HTTP/2 with `:path` sent verbatim (tests/h2_client.py).
 fn check_h2(s: &Suite, backend: &str, handler: &str, path: &str) -> Option<String> {
-    let out = std::process::Command::new(meshware_e2e::root().join(".venv/bin/python"))
+    let out = std::process::Command::new(meshware_e2e::python())
         .arg(meshware_e2e::root().join("tests/h2_client.py"))
         .args([&s.port.to_string(), "GET", path, "localhost"])
         .args(["--header", &format!("x-backend:{backend}")])

@@ -124,66 +124,74 @@ impl Reader<'_> {
         }
     }
 
-    fn array(&mut self, depth: usize) -> Step<Value> {
+    /// After `[` or `{` (not yet consumed): whether the container is empty,
+    /// its `close` consumed too.
+    fn open(&mut self, depth: usize, close: u8) -> Step<bool> {
         if depth > MAX_DEPTH {
             return Err("recursion limit exceeded");
         }
         self.at += 1;
-        let mut items = Vec::new();
         self.skip_space();
-        if self.peek() == Some(b']') {
+        let empty = self.peek() == Some(close);
+        if empty {
             self.at += 1;
+        }
+        Ok(empty)
+    }
+
+    /// Consumes the next byte, which must be `want`.
+    fn expect(&mut self, want: u8, at_end: &'static str, other: &'static str) -> Step<()> {
+        match self.next() {
+            Some(b) if b == want => Ok(()),
+            None => Err(at_end),
+            Some(_) => Err(other),
+        }
+    }
+
+    /// After a member: `,` (false) or the container's `close` (true).
+    fn member_end(&mut self, close: u8, at_end: &'static str, other: &'static str) -> Step<bool> {
+        self.skip_space();
+        match self.next() {
+            Some(b',') => Ok(false),
+            Some(b) if b == close => Ok(true),
+            None => Err(at_end),
+            Some(_) => Err(other),
+        }
+    }
+
+    fn array(&mut self, depth: usize) -> Step<Value> {
+        let mut items = Vec::new();
+        if self.open(depth, b']')? {
             return Ok(Value::Array(items));
         }
         loop {
             items.push(self.value(depth)?);
-            self.skip_space();
-            match self.next() {
-                Some(b',') => {}
-                Some(b']') => return Ok(Value::Array(items)),
-                None => return Err("EOF while parsing a list"),
-                Some(_) => return Err("expected `,` or `]`"),
+            if self.member_end(b']', "EOF while parsing a list", "expected `,` or `]`")? {
+                return Ok(Value::Array(items));
             }
         }
     }
 
     fn object(&mut self, depth: usize) -> Step<Value> {
-        if depth > MAX_DEPTH {
-            return Err("recursion limit exceeded");
-        }
-        self.at += 1;
+        const AT_END: &str = "EOF while parsing an object";
         let mut fields = Map::new();
-        self.skip_space();
-        if self.peek() == Some(b'}') {
-            self.at += 1;
+        if self.open(depth, b'}')? {
             return Ok(Value::Object(fields));
         }
         loop {
             self.skip_space();
-            match self.next() {
-                Some(b'"') => {}
-                None => return Err("EOF while parsing an object"),
-                Some(_) => return Err("key must be a string"),
-            }
+            self.expect(b'"', AT_END, "key must be a string")?;
             let name_at = self.at - 1; // its opening quote
             let name = self.string()?;
             self.skip_space();
-            match self.next() {
-                Some(b':') => {}
-                None => return Err("EOF while parsing an object"),
-                Some(_) => return Err("expected `:`"),
-            }
+            self.expect(b':', AT_END, "expected `:`")?;
             let value = self.value(depth)?;
             if fields.insert(name, value).is_some() {
                 self.at = name_at;
                 return Err("duplicate name in an object");
             }
-            self.skip_space();
-            match self.next() {
-                Some(b',') => {}
-                Some(b'}') => return Ok(Value::Object(fields)),
-                None => return Err("EOF while parsing an object"),
-                Some(_) => return Err("expected `,` or `}`"),
+            if self.member_end(b'}', AT_END, "expected `,` or `}`")? {
+                return Ok(Value::Object(fields));
             }
         }
     }
