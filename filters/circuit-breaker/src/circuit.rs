@@ -423,7 +423,7 @@ pub fn remember_opened(store: &dyn SharedStore, circuit_key: &str) {
         let mut keys: Vec<&str> = current.lines().filter(|k| !k.is_empty()).collect();
         keys.push(circuit_key);
         let skip = keys.len().saturating_sub(INDEX_LEN);
-        let value = keys.get(skip..).unwrap_or_default().join("\n");
+        let value = meshware_common::errors::joined(keys.get(skip..).unwrap_or_default(), "\n");
         match store.set(&index, value.as_bytes(), cas) {
             Err(SetError::CasMismatch) => continue,
             _ => return,
@@ -459,5 +459,8 @@ pub fn open_circuits(
             })
         })
         .collect();
-    Some(format!("{{\"open_circuits\":[{}]}}", open.join(",")))
+    Some(format!(
+        "{{\"open_circuits\":[{}]}}",
+        meshware_common::errors::joined(&open, ",")
+    ))
 }

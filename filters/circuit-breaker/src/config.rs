@@ -102,8 +102,8 @@ fn read_routes(r: &mut SectionReader<'_>) -> PathRules<RouteBudget> {
                         None => Ok(()),
                         Some(bad) => Err(format!(
                             "unknown retry condition \"{bad}\" (expected: {}, or for gRPC: {})",
-                            RETRY_ON.join(", "),
-                            RETRY_GRPC_ON.join(", ")
+                            meshware_common::errors::joined(RETRY_ON, ", "),
+                            meshware_common::errors::joined(RETRY_GRPC_ON, ", ")
                         )),
                     }
                 });
@@ -114,7 +114,7 @@ fn read_routes(r: &mut SectionReader<'_>) -> PathRules<RouteBudget> {
                             .map(str::trim)
                             .filter(|p| RETRY_GRPC_ON.contains(p) == grpc)
                             .collect();
-                        (!list.is_empty()).then(|| list.join(","))
+                        (!list.is_empty()).then(|| meshware_common::errors::joined(&list, ","))
                     })
                 };
                 let (retry_on, retry_grpc_on) = (conditions(false), conditions(true));

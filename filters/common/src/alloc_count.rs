@@ -7,10 +7,7 @@ use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The allocator the module has without counting (lib.rs).
-#[cfg(feature = "suite")]
-type Inner = crate::small_alloc::SmallAlloc;
-#[cfg(not(feature = "suite"))]
-type Inner = std::alloc::System;
+type Inner = crate::heap::Heap;
 
 /// Wraps the module's allocator; counts, nothing else.
 pub struct Counting(Inner);
@@ -52,7 +49,7 @@ unsafe impl GlobalAlloc for Counting {
 
 #[cfg(feature = "suite")]
 #[global_allocator]
-static GLOBAL: Counting = Counting(crate::small_alloc::SmallAlloc::new());
+static GLOBAL: Counting = Counting(crate::heap::Heap::new());
 #[cfg(not(feature = "suite"))]
 #[global_allocator]
 static GLOBAL: Counting = Counting(std::alloc::System);

@@ -431,7 +431,10 @@ impl SuiteRoot {
         }
         match self.configure(config.as_bytes()) {
             Ok(enabled) => {
-                log::info!("[suite] concerns now: {}", enabled.join(", "));
+                log::info!(
+                    "[suite] concerns now: {}",
+                    crate::errors::joined(&enabled, ", ")
+                );
                 self.set_ticks();
             }
             Err(errors) => log::error!("[suite] live profile refused:\n{errors}"),
@@ -535,7 +538,10 @@ impl RootContext for SuiteRoot {
         let config = plugin_configuration();
         match self.configure(&config) {
             Ok(enabled) => {
-                log::info!("[suite] concerns: {}", enabled.join(", "));
+                log::info!(
+                    "[suite] concerns: {}",
+                    crate::errors::joined(&enabled, ", ")
+                );
                 self.live = self
                     .stages
                     .first()

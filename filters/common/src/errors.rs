@@ -68,6 +68,19 @@ impl fmt::Display for ConfigErrors {
 
 /// Appends one key to a JSON path: plain identifiers with a dot, anything else
 /// (hosts with dots, prefixes with slashes) quoted in brackets.
+/// `parts` with `separator` between them: std's `join` instantiates about
+/// 1 KB of code per element type (docs/PERFORMANCE.md, "Module sizes").
+pub fn joined<S: AsRef<str>>(parts: &[S], separator: &str) -> String {
+    let mut out = String::new();
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push_str(separator);
+        }
+        out.push_str(part.as_ref());
+    }
+    out
+}
+
 pub fn join(path: &str, key: &str) -> String {
     let plain = !key.is_empty()
         && key
@@ -99,6 +112,15 @@ mod tests {
             "tenancy.hosts[\"shop.acme.example\"]"
         );
         assert_eq!(index("a.b", 3), "a.b[3]");
+    }
+
+    #[test]
+    fn joined_is_std_join() {
+        for parts in [&[][..], &["a"], &["a", ""], &["", "b", "c d"]] {
+            assert_eq!(joined(parts, ", "), parts.join(", "));
+            let owned: Vec<String> = parts.iter().map(|p| p.to_string()).collect();
+            assert_eq!(joined(&owned, "\n"), owned.join("\n"));
+        }
     }
 
     #[test]

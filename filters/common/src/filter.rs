@@ -60,6 +60,10 @@ pub trait HttpFilter: 'static {
     const PASSES_REPLAYS: bool = false;
     /// Whether `on_request_body` is called for request body chunks.
     const READS_REQUEST_BODY: bool = false;
+    /// Whether the filter holds requests for their whole body
+    /// (`Decision::wait_for_body`, idempotency). Elsewhere the adapter's
+    /// body hold is compiled out and `wait_for_body` is ignored.
+    const HOLDS_REQUEST_BODY: bool = false;
     /// Whether `on_response` needs the response headers (reading costs a hostcall).
     const READS_RESPONSE_HEADERS: bool = false;
     /// The request headers the core reads besides `:authority`, `:path` and

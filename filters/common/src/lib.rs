@@ -10,6 +10,7 @@ pub mod errors;
 pub mod filter;
 pub mod grpc;
 pub mod headers;
+pub mod heap;
 pub mod json;
 pub mod jsontext;
 pub mod live;
@@ -24,25 +25,20 @@ pub mod rng;
 pub mod secret;
 pub mod section;
 pub mod sequence;
-pub mod small_alloc;
 pub mod store;
 pub mod tenancy;
 
 #[cfg(all(target_os = "wasi", feature = "count-hostcalls"))]
 pub mod alloc_count;
-/// The suite module's heap (`small_alloc`; counting builds wrap it in
-/// `alloc_count`). Single-filter modules keep the system allocator: with
-/// their dozen allocations per request the lists gained nothing measurable
-/// (callgrind) and cost about 900 bytes.
-#[cfg(all(
-    target_os = "wasi",
-    feature = "suite",
-    not(feature = "count-hostcalls")
-))]
+/// Every wasm module's heap (`heap`; counting builds wrap it in
+/// `alloc_count`).
+#[cfg(all(target_os = "wasi", not(feature = "count-hostcalls")))]
 #[global_allocator]
-static HEAP: small_alloc::SmallAlloc = small_alloc::SmallAlloc::new();
+static HEAP: heap::Heap = heap::Heap::new();
 #[cfg(all(any(target_os = "wasi", feature = "native"), feature = "suite"))]
 pub mod chain;
+/// The VM's environment without wasi-libc's (`getenv`).
+mod environ;
 #[cfg(any(target_os = "wasi", feature = "native"))]
 pub mod host;
 #[cfg(any(target_os = "wasi", feature = "native"))]

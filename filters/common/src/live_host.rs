@@ -533,7 +533,7 @@ impl LiveHost {
                         "[{}] config store revision {}: applied {}",
                         self.module,
                         judged.snapshot.revision,
-                        judged.accepted.join(", ")
+                        crate::errors::joined(&judged.accepted, ", ")
                     );
                 }
                 let changed = judged.snapshot.docs != self.snapshot.docs;

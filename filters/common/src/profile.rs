@@ -14,8 +14,7 @@ use crate::errors::{join, ConfigErrors};
 use crate::path::{PathPattern, PathRules, RequestPath};
 use crate::request::RequestPolicy;
 use crate::section::{check_header_name, Layer, SectionReader};
-use crate::tenancy::{Slot, Source, Tenancy, TenantHeader};
-use hashbrown::HashMap;
+use crate::tenancy::{Names, Slot, Source, Tenancy, TenantHeader};
 use serde_json::{Map, Value};
 
 /// Section names of the filters in this suite. A section name not listed here
@@ -146,7 +145,10 @@ fn check_keys(map: &Map<String, Value>, path: &str, allowed: &[&str], errors: &m
         if !allowed.contains(&key.as_str()) {
             errors.push(
                 join(path, key),
-                format!("unknown field (expected one of: {})", allowed.join(", ")),
+                format!(
+                    "unknown field (expected one of: {})",
+                    crate::errors::joined(allowed, ", ")
+                ),
             );
         }
     }
@@ -161,8 +163,8 @@ fn check_sections(map: &Map<String, Value>, path: &str, errors: &mut ConfigError
                 p,
                 format!(
                     "unknown section (expected one of: {}, {})",
-                    KNOWN_SECTIONS.join(", "),
-                    COMMON_SECTIONS.join(", ")
+                    crate::errors::joined(KNOWN_SECTIONS, ", "),
+                    crate::errors::joined(COMMON_SECTIONS, ", ")
                 ),
             );
         } else {
@@ -222,16 +224,18 @@ fn parse_shared<'a>(root: &'a Value, errors: &mut ConfigErrors) -> Option<Shared
         }
     };
 
-    let by_name: HashMap<String, Slot> = tenants
-        .iter()
-        .enumerate()
-        .map(|(i, (n, _))| (n.to_string(), i))
-        .collect();
+    let by_name = Names::new(
+        tenants
+            .iter()
+            .enumerate()
+            .map(|(i, (n, _))| (n.to_string(), i))
+            .collect(),
+    );
     let other_slot = tenants.len();
     let lookup = |name: &Value, path: &str, errors: &mut ConfigErrors| -> Option<Slot> {
         match name {
             Value::String(s) => match by_name.get(s.as_str()) {
-                Some(slot) => Some(*slot),
+                Some(slot) => Some(slot),
                 None => {
                     errors.push(
                         path,
@@ -265,7 +269,7 @@ fn parse_shared<'a>(root: &'a Value, errors: &mut ConfigErrors) -> Option<Shared
         errors,
     );
 
-    let mut exact_hosts = HashMap::new();
+    let mut exact_hosts = Vec::new();
     let mut wildcard_hosts = Vec::new();
     if let Some(v) = tenancy_map.get("hosts") {
         if let Some(map) = as_object(v, "tenancy.hosts", errors) {
@@ -293,7 +297,7 @@ fn parse_shared<'a>(root: &'a Value, errors: &mut ConfigErrors) -> Option<Shared
                     if wildcard {
                         wildcard_hosts.push((format!(".{pattern}"), slot));
                     } else {
-                        exact_hosts.insert(pattern.to_string(), slot);
+                        exact_hosts.push((pattern.to_string(), slot));
                     }
                 }
             }
@@ -383,7 +387,7 @@ fn parse_shared<'a>(root: &'a Value, errors: &mut ConfigErrors) -> Option<Shared
         tenants,
         defaults,
         tenancy: Tenancy {
-            exact_hosts,
+            exact_hosts: Names::new(exact_hosts),
             wildcard_hosts,
             path_prefixes,
             header,

@@ -112,11 +112,13 @@ const CLAIMED_TENANT: &str = "@tenant:";
 /// tenant: the filters after jwt_auth act for it.
 pub fn with_claimed_tenant(mark: Option<&str>, tenant: &str) -> String {
     let mut out: String = match mark {
-        Some(m) => m
-            .lines()
-            .filter(|l| !l.starts_with(CLAIMED_TENANT))
-            .collect::<Vec<_>>()
-            .join("\n"),
+        Some(m) => {
+            let kept: Vec<&str> = m
+                .lines()
+                .filter(|l| !l.starts_with(CLAIMED_TENANT))
+                .collect();
+            crate::errors::joined(&kept, "\n")
+        }
         None => "1".to_string(),
     };
     out.push('\n');
@@ -151,7 +153,7 @@ pub fn parse(r: &mut SectionReader<'_>) -> RequestPolicy {
         } else {
             Err(format!(
                 "unknown path form \"{n}\" (expected one of: {})",
-                names.join(", ")
+                crate::errors::joined(&names, ", ")
             ))
         }
     }) {

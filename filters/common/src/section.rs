@@ -236,7 +236,7 @@ impl<'a> SectionReader<'a> {
             let quoted: Vec<String> = options.iter().map(|o| format!("\"{o}\"")).collect();
             let list = match quoted.split_last() {
                 Some((last, [])) => last.clone(),
-                Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+                Some((last, rest)) => format!("{} or {last}", crate::errors::joined(rest, ", ")),
                 None => String::new(),
             };
             Err(format!("\"{v}\": expected {list}"))
@@ -273,7 +273,10 @@ impl<'a> SectionReader<'a> {
                 if !self.known.contains(&key.as_str()) {
                     self.errors.push(
                         join(layer.path, key),
-                        format!("unknown field (expected one of: {})", self.known.join(", ")),
+                        format!(
+                            "unknown field (expected one of: {})",
+                            crate::errors::joined(&self.known, ", ")
+                        ),
                     );
                 }
             }

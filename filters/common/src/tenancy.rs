@@ -4,7 +4,6 @@
 //! marks it trusted, else the default tenant.
 
 use crate::path::{PathPattern, PathRules, RequestPath};
-use hashbrown::HashMap;
 use std::borrow::Cow;
 
 /// Index of a tenant in the compiled profile. The last slot is "other":
@@ -29,14 +28,38 @@ pub struct TenantHeader {
     pub trusted: bool,
 }
 
+/// Names and their slots, sorted by name, found by binary search. Not a
+/// hash map: the names are configured and few, and hashing strings linked
+/// foldhash's string hashing and a table instance (about 4 KB) into every
+/// module (docs/PERFORMANCE.md, "Module sizes").
+#[derive(Debug, Clone, Default)]
+pub struct Names(Vec<(String, Slot)>);
+
+impl Names {
+    /// The table of `pairs`, whose names are distinct (a JSON object's
+    /// keys; the tenants' names).
+    pub fn new(mut pairs: Vec<(String, Slot)>) -> Names {
+        crate::order::sort_by(&mut pairs, |a, b| a.0 < b.0);
+        Names(pairs)
+    }
+
+    pub fn get(&self, name: &str) -> Option<Slot> {
+        let at = self
+            .0
+            .binary_search_by(|(n, _)| n.as_str().cmp(name))
+            .ok()?;
+        self.0.get(at).map(|(_, slot)| *slot)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Tenancy {
-    pub(crate) exact_hosts: HashMap<String, Slot>,
+    pub(crate) exact_hosts: Names,
     /// `(".globex.example", slot)`, longest suffix first.
     pub(crate) wildcard_hosts: Vec<(String, Slot)>,
     pub(crate) path_prefixes: PathRules<Slot>,
     pub(crate) header: Option<TenantHeader>,
-    pub(crate) by_name: HashMap<String, Slot>,
+    pub(crate) by_name: Names,
     pub(crate) default_slot: Slot,
     pub(crate) other_slot: Slot,
 }
@@ -86,7 +109,7 @@ impl Tenancy {
         if let Some(authority) = authority {
             let host = normalize_host(authority);
             if let Some(slot) = self.exact_hosts.get(host.as_ref()) {
-                return (*slot, Source::Host);
+                return (slot, Source::Host);
             }
             for (suffix, slot) in &self.wildcard_hosts {
                 if host.len() > suffix.len() && host.ends_with(suffix.as_str()) {
@@ -107,7 +130,7 @@ impl Tenancy {
         if let (Some(h), Some(value)) = (&self.header, header_value) {
             if h.trusted {
                 let value = value.trim();
-                let slot = self.by_name.get(value).copied().unwrap_or(self.other_slot);
+                let slot = self.by_name.get(value).unwrap_or(self.other_slot);
                 return (slot, Source::Header);
             }
         }
@@ -120,6 +143,26 @@ mod tests {
     use super::*;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn names_are_found_by_binary_search() {
+        let mut rng = 0x2545f4914f6cdd1du64;
+        for n in 0..60 {
+            let mut model = std::collections::HashMap::new();
+            for slot in 0..n {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                model.entry(format!("t{}", rng % 40)).or_insert(slot);
+            }
+            let names = Names::new(model.iter().map(|(k, v)| (k.clone(), *v)).collect());
+            for i in 0..45 {
+                let name = format!("t{i}");
+                assert_eq!(names.get(&name), model.get(&name).copied(), "{name} of {n}");
+            }
+            assert_eq!(names.get(""), None);
+        }
+    }
 
     #[test]
     fn hosts_are_normalized() {

@@ -158,9 +158,9 @@ pub fn parse(r: &mut SectionReader<'_>) -> CorsSettings {
     }
     CorsSettings {
         enabled,
-        methods_value: allowed_methods.join(", "),
-        headers_value: allowed_headers.join(", "),
-        expose_value: exposed_headers.join(", "),
+        methods_value: meshware_common::errors::joined(&allowed_methods, ", "),
+        headers_value: meshware_common::errors::joined(&allowed_headers, ", "),
+        expose_value: meshware_common::errors::joined(&exposed_headers, ", "),
         max_age_value: max_age.map(|m| m.to_string()),
         origins,
         allowed_methods,

@@ -169,7 +169,10 @@ fn compile_pattern(
 }
 
 fn allow_header(methods: &Option<Vec<String>>) -> String {
-    methods.as_ref().map(|m| m.join(", ")).unwrap_or_default()
+    methods
+        .as_ref()
+        .map(|m| meshware_common::errors::joined(m, ", "))
+        .unwrap_or_default()
 }
 
 /// Reads the limit fields shared by the section and each route.

@@ -22,6 +22,7 @@ pub struct Idempotency;
 impl HttpFilter for Idempotency {
     const NAME: &'static str = "idempotency";
     const OUTCOMES: &'static [&'static str] = replay::OUTCOMES;
+    const HOLDS_REQUEST_BODY: bool = true;
     const READS_RESPONSE_HEADERS: bool = true;
     const READS_RESPONSE_BODY: bool = true;
     const OBSERVES_COMPLETION: bool = true;

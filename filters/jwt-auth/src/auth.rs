@@ -157,17 +157,17 @@ fn claim_text(v: &Value) -> Option<String> {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
         Value::Bool(b) => Some(b.to_string()),
-        Value::Array(items) => Some(
-            items
+        Value::Array(items) => {
+            let texts: Vec<String> = items
                 .iter()
                 .filter_map(|i| {
                     i.as_str()
                         .map(str::to_string)
                         .or_else(|| i.as_number().map(|n| n.to_string()))
                 })
-                .collect::<Vec<_>>()
-                .join(","),
-        ),
+                .collect();
+            Some(meshware_common::errors::joined(&texts, ","))
+        }
         _ => None,
     }
 }

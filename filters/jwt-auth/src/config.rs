@@ -113,9 +113,12 @@ fn read_provider(r: &mut SectionReader<'_>, path: &str) -> Option<NamedProvider>
             if a == "none" {
                 return Err("\"none\" is never accepted".into());
             }
-            Alg::parse(a)
-                .map(|_| ())
-                .ok_or_else(|| format!("\"{a}\": expected one of {}", ALGS.join(", ")))
+            Alg::parse(a).map(|_| ()).ok_or_else(|| {
+                format!(
+                    "\"{a}\": expected one of {}",
+                    meshware_common::errors::joined(ALGS, ", ")
+                )
+            })
         })
         .iter()
         .filter_map(|a| Alg::parse(a))

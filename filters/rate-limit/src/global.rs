@@ -337,7 +337,10 @@ pub fn descriptors(
                 Entry::Tenant => ("tenant".to_string(), tenant.to_string()),
                 Entry::RemoteAddress => {
                     match crate::quota::client_address(headers, source, s.xff_trusted_hops) {
-                        Some(ip) => ("remote_address".to_string(), ip.to_string()),
+                        Some(ip) => (
+                            "remote_address".to_string(),
+                            meshware_common::net::ip_text(ip),
+                        ),
                         None => continue 'descriptor,
                     }
                 }

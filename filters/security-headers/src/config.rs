@@ -171,7 +171,10 @@ fn read_rule(r: &mut SectionReader<'_>, f: &Field) -> Option<HeaderRule> {
                         .iter()
                         .map(|a| format!("\"{}\"", a.name()))
                         .collect();
-                    Err(format!("\"{m}\": expected {}", names.join(" or ")))
+                    Err(format!(
+                        "\"{m}\": expected {}",
+                        meshware_common::errors::joined(&names, " or ")
+                    ))
                 }
             });
             n.finish();

@@ -336,7 +336,7 @@ pub fn clean_tracestate<'a>(values: impl Iterator<Item = &'a str>) -> Option<Str
     if members.is_empty() {
         None
     } else {
-        Some(members.join(","))
+        Some(meshware_common::errors::joined(&members, ","))
     }
 }
 

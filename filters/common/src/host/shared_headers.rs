@@ -51,7 +51,7 @@ pub(super) fn property(path: &[&str], read: impl FnOnce() -> Option<Vec<u8>>) ->
         let Ok(Some(reads)) = p.as_deref_mut() else {
             return read();
         };
-        let key = path.join("\u{0}");
+        let key = crate::errors::joined(path, "\u{0}");
         if let Some((_, value)) = reads.properties.iter().find(|(k, _)| *k == key) {
             return value.clone();
         }

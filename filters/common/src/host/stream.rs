@@ -856,7 +856,7 @@ impl<F: HttpFilter> Stage for Stream<F> {
         if self.hold(&compiled, slot, &decision, 0) {
             return Action::Pause;
         }
-        if let Some(limit) = decision.wait_for_body {
+        if let Some(limit) = decision.wait_for_body.filter(|_| F::HOLDS_REQUEST_BODY) {
             if !end_of_stream {
                 self.waiting_for_body = Some(limit);
                 self.waiting_grpc = decision.grpc_body && client_can_stream();
@@ -878,7 +878,7 @@ impl<F: HttpFilter> Stage for Stream<F> {
             // Continuing here would release the held headers too.
             return Action::Pause;
         }
-        if let Some(limit) = self.waiting_for_body {
+        if let Some(limit) = self.waiting_for_body.filter(|_| F::HOLDS_REQUEST_BODY) {
             self.body_buffered = body_size;
             return self.held_body(body_size, end_of_stream, limit);
         }
@@ -904,7 +904,7 @@ impl<F: HttpFilter> Stage for Stream<F> {
         }
         // With trailers (HTTP/2, gRPC) the body ends here, not with a data
         // frame: decide on what was buffered, or the request would pass undecided.
-        if let Some(limit) = self.waiting_for_body {
+        if let Some(limit) = self.waiting_for_body.filter(|_| F::HOLDS_REQUEST_BODY) {
             return self.held_body(self.body_buffered, true, limit);
         }
         Action::Continue
