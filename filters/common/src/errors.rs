@@ -71,7 +71,9 @@ impl fmt::Display for ConfigErrors {
 /// `parts` with `separator` between them: std's `join` instantiates about
 /// 1 KB of code per element type (docs/PERFORMANCE.md, "Module sizes").
 pub fn joined<S: AsRef<str>>(parts: &[S], separator: &str) -> String {
-    let mut out = String::new();
+    let len = parts.iter().map(|p| p.as_ref().len()).sum::<usize>()
+        + separator.len() * parts.len().saturating_sub(1);
+    let mut out = String::with_capacity(len);
     for (i, part) in parts.iter().enumerate() {
         if i > 0 {
             out.push_str(separator);

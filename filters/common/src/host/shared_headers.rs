@@ -51,13 +51,17 @@ pub(super) fn property(path: &[&str], read: impl FnOnce() -> Option<Vec<u8>>) ->
         let Ok(Some(reads)) = p.as_deref_mut() else {
             return read();
         };
-        let key = crate::errors::joined(path, "\u{0}");
-        if let Some((_, value)) = reads.properties.iter().find(|(k, _)| *k == key) {
+        // Keys are the path's parts joined by NUL, compared part by part:
+        // no key is built unless the value is new.
+        let same = |key: &str| key.split('\u{0}').eq(path.iter().copied());
+        if let Some((_, value)) = reads.properties.iter().find(|(k, _)| same(k)) {
             return value.clone();
         }
         let value = read();
         if reads.properties.len() < MAX_PHASE_PROPERTIES {
-            reads.properties.push((key, value.clone()));
+            reads
+                .properties
+                .push((crate::errors::joined(path, "\u{0}"), value.clone()));
         }
         value
     })
