@@ -4,11 +4,12 @@
 //!
 //! Why our own: wasi-libc's `getenv` builds its `environ` array with
 //! `malloc`, and its `getcwd` would copy with `strdup` if std ever passed
-//! it no buffer. Those two (std's panic path asks for `RUST_BACKTRACE` and
-//! the working directory;
-//! `secret::vm_env` asks for the profile's variables) were all that kept
-//! dlmalloc, about 9 KB, in every module (`heap`). Defined here, the linker
-//! takes these and leaves libc's out; `std::env::var` works as before.
+//! it no buffer. Those two were all that kept dlmalloc, about 9 KB, in
+//! every module (`heap`): std's panic path asks for `RUST_BACKTRACE` and
+//! the working directory, and `secret::vm_env` for the profile's variables.
+//! Defined here, the linker takes these and leaves libc's out (`getcwd`
+//! itself cannot be replaced: its object defines other symbols libc needs);
+//! `std::env::var` works as before.
 //!
 //! The environment is read once, on first use, and kept for the VM's life:
 //! Envoy gives a VM its environment when it creates it.
